@@ -1,0 +1,172 @@
+//! The validated cell description. Everything in here has passed validation:
+//! later stages (layout, fdt, vmm) may rely on the invariants documented on
+//! each field without checking them again.
+
+use std::path::PathBuf;
+
+/// A validated cell configuration, produced by [`crate::config::load`] or
+/// [`crate::config::parse`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CellConfig {
+    /// Cell name: 1-32 characters of `[A-Za-z0-9_-]`.
+    pub name: String,
+    /// The file this configuration was read from (for messages), if any.
+    pub source: Option<PathBuf>,
+    /// vCPUs and their host CPU pinning.
+    pub cpus: CpuConfig,
+    /// Guest RAM regions, sorted by base, page aligned, non-overlapping, outside
+    /// the device window. The first one starts at guest physical 0.
+    pub memory: Vec<MemoryRegion>,
+    /// What to boot.
+    pub kernel: KernelConfig,
+    /// Where the console goes.
+    pub console: ConsoleConfig,
+    /// Statically configured virtio-mmio devices.
+    pub virtio_mmio: Vec<VirtioMmioConfig>,
+    /// Statically configured virtual PCI host bridges.
+    pub pci_bridges: Vec<PciBridgeConfig>,
+}
+
+/// vCPU configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CpuConfig {
+    /// Number of vCPUs, 1..=[`crate::config::MAX_VCPUS`].
+    pub count: u8,
+    /// Host CPU for each vCPU (same length as `count`), or `None` for no pinning.
+    pub pin: Option<Vec<usize>>,
+}
+
+/// One guest RAM region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryRegion {
+    /// Guest physical base address (page aligned).
+    pub base: u64,
+    /// Size in bytes (page aligned, non-zero).
+    pub size: u64,
+}
+
+impl MemoryRegion {
+    /// One past the last byte of the region.
+    pub fn end(&self) -> u64 {
+        self.base + self.size
+    }
+}
+
+/// Kernel image format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KernelFormat {
+    /// A Linux bzImage, booted through the x86 boot protocol.
+    BzImage,
+    /// A bare-metal ELF64 image, entered in 64-bit long mode at its entry point.
+    Elf,
+}
+
+/// What the cell boots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelConfig {
+    /// Kernel image path (resolved relative to the config file; exists).
+    pub path: PathBuf,
+    /// Image format (given, or detected from the file's magic).
+    pub format: KernelFormat,
+    /// Optional initrd path (resolved; exists). Only for bzImage kernels.
+    pub initrd: Option<PathBuf>,
+    /// Kernel command line (printable ASCII, shorter than the boot protocol's limit).
+    pub cmdline: String,
+}
+
+/// Where console output goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleOutput {
+    /// cellvm's standard output.
+    Stdout,
+    /// Appended to a file (created if missing).
+    File(PathBuf),
+    /// Discarded.
+    None,
+}
+
+/// Where console input comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsoleInput {
+    /// cellvm's standard input.
+    Stdin,
+    /// No input.
+    None,
+}
+
+/// Console (16550 UART at I/O port 0x3f8, IRQ 4).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConsoleConfig {
+    /// Output sink.
+    pub output: ConsoleOutput,
+    /// Input source.
+    pub input: ConsoleInput,
+}
+
+/// The kind of a virtio device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VirtioKind {
+    /// Entropy source.
+    Rng,
+    /// Block device.
+    Block,
+    /// Console.
+    Console,
+}
+
+/// A statically configured virtio-mmio device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtioMmioConfig {
+    /// Unique device id within the cell (`[A-Za-z0-9_-]`, 1-32 characters).
+    pub id: String,
+    /// Device kind.
+    pub kind: VirtioKind,
+    /// Fixed MMIO base (page aligned, inside the device window), or allocated.
+    pub base: Option<u64>,
+    /// Fixed IOAPIC pin, or allocated.
+    pub irq: Option<u32>,
+}
+
+/// The flavour of a generic PCI host bridge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PciHostKind {
+    /// `pci-host-ecam-generic`: 1 MiB of config space per bus.
+    Ecam,
+    /// `pci-host-cam-generic`: 64 KiB of config space per bus.
+    Cam,
+}
+
+/// An address window `[base, base + size)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// First address.
+    pub base: u64,
+    /// Size in bytes (non-zero).
+    pub size: u64,
+}
+
+impl Window {
+    /// One past the last address.
+    pub fn end(&self) -> u64 {
+        self.base + self.size
+    }
+}
+
+/// A statically configured virtual PCI host bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PciBridgeConfig {
+    /// Unique id within the cell.
+    pub id: String,
+    /// ECAM or CAM.
+    pub kind: PciHostKind,
+    /// Fixed config-space base (below 4 GiB), or allocated.
+    pub config_base: Option<u64>,
+    /// First bus number.
+    pub bus_start: u8,
+    /// Last bus number (>= `bus_start`).
+    pub bus_end: u8,
+    /// Fixed 32-bit MMIO window, or allocated.
+    pub mmio32: Option<Window>,
+    /// Optional 64-bit prefetchable MMIO window size or fixed window.
+    pub mmio64: Option<Window>,
+}

@@ -1,0 +1,8 @@
+//! cellvm: a small KVM VMM that partitions a host into guest cells.
+//!
+//! Data flows one way: [`config`] (TOML → validated [`config::CellConfig`]) →
+//! [`layout`] (address map and IRQs) → [`fdt`] (device tree) and [`devices`]
+//! (models on the MMIO/PIO buses) → [`vmm`] (KVM VM, memory, vCPUs).
+
+pub mod config;
+pub mod layout;
