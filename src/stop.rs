@@ -1,0 +1,128 @@
+//! Why a cell stopped, and the handle devices and threads use to stop it.
+
+use std::sync::{Arc, Mutex};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+/// Why a cell stopped. The first reason reported wins.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    /// The guest wrote this byte to the debug-exit device.
+    DebugExit(u8),
+    /// The guest asked for a reset (i8042 reset line, KVM system event reset).
+    GuestReset,
+    /// The guest powered off (KVM system event shutdown).
+    GuestPowerOff,
+    /// The guest crashed: triple fault, failed VM entry, KVM internal error.
+    GuestCrash(String),
+    /// cellvm received this signal (SIGINT, SIGTERM).
+    Signal(i32),
+    /// cellvm itself failed while the cell ran.
+    Error(String),
+}
+
+impl StopReason {
+    /// cellvm's process exit status for this reason (documented in docs/cli.md).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            StopReason::DebugExit(code) => *code,
+            StopReason::GuestReset | StopReason::GuestPowerOff => 0,
+            StopReason::Error(_) => 1,
+            StopReason::GuestCrash(_) => 3,
+            StopReason::Signal(sig) => 128u8.saturating_add((*sig).clamp(0, 127) as u8),
+        }
+    }
+}
+
+impl std::fmt::Display for StopReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StopReason::DebugExit(code) => write!(f, "guest requested exit with code {code}"),
+            StopReason::GuestReset => write!(f, "guest reset"),
+            StopReason::GuestPowerOff => write!(f, "guest powered off"),
+            StopReason::GuestCrash(why) => write!(f, "guest crashed: {why}"),
+            StopReason::Signal(sig) => write!(f, "stopped by signal {sig}"),
+            StopReason::Error(why) => write!(f, "cellvm error: {why}"),
+        }
+    }
+}
+
+struct Inner {
+    reason: Mutex<Option<StopReason>>,
+    event: EventFd,
+}
+
+/// Shared by devices, vCPU threads and the control loop. Cloning is cheap.
+#[derive(Clone)]
+pub struct StopHandle {
+    inner: Arc<Inner>,
+}
+
+impl StopHandle {
+    /// A handle with no stop requested.
+    pub fn new() -> std::io::Result<Self> {
+        Ok(StopHandle {
+            inner: Arc::new(Inner {
+                reason: Mutex::new(None),
+                event: EventFd::new(EFD_NONBLOCK)?,
+            }),
+        })
+    }
+
+    /// Requests a stop. Only the first reason is kept; later ones are logged.
+    pub fn stop(&self, reason: StopReason) {
+        let mut slot = self.inner.reason.lock().unwrap_or_else(|e| e.into_inner());
+        match &*slot {
+            None => {
+                *slot = Some(reason);
+                if let Err(e) = self.inner.event.write(1) {
+                    log::error!("cannot signal stop event: {e}");
+                }
+            }
+            Some(first) => log::debug!("ignoring stop reason '{reason}' after '{first}'"),
+        }
+    }
+
+    /// Whether a stop was requested.
+    pub fn is_stopped(&self) -> bool {
+        self.reason().is_some()
+    }
+
+    /// The reason, once a stop was requested.
+    pub fn reason(&self) -> Option<StopReason> {
+        self.inner
+            .reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// An eventfd that becomes readable when a stop is requested.
+    pub fn event(&self) -> &EventFd {
+        &self.inner.event
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn first_stop_reason_wins() {
+        let h = StopHandle::new().unwrap();
+        h.stop(StopReason::DebugExit(7));
+        h.stop(StopReason::GuestReset);
+        assert_eq!(h.reason(), Some(StopReason::DebugExit(7)));
+        assert_eq!(h.event().read().unwrap(), 1);
+    }
+
+    #[test]
+    fn exit_codes_follow_the_documented_table() {
+        assert_eq!(StopReason::DebugExit(42).exit_code(), 42);
+        assert_eq!(StopReason::GuestReset.exit_code(), 0);
+        assert_eq!(StopReason::GuestPowerOff.exit_code(), 0);
+        assert_eq!(StopReason::Error("x".into()).exit_code(), 1);
+        assert_eq!(StopReason::GuestCrash("x".into()).exit_code(), 3);
+        assert_eq!(StopReason::Signal(libc::SIGINT).exit_code(), 130);
+        assert_eq!(StopReason::Signal(libc::SIGTERM).exit_code(), 143);
+    }
+}

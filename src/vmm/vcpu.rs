@@ -1,0 +1,170 @@
+//! vCPU threads: run KVM_RUN, dispatch exits to the buses, stop on request.
+//!
+//! Stopping: the control thread records a [`StopReason`] and sends each vCPU
+//! thread [`kick_signal`]. The handler sets `immediate_exit` in that thread's
+//! `kvm_run`, so a kick that lands just before `KVM_RUN` is not lost.
+
+use crate::devices::Bus;
+use crate::stop::{StopHandle, StopReason};
+use kvm_bindings::kvm_run;
+use kvm_ioctls::{VcpuExit, VcpuFd};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+thread_local! {
+    static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
+}
+
+/// The real-time signal used to kick vCPU threads out of `KVM_RUN`.
+pub fn kick_signal() -> i32 {
+    vmm_sys_util::signal::SIGRTMIN()
+}
+
+extern "C" fn handle_kick(_: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    let run = KVM_RUN.with(|c| c.get());
+    if !run.is_null() {
+        // SAFETY: the pointer is set by this thread's vCPU loop to its own
+        // live kvm_run mapping and cleared before the VcpuFd is dropped; the
+        // handler runs on the same thread, so the mapping is alive here. A
+        // volatile byte store is async-signal-safe.
+        unsafe { std::ptr::addr_of_mut!((*run).immediate_exit).write_volatile(1) };
+    }
+}
+
+/// Installs the kick handler (process-wide; idempotent).
+pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
+    vmm_sys_util::signal::register_signal_handler(kick_signal(), handle_kick)
+}
+
+/// Counts of exits by kind, for benchmarks and diagnostics.
+#[derive(Debug, Default)]
+pub struct ExitCounters {
+    /// Port I/O exits.
+    pub pio: AtomicU64,
+    /// MMIO exits.
+    pub mmio: AtomicU64,
+    /// Accesses no device served.
+    pub unhandled: AtomicU64,
+}
+
+/// What a vCPU thread needs.
+pub struct VcpuContext {
+    /// vCPU index.
+    pub index: usize,
+    /// Host CPU to pin to.
+    pub pin: Option<usize>,
+    /// MMIO bus.
+    pub mmio: Arc<Bus>,
+    /// PIO bus.
+    pub pio: Arc<Bus>,
+    /// Stop handle.
+    pub stop: StopHandle,
+    /// Exit statistics.
+    pub counters: Arc<ExitCounters>,
+}
+
+fn pin_to(cpu: usize) -> std::io::Result<()> {
+    // SAFETY: cpu_set_t is plain data; CPU_ZERO/CPU_SET only write inside it
+    // (CPU_SET ignores out-of-range CPUs, which were rejected by the caller).
+    let ret = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_ZERO(&mut set);
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set)
+    };
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The vCPU thread body: runs until a stop is requested.
+pub fn run_vcpu(mut vcpu: VcpuFd, ctx: VcpuContext) {
+    if let Some(cpu) = ctx.pin {
+        if let Err(e) = pin_to(cpu) {
+            ctx.stop.stop(StopReason::Error(format!(
+                "pinning vCPU {} to host CPU {cpu}: {e}",
+                ctx.index
+            )));
+        }
+    }
+    let run_ptr: *mut kvm_run = vcpu.get_kvm_run();
+    KVM_RUN.with(|c| c.set(run_ptr));
+    while !ctx.stop.is_stopped() {
+        match vcpu.run() {
+            Ok(exit) => handle_exit(exit, &ctx),
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                vcpu.set_kvm_immediate_exit(0);
+            }
+            Err(e) => ctx.stop.stop(StopReason::Error(format!(
+                "vCPU {}: KVM_RUN failed: {e}",
+                ctx.index
+            ))),
+        }
+    }
+    KVM_RUN.with(|c| c.set(std::ptr::null_mut()));
+}
+
+fn handle_exit(exit: VcpuExit<'_>, ctx: &VcpuContext) {
+    let served = match exit {
+        VcpuExit::IoIn(port, data) => {
+            ctx.counters.pio.fetch_add(1, Ordering::Relaxed);
+            ctx.pio.read(u64::from(port), data)
+        }
+        VcpuExit::IoOut(port, data) => {
+            ctx.counters.pio.fetch_add(1, Ordering::Relaxed);
+            ctx.pio.write(u64::from(port), data)
+        }
+        VcpuExit::MmioRead(addr, data) => {
+            ctx.counters.mmio.fetch_add(1, Ordering::Relaxed);
+            ctx.mmio.read(addr, data)
+        }
+        VcpuExit::MmioWrite(addr, data) => {
+            ctx.counters.mmio.fetch_add(1, Ordering::Relaxed);
+            ctx.mmio.write(addr, data)
+        }
+        VcpuExit::Hlt => true,
+        VcpuExit::Shutdown => {
+            ctx.stop.stop(StopReason::GuestCrash(format!(
+                "vCPU {}: triple fault (KVM_EXIT_SHUTDOWN)",
+                ctx.index
+            )));
+            true
+        }
+        VcpuExit::SystemEvent(kind, _) => {
+            let reason = match kind {
+                kvm_bindings::KVM_SYSTEM_EVENT_RESET => StopReason::GuestReset,
+                kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => StopReason::GuestPowerOff,
+                other => StopReason::GuestCrash(format!("KVM system event {other}")),
+            };
+            ctx.stop.stop(reason);
+            true
+        }
+        VcpuExit::FailEntry(reason, cpu) => {
+            ctx.stop.stop(StopReason::GuestCrash(format!(
+                "vCPU {}: VM entry failed (reason {reason:#x}, host CPU {cpu})",
+                ctx.index
+            )));
+            true
+        }
+        VcpuExit::InternalError => {
+            ctx.stop.stop(StopReason::GuestCrash(format!(
+                "vCPU {}: KVM internal error (often an instruction KVM cannot emulate)",
+                ctx.index
+            )));
+            true
+        }
+        other => {
+            ctx.stop.stop(StopReason::GuestCrash(format!(
+                "vCPU {}: unexpected exit {other:?}",
+                ctx.index
+            )));
+            true
+        }
+    };
+    if !served {
+        ctx.counters.unhandled.fetch_add(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,260 @@
+//! Fast KVM tests: tiny hand-assembled guests on the host's /dev/kvm.
+//!
+//! These need a working /dev/kvm (any flavour, including the software
+//! kvm-pvm of the development machines). A missing /dev/kvm fails every
+//! test with a clear message; nothing is skipped.
+
+mod common;
+
+use cellvm::config::{
+    CellConfig, ConsoleConfig, ConsoleInput, ConsoleOutput, CpuConfig, KernelConfig,
+    KernelFormat, MemoryRegion, PciBridgeConfig, PciHostKind,
+};
+use cellvm::stop::StopReason;
+use cellvm::vmm::{Cell, CellIo, RunOutcome};
+use common::guest::{write_elf, Asm};
+use std::io::Write;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+fn require_kvm() {
+    assert!(
+        std::path::Path::new("/dev/kvm").exists(),
+        "/dev/kvm is missing: the fast KVM tests need KVM (load kvm_intel/kvm_amd or run them where KVM exists)"
+    );
+}
+
+fn config_for(kernel: std::path::PathBuf, vcpus: u8) -> CellConfig {
+    CellConfig {
+        name: "kvm-test".into(),
+        source: None,
+        cpus: CpuConfig {
+            count: vcpus,
+            pin: None,
+        },
+        memory: vec![MemoryRegion {
+            base: 0,
+            size: 64 << 20,
+        }],
+        kernel: KernelConfig {
+            path: kernel,
+            format: KernelFormat::Elf,
+            initrd: None,
+            cmdline: String::new(),
+        },
+        console: ConsoleConfig {
+            output: ConsoleOutput::Stdout,
+            input: ConsoleInput::None,
+        },
+        virtio_mmio: vec![],
+        pci_bridges: vec![],
+    }
+}
+
+/// Console sink that records bytes and reports the first one.
+#[derive(Clone)]
+struct Capture {
+    bytes: Arc<Mutex<Vec<u8>>>,
+    first: Arc<Mutex<Option<mpsc::Sender<()>>>>,
+}
+
+impl Capture {
+    fn new() -> (Self, mpsc::Receiver<()>) {
+        let (tx, rx) = mpsc::channel();
+        (
+            Capture {
+                bytes: Arc::default(),
+                first: Arc::new(Mutex::new(Some(tx))),
+            },
+            rx,
+        )
+    }
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.bytes.lock().unwrap().extend_from_slice(buf);
+        if let Some(tx) = self.first.lock().unwrap().take() {
+            let _ = tx.send(());
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn io(capture: &Capture, input: Option<std::fs::File>) -> CellIo {
+    CellIo {
+        console_out: Box::new(capture.clone()),
+        console_in: input,
+        handle_signals: false,
+    }
+}
+
+fn run_program(asm: &Asm, vcpus: u8) -> (RunOutcome, String) {
+    run_with_config(asm, |cfg| cfg.cpus.count = vcpus)
+}
+
+fn run_with_config(asm: &Asm, tweak: impl FnOnce(&mut CellConfig)) -> (RunOutcome, String) {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let elf = write_elf(dir.path(), "guest.elf", asm);
+    let mut cfg = config_for(elf, 1);
+    tweak(&mut cfg);
+    let (capture, _first) = Capture::new();
+    let cell = Cell::new(cfg, io(&capture, None), Instant::now()).expect("build cell");
+    let outcome = cell.run().expect("run cell");
+    (outcome, capture.text())
+}
+
+#[test]
+fn console_output_reaches_the_sink_and_debug_exit_sets_the_code() {
+    let mut asm = Asm::new();
+    asm.puts("hello from a cell\n").exit(42);
+    let (outcome, console) = run_program(&asm, 1);
+    assert_eq!(console, "hello from a cell\n");
+    assert_eq!(outcome.reason, StopReason::DebugExit(42));
+    assert_eq!(outcome.reason.exit_code(), 42);
+}
+
+#[test]
+fn unmapped_mmio_reads_return_all_ones_to_the_guest() {
+    let mut asm = Asm::new();
+    asm.mov_rbx(0xdead_0000).load32_eax_rbx().exit_with_al();
+    let (outcome, _) = run_program(&asm, 1);
+    assert_eq!(outcome.reason, StopReason::DebugExit(0xff));
+    assert!(outcome.unhandled_exits >= 1);
+}
+
+#[test]
+fn unmapped_port_reads_return_all_ones_to_the_guest() {
+    let mut asm = Asm::new();
+    asm.mov_dx(0x1234).in_al_dx().exit_with_al();
+    let (outcome, _) = run_program(&asm, 1);
+    assert_eq!(outcome.reason, StopReason::DebugExit(0xff));
+}
+
+#[test]
+fn odd_sized_and_straddling_accesses_do_not_stop_the_cell() {
+    let mut asm = Asm::new();
+    // 8-byte write straddling the end of the debug-exit window into the boot timer.
+    asm.mov_rbx(0xd000_0ffc).mov_rax(0x1111_2222_3333_4444).store64_rbx_rax();
+    // 8-byte and 2-byte reads of the UART ports, 4-byte port read straddling its end.
+    asm.mov_rbx(0xd000_0ff8).load64_rax_rbx();
+    asm.mov_dx(0x3fe).in_eax_dx();
+    asm.mov_dx(0x3ff).mov_rax(0xabcd).out_dx_ax();
+    // Unaligned and wide accesses to unmapped MMIO and to a device's middle.
+    asm.mov_rbx(0xdead_0003).load16_ax_rbx().store16_rbx_ax();
+    asm.mov_rbx(0xd000_1001).load32_eax_rbx().store32_rbx_eax();
+    asm.puts("survived\n").exit(7);
+    let (outcome, console) = run_program(&asm, 1);
+    assert_eq!(console, "survived\n");
+    assert_eq!(outcome.reason, StopReason::DebugExit(7));
+    assert!(outcome.unhandled_exits >= 3, "{outcome:?}");
+}
+
+#[test]
+fn triple_fault_stops_the_cell_as_a_guest_crash() {
+    let mut asm = Asm::new();
+    asm.ud2();
+    let (outcome, _) = run_program(&asm, 1);
+    assert!(
+        matches!(outcome.reason, StopReason::GuestCrash(ref why) if why.contains("triple fault")),
+        "{:?}",
+        outcome.reason
+    );
+    assert_eq!(outcome.reason.exit_code(), 3);
+}
+
+#[test]
+fn i8042_reset_stops_the_cell_as_a_reset() {
+    let mut asm = Asm::new();
+    asm.mov_dx(0x64).mov_al(0xfe).out_dx_al().spin();
+    let (outcome, _) = run_program(&asm, 1);
+    assert_eq!(outcome.reason, StopReason::GuestReset);
+    assert_eq!(outcome.reason.exit_code(), 0);
+}
+
+#[test]
+fn boot_timer_write_is_recorded() {
+    let mut asm = Asm::new();
+    asm.mov_rbx(0xd000_1000)
+        .mov_rax(0x1234_5678)
+        .store32_rbx_eax()
+        .exit(0);
+    let (outcome, _) = run_program(&asm, 1);
+    assert_eq!(outcome.boot_marks.len(), 1);
+    assert_eq!(outcome.reason, StopReason::DebugExit(0));
+}
+
+#[test]
+fn boot_timer_ignores_wrong_values_and_sizes() {
+    let mut asm = Asm::new();
+    asm.mov_rbx(0xd000_1000).mov_rax(0x1234_5679).store32_rbx_eax();
+    asm.mov_rax(0x1234_5678).store64_rbx_rax();
+    asm.exit(0);
+    let (outcome, _) = run_program(&asm, 1);
+    assert!(outcome.boot_marks.is_empty());
+}
+
+#[test]
+fn console_input_reaches_the_guest_uart() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let mut asm = Asm::new();
+    asm.getc().exit_with_al();
+    let elf = write_elf(dir.path(), "echo.elf", &asm);
+    let cfg = config_for(elf, 1);
+    let (reader, mut writer) = std::io::pipe().unwrap();
+    writer.write_all(b"A").unwrap();
+    let (capture, _) = Capture::new();
+    let input = std::fs::File::from(std::os::fd::OwnedFd::from(reader));
+    let cell = Cell::new(cfg, io(&capture, Some(input)), Instant::now()).unwrap();
+    let outcome = cell.run().unwrap();
+    assert_eq!(outcome.reason, StopReason::DebugExit(b'A'));
+}
+
+#[test]
+fn external_stop_kicks_every_vcpu_out_of_kvm_run() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let mut asm = Asm::new();
+    asm.putc(b'!').spin();
+    let elf = write_elf(dir.path(), "spin.elf", &asm);
+    let cfg = config_for(elf, 2);
+    let (capture, first_byte) = Capture::new();
+    let cell = Cell::new(cfg, io(&capture, None), Instant::now()).unwrap();
+    let stop = cell.stop_handle();
+    let runner = std::thread::spawn(move || cell.run());
+    // The guest is running once it has printed; then stop it from outside.
+    first_byte.recv().unwrap();
+    stop.stop(StopReason::Signal(libc::SIGTERM));
+    let outcome = runner.join().unwrap().unwrap();
+    assert_eq!(outcome.reason, StopReason::Signal(libc::SIGTERM));
+    assert_eq!(outcome.reason.exit_code(), 143);
+}
+
+#[test]
+fn empty_pci_config_space_reads_all_ones() {
+    let mut asm = Asm::new();
+    // Vendor ID of bus 0 device 0 through the bridge's ECAM window.
+    asm.mov_rbx(0xe000_0000).load32_eax_rbx().exit_with_al();
+    let (outcome, _) = run_with_config(&asm, |cfg| {
+        cfg.pci_bridges.push(PciBridgeConfig {
+            id: "pci0".into(),
+            kind: PciHostKind::Ecam,
+            config_base: Some(0xe000_0000),
+            bus_start: 0,
+            bus_end: 0,
+            mmio32: None,
+            mmio64: None,
+        })
+    });
+    assert_eq!(outcome.reason, StopReason::DebugExit(0xff));
+    assert_eq!(outcome.unhandled_exits, 0);
+}
