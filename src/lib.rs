@@ -6,3 +6,10 @@
 
 pub mod config;
 pub mod layout;
+pub mod fdt;
+pub mod devices;
+pub mod ratelimit;
+pub mod stop;
+pub mod vmm;
+pub mod cli;
+pub mod logger;

@@ -1,0 +1,271 @@
+//! The cell's base device tree, assembled from the templates in
+//! `fdt-templates/`.
+//!
+//! Each `*_node` function instantiates one template and returns a
+//! self-contained [`Node`] whose references to the IOAPIC stay symbolic
+//! (`&ioapic`), so the same function serves the base tree and, later, overlay
+//! fragments that attach hardware at runtime.
+
+use super::template::{Template, Vars};
+use super::tree::{child_path, Cell, Node};
+use super::FdtError;
+use crate::config::{CellConfig, PciHostKind, Window};
+use crate::layout::consts::*;
+use crate::layout::{CellLayout, PciBridgeSlot, VirtioMmioSlot};
+
+/// Label (and so phandle) of the IOAPIC node; every interrupt refers to it.
+pub const IOAPIC_LABEL: &str = "ioapic";
+
+/// The templates, compiled in.
+pub mod templates {
+    use super::Template;
+
+    macro_rules! template {
+        ($id:ident, $file:literal) => {
+            #[doc = concat!("`fdt-templates/", $file, "`.")]
+            pub const $id: Template =
+                Template::new($file, include_str!(concat!("../../fdt-templates/", $file)));
+        };
+    }
+
+    template!(ROOT, "root.dts");
+    template!(CHOSEN, "chosen.dts");
+    template!(ALIASES, "aliases.dts");
+    template!(CPUS, "cpus.dts");
+    template!(CPU, "cpu.dts");
+    template!(MEMORY, "memory.dts");
+    template!(IOAPIC, "ioapic.dts");
+    template!(ISA, "isa.dts");
+    template!(NS16550, "ns16550.dts");
+    template!(DEBUG_EXIT, "debug-exit.dts");
+    template!(BOOT_TIMER, "boot-timer.dts");
+    template!(CHANNEL, "channel.dts");
+    template!(VIRTIO_MMIO, "virtio-mmio.dts");
+    template!(PCI_HOST, "pci-host.dts");
+
+    /// Every template, for checks that they all parse.
+    pub const ALL: [Template; 14] = [
+        ROOT,
+        CHOSEN,
+        ALIASES,
+        CPUS,
+        CPU,
+        MEMORY,
+        IOAPIC,
+        ISA,
+        NS16550,
+        DEBUG_EXIT,
+        BOOT_TIMER,
+        CHANNEL,
+        VIRTIO_MMIO,
+        PCI_HOST,
+    ];
+}
+
+use templates as t;
+
+/// Name of the ISA bus node under the root, as in `isa.dts` (Linux matches
+/// the part before `@`; see the template for the unit address).
+const ISA_NAME: &str = "isa@legacy";
+
+/// Interrupt type cell: level triggered, active high.
+const IRQ_LEVEL_HIGH: u32 = 1;
+
+/// PCI `ranges` space code: 32-bit memory, non-prefetchable.
+const PCI_SPACE_MEM32: u32 = 0x0200_0000;
+/// PCI `ranges` space code: 64-bit memory, prefetchable.
+const PCI_SPACE_MEM64_PREF: u32 = 0x4300_0000;
+
+fn hi(v: u64) -> u32 {
+    (v >> 32) as u32
+}
+
+fn lo(v: u64) -> u32 {
+    v as u32
+}
+
+/// `<base-hi base-lo size-hi size-lo>` for a node under the root
+/// (`#address-cells = <2>`, `#size-cells = <2>`).
+fn reg_cells(base: u64, size: u64) -> [u32; 4] {
+    [hi(base), lo(base), hi(size), lo(size)]
+}
+
+/// Unit address and `reg` for a window under the root.
+fn window_vars(w: Window) -> Vars {
+    Vars::new()
+        .hex("unit", w.base)
+        .cells("reg", reg_cells(w.base, w.size))
+}
+
+/// Node name of the console UART under `/isa`.
+fn uart_name() -> String {
+    format!("serial@1,{:x}", UART_PORT)
+}
+
+/// Full path of the console UART node (`/isa/serial@1,3f8`).
+pub fn uart_path() -> String {
+    child_path(&child_path("/", ISA_NAME), &uart_name())
+}
+
+/// The IOAPIC node (labelled [`IOAPIC_LABEL`]).
+pub fn ioapic_node() -> Result<Node, FdtError> {
+    t::IOAPIC.instantiate(&window_vars(Window {
+        base: IOAPIC_BASE,
+        size: IOAPIC_SIZE,
+    }))
+}
+
+/// The ISA bus with the console UART.
+fn isa_node() -> Result<Node, FdtError> {
+    let mut isa = t::ISA.instantiate(&Vars::new())?;
+    let uart = t::NS16550.instantiate(
+        &Vars::new()
+            .raw("unit", format!("1,{:x}", UART_PORT))
+            .cells("port", [u32::from(UART_PORT)])
+            .cells("irq", [UART_IRQ]),
+    )?;
+    isa.add_child(uart)?;
+    Ok(isa)
+}
+
+/// The debug-exit platform device.
+pub fn debug_exit_node() -> Result<Node, FdtError> {
+    t::DEBUG_EXIT.instantiate(&window_vars(Window {
+        base: DEBUG_EXIT_BASE,
+        size: PLATFORM_DEVICE_SIZE,
+    }))
+}
+
+/// The boot-timer platform device.
+pub fn boot_timer_node() -> Result<Node, FdtError> {
+    t::BOOT_TIMER.instantiate(&window_vars(Window {
+        base: BOOT_TIMER_BASE,
+        size: PLATFORM_DEVICE_SIZE,
+    }))
+}
+
+/// The paravirtual channel.
+pub fn channel_node() -> Result<Node, FdtError> {
+    t::CHANNEL.instantiate(
+        &window_vars(Window {
+            base: CHANNEL_BASE,
+            size: CHANNEL_SIZE,
+        })
+        .cells("irq", [CHANNEL_IRQ]),
+    )
+}
+
+/// A virtio-mmio transport.
+pub fn virtio_mmio_node(slot: &VirtioMmioSlot) -> Result<Node, FdtError> {
+    t::VIRTIO_MMIO.instantiate(&window_vars(slot.window).cells("irq", [slot.irq]))
+}
+
+/// A PCI host bridge, with its INTx interrupt-map.
+pub fn pci_host_node(slot: &PciBridgeSlot) -> Result<Node, FdtError> {
+    let compatible = match slot.kind {
+        PciHostKind::Ecam => "pci-host-ecam-generic",
+        PciHostKind::Cam => "pci-host-cam-generic",
+    };
+    let m32 = slot.mmio32;
+    let mut ranges = vec![
+        PCI_SPACE_MEM32,
+        hi(m32.base),
+        lo(m32.base),
+        hi(m32.base),
+        lo(m32.base),
+        hi(m32.size),
+        lo(m32.size),
+    ];
+    if let Some(m64) = slot.mmio64 {
+        ranges.extend([
+            PCI_SPACE_MEM64_PREF,
+            hi(m64.base),
+            lo(m64.base),
+            hi(m64.base),
+            lo(m64.base),
+            hi(m64.size),
+            lo(m64.size),
+        ]);
+    }
+    t::PCI_HOST.instantiate(
+        &window_vars(slot.config)
+            .string("compatible", compatible)
+            .cells(
+                "bus_range",
+                [u32::from(slot.bus_start), u32::from(slot.bus_end)],
+            )
+            .cells("ranges", ranges)
+            .cells("interrupt_map", pci_interrupt_map(&slot.intx)),
+    )
+}
+
+/// The IOAPIC pin a device's INTx line reaches: the standard swizzle
+/// `(device + pin - 1) % 4` over the bridge's four pins (`pin` 1 = INTA).
+pub fn pci_intx_pin(intx: &[u32; 4], device: u32, pin: u32) -> u32 {
+    intx[((device % 4 + pin.wrapping_sub(1) % 4) % 4) as usize]
+}
+
+/// `interrupt-map` cells for devices 0..31 × INTA..INTD:
+/// `<devfn<<8 0 0 pin &ioapic ioapic-pin level-high>` each.
+fn pci_interrupt_map(intx: &[u32; 4]) -> Vec<Cell> {
+    let mut cells = Vec::with_capacity(32 * 4 * 7);
+    for device in 0..32u32 {
+        for pin in 1..=4u32 {
+            cells.extend([
+                Cell::Num(device << 11),
+                Cell::Num(0),
+                Cell::Num(0),
+                Cell::Num(pin),
+                Cell::Ref(IOAPIC_LABEL.to_string()),
+                Cell::Num(pci_intx_pin(intx, device, pin)),
+                Cell::Num(IRQ_LEVEL_HIGH),
+            ]);
+        }
+    }
+    cells
+}
+
+/// Assembles the base tree.
+pub(super) fn build(cfg: &CellConfig, layout: &CellLayout) -> Result<Node, FdtError> {
+    let mut root =
+        t::ROOT.instantiate(&Vars::new().string("model", format!("cellvm {}", cfg.name)))?;
+
+    let uart = uart_path();
+    root.add_child(
+        t::CHOSEN.instantiate(
+            &Vars::new()
+                .string("bootargs", cfg.kernel.cmdline.as_str())
+                .string("stdout_path", uart.as_str()),
+        )?,
+    )?;
+    root.add_child(t::ALIASES.instantiate(&Vars::new().string("serial0", uart.as_str()))?)?;
+
+    let mut cpus = t::CPUS.instantiate(&Vars::new())?;
+    for id in 0..u32::from(cfg.cpus.count) {
+        cpus.add_child(
+            t::CPU.instantiate(
+                &Vars::new()
+                    .hex("unit", u64::from(id))
+                    .cells("apic_id", [id]),
+            )?,
+        )?;
+    }
+    root.add_child(cpus)?;
+
+    for w in &layout.memory {
+        root.add_child(t::MEMORY.instantiate(&window_vars(*w))?)?;
+    }
+
+    root.add_child(ioapic_node()?)?;
+    root.add_child(isa_node()?)?;
+    root.add_child(debug_exit_node()?)?;
+    root.add_child(boot_timer_node()?)?;
+    root.add_child(channel_node()?)?;
+    for slot in &layout.virtio_mmio {
+        root.add_child(virtio_mmio_node(slot)?)?;
+    }
+    for slot in &layout.pci_bridges {
+        root.add_child(pci_host_node(slot)?)?;
+    }
+    Ok(root)
+}
