@@ -27,7 +27,10 @@ impl AddressMap {
     /// Reserves exactly `window` for `owner`, failing on any overlap or on an
     /// empty or wrapping range.
     pub fn reserve(&mut self, owner: String, window: Window) -> Result<Window, LayoutError> {
-        let end = window.base.checked_add(window.size).filter(|_| window.size > 0);
+        let end = window
+            .base
+            .checked_add(window.size)
+            .filter(|_| window.size > 0);
         let Some(end) = end else {
             return Err(LayoutError::Collision {
                 what: owner,
@@ -44,7 +47,9 @@ impl AddressMap {
                 other: other.owner.clone(),
             });
         }
-        let at = self.entries.partition_point(|r| r.window.base < window.base);
+        let at = self
+            .entries
+            .partition_point(|r| r.window.base < window.base);
         self.entries.insert(at, Reservation { owner, window });
         Ok(window)
     }
@@ -61,15 +66,20 @@ impl AddressMap {
     ) -> Result<Window, LayoutError> {
         let align = align.max(1);
         let mut candidate = align_up(pool.0, align);
-        loop {
-            let Some(end) = candidate.checked_add(size) else {
-                break;
-            };
+        while let Some(end) = candidate.checked_add(size) {
             if size == 0 || end > pool.1 {
                 break;
             }
             match self.overlapping(candidate, end) {
-                None => return self.reserve(owner, Window { base: candidate, size }),
+                None => {
+                    return self.reserve(
+                        owner,
+                        Window {
+                            base: candidate,
+                            size,
+                        },
+                    )
+                }
                 Some(r) => candidate = align_up(r.window.end(), align),
             }
         }

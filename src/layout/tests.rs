@@ -1,1 +1,235 @@
 use super::*;
+use crate::config::{
+    CellConfig, ConsoleConfig, ConsoleInput, ConsoleOutput, CpuConfig, KernelConfig, KernelFormat,
+    MemoryRegion, PciBridgeConfig, VirtioKind, VirtioMmioConfig,
+};
+
+fn cfg() -> CellConfig {
+    CellConfig {
+        name: "t".into(),
+        source: None,
+        cpus: CpuConfig {
+            count: 1,
+            pin: None,
+        },
+        memory: vec![MemoryRegion {
+            base: 0,
+            size: 256 << 20,
+        }],
+        kernel: KernelConfig {
+            path: "k".into(),
+            format: KernelFormat::BzImage,
+            initrd: None,
+            cmdline: String::new(),
+        },
+        console: ConsoleConfig {
+            output: ConsoleOutput::None,
+            input: ConsoleInput::None,
+        },
+        virtio_mmio: vec![],
+        pci_bridges: vec![],
+    }
+}
+
+fn virtio(id: &str, base: Option<u64>, irq: Option<u32>) -> VirtioMmioConfig {
+    VirtioMmioConfig {
+        id: id.into(),
+        kind: VirtioKind::Rng,
+        base,
+        irq,
+    }
+}
+
+fn bridge(id: &str, kind: PciHostKind, base: Option<u64>, buses: (u8, u8)) -> PciBridgeConfig {
+    PciBridgeConfig {
+        id: id.into(),
+        kind,
+        config_base: base,
+        bus_start: buses.0,
+        bus_end: buses.1,
+        mmio32: None,
+        mmio64: None,
+    }
+}
+
+#[test]
+fn fixed_platform_devices_and_irqs_are_reserved() {
+    let l = CellLayout::new(&cfg()).unwrap();
+    let owners: Vec<_> = l.map.entries().iter().map(|r| r.owner.as_str()).collect();
+    assert_eq!(
+        owners,
+        [
+            "memory[0]",
+            "debug-exit",
+            "boot-timer",
+            "channel",
+            "ioapic",
+            "lapic"
+        ]
+    );
+    assert_eq!(l.irqs.owner(consts::UART_IRQ), Some("console"));
+    assert_eq!(l.irqs.owner(consts::CHANNEL_IRQ), Some("channel"));
+    assert_eq!(l.ram_end(), 256 << 20);
+}
+
+#[test]
+fn virtio_devices_get_consecutive_pages_and_dynamic_irqs() {
+    let mut c = cfg();
+    c.virtio_mmio = vec![virtio("a", None, None), virtio("b", None, None)];
+    let l = CellLayout::new(&c).unwrap();
+    assert_eq!(l.virtio_mmio[0].window.base, consts::VIRTIO_MMIO_POOL.0);
+    assert_eq!(
+        l.virtio_mmio[1].window.base,
+        consts::VIRTIO_MMIO_POOL.0 + 0x1000
+    );
+    assert_eq!(l.virtio_mmio[0].irq, consts::FIRST_DYNAMIC_IRQ);
+    assert_eq!(l.virtio_mmio[1].irq, consts::FIRST_DYNAMIC_IRQ + 1);
+}
+
+#[test]
+fn allocation_skips_fixed_reservations() {
+    let mut c = cfg();
+    c.virtio_mmio = vec![
+        virtio(
+            "fixed",
+            Some(consts::VIRTIO_MMIO_POOL.0),
+            Some(consts::FIRST_DYNAMIC_IRQ),
+        ),
+        virtio("auto", None, None),
+    ];
+    let l = CellLayout::new(&c).unwrap();
+    assert_eq!(
+        l.virtio_mmio[1].window.base,
+        consts::VIRTIO_MMIO_POOL.0 + 0x1000
+    );
+    assert_eq!(l.virtio_mmio[1].irq, consts::FIRST_DYNAMIC_IRQ + 1);
+}
+
+#[test]
+fn fixed_device_over_ram_is_a_collision_naming_both() {
+    let mut c = cfg();
+    c.virtio_mmio = vec![virtio("bad", Some(0x1000), None)];
+    let err = CellLayout::new(&c).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "virtio-mmio bad at 0x1000..0x2000 collides with memory[0]"
+    );
+}
+
+#[test]
+fn taken_irq_is_refused() {
+    let mut c = cfg();
+    c.virtio_mmio = vec![virtio("a", None, Some(consts::UART_IRQ))];
+    assert_eq!(
+        CellLayout::new(&c).unwrap_err().to_string(),
+        "IOAPIC pin 4 for virtio-mmio a is already in use"
+    );
+}
+
+#[test]
+fn out_of_range_irq_is_refused() {
+    let mut c = cfg();
+    c.virtio_mmio = vec![virtio("a", None, Some(24))];
+    assert!(matches!(
+        CellLayout::new(&c).unwrap_err(),
+        LayoutError::Irq { pin: 24, .. }
+    ));
+}
+
+#[test]
+fn irqs_run_out_with_a_clear_error() {
+    let mut c = cfg();
+    c.virtio_mmio = (0..19)
+        .map(|i| virtio(&format!("v{i}"), None, None))
+        .collect();
+    assert_eq!(
+        CellLayout::new(&c).unwrap_err(),
+        LayoutError::IrqsExhausted("virtio-mmio v18".into())
+    );
+}
+
+#[test]
+fn bridges_get_naturally_aligned_config_windows_of_the_right_size() {
+    let mut c = cfg();
+    c.pci_bridges = vec![
+        bridge("e", PciHostKind::Ecam, None, (0, 3)),
+        bridge("c", PciHostKind::Cam, None, (4, 4)),
+    ];
+    let l = CellLayout::new(&c).unwrap();
+    let e = &l.pci_bridges[0];
+    assert_eq!(e.config.size, 4 << 20);
+    assert_eq!(e.config.base % (4 << 20), 0);
+    let cam = &l.pci_bridges[1];
+    assert_eq!(cam.config.size, 64 << 10);
+    assert!(cam.config.base >= e.config.end());
+    assert_ne!(e.mmio32.base, cam.mmio32.base);
+    assert_eq!(e.intx.len(), 4);
+    assert!(e.intx.iter().all(|p| !cam.intx.contains(p)));
+}
+
+#[test]
+fn allocated_mmio64_window_is_in_the_64bit_pool_and_aligned() {
+    let mut c = cfg();
+    let mut b = bridge("e", PciHostKind::Ecam, None, (0, 0));
+    b.mmio64 = Some(Window {
+        base: 0,
+        size: 1 << 30,
+    });
+    c.pci_bridges = vec![b];
+    let l = CellLayout::new(&c).unwrap();
+    let w = l.pci_bridges[0].mmio64.unwrap();
+    assert!(w.base >= consts::PCI_MMIO64_POOL.0);
+    assert_eq!(w.base % (1 << 30), 0);
+}
+
+#[test]
+fn address_map_release_frees_space_for_reuse() {
+    let mut m = AddressMap::default();
+    let w = m
+        .allocate("a".into(), 0x1000, 0x1000, (0x1000, 0x3000), "pool")
+        .unwrap();
+    assert!(m
+        .allocate("b".into(), 0x2000, 0x1000, (0x1000, 0x3000), "pool")
+        .is_err());
+    assert_eq!(m.release("a"), 1);
+    let again = m
+        .allocate("b".into(), 0x2000, 0x1000, (0x1000, 0x3000), "pool")
+        .unwrap();
+    assert_eq!(again.base, w.base);
+}
+
+#[test]
+fn address_map_rejects_empty_and_wrapping_ranges() {
+    let mut m = AddressMap::default();
+    assert!(m
+        .reserve(
+            "z".into(),
+            Window {
+                base: 0x1000,
+                size: 0
+            }
+        )
+        .is_err());
+    assert!(m
+        .reserve(
+            "w".into(),
+            Window {
+                base: u64::MAX,
+                size: 2
+            }
+        )
+        .is_err());
+    assert!(m
+        .allocate("h".into(), u64::MAX, 1, (1, u64::MAX), "pool")
+        .is_err());
+}
+
+#[test]
+fn irq_release_frees_pins() {
+    let mut irqs = IrqAllocator::new(8, 6);
+    assert_eq!(irqs.allocate("a"), Ok(6));
+    assert_eq!(irqs.allocate("b"), Ok(7));
+    assert!(irqs.allocate("c").is_err());
+    irqs.release("a");
+    assert_eq!(irqs.allocate("c"), Ok(6));
+}

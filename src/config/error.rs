@@ -1,0 +1,178 @@
+//! Configuration errors. Every one prints as a single line
+//! `file:line:column: field: message`.
+
+use crate::layout::LayoutError;
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use thiserror::Error;
+
+/// Where in a config file something is: `file:line:column` (1-based; the
+/// column counts characters). `file` is the path as given, or `<config>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The source path as given by the caller, or `<config>`.
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column, in characters.
+    pub column: usize,
+}
+
+impl Location {
+    /// The location of byte `offset` in `text` (clamped to the text).
+    pub fn from_offset(file: &str, text: &str, offset: usize) -> Self {
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
+        let before = text.get(..offset).unwrap_or("");
+        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        Location {
+            file: file.to_string(),
+            line: before.matches('\n').count() + 1,
+            column: before.get(line_start..).map_or(0, |s| s.chars().count()) + 1,
+        }
+    }
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+    }
+}
+
+/// Why a cell configuration was rejected.
+///
+/// `field` is the dotted path of the offending key, e.g. `cpus.count` or
+/// `pci_bridge[1].mmio32.size`; `<root>` for the document as a whole.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The config file itself could not be read.
+    #[error("{}:1:1: <file>: cannot read config file: {error}", .path.display())]
+    Io {
+        /// The path as given.
+        path: PathBuf,
+        /// What went wrong.
+        error: io::Error,
+    },
+    /// The text is not valid TOML (includes duplicate keys and tables).
+    #[error("{at}: {field}: invalid TOML: {message}")]
+    Syntax {
+        /// Where.
+        at: Location,
+        /// Best-effort field path.
+        field: String,
+        /// toml's message, on one line.
+        message: String,
+    },
+    /// A key the schema does not know.
+    #[error("{at}: {field}: unknown key ({allowed})")]
+    UnknownKey {
+        /// Where the key is.
+        at: Location,
+        /// Its full path.
+        field: String,
+        /// What would have been accepted, e.g. "expected `count` or `pin`".
+        allowed: String,
+    },
+    /// A required key is absent.
+    #[error("{at}: {field}: missing required key{hint}")]
+    MissingKey {
+        /// The table that should contain it.
+        at: Location,
+        /// The missing key's full path.
+        field: String,
+        /// Extra explanation (starts with a space), or empty.
+        hint: String,
+    },
+    /// A value of the wrong TOML type.
+    #[error("{at}: {field}: {message}")]
+    WrongType {
+        /// Where the value is.
+        at: Location,
+        /// Its path.
+        field: String,
+        /// What was found and what was expected.
+        message: String,
+    },
+    /// A value of the right type that breaks a rule.
+    #[error("{at}: {field}: {message}")]
+    Invalid {
+        /// Where the value is.
+        at: Location,
+        /// Its path.
+        field: String,
+        /// The rule, and the value that broke it.
+        message: String,
+    },
+    /// A file named by the config does not exist.
+    #[error("{at}: {field}: {what} {} does not exist", .path.display())]
+    FileNotFound {
+        /// Where the path is given.
+        at: Location,
+        /// The key that names it.
+        field: String,
+        /// "kernel image", "initrd".
+        what: &'static str,
+        /// The resolved path.
+        path: PathBuf,
+    },
+    /// A file named by the config exists but cannot be read.
+    #[error("{at}: {field}: cannot read {what} {}: {error}", .path.display())]
+    FileUnreadable {
+        /// Where the path is given.
+        at: Location,
+        /// The key that names it.
+        field: String,
+        /// "kernel image", "initrd".
+        what: &'static str,
+        /// The resolved path.
+        path: PathBuf,
+        /// What went wrong.
+        error: io::Error,
+    },
+    /// Fixed addresses or IRQs collide, or an allocation pool is full.
+    #[error("{at}: {field}: {error}")]
+    Layout {
+        /// The config entry that could not be placed.
+        at: Location,
+        /// Its path.
+        field: String,
+        /// What the layout said (memory indices are the file's). Boxed to
+        /// keep `ConfigError` small.
+        error: Box<LayoutError>,
+    },
+}
+
+impl ConfigError {
+    /// Where the error is, if it is inside the text.
+    pub fn location(&self) -> Option<&Location> {
+        match self {
+            ConfigError::Io { .. } => None,
+            ConfigError::Syntax { at, .. }
+            | ConfigError::UnknownKey { at, .. }
+            | ConfigError::MissingKey { at, .. }
+            | ConfigError::WrongType { at, .. }
+            | ConfigError::Invalid { at, .. }
+            | ConfigError::FileNotFound { at, .. }
+            | ConfigError::FileUnreadable { at, .. }
+            | ConfigError::Layout { at, .. } => Some(at),
+        }
+    }
+
+    /// The dotted path of the offending key (`<file>` for [`ConfigError::Io`]).
+    pub fn field(&self) -> &str {
+        match self {
+            ConfigError::Io { .. } => "<file>",
+            ConfigError::Syntax { field, .. }
+            | ConfigError::UnknownKey { field, .. }
+            | ConfigError::MissingKey { field, .. }
+            | ConfigError::WrongType { field, .. }
+            | ConfigError::Invalid { field, .. }
+            | ConfigError::FileNotFound { field, .. }
+            | ConfigError::FileUnreadable { field, .. }
+            | ConfigError::Layout { field, .. } => field,
+        }
+    }
+}

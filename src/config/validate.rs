@@ -1,0 +1,1197 @@
+//! Raw, spanned TOML values → validated [`CellConfig`], with every error
+//! pointing at the offending key.
+
+use super::error::{ConfigError, Location};
+use super::raw::{
+    textual_path, Node, RawCell, RawConsole, RawCpus, RawKernel, RawMemory, RawPciBridge, RawSize,
+    RawVirtioMmio, RawWindow, Sp, Span,
+};
+use super::size::{human_size, parse_size, GIB, KIB, MIB};
+use super::{
+    CellConfig, ConsoleConfig, ConsoleInput, ConsoleOutput, CpuConfig, KernelConfig, KernelFormat,
+    MemoryRegion, PciBridgeConfig, PciHostKind, VirtioKind, VirtioMmioConfig, Window, MAX_VCPUS,
+};
+use crate::layout::consts::{
+    CAM_BUS_SIZE, DEVICE_WINDOW_END, DEVICE_WINDOW_START, ECAM_BUS_SIZE, IOAPIC_BASE, IOAPIC_PINS,
+    VIRTIO_MMIO_SIZE,
+};
+use crate::layout::{CellLayout, LayoutError};
+use std::fs::File;
+use std::io::{self, Read};
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+/// Guest page size: RAM regions are aligned to it.
+const PAGE: u64 = 4 * KIB;
+/// Smallest RAM a cell may have (in total, and in the region at 0).
+const MIN_RAM: u64 = 16 * MIB;
+/// RAM must end at or below 256 GiB (the 64-bit PCI pool starts there).
+const RAM_LIMIT: u64 = 0x40_0000_0000;
+/// 4 GiB: the end of the 32-bit address space.
+const FOUR_GIB: u64 = 4 * GIB;
+/// Longest kernel command line (the boot protocol's limit minus the NUL).
+const CMDLINE_MAX: usize = 2047;
+/// Command line used when none is given.
+pub(crate) const DEFAULT_CMDLINE: &str = "console=ttyS0";
+/// Where fixed virtio-mmio devices may go: the device window up to the IOAPIC.
+const VIRTIO_WINDOW: (u64, u64) = (DEVICE_WINDOW_START, IOAPIC_BASE);
+/// Smallest PCI MMIO window.
+const MIN_PCI_WINDOW: u64 = MIB;
+/// Host CPUs a pin may name: what a `cpu_set_t` can hold.
+const MAX_HOST_CPUS: usize = libc::CPU_SETSIZE as usize;
+/// Bytes read from the kernel image to detect its format.
+const KERNEL_HEAD: u64 = 0x1000;
+
+/// Everything validation needs to know about the text it validates.
+pub(crate) struct Ctx<'a> {
+    pub text: &'a str,
+    /// The source path as given, or `<config>`.
+    pub file: String,
+    pub tree: &'a Node,
+    pub base_dir: &'a Path,
+    pub check_files: bool,
+}
+
+impl Ctx<'_> {
+    /// The location of `span`, or of `field` in the document if the value
+    /// has no span of its own.
+    fn at(&self, span: &Span, field: &str) -> Location {
+        let offset = span
+            .as_ref()
+            .map(|s| s.start)
+            .or_else(|| self.tree.position_of(field))
+            .unwrap_or(0);
+        Location::from_offset(&self.file, self.text, offset)
+    }
+
+    fn invalid(&self, span: &Span, field: &str, message: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            at: self.at(span, field),
+            field: field.to_string(),
+            message: message.into(),
+        }
+    }
+
+    /// `field` is missing from the table at `table`.
+    fn missing(&self, table: &Span, field: &str, hint: &str) -> ConfigError {
+        let parent = field.rsplit_once('.').map_or("", |(p, _)| p);
+        ConfigError::MissingKey {
+            at: self.at(table, parent),
+            field: field.to_string(),
+            hint: hint.to_string(),
+        }
+    }
+
+    fn file_error(
+        &self,
+        span: &Span,
+        field: &str,
+        what: &'static str,
+        path: &Path,
+        error: io::Error,
+    ) -> ConfigError {
+        let at = self.at(span, field);
+        let field = field.to_string();
+        let path = path.to_path_buf();
+        if error.kind() == io::ErrorKind::NotFound {
+            ConfigError::FileNotFound {
+                at,
+                field,
+                what,
+                path,
+            }
+        } else {
+            ConfigError::FileUnreadable {
+                at,
+                field,
+                what,
+                path,
+                error,
+            }
+        }
+    }
+
+    fn non_negative(&self, v: &Sp<i64>, field: &str) -> Result<u64, ConfigError> {
+        u64::try_from(v.value).map_err(|_| {
+            self.invalid(
+                &v.span,
+                field,
+                format!("must not be negative, got {}", v.value),
+            )
+        })
+    }
+
+    fn size(&self, v: &Sp<RawSize>, field: &str) -> Result<u64, ConfigError> {
+        match &v.value {
+            RawSize::Bytes(n) => u64::try_from(*n).map_err(|_| {
+                self.invalid(&v.span, field, format!("must not be negative, got {n}"))
+            }),
+            RawSize::Text(s) => parse_size(s)
+                .map_err(|e| self.invalid(&v.span, field, format!("invalid size {s:?}: {e}"))),
+        }
+    }
+
+    /// A non-empty path string, resolved against the base directory.
+    fn path(&self, v: &Sp<String>, field: &str) -> Result<PathBuf, ConfigError> {
+        if v.value.is_empty() {
+            return Err(self.invalid(&v.span, field, "must not be empty"));
+        }
+        Ok(self.base_dir.join(&v.value))
+    }
+
+    fn id(&self, v: &Sp<String>, field: &str) -> Result<String, ConfigError> {
+        if valid_id(&v.value) {
+            Ok(v.value.clone())
+        } else {
+            Err(self.invalid(
+                &v.span,
+                field,
+                format!(
+                    "must be 1-32 characters of A-Z, a-z, 0-9, '_' and '-', got {:?}",
+                    v.value
+                ),
+            ))
+        }
+    }
+}
+
+/// `[A-Za-z0-9_-]{1,32}`
+fn valid_id(s: &str) -> bool {
+    (1..=32).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// toml's message on one line.
+fn one_line(message: &str) -> String {
+    message
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(": ")
+}
+
+/// serde's type names → TOML's.
+fn tidy_type_message(message: &str) -> String {
+    let mut m = message
+        .replace("invalid type: map", "invalid type: table")
+        .replace("invalid type: sequence", "invalid type: array")
+        .replace("expected a sequence", "expected an array")
+        .replace("expected i64", "expected an integer")
+        .replace("expected a borrowed string", "expected a string");
+    if let Some(i) = m.find("expected struct ") {
+        m.truncate(i);
+        m.push_str("expected a table");
+    }
+    m
+}
+
+/// A TOML syntax error (the text could not be parsed at all).
+pub(crate) fn syntax_error(text: &str, file: &str, e: &toml::de::Error) -> ConfigError {
+    let offset = e.span().map_or(0, |s| s.start);
+    let field = textual_path(text, offset);
+    ConfigError::Syntax {
+        at: Location::from_offset(file, text, offset),
+        field: if field.is_empty() {
+            "<root>".into()
+        } else {
+            field
+        },
+        message: one_line(e.message()),
+    }
+}
+
+/// An unknown key or a value of the wrong type.
+pub(crate) fn schema_error(
+    text: &str,
+    file: &str,
+    tree: &Node,
+    e: &toml::de::Error,
+) -> ConfigError {
+    let span = e.span();
+    let at = Location::from_offset(file, text, span.as_ref().map_or(0, |s| s.start));
+    let mut field = span
+        .as_ref()
+        .and_then(|s| tree.path_at(s))
+        .unwrap_or_default();
+    let message = one_line(e.message());
+    if let Some((key, rest)) = message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split_once('`'))
+    {
+        let last = field.rsplit('.').next().unwrap_or("");
+        if last != key {
+            field = if field.is_empty() {
+                key.to_string()
+            } else {
+                format!("{field}.{key}")
+            };
+        }
+        let allowed = rest.trim_start_matches(", ");
+        let allowed = if allowed == "there are no fields" {
+            "no keys are allowed here".to_string()
+        } else {
+            allowed.to_string()
+        };
+        return ConfigError::UnknownKey { at, field, allowed };
+    }
+    let mut message = tidy_type_message(&message);
+    // toml hands datetimes to serde as tables; say what the user wrote.
+    let is_datetime = span
+        .and_then(|s| text.get(s))
+        .is_some_and(|v| v.trim().parse::<toml::value::Datetime>().is_ok());
+    if is_datetime {
+        message = message.replace("invalid type: table", "invalid type: datetime");
+    }
+    ConfigError::WrongType {
+        at,
+        field: if field.is_empty() {
+            "<root>".into()
+        } else {
+            field
+        },
+        message,
+    }
+}
+
+/// Where each configured entry is, for reporting layout errors.
+#[derive(Debug, Default)]
+struct Spans {
+    /// Per memory region in file order: its `base` span, or its table.
+    memory: Vec<Span>,
+    /// File index of each region of the sorted `CellConfig::memory`.
+    memory_order: Vec<usize>,
+    virtio: Vec<EntrySpans>,
+    bridges: Vec<EntrySpans>,
+}
+
+/// Spans of one `[[virtio_mmio]]` or `[[pci_bridge]]` entry.
+#[derive(Debug, Default)]
+struct EntrySpans {
+    /// `virtio_mmio[2]`
+    field: String,
+    id: String,
+    id_span: Span,
+    table: Span,
+    base: Option<Span>,
+    irq: Option<Span>,
+    config_base: Option<Span>,
+    mmio32: Option<Span>,
+    mmio64: Option<Span>,
+}
+
+/// Validates a parsed file and checks that everything in it can be placed.
+pub(crate) fn validate(
+    raw: RawCell,
+    ctx: &Ctx<'_>,
+    source: Option<&Path>,
+) -> Result<CellConfig, ConfigError> {
+    let mut spans = Spans::default();
+    let name = match &raw.name {
+        Some(n) => ctx.id(n, "name")?,
+        None => return Err(ctx.missing(&None, "name", "")),
+    };
+    let cpus = match raw.cpus {
+        Some(c) => cpus(ctx, &c)?,
+        None => return Err(ctx.missing(&None, "cpus", "")),
+    };
+    let memory = memory(ctx, raw.memory.as_ref(), &mut spans)?;
+    let kernel = match raw.kernel {
+        Some(k) => kernel(ctx, &k)?,
+        None => return Err(ctx.missing(&None, "kernel", "")),
+    };
+    let console = match raw.console {
+        Some(c) => console(ctx, &c)?,
+        None => ConsoleConfig {
+            output: ConsoleOutput::Stdout,
+            input: ConsoleInput::Stdin,
+        },
+    };
+    let mut virtio_mmio = Vec::new();
+    for (i, dev) in raw.virtio_mmio.iter().flat_map(|v| &v.value).enumerate() {
+        virtio_mmio.push(virtio(ctx, i, dev, &mut spans)?);
+    }
+    let mut pci_bridges: Vec<PciBridgeConfig> = Vec::new();
+    for (i, br) in raw.pci_bridge.iter().flat_map(|v| &v.value).enumerate() {
+        let bridge = bridge(ctx, i, br, &mut spans)?;
+        if let Some(j) = pci_bridges
+            .iter()
+            .position(|b| b.bus_start == bridge.bus_start)
+        {
+            let field = format!("pci_bridge[{i}].bus_start");
+            let span = br.value.bus_start.as_ref().map_or(&br.span, |b| &b.span);
+            return Err(ctx.invalid(
+                span,
+                &field,
+                format!(
+                    "bus {} is already the first bus of pci_bridge[{j}]; \
+                     host bridges need distinct bus_start values",
+                    bridge.bus_start
+                ),
+            ));
+        }
+        pci_bridges.push(bridge);
+    }
+    unique_ids(ctx, &spans)?;
+
+    let cfg = CellConfig {
+        name,
+        source: source.map(Path::to_path_buf),
+        cpus,
+        memory,
+        kernel,
+        console,
+        virtio_mmio,
+        pci_bridges,
+    };
+    if let Err(e) = CellLayout::new(&cfg) {
+        return Err(layout_error(ctx, &spans, e));
+    }
+    Ok(cfg)
+}
+
+fn cpus(ctx: &Ctx<'_>, c: &Sp<RawCpus>) -> Result<CpuConfig, ConfigError> {
+    let Some(count) = &c.value.count else {
+        return Err(ctx.missing(&c.span, "cpus.count", ""));
+    };
+    let field = "cpus.count";
+    if count.value < 1 {
+        return Err(ctx.invalid(
+            &count.span,
+            field,
+            format!("a cell needs at least 1 vCPU, got {}", count.value),
+        ));
+    }
+    let n = u8::try_from(count.value)
+        .ok()
+        .filter(|&n| n <= MAX_VCPUS)
+        .ok_or_else(|| {
+            ctx.invalid(
+                &count.span,
+                field,
+                format!(
+                    "a cell can have at most {MAX_VCPUS} vCPUs, got {}",
+                    count.value
+                ),
+            )
+        })?;
+    let pin = match &c.value.pin {
+        None => None,
+        Some(pin) => {
+            if pin.value.len() != usize::from(n) {
+                return Err(ctx.invalid(
+                    &pin.span,
+                    "cpus.pin",
+                    format!(
+                        "lists {} but cpus.count is {n}; give exactly one host CPU per vCPU",
+                        plural(pin.value.len(), "host CPU")
+                    ),
+                ));
+            }
+            let mut cpus: Vec<usize> = Vec::with_capacity(pin.value.len());
+            for (i, p) in pin.value.iter().enumerate() {
+                let field = format!("cpus.pin[{i}]");
+                let cpu = ctx.non_negative(p, &field)?;
+                let cpu = usize::try_from(cpu)
+                    .ok()
+                    .filter(|&c| c < MAX_HOST_CPUS)
+                    .ok_or_else(|| {
+                        ctx.invalid(
+                            &p.span,
+                            &field,
+                            format!(
+                                "host CPU {cpu} is out of range (at most {})",
+                                MAX_HOST_CPUS - 1
+                            ),
+                        )
+                    })?;
+                if let Some(j) = cpus.iter().position(|&c| c == cpu) {
+                    return Err(ctx.invalid(
+                        &p.span,
+                        &field,
+                        format!("host CPU {cpu} is already used by cpus.pin[{j}]"),
+                    ));
+                }
+                cpus.push(cpu);
+            }
+            Some(cpus)
+        }
+    };
+    Ok(CpuConfig { count: n, pin })
+}
+
+/// One region, as validated so far.
+struct Region {
+    index: usize,
+    base: u64,
+    size: u64,
+    end: u64,
+}
+
+fn memory(
+    ctx: &Ctx<'_>,
+    raw: Option<&Sp<Vec<Sp<RawMemory>>>>,
+    spans: &mut Spans,
+) -> Result<Vec<MemoryRegion>, ConfigError> {
+    const NONE: &str = "a cell needs at least one [[memory]] region";
+    let Some(list) = raw else {
+        return Err(ctx.invalid(&None, "memory", NONE));
+    };
+    if list.value.is_empty() {
+        return Err(ctx.invalid(&list.span, "memory", NONE));
+    }
+    let mut regions: Vec<Region> = Vec::new();
+    for (i, r) in list.value.iter().enumerate() {
+        let f = format!("memory[{i}]");
+        let base = match &r.value.base {
+            Some(b) => ctx.non_negative(b, &format!("{f}.base"))?,
+            None if i == 0 => 0,
+            None => {
+                return Err(ctx.missing(
+                    &r.span,
+                    &format!("{f}.base"),
+                    " (only the first [[memory]] region may omit it)",
+                ))
+            }
+        };
+        let Some(size_v) = &r.value.size else {
+            return Err(ctx.missing(&r.span, &format!("{f}.size"), ""));
+        };
+        let size = ctx.size(size_v, &format!("{f}.size"))?;
+        if size == 0 {
+            return Err(ctx.invalid(&size_v.span, &format!("{f}.size"), "must not be 0"));
+        }
+        if let Some(b) = &r.value.base {
+            if base % PAGE != 0 {
+                return Err(ctx.invalid(
+                    &b.span,
+                    &format!("{f}.base"),
+                    format!("{base:#x} is not a multiple of 4 KiB"),
+                ));
+            }
+        }
+        if size % PAGE != 0 {
+            return Err(ctx.invalid(
+                &size_v.span,
+                &format!("{f}.size"),
+                format!("{size:#x} is not a multiple of 4 KiB"),
+            ));
+        }
+        let pos = r.value.base.as_ref().map_or(&r.span, |b| &b.span);
+        let Some(end) = base.checked_add(size) else {
+            return Err(ctx.invalid(
+                pos,
+                &f,
+                format!("base {base:#x} + size {size:#x} overflows the 64-bit address space"),
+            ));
+        };
+        if end > RAM_LIMIT {
+            return Err(ctx.invalid(
+                pos,
+                &f,
+                format!("{base:#x}..{end:#x} ends above the 256 GiB limit ({RAM_LIMIT:#x})"),
+            ));
+        }
+        if base < DEVICE_WINDOW_END && DEVICE_WINDOW_START < end {
+            return Err(ctx.invalid(
+                pos,
+                &f,
+                format!(
+                    "{base:#x}..{end:#x} overlaps the device window \
+                     {DEVICE_WINDOW_START:#x}..{DEVICE_WINDOW_END:#x}"
+                ),
+            ));
+        }
+        if let Some(other) = regions.iter().find(|o| o.base < end && base < o.end) {
+            return Err(ctx.invalid(
+                pos,
+                &f,
+                format!(
+                    "{base:#x}..{end:#x} overlaps memory[{}] ({:#x}..{:#x})",
+                    other.index, other.base, other.end
+                ),
+            ));
+        }
+        spans.memory.push(pos.clone());
+        regions.push(Region {
+            index: i,
+            base,
+            size,
+            end,
+        });
+    }
+    let total = regions.iter().fold(0u64, |t, r| t.saturating_add(r.size));
+    if total < MIN_RAM {
+        return Err(ctx.invalid(
+            &list.span,
+            "memory",
+            format!(
+                "a cell needs at least 16 MiB of RAM in total, got {}",
+                human_size(total)
+            ),
+        ));
+    }
+    regions.sort_by_key(|r| r.base);
+    if let Some(low) = regions.first() {
+        let f = format!("memory[{}]", low.index);
+        let Some(r) = list.value.get(low.index) else {
+            return Err(ctx.invalid(&list.span, &f, "internal error: region index"));
+        };
+        if low.base != 0 {
+            let span = r.value.base.as_ref().map_or(&r.span, |b| &b.span);
+            return Err(ctx.invalid(
+                span,
+                &format!("{f}.base"),
+                format!(
+                    "the lowest memory region must start at 0, got {:#x}",
+                    low.base
+                ),
+            ));
+        }
+        if low.size < MIN_RAM {
+            let span = r.value.size.as_ref().map_or(&r.span, |s| &s.span);
+            return Err(ctx.invalid(
+                span,
+                &format!("{f}.size"),
+                format!(
+                    "the region at 0 must be at least 16 MiB, got {}",
+                    human_size(low.size)
+                ),
+            ));
+        }
+    }
+    spans.memory_order = regions.iter().map(|r| r.index).collect();
+    Ok(regions
+        .iter()
+        .map(|r| MemoryRegion {
+            base: r.base,
+            size: r.size,
+        })
+        .collect())
+}
+
+fn format_name(f: KernelFormat) -> &'static str {
+    match f {
+        KernelFormat::BzImage => "bzimage",
+        KernelFormat::Elf => "elf",
+    }
+}
+
+/// Reads up to `limit` bytes from the start of `path`.
+fn read_head(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
+    let mut head = Vec::new();
+    File::open(path)?.take(limit).read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// Recognises a kernel image by its first bytes: an ELF64 x86_64 image
+/// (`\x7fELF`, ELFCLASS64, EM_X86_64) or a bzImage (`HdrS` at 0x202).
+pub fn kernel_format_from_header(head: &[u8]) -> Option<KernelFormat> {
+    const ELFCLASS64: u8 = 2;
+    const EM_X86_64: u16 = 62;
+    let elf = head.get(0..4) == Some(&b"\x7fELF"[..])
+        && head.get(4) == Some(&ELFCLASS64)
+        && head.get(18..20) == Some(&EM_X86_64.to_le_bytes()[..]);
+    if elf {
+        Some(KernelFormat::Elf)
+    } else if head.get(0x202..0x206) == Some(&b"HdrS"[..]) {
+        Some(KernelFormat::BzImage)
+    } else {
+        None
+    }
+}
+
+/// Why [`detect_kernel_format`] could not tell a kernel image's format.
+#[derive(Debug, Error)]
+pub enum KernelFileError {
+    /// The file does not exist.
+    #[error("kernel image {} does not exist", .0.display())]
+    NotFound(PathBuf),
+    /// The file exists but cannot be read.
+    #[error("cannot read kernel image {}: {error}", .path.display())]
+    Unreadable {
+        /// The image.
+        path: PathBuf,
+        /// What went wrong.
+        error: io::Error,
+    },
+    /// Neither a bzImage nor an ELF64 x86_64 image.
+    #[error("{} is neither a bzImage (\"HdrS\" at 0x202) nor an ELF64 x86_64 image", .0.display())]
+    UnknownFormat(PathBuf),
+}
+
+/// Reads the start of the kernel image at `path` and tells its format (for
+/// kernels given outside a config file, e.g. on the command line).
+pub fn detect_kernel_format(path: &Path) -> Result<KernelFormat, KernelFileError> {
+    let head = read_head(path, KERNEL_HEAD).map_err(|error| {
+        if error.kind() == io::ErrorKind::NotFound {
+            KernelFileError::NotFound(path.to_path_buf())
+        } else {
+            KernelFileError::Unreadable {
+                path: path.to_path_buf(),
+                error,
+            }
+        }
+    })?;
+    kernel_format_from_header(&head)
+        .ok_or_else(|| KernelFileError::UnknownFormat(path.to_path_buf()))
+}
+
+fn kernel(ctx: &Ctx<'_>, k: &Sp<RawKernel>) -> Result<KernelConfig, ConfigError> {
+    let Some(path_v) = &k.value.path else {
+        return Err(ctx.missing(&k.span, "kernel.path", ""));
+    };
+    let given = match &k.value.format {
+        None => None,
+        Some(f) => Some(match f.value.as_str() {
+            "bzimage" => KernelFormat::BzImage,
+            "elf" => KernelFormat::Elf,
+            other => {
+                return Err(ctx.invalid(
+                    &f.span,
+                    "kernel.format",
+                    format!("unknown format {other:?}, expected \"bzimage\" or \"elf\""),
+                ))
+            }
+        }),
+    };
+    let path = ctx.path(path_v, "kernel.path")?;
+    let format = if ctx.check_files {
+        let head = read_head(&path, KERNEL_HEAD)
+            .map_err(|e| ctx.file_error(&path_v.span, "kernel.path", "kernel image", &path, e))?;
+        let detected = kernel_format_from_header(&head);
+        match (given, detected, &k.value.format) {
+            (None, Some(d), _) => d,
+            (Some(g), Some(d), _) if g == d => g,
+            (Some(g), d, Some(f)) => {
+                let what = match (d, g) {
+                    (Some(KernelFormat::BzImage), _) => "is a bzImage",
+                    (Some(KernelFormat::Elf), _) => "is an ELF64 x86_64 image",
+                    (None, KernelFormat::BzImage) => "has no bzImage header (\"HdrS\" at 0x202)",
+                    (None, KernelFormat::Elf) => "is not an ELF64 x86_64 image",
+                };
+                return Err(ctx.invalid(
+                    &f.span,
+                    "kernel.format",
+                    format!("{:?} given, but {} {what}", format_name(g), path.display()),
+                ));
+            }
+            _ => {
+                return Err(ctx.invalid(
+                    &path_v.span,
+                    "kernel.path",
+                    format!(
+                        "{} is neither a bzImage (\"HdrS\" at 0x202) nor an ELF64 x86_64 image",
+                        path.display()
+                    ),
+                ))
+            }
+        }
+    } else {
+        given.unwrap_or(KernelFormat::BzImage)
+    };
+    let initrd = match &k.value.initrd {
+        None => None,
+        Some(i) => {
+            let p = ctx.path(i, "kernel.initrd")?;
+            if format == KernelFormat::Elf {
+                return Err(ctx.invalid(
+                    &i.span,
+                    "kernel.initrd",
+                    "an initrd needs a bzImage kernel, but this kernel is an ELF image",
+                ));
+            }
+            if ctx.check_files {
+                read_head(&p, 1)
+                    .map_err(|e| ctx.file_error(&i.span, "kernel.initrd", "initrd", &p, e))?;
+            }
+            Some(p)
+        }
+    };
+    let cmdline = match &k.value.cmdline {
+        None => DEFAULT_CMDLINE.to_string(),
+        Some(c) => {
+            let bad = c
+                .value
+                .char_indices()
+                .find(|(_, ch)| !(' '..='~').contains(ch));
+            if let Some((i, ch)) = bad {
+                return Err(ctx.invalid(
+                    &c.span,
+                    "kernel.cmdline",
+                    format!("character {ch:?} at byte {i} is not printable ASCII"),
+                ));
+            }
+            if c.value.len() > CMDLINE_MAX {
+                return Err(ctx.invalid(
+                    &c.span,
+                    "kernel.cmdline",
+                    format!(
+                        "is {} bytes long; the limit is {CMDLINE_MAX}",
+                        c.value.len()
+                    ),
+                ));
+            }
+            c.value.clone()
+        }
+    };
+    Ok(KernelConfig {
+        path,
+        format,
+        initrd,
+        cmdline,
+    })
+}
+
+fn console(ctx: &Ctx<'_>, c: &Sp<RawConsole>) -> Result<ConsoleConfig, ConfigError> {
+    let v = &c.value;
+    let output_name = v.output.as_ref().map_or("stdout", |o| o.value.as_str());
+    let output = match output_name {
+        "file" => {
+            let Some(p) = &v.path else {
+                return Err(ctx.missing(
+                    &c.span,
+                    "console.path",
+                    " (console.output = \"file\" needs a path)",
+                ));
+            };
+            ConsoleOutput::File(ctx.path(p, "console.path")?)
+        }
+        "stdout" | "none" => {
+            if let Some(p) = &v.path {
+                return Err(ctx.invalid(
+                    &p.span,
+                    "console.path",
+                    format!(
+                        "only allowed with console.output = \"file\" (output is {output_name:?})"
+                    ),
+                ));
+            }
+            if output_name == "stdout" {
+                ConsoleOutput::Stdout
+            } else {
+                ConsoleOutput::None
+            }
+        }
+        other => {
+            let span = v.output.as_ref().map_or(&c.span, |o| &o.span);
+            return Err(ctx.invalid(
+                span,
+                "console.output",
+                format!("unknown output {other:?}, expected \"stdout\", \"file\" or \"none\""),
+            ));
+        }
+    };
+    let input = match &v.input {
+        None => ConsoleInput::Stdin,
+        Some(i) => match i.value.as_str() {
+            "stdin" => ConsoleInput::Stdin,
+            "none" => ConsoleInput::None,
+            other => {
+                return Err(ctx.invalid(
+                    &i.span,
+                    "console.input",
+                    format!("unknown input {other:?}, expected \"stdin\" or \"none\""),
+                ))
+            }
+        },
+    };
+    Ok(ConsoleConfig { output, input })
+}
+
+fn virtio(
+    ctx: &Ctx<'_>,
+    i: usize,
+    dev: &Sp<RawVirtioMmio>,
+    spans: &mut Spans,
+) -> Result<VirtioMmioConfig, ConfigError> {
+    let f = format!("virtio_mmio[{i}]");
+    let v = &dev.value;
+    let Some(id_v) = &v.id else {
+        return Err(ctx.missing(&dev.span, &format!("{f}.id"), ""));
+    };
+    let id = ctx.id(id_v, &format!("{f}.id"))?;
+    let Some(kind_v) = &v.kind else {
+        return Err(ctx.missing(&dev.span, &format!("{f}.kind"), ""));
+    };
+    let kind = match kind_v.value.as_str() {
+        "rng" => VirtioKind::Rng,
+        "block" => VirtioKind::Block,
+        "console" => VirtioKind::Console,
+        other => {
+            return Err(ctx.invalid(
+                &kind_v.span,
+                &format!("{f}.kind"),
+                format!("unknown kind {other:?}, expected \"rng\", \"block\" or \"console\""),
+            ))
+        }
+    };
+    let base = match &v.base {
+        None => None,
+        Some(b) => {
+            let field = format!("{f}.base");
+            let base = ctx.non_negative(b, &field)?;
+            if base % VIRTIO_MMIO_SIZE != 0 {
+                return Err(ctx.invalid(
+                    &b.span,
+                    &field,
+                    format!("{base:#x} is not a multiple of 4 KiB"),
+                ));
+            }
+            let (lo, hi) = VIRTIO_WINDOW;
+            let end = base.saturating_add(VIRTIO_MMIO_SIZE);
+            if base < lo || end > hi {
+                return Err(ctx.invalid(
+                    &b.span,
+                    &field,
+                    format!(
+                        "{base:#x}..{end:#x} is outside the virtio-mmio window {lo:#x}..{hi:#x}"
+                    ),
+                ));
+            }
+            Some(base)
+        }
+    };
+    let irq = match &v.irq {
+        None => None,
+        Some(q) => {
+            let pin = u32::try_from(q.value)
+                .ok()
+                .filter(|&p| p < IOAPIC_PINS)
+                .ok_or_else(|| {
+                    ctx.invalid(
+                        &q.span,
+                        &format!("{f}.irq"),
+                        format!(
+                            "IOAPIC pin {} does not exist (pins are 0 to {})",
+                            q.value,
+                            IOAPIC_PINS - 1
+                        ),
+                    )
+                })?;
+            Some(pin)
+        }
+    };
+    spans.virtio.push(EntrySpans {
+        field: f,
+        id: id.clone(),
+        id_span: id_v.span.clone(),
+        table: dev.span.clone(),
+        base: v.base.as_ref().map(|b| b.span.clone()),
+        irq: v.irq.as_ref().map(|q| q.span.clone()),
+        ..EntrySpans::default()
+    });
+    Ok(VirtioMmioConfig {
+        id,
+        kind,
+        base,
+        irq,
+    })
+}
+
+fn bus_number(ctx: &Ctx<'_>, v: &Sp<i64>, field: &str) -> Result<u8, ConfigError> {
+    u8::try_from(v.value).map_err(|_| {
+        ctx.invalid(
+            &v.span,
+            field,
+            format!("bus numbers are 0 to 255, got {}", v.value),
+        )
+    })
+}
+
+/// A validated `{ base, size }`: size a power of two >= 1 MiB, base (if
+/// any) aligned to it. Returns the base and size.
+fn window(
+    ctx: &Ctx<'_>,
+    w: &Sp<RawWindow>,
+    f: &str,
+    base_required: bool,
+) -> Result<(Option<u64>, u64), ConfigError> {
+    let Some(size_v) = &w.value.size else {
+        return Err(ctx.missing(&w.span, &format!("{f}.size"), ""));
+    };
+    let size_field = format!("{f}.size");
+    let size = ctx.size(size_v, &size_field)?;
+    if size < MIN_PCI_WINDOW {
+        return Err(ctx.invalid(
+            &size_v.span,
+            &size_field,
+            format!("must be at least 1 MiB, got {}", human_size(size)),
+        ));
+    }
+    if !size.is_power_of_two() {
+        return Err(ctx.invalid(
+            &size_v.span,
+            &size_field,
+            format!("{} ({size:#x}) is not a power of two", human_size(size)),
+        ));
+    }
+    let base = match &w.value.base {
+        None if base_required => {
+            return Err(ctx.missing(&w.span, &format!("{f}.base"), ""));
+        }
+        None => None,
+        Some(b) => {
+            let field = format!("{f}.base");
+            let base = ctx.non_negative(b, &field)?;
+            if base % size != 0 {
+                return Err(ctx.invalid(
+                    &b.span,
+                    &field,
+                    format!(
+                        "{base:#x} is not aligned to the window size ({})",
+                        human_size(size)
+                    ),
+                ));
+            }
+            if base.checked_add(size).is_none() {
+                return Err(ctx.invalid(
+                    &w.span,
+                    f,
+                    format!("base {base:#x} + size {size:#x} overflows the 64-bit address space"),
+                ));
+            }
+            Some(base)
+        }
+    };
+    Ok((base, size))
+}
+
+fn bridge(
+    ctx: &Ctx<'_>,
+    i: usize,
+    br: &Sp<RawPciBridge>,
+    spans: &mut Spans,
+) -> Result<PciBridgeConfig, ConfigError> {
+    let f = format!("pci_bridge[{i}]");
+    let v = &br.value;
+    let Some(id_v) = &v.id else {
+        return Err(ctx.missing(&br.span, &format!("{f}.id"), ""));
+    };
+    let id = ctx.id(id_v, &format!("{f}.id"))?;
+    let Some(kind_v) = &v.kind else {
+        return Err(ctx.missing(&br.span, &format!("{f}.kind"), ""));
+    };
+    let kind = match kind_v.value.as_str() {
+        "ecam" => PciHostKind::Ecam,
+        "cam" => PciHostKind::Cam,
+        other => {
+            return Err(ctx.invalid(
+                &kind_v.span,
+                &format!("{f}.kind"),
+                format!("unknown kind {other:?}, expected \"ecam\" or \"cam\""),
+            ))
+        }
+    };
+    let bus_start = match &v.bus_start {
+        None => 0,
+        Some(b) => bus_number(ctx, b, &format!("{f}.bus_start"))?,
+    };
+    let bus_end = match &v.bus_end {
+        None => bus_start,
+        Some(b) => {
+            let field = format!("{f}.bus_end");
+            let end = bus_number(ctx, b, &field)?;
+            if end < bus_start {
+                return Err(ctx.invalid(
+                    &b.span,
+                    &field,
+                    format!("{end} is below bus_start {bus_start}"),
+                ));
+            }
+            end
+        }
+    };
+    let config_base = match &v.config_base {
+        None => None,
+        Some(c) => {
+            let field = format!("{f}.config_base");
+            let base = ctx.non_negative(c, &field)?;
+            let (per_bus, name) = match kind {
+                PciHostKind::Ecam => (ECAM_BUS_SIZE, "ECAM"),
+                PciHostKind::Cam => (CAM_BUS_SIZE, "CAM"),
+            };
+            if base % per_bus != 0 {
+                return Err(ctx.invalid(
+                    &c.span,
+                    &field,
+                    format!(
+                        "{base:#x} is not a multiple of {} as {name} requires",
+                        human_size(per_bus)
+                    ),
+                ));
+            }
+            let buses = u64::from(bus_end - bus_start) + 1;
+            let end = base.saturating_add(per_bus * buses);
+            let buses = if buses == 1 {
+                "1 bus".to_string()
+            } else {
+                format!("{buses} buses")
+            };
+            if end > FOUR_GIB {
+                return Err(ctx.invalid(
+                    &c.span,
+                    &field,
+                    format!("config space {base:#x}..{end:#x} ({buses}) ends above 4 GiB"),
+                ));
+            }
+            Some(base)
+        }
+    };
+    let mmio32 = match &v.mmio32 {
+        None => None,
+        Some(w) => {
+            let field = format!("{f}.mmio32");
+            let (base, size) = window(ctx, w, &field, true)?;
+            let base = base.unwrap_or(0);
+            let end = base.saturating_add(size);
+            if end > FOUR_GIB {
+                return Err(ctx.invalid(
+                    &w.span,
+                    &field,
+                    format!("window {base:#x}..{end:#x} ends above 4 GiB"),
+                ));
+            }
+            Some(Window { base, size })
+        }
+    };
+    let mmio64 = match &v.mmio64 {
+        None => None,
+        Some(w) => {
+            let field = format!("{f}.mmio64");
+            let (base, size) = window(ctx, w, &field, false)?;
+            if let (Some(base), Some(b)) = (base, &w.value.base) {
+                if base < FOUR_GIB {
+                    return Err(ctx.invalid(
+                        &b.span,
+                        &format!("{field}.base"),
+                        format!("{base:#x} is below 4 GiB; a 64-bit window must lie above it"),
+                    ));
+                }
+            }
+            Some(Window {
+                base: base.unwrap_or(0),
+                size,
+            })
+        }
+    };
+    spans.bridges.push(EntrySpans {
+        field: f,
+        id: id.clone(),
+        id_span: id_v.span.clone(),
+        table: br.span.clone(),
+        config_base: v.config_base.as_ref().map(|c| c.span.clone()),
+        mmio32: v.mmio32.as_ref().map(|w| w.span.clone()),
+        mmio64: v.mmio64.as_ref().map(|w| w.span.clone()),
+        ..EntrySpans::default()
+    });
+    Ok(PciBridgeConfig {
+        id,
+        kind,
+        config_base,
+        bus_start,
+        bus_end,
+        mmio32,
+        mmio64,
+    })
+}
+
+/// Device ids are unique across `virtio_mmio` and `pci_bridge`; the later
+/// one in the file is reported.
+fn unique_ids(ctx: &Ctx<'_>, spans: &Spans) -> Result<(), ConfigError> {
+    let mut all: Vec<&EntrySpans> = spans.virtio.iter().chain(&spans.bridges).collect();
+    all.sort_by_key(|e| e.id_span.as_ref().map_or(0, |s| s.start));
+    for (n, e) in all.iter().enumerate() {
+        if let Some(first) = all.iter().take(n).find(|o| o.id == e.id) {
+            return Err(ctx.invalid(
+                &e.id_span,
+                &format!("{}.id", e.field),
+                format!("duplicate id {:?} (already used by {})", e.id, first.field),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `memory[i]` → `i`.
+fn memory_index(owner: &str) -> Option<usize> {
+    owner
+        .strip_prefix("memory[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// Rewrites layout's `memory[i]` (index into the sorted regions) to the
+/// index the region has in the file.
+fn renumber(owner: &mut String, order: &[usize]) {
+    if let Some(&file_index) = memory_index(owner).and_then(|i| order.get(i)) {
+        *owner = format!("memory[{file_index}]");
+    }
+}
+
+/// The config entry a layout owner string names, and the key to point at.
+fn locate_owner(spans: &Spans, owner: &str, irq: bool) -> (Span, String) {
+    if let Some(i) = memory_index(owner) {
+        let span = spans.memory.get(i).cloned().flatten();
+        return (span, format!("memory[{i}]"));
+    }
+    let pick = |e: &EntrySpans, key: Option<(&Span, &str)>| match key {
+        Some((span @ Some(_), name)) => (span.clone(), format!("{}.{name}", e.field)),
+        _ => (e.table.clone(), e.field.clone()),
+    };
+    if let Some(id) = owner.strip_prefix("virtio-mmio ") {
+        if let Some(e) = spans.virtio.iter().find(|e| e.id == id) {
+            let key = if irq {
+                e.irq.as_ref().map(|s| (s, "irq"))
+            } else {
+                e.base.as_ref().map(|s| (s, "base"))
+            };
+            return pick(e, key);
+        }
+    }
+    if let Some(rest) = owner.strip_prefix("pci bridge ") {
+        let (id, part) = rest.split_once(' ').unwrap_or((rest, ""));
+        if let Some(e) = spans.bridges.iter().find(|e| e.id == id) {
+            let key = match part {
+                "config space" => e.config_base.as_ref().map(|s| (s, "config_base")),
+                "mmio32 window" => e.mmio32.as_ref().map(|s| (s, "mmio32")),
+                "mmio64 window" => e.mmio64.as_ref().map(|s| (s, "mmio64")),
+                _ => None,
+            };
+            return pick(e, key);
+        }
+    }
+    (None, "<root>".to_string())
+}
+
+fn layout_error(ctx: &Ctx<'_>, spans: &Spans, mut error: LayoutError) -> ConfigError {
+    let order = &spans.memory_order;
+    let (owner, irq) = match &mut error {
+        LayoutError::Collision { what, other, .. } => {
+            renumber(what, order);
+            renumber(other, order);
+            (what.clone(), false)
+        }
+        LayoutError::Exhausted { what, .. } => {
+            renumber(what, order);
+            (what.clone(), false)
+        }
+        LayoutError::Irq { what, .. } | LayoutError::IrqsExhausted(what) => (what.clone(), true),
+    };
+    let (span, field) = locate_owner(spans, &owner, irq);
+    ConfigError::Layout {
+        at: ctx.at(&span, &field),
+        field,
+        error: Box::new(error),
+    }
+}
