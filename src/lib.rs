@@ -4,12 +4,13 @@
 //! [`layout`] (address map and IRQs) → [`fdt`] (device tree) and [`devices`]
 //! (models on the MMIO/PIO buses) → [`vmm`] (KVM VM, memory, vCPUs).
 
+pub mod cli;
 pub mod config;
-pub mod layout;
-pub mod fdt;
 pub mod devices;
+pub mod fdt;
+pub mod layout;
+pub mod logger;
+pub mod pci;
 pub mod ratelimit;
 pub mod stop;
 pub mod vmm;
-pub mod cli;
-pub mod logger;

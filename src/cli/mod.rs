@@ -84,8 +84,8 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             let mut cfg = load(&cell, kernel.is_none())?;
             if let Some(k) = kernel {
                 cfg.kernel.path = k;
-                cfg.kernel.format = config::detect_kernel_format(&cfg.kernel.path)
-                    .map_err(|e| e.to_string())?;
+                cfg.kernel.format =
+                    config::detect_kernel_format(&cfg.kernel.path).map_err(|e| e.to_string())?;
             }
             if let Some(i) = initrd {
                 cfg.kernel.initrd = Some(i);

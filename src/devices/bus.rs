@@ -94,7 +94,10 @@ impl Bus {
             });
         };
         let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
-        if let Some(other) = entries.iter().find(|e| e.base < end && base < e.base + e.len) {
+        if let Some(other) = entries
+            .iter()
+            .find(|e| e.base < end && base < e.base + e.len)
+        {
             return Err(BusError::Overlap {
                 kind: self.kind,
                 base,
@@ -157,7 +160,9 @@ impl Bus {
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
         match self.lookup(addr, data.len()) {
             Some((dev, offset)) => {
-                dev.lock().unwrap_or_else(|e| e.into_inner()).read(offset, data);
+                dev.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .read(offset, data);
                 true
             }
             None => {
@@ -179,7 +184,9 @@ impl Bus {
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
         match self.lookup(addr, data.len()) {
             Some((dev, offset)) => {
-                dev.lock().unwrap_or_else(|e| e.into_inner()).write(offset, data);
+                dev.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .write(offset, data);
                 true
             }
             None => {

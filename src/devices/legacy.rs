@@ -108,8 +108,9 @@ impl BusDevice for Cmos {
         data.fill(0);
         let value = match offset {
             0 => self.index,
-            _ => Self::time_register(self.index)
-                .unwrap_or(self.ram[usize::from(self.index & 0x7f)]),
+            _ => {
+                Self::time_register(self.index).unwrap_or(self.ram[usize::from(self.index & 0x7f)])
+            }
         };
         if let Some(b) = data.first_mut() {
             *b = value;

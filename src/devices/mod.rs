@@ -4,9 +4,9 @@
 //! validate size and range before a device sees it, so device code only ever
 //! handles accesses that lie entirely inside its own window.
 
+pub mod boot_timer;
 mod bus;
 pub mod debug_exit;
-pub mod boot_timer;
 pub mod legacy;
 pub mod placeholder;
 pub mod serial;

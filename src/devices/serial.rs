@@ -58,9 +58,7 @@ pub struct SerialConsole {
 impl SerialConsole {
     /// A UART writing to `out`. Returns the device, the eventfd to register as
     /// its irqfd, and the input-space notifier.
-    pub fn new(
-        out: Box<dyn Write + Send>,
-    ) -> std::io::Result<(Self, EventFd, Arc<InputSpace>)> {
+    pub fn new(out: Box<dyn Write + Send>) -> std::io::Result<(Self, EventFd, Arc<InputSpace>)> {
         let irq = EventFd::new(EFD_NONBLOCK)?;
         let irq_for_kvm = irq.try_clone()?;
         let space = Arc::new(InputSpace::new()?);
@@ -71,10 +69,7 @@ impl SerialConsole {
     /// Queues input bytes for the guest. Returns how many were accepted (the
     /// FIFO may be full; retry the rest after [`InputSpace`] fires).
     pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
-        let room = self
-            .serial
-            .fifo_capacity()
-            .min(bytes.len());
+        let room = self.serial.fifo_capacity().min(bytes.len());
         if room == 0 {
             return 0;
         }

@@ -104,12 +104,13 @@ fn load_elf(
     dtb: &[u8],
 ) -> Result<EntryPoint, VmmError> {
     let mut file = open(&kernel.path)?;
-    let res = Elf::load(mem, None, &mut file, Some(GuestAddress(addrs::HIMEM))).map_err(
-        |source| VmmError::KernelLoad {
-            path: kernel.path.clone(),
-            source,
-        },
-    )?;
+    let res =
+        Elf::load(mem, None, &mut file, Some(GuestAddress(addrs::HIMEM))).map_err(|source| {
+            VmmError::KernelLoad {
+                path: kernel.path.clone(),
+                source,
+            }
+        })?;
     if !dtb.is_empty() {
         write_dtb_area(dtb)?;
         mem.write_slice(dtb, GuestAddress(addrs::SETUP_DATA))
@@ -124,7 +125,8 @@ fn load_elf(
 }
 
 fn write_dtb_area(dtb: &[u8]) -> Result<(), VmmError> {
-    let room = addrs::SETUP_DATA_END - addrs::SETUP_DATA - std::mem::size_of::<SetupDataHeader>() as u64;
+    let room =
+        addrs::SETUP_DATA_END - addrs::SETUP_DATA - std::mem::size_of::<SetupDataHeader>() as u64;
     if dtb.len() as u64 > room {
         return Err(VmmError::Boot(format!(
             "device tree is {} bytes; at most {room} fit below the EBDA",
@@ -199,7 +201,8 @@ fn load_linux(
                     res.kernel_end
                 ))
             })?;
-        mem.write_slice(&data, GuestAddress(base)).map_err(mem_err)?;
+        mem.write_slice(&data, GuestAddress(base))
+            .map_err(mem_err)?;
         hdr.ramdisk_image = base as u32;
         hdr.ramdisk_size = data.len() as u32;
     }

@@ -14,8 +14,8 @@ pub fn create_guest_memory(vm: &VmFd, ram: &[Window]) -> Result<GuestMemoryMmap,
             .map_err(|_| VmmError::Memory(format!("region at {:#x} too large", w.base)))?;
         ranges.push((GuestAddress(w.base), size));
     }
-    let mem = GuestMemoryMmap::<()>::from_ranges(&ranges)
-        .map_err(|e| VmmError::Memory(e.to_string()))?;
+    let mem =
+        GuestMemoryMmap::<()>::from_ranges(&ranges).map_err(|e| VmmError::Memory(e.to_string()))?;
     for (slot, region) in mem.iter().enumerate() {
         let host = region
             .get_host_address(vm_memory::MemoryRegionAddress(0))

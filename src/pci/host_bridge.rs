@@ -1,0 +1,519 @@
+//! [`PciHostBridge`]: the configuration window of a generic PCI host bridge,
+//! the functions behind it, their BAR mappings and their INTx routing.
+//!
+//! Locking (see `docs/pci.md` for the full argument): the bridge is one
+//! `Mutex` (the one the MMIO [`Bus`] takes for config accesses); each function
+//! has its own `Mutex`; a mapped BAR is a [`BarAdapter`] that holds the
+//! function, never the bridge. The only nesting is bridge → function →
+//! INTx pin → VMM line, and the bridge calls [`Bus::insert`] /
+//! [`Bus::remove`] and [`BarMemoryMapper`]s with no function lock held.
+
+use super::bar::{BarAdapter, BarKind, BarMemoryMapper, BarRegion};
+use super::config_space::{InterruptLine, SharedFunction};
+use super::decode::{BadAccess, ConfigDecoder, Decoded, PciAddress};
+use super::PciError;
+use crate::config::Window;
+use crate::devices::{fill_le, le_value, Bus, BusDevice};
+use crate::fdt::pci_intx_pin;
+use crate::layout::PciBridgeSlot;
+use crate::ratelimit::RateLimiter;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+
+fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[derive(Default)]
+struct PinState {
+    line: Option<Arc<dyn InterruptLine>>,
+    /// Functions currently asserting this pin (`bus << 8 | devfn`).
+    sources: BTreeSet<u16>,
+    level: bool,
+}
+
+/// One of the bridge's four INTx pins, shared by every function swizzled
+/// onto it: the line is the OR of their levels (level-triggered sharing).
+#[derive(Default)]
+struct SharedPin {
+    state: Mutex<PinState>,
+}
+
+impl SharedPin {
+    fn set(&self, source: u16, level: bool) {
+        let mut st = lock(&self.state);
+        if level {
+            st.sources.insert(source);
+        } else {
+            st.sources.remove(&source);
+        }
+        let new = !st.sources.is_empty();
+        if new != st.level {
+            st.level = new;
+            if let Some(line) = &st.line {
+                line.set_level(new);
+            }
+        }
+    }
+
+    fn connect(&self, line: Arc<dyn InterruptLine>) {
+        let mut st = lock(&self.state);
+        line.set_level(st.level);
+        st.line = Some(line);
+    }
+
+    fn level(&self) -> bool {
+        lock(&self.state).level
+    }
+}
+
+/// What a function's INTx is connected to: its source bit on a shared pin.
+struct IntxSource {
+    pin: Arc<SharedPin>,
+    source: u16,
+}
+
+impl InterruptLine for IntxSource {
+    fn set_level(&self, level: bool) {
+        self.pin.set(self.source, level);
+    }
+}
+
+struct Mapped {
+    name: String,
+    region: BarRegion,
+    memory: Option<Arc<dyn BarMemoryMapper>>,
+}
+
+#[derive(Default)]
+struct BarState {
+    /// What the guest last programmed and enabled (mapped or not).
+    want: Option<BarRegion>,
+    /// What is actually mapped.
+    mapped: Option<Mapped>,
+}
+
+struct Slot {
+    function: SharedFunction,
+    bars: [BarState; 6],
+}
+
+/// Everything BAR mapping needs, borrowed apart from the function table.
+struct MapCtx<'a> {
+    id: &'a str,
+    mmio: &'a Weak<Bus>,
+    apertures: &'a [Window],
+    log: &'a RateLimiter,
+}
+
+impl MapCtx<'_> {
+    fn map(
+        &self,
+        address: PciAddress,
+        function: &SharedFunction,
+        region: BarRegion,
+        memory: Option<Arc<dyn BarMemoryMapper>>,
+    ) -> Option<Mapped> {
+        let name = format!("{}/{}/bar{}", self.id, address, region.index);
+        if region.kind == BarKind::Io {
+            if self.log.allow() {
+                log::debug!(
+                    "{name}: I/O BAR at {:#x} not decoded (the bridge has no I/O window)",
+                    region.base
+                );
+            }
+            return None;
+        }
+        let inside = self
+            .apertures
+            .iter()
+            .any(|w| region.base >= w.base && region.end() <= w.base.saturating_add(w.size));
+        if !inside {
+            if self.log.allow() {
+                log::warn!(
+                    "{name}: BAR at {:#x}+{:#x} is outside the bridge's memory windows; left unmapped",
+                    region.base,
+                    region.size
+                );
+            }
+            return None;
+        }
+        let bus = self.mmio.upgrade()?;
+        let adapter = Arc::new(Mutex::new(BarAdapter::new(function.clone(), region.index)));
+        if let Err(e) = bus.insert(&name, region.base, region.size, adapter) {
+            if self.log.allow() {
+                log::warn!("{name}: {e}; BAR left unmapped");
+            }
+            return None;
+        }
+        if let Some(mapper) = &memory {
+            if let Err(e) = mapper.map(region.base, region.size) {
+                let _ = bus.remove(&name);
+                if self.log.allow() {
+                    log::warn!(
+                        "{name}: mapping memory at {:#x}+{:#x} failed: {e}; BAR left unmapped",
+                        region.base,
+                        region.size
+                    );
+                }
+                return None;
+            }
+        }
+        log::debug!("{name}: mapped at {:#x}+{:#x}", region.base, region.size);
+        Some(Mapped {
+            name,
+            region,
+            memory,
+        })
+    }
+
+    fn unmap(&self, m: Mapped) {
+        if let Some(mapper) = &m.memory {
+            if let Err(e) = mapper.unmap(m.region.base, m.region.size) {
+                log::warn!("{}: unmapping memory failed: {e}", m.name);
+            }
+        }
+        if let Some(bus) = self.mmio.upgrade() {
+            let _ = bus.remove(&m.name);
+        }
+        log::debug!("{}: unmapped", m.name);
+    }
+}
+
+/// A virtual PCI host bridge: serves its configuration window as a
+/// [`BusDevice`] and keeps the MMIO bus in step with the BARs the guest
+/// programs.
+///
+/// Register it on the MMIO bus as `Arc<Mutex<PciHostBridge>>` at the slot's
+/// config window. It keeps only a weak reference to the bus, so the bus
+/// owning the bridge is not a reference cycle.
+pub struct PciHostBridge {
+    id: String,
+    decoder: ConfigDecoder,
+    mmio: Weak<Bus>,
+    apertures: Vec<Window>,
+    intx_gsis: [u32; 4],
+    pins: [Arc<SharedPin>; 4],
+    functions: BTreeMap<PciAddress, Slot>,
+    bad_accesses: u64,
+    bad_log: RateLimiter,
+    map_log: RateLimiter,
+}
+
+impl PciHostBridge {
+    /// A bridge with no functions for `slot`, mapping BARs on `mmio`. BARs
+    /// are decoded only inside the slot's `mmio32` / `mmio64` windows.
+    pub fn new(slot: &PciBridgeSlot, mmio: &Arc<Bus>) -> Self {
+        let mut apertures = vec![slot.mmio32];
+        apertures.extend(slot.mmio64);
+        PciHostBridge {
+            id: slot.id.clone(),
+            decoder: ConfigDecoder::new(slot.kind, slot.bus_start, slot.bus_end)
+                .with_window_size(slot.config.size),
+            mmio: Arc::downgrade(mmio),
+            apertures,
+            intx_gsis: slot.intx,
+            pins: Default::default(),
+            functions: BTreeMap::new(),
+            bad_accesses: 0,
+            bad_log: RateLimiter::new(10),
+            map_log: RateLimiter::new(10),
+        }
+    }
+
+    /// The bridge id (prefix of its BAR names on the bus).
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The window decoder.
+    pub fn decoder(&self) -> &ConfigDecoder {
+        &self.decoder
+    }
+
+    /// IOAPIC pins of the bridge's INTA..INTD.
+    pub fn intx_gsis(&self) -> [u32; 4] {
+        self.intx_gsis
+    }
+
+    /// Connects the bridge's INTA..INTD (in the order of
+    /// [`PciBridgeSlot::intx`]) to the VMM's lines. May be called before or
+    /// after functions are added; each line is driven with its current level.
+    pub fn connect_intx(&mut self, lines: [Arc<dyn InterruptLine>; 4]) {
+        for (pin, line) in self.pins.iter().zip(lines) {
+            pin.connect(line);
+        }
+    }
+
+    /// Level of the bridge's INTx pin `index` (0 = INTA .. 3 = INTD of the
+    /// bridge, after swizzling): the OR of the functions routed to it.
+    pub fn intx_level(&self, index: usize) -> bool {
+        self.pins.get(index).is_some_and(|p| p.level())
+    }
+
+    /// Index (0..=3) of the bridge pin that interrupt pin `pin` (1 = INTA)
+    /// of `device` reaches: the swizzle of the device tree's interrupt-map.
+    pub fn intx_index(device: u8, pin: u8) -> usize {
+        pci_intx_pin(&[0, 1, 2, 3], u32::from(device), u32::from(pin)) as usize
+    }
+
+    /// The IOAPIC pin the function at `address` interrupts on, if it has a
+    /// function there using INTx.
+    pub fn intx_gsi(&self, address: PciAddress) -> Option<u32> {
+        let slot = self.functions.get(&address)?;
+        let pin = lock(&slot.function).config().interrupt_pin();
+        (1..=4)
+            .contains(&pin)
+            .then(|| pci_intx_pin(&self.intx_gsis, u32::from(address.device), u32::from(pin)))
+    }
+
+    /// Attaches `function` at `address`: wires its INTx to the swizzled
+    /// bridge pin, sets the multi-function bit on function 0 of a device with
+    /// several functions, and maps any BARs it already decodes.
+    pub fn add_function(
+        &mut self,
+        address: PciAddress,
+        function: SharedFunction,
+    ) -> Result<(), PciError> {
+        let address = PciAddress::new(address.bus, address.device, address.function)?;
+        if address.bus < self.decoder.bus_start() || address.bus > self.decoder.bus_end() {
+            return Err(PciError::BusOutOfRange {
+                bridge: self.id.clone(),
+                bus: address.bus,
+                start: self.decoder.bus_start(),
+                end: self.decoder.bus_end(),
+            });
+        }
+        if self.functions.contains_key(&address) {
+            return Err(PciError::Occupied(address));
+        }
+        {
+            let mut f = lock(&function);
+            let pin = f.config().interrupt_pin();
+            let line: Option<Arc<dyn InterruptLine>> = if (1..=4).contains(&pin) {
+                let index = Self::intx_index(address.device, pin);
+                Some(Arc::new(IntxSource {
+                    pin: self.pins[index].clone(),
+                    source: (u16::from(address.bus) << 8) | u16::from(address.devfn()),
+                }))
+            } else {
+                None
+            };
+            f.config_mut().connect_intx(line);
+        }
+        self.functions.insert(
+            address,
+            Slot {
+                function,
+                bars: Default::default(),
+            },
+        );
+        self.update_multi_function(address.bus, address.device);
+        self.sync_bars(address);
+        Ok(())
+    }
+
+    /// Detaches the function at `address`: unmaps its BARs, lowers and
+    /// disconnects its INTx, and returns it.
+    pub fn remove_function(&mut self, address: PciAddress) -> Result<SharedFunction, PciError> {
+        let Some(mut slot) = self.functions.remove(&address) else {
+            return Err(PciError::NoFunction(address));
+        };
+        self.unmap_all(&mut slot);
+        lock(&slot.function).config_mut().connect_intx(None);
+        self.update_multi_function(address.bus, address.device);
+        Ok(slot.function)
+    }
+
+    /// The function at `address`.
+    pub fn function(&self, address: PciAddress) -> Option<SharedFunction> {
+        self.functions.get(&address).map(|s| s.function.clone())
+    }
+
+    /// Addresses of all attached functions, sorted.
+    pub fn addresses(&self) -> Vec<PciAddress> {
+        self.functions.keys().copied().collect()
+    }
+
+    /// BARs currently mapped, with their function.
+    pub fn mapped_bars(&self) -> Vec<(PciAddress, BarRegion)> {
+        self.functions
+            .iter()
+            .flat_map(|(a, s)| {
+                s.bars
+                    .iter()
+                    .filter_map(move |b| b.mapped.as_ref().map(|m| (*a, m.region)))
+            })
+            .collect()
+    }
+
+    /// Malformed configuration accesses seen so far (wrong size, misaligned,
+    /// straddling, outside the window).
+    pub fn bad_accesses(&self) -> u64 {
+        self.bad_accesses
+    }
+
+    /// Resets every function (decode off, INTx low) and unmaps their BARs.
+    pub fn reset(&mut self) {
+        let addresses = self.addresses();
+        for a in &addresses {
+            if let Some(slot) = self.functions.get(a) {
+                lock(&slot.function).reset();
+            }
+        }
+        for a in addresses {
+            self.sync_bars(a);
+        }
+    }
+
+    fn update_multi_function(&mut self, bus: u8, device: u8) {
+        let on_device = self
+            .functions
+            .keys()
+            .filter(|a| a.bus == bus && a.device == device)
+            .count();
+        if let Some(slot) = self.functions.get(&PciAddress {
+            bus,
+            device,
+            function: 0,
+        }) {
+            lock(&slot.function)
+                .config_mut()
+                .set_multi_function(on_device > 1);
+        }
+    }
+
+    /// Brings the bus in line with the BARs the function at `address` now
+    /// decodes: unmaps what changed, then maps the new ranges.
+    fn sync_bars(&mut self, address: PciAddress) {
+        let ctx = MapCtx {
+            id: &self.id,
+            mmio: &self.mmio,
+            apertures: &self.apertures,
+            log: &self.map_log,
+        };
+        let Some(slot) = self.functions.get_mut(&address) else {
+            return;
+        };
+        let mut want: [Option<BarRegion>; 6] = [None; 6];
+        let mut memory: [Option<Arc<dyn BarMemoryMapper>>; 6] = Default::default();
+        {
+            let f = lock(&slot.function);
+            let config = f.config();
+            for region in config.active_bars() {
+                if let Some(w) = want.get_mut(region.index) {
+                    *w = Some(region);
+                }
+                if let Some(m) = memory.get_mut(region.index) {
+                    *m = config.bar(region.index).and_then(|b| b.memory().cloned());
+                }
+            }
+        }
+        let changed: Vec<usize> = (0..6).filter(|&i| slot.bars[i].want != want[i]).collect();
+        // Unmap everything that changed first, so BARs of one function that
+        // swap places do not collide with each other's stale mapping.
+        for &i in &changed {
+            if let Some(m) = slot.bars[i].mapped.take() {
+                ctx.unmap(m);
+            }
+        }
+        for &i in &changed {
+            slot.bars[i].want = want[i];
+            if let Some(region) = want[i] {
+                slot.bars[i].mapped = ctx.map(address, &slot.function, region, memory[i].take());
+            }
+        }
+    }
+
+    fn unmap_all(&self, slot: &mut Slot) {
+        let ctx = MapCtx {
+            id: &self.id,
+            mmio: &self.mmio,
+            apertures: &self.apertures,
+            log: &self.map_log,
+        };
+        for bar in slot.bars.iter_mut() {
+            bar.want = None;
+            if let Some(m) = bar.mapped.take() {
+                ctx.unmap(m);
+            }
+        }
+    }
+
+    fn note_bad(&mut self, why: BadAccess, offset: u64, len: usize, write: bool) {
+        self.bad_accesses += 1;
+        if self.bad_log.allow() {
+            log::warn!(
+                "pci bridge {}: bad config {} of {len} bytes at offset {offset:#x}: {why}",
+                self.id,
+                if write { "write" } else { "read" },
+            );
+        }
+    }
+
+    /// Reads `data.len()` bytes of `address`'s config space at `register`
+    /// (a decoded access); `None` if no function or beyond its config space.
+    fn config_read(&self, address: PciAddress, register: u16) -> Option<u32> {
+        let slot = self.functions.get(&address)?;
+        let mut f = lock(&slot.function);
+        let reg = usize::from(register);
+        (reg < f.config_size()).then(|| f.read_config(reg / 4))
+    }
+}
+
+impl BusDevice for PciHostBridge {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        match self.decoder.decode(offset, data.len()) {
+            Decoded::Register { address, register } => match self.config_read(address, register) {
+                Some(dword) => fill_le(data, u64::from(dword >> ((register % 4) * 8))),
+                None => data.fill(0xff),
+            },
+            Decoded::Absent => data.fill(0xff),
+            Decoded::Bad(why) => {
+                self.note_bad(why, offset, data.len(), false);
+                data.fill(0xff);
+            }
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        match self.decoder.decode(offset, data.len()) {
+            Decoded::Register { address, register } => {
+                let Some(slot) = self.functions.get(&address) else {
+                    return;
+                };
+                let shift = u32::from(register % 4) * 8;
+                let bytes = if data.len() >= 4 {
+                    u32::MAX
+                } else {
+                    (1u32 << (data.len() * 8)) - 1
+                };
+                let value = (le_value(data) as u32) << shift;
+                let wrote = {
+                    let mut f = lock(&slot.function);
+                    let reg = usize::from(register);
+                    let inside = reg < f.config_size();
+                    if inside {
+                        f.write_config(reg / 4, value, bytes << shift);
+                    }
+                    inside
+                };
+                if wrote {
+                    self.sync_bars(address);
+                }
+            }
+            Decoded::Absent => {}
+            Decoded::Bad(why) => self.note_bad(why, offset, data.len(), true),
+        }
+    }
+}
+
+impl Drop for PciHostBridge {
+    fn drop(&mut self) {
+        let mut slots = std::mem::take(&mut self.functions);
+        for slot in slots.values_mut() {
+            self.unmap_all(slot);
+            lock(&slot.function).config_mut().connect_intx(None);
+        }
+    }
+}
