@@ -7,8 +7,8 @@
 mod common;
 
 use cellvm::config::{
-    CellConfig, ConsoleConfig, ConsoleInput, ConsoleOutput, CpuConfig, KernelConfig,
-    KernelFormat, MemoryRegion, PciBridgeConfig, PciHostKind,
+    CellConfig, ConsoleConfig, ConsoleInput, ConsoleOutput, CpuConfig, KernelConfig, KernelFormat,
+    MemoryRegion, PciBridgeConfig, PciHostKind,
 };
 use cellvm::stop::StopReason;
 use cellvm::vmm::{Cell, CellIo, RunOutcome};
@@ -143,7 +143,9 @@ fn unmapped_port_reads_return_all_ones_to_the_guest() {
 fn odd_sized_and_straddling_accesses_do_not_stop_the_cell() {
     let mut asm = Asm::new();
     // 8-byte write straddling the end of the debug-exit window into the boot timer.
-    asm.mov_rbx(0xd000_0ffc).mov_rax(0x1111_2222_3333_4444).store64_rbx_rax();
+    asm.mov_rbx(0xd000_0ffc)
+        .mov_rax(0x1111_2222_3333_4444)
+        .store64_rbx_rax();
     // 8-byte and 2-byte reads of the UART ports, 4-byte port read straddling its end.
     asm.mov_rbx(0xd000_0ff8).load64_rax_rbx();
     asm.mov_dx(0x3fe).in_eax_dx();
@@ -195,7 +197,9 @@ fn boot_timer_write_is_recorded() {
 #[test]
 fn boot_timer_ignores_wrong_values_and_sizes() {
     let mut asm = Asm::new();
-    asm.mov_rbx(0xd000_1000).mov_rax(0x1234_5679).store32_rbx_eax();
+    asm.mov_rbx(0xd000_1000)
+        .mov_rax(0x1234_5679)
+        .store32_rbx_eax();
     asm.mov_rax(0x1234_5678).store64_rbx_rax();
     asm.exit(0);
     let (outcome, _) = run_program(&asm, 1);
@@ -253,6 +257,7 @@ fn empty_pci_config_space_reads_all_ones() {
             bus_end: 0,
             mmio32: None,
             mmio64: None,
+            devices: vec![],
         })
     });
     assert_eq!(outcome.reason, StopReason::DebugExit(0xff));

@@ -169,4 +169,41 @@ pub struct PciBridgeConfig {
     pub mmio32: Option<Window>,
     /// Optional 64-bit prefetchable MMIO window size or fixed window.
     pub mmio64: Option<Window>,
+    /// PCI functions behind the bridge, on its first bus.
+    pub devices: Vec<PciDeviceConfig>,
+}
+
+/// A PCI function behind a bridge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PciDeviceConfig {
+    /// Device (slot) number, 0..=31.
+    pub slot: u8,
+    /// Function number, 0..=7; functions above 0 need function 0 in the same slot.
+    pub function: u8,
+    /// What the function is.
+    pub kind: PciDeviceKind,
+}
+
+/// The kinds of PCI function cellvm can emulate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PciDeviceKind {
+    /// cellvm's test device (1b36:00ce): a register BAR and INTx (docs/pci.md).
+    Test,
+    /// An ivshmem 2.0 shared-memory device (docs/ivshmem.md).
+    Ivshmem(IvshmemConfig),
+}
+
+/// An ivshmem 2.0 device: memory shared with peer cells plus doorbells.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IvshmemConfig {
+    /// Name of the shared region; peers use the same name.
+    pub region: String,
+    /// This cell's peer id in the region, below `max_peers`.
+    pub peer_id: u16,
+    /// Number of peers the region has room for (2..=16).
+    pub max_peers: u16,
+    /// Size of the section every peer can read and write (page aligned, may be 0).
+    pub rw_size: u64,
+    /// Size of each peer's output section (page aligned, may be 0).
+    pub output_size: u64,
 }

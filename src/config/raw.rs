@@ -509,6 +509,21 @@ pub(crate) struct RawPciBridge {
     pub bus_end: Option<Sp<i64>>,
     pub mmio32: Option<Sp<RawWindow>>,
     pub mmio64: Option<Sp<RawWindow>>,
+    pub device: Option<Sp<Vec<Sp<RawPciDevice>>>>,
+}
+
+/// `[[pci_bridge.device]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPciDevice {
+    pub slot: Option<Sp<i64>>,
+    pub function: Option<Sp<i64>>,
+    pub kind: Option<Sp<String>>,
+    pub region: Option<Sp<String>>,
+    pub peer_id: Option<Sp<i64>>,
+    pub max_peers: Option<Sp<i64>>,
+    pub rw_size: Option<Sp<RawSize>>,
+    pub output_size: Option<Sp<RawSize>>,
 }
 
 /// `{ base = ..., size = ... }`

@@ -486,6 +486,7 @@ mmio64 = { base = 0x80_0000_0000, size = \"1G\" }
                     base: 0,
                     size: 1 << 30
                 }),
+                devices: vec![],
             },
             PciBridgeConfig {
                 id: "pci1".into(),
@@ -498,6 +499,7 @@ mmio64 = { base = 0x80_0000_0000, size = \"1G\" }
                     base: 0x80_0000_0000,
                     size: 1 << 30
                 }),
+                devices: vec![],
             },
         ]
     );
@@ -1585,4 +1587,107 @@ fn the_full_example_in_docs_config_md_is_valid() {
     assert_eq!(cfg.memory.len(), 2);
     assert_eq!(cfg.virtio_mmio.len(), 2);
     assert_eq!(cfg.pci_bridges.len(), 2);
+}
+
+fn device_cell(devices: &str) -> String {
+    bridge_cell("ecam", devices)
+}
+
+#[test]
+fn accepts_test_and_ivshmem_devices_behind_a_bridge() {
+    let cfg = ok(&device_cell(
+        "[[pci_bridge.device]]\nslot = 1\nkind = \"test\"\n\
+         [[pci_bridge.device]]\nslot = 2\nkind = \"ivshmem\"\nregion = \"shm0\"\npeer_id = 1\nrw_size = \"64K\"\noutput_size = \"4K\"\n",
+    ));
+    let devices = &cfg.pci_bridges[0].devices;
+    assert_eq!(
+        devices[0],
+        PciDeviceConfig {
+            slot: 1,
+            function: 0,
+            kind: PciDeviceKind::Test
+        }
+    );
+    assert_eq!(
+        devices[1].kind,
+        PciDeviceKind::Ivshmem(IvshmemConfig {
+            region: "shm0".into(),
+            peer_id: 1,
+            max_peers: 2,
+            rw_size: 64 << 10,
+            output_size: 4 << 10,
+        })
+    );
+}
+
+#[test]
+fn rejects_pci_slot_above_31() {
+    assert_err(
+        &device_cell("[[pci_bridge.device]]\nslot = 32\nkind = \"test\"\n"),
+        "cells/x.toml:12:8: pci_bridge[0].device[0].slot: 32 is not a PCI device number (0..=31)",
+    );
+}
+
+#[test]
+fn rejects_two_devices_in_the_same_slot_and_function() {
+    assert_err(
+        &device_cell(
+            "[[pci_bridge.device]]\nslot = 3\nkind = \"test\"\n[[pci_bridge.device]]\nslot = 3\nkind = \"test\"\n",
+        ),
+        "cells/x.toml:15:8: pci_bridge[0].device[1].slot: 03.0 is already used by pci_bridge[0].device[0]",
+    );
+}
+
+#[test]
+fn rejects_function_without_function_zero() {
+    assert_err(
+        &device_cell("[[pci_bridge.device]]\nslot = 3\nfunction = 2\nkind = \"test\"\n"),
+        "cells/x.toml:12:8: pci_bridge[0].device[0].function: function 2 of slot 3 needs a function 0 in the same slot (Linux only scans further functions of a present function 0)",
+    );
+}
+
+#[test]
+fn rejects_unknown_pci_device_kind() {
+    assert_err(
+        &device_cell("[[pci_bridge.device]]\nslot = 1\nkind = \"nvme\"\n"),
+        "cells/x.toml:13:8: pci_bridge[0].device[0].kind: unknown kind \"nvme\", expected \"test\" or \"ivshmem\"",
+    );
+}
+
+#[test]
+fn rejects_ivshmem_keys_on_a_test_device() {
+    assert_err(
+        &device_cell("[[pci_bridge.device]]\nslot = 1\nkind = \"test\"\nregion = \"x\"\n"),
+        "cells/x.toml:14:10: pci_bridge[0].device[0].region: only ivshmem devices take this key",
+    );
+}
+
+#[test]
+fn rejects_ivshmem_peer_id_not_below_max_peers() {
+    assert_err(
+        &device_cell(
+            "[[pci_bridge.device]]\nslot = 1\nkind = \"ivshmem\"\nregion = \"r\"\npeer_id = 2\nrw_size = \"4K\"\n",
+        ),
+        "cells/x.toml:15:11: pci_bridge[0].device[0].peer_id: 2 is not below max_peers (2)",
+    );
+}
+
+#[test]
+fn rejects_ivshmem_without_shared_memory() {
+    assert_err(
+        &device_cell(
+            "[[pci_bridge.device]]\nslot = 1\nkind = \"ivshmem\"\nregion = \"r\"\npeer_id = 0\n",
+        ),
+        "cells/x.toml:11:1: pci_bridge[0].device[0].rw_size: an ivshmem device needs rw_size or output_size (or both) above 0",
+    );
+}
+
+#[test]
+fn rejects_ivshmem_section_not_page_sized() {
+    assert_err(
+        &device_cell(
+            "[[pci_bridge.device]]\nslot = 1\nkind = \"ivshmem\"\nregion = \"r\"\npeer_id = 0\nrw_size = 100\n",
+        ),
+        "cells/x.toml:16:11: pci_bridge[0].device[0].rw_size: 0x64 must be a multiple of 4 KiB and at most 1 GiB",
+    );
 }

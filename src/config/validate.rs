@@ -3,13 +3,14 @@
 
 use super::error::{ConfigError, Location};
 use super::raw::{
-    textual_path, Node, RawCell, RawConsole, RawCpus, RawKernel, RawMemory, RawPciBridge, RawSize,
-    RawVirtioMmio, RawWindow, Sp, Span,
+    textual_path, Node, RawCell, RawConsole, RawCpus, RawKernel, RawMemory, RawPciBridge,
+    RawPciDevice, RawSize, RawVirtioMmio, RawWindow, Sp, Span,
 };
 use super::size::{human_size, parse_size, GIB, KIB, MIB};
 use super::{
-    CellConfig, ConsoleConfig, ConsoleInput, ConsoleOutput, CpuConfig, KernelConfig, KernelFormat,
-    MemoryRegion, PciBridgeConfig, PciHostKind, VirtioKind, VirtioMmioConfig, Window, MAX_VCPUS,
+    CellConfig, ConsoleConfig, ConsoleInput, ConsoleOutput, CpuConfig, IvshmemConfig, KernelConfig,
+    KernelFormat, MemoryRegion, PciBridgeConfig, PciDeviceConfig, PciDeviceKind, PciHostKind,
+    VirtioKind, VirtioMmioConfig, Window, MAX_VCPUS,
 };
 use crate::layout::consts::{
     CAM_BUS_SIZE, DEVICE_WINDOW_END, DEVICE_WINDOW_START, ECAM_BUS_SIZE, IOAPIC_BASE, IOAPIC_PINS,
@@ -1084,6 +1085,7 @@ fn bridge(
             })
         }
     };
+    let devices = pci_devices(ctx, &f, br)?;
     spans.bridges.push(EntrySpans {
         field: f,
         id: id.clone(),
@@ -1102,6 +1104,170 @@ fn bridge(
         bus_end,
         mmio32,
         mmio64,
+        devices,
+    })
+}
+
+/// `[[pci_bridge.device]]` entries of one bridge.
+fn pci_devices(
+    ctx: &Ctx<'_>,
+    bridge_field: &str,
+    br: &Sp<RawPciBridge>,
+) -> Result<Vec<PciDeviceConfig>, ConfigError> {
+    let mut out: Vec<PciDeviceConfig> = Vec::new();
+    let mut spans = Vec::new();
+    for (i, d) in br.value.device.iter().flat_map(|v| &v.value).enumerate() {
+        let f = format!("{bridge_field}.device[{i}]");
+        let v = &d.value;
+        let Some(slot_v) = &v.slot else {
+            return Err(ctx.missing(&d.span, &format!("{f}.slot"), ""));
+        };
+        let slot = ctx.non_negative(slot_v, &format!("{f}.slot"))?;
+        if slot > 31 {
+            return Err(ctx.invalid(
+                &slot_v.span,
+                &format!("{f}.slot"),
+                format!("{slot} is not a PCI device number (0..=31)"),
+            ));
+        }
+        let function = match &v.function {
+            None => 0,
+            Some(fv) => {
+                let n = ctx.non_negative(fv, &format!("{f}.function"))?;
+                if n > 7 {
+                    return Err(ctx.invalid(
+                        &fv.span,
+                        &format!("{f}.function"),
+                        format!("{n} is not a PCI function number (0..=7)"),
+                    ));
+                }
+                n
+            }
+        };
+        let (slot, function) = (slot as u8, function as u8);
+        if let Some(j) = out
+            .iter()
+            .position(|o| o.slot == slot && o.function == function)
+        {
+            return Err(ctx.invalid(
+                &slot_v.span,
+                &format!("{f}.slot"),
+                format!("{slot:02x}.{function} is already used by {bridge_field}.device[{j}]"),
+            ));
+        }
+        let Some(kind_v) = &v.kind else {
+            return Err(ctx.missing(&d.span, &format!("{f}.kind"), ""));
+        };
+        let ivshmem_keys = [
+            ("region", v.region.as_ref().map(|x| &x.span)),
+            ("peer_id", v.peer_id.as_ref().map(|x| &x.span)),
+            ("max_peers", v.max_peers.as_ref().map(|x| &x.span)),
+            ("rw_size", v.rw_size.as_ref().map(|x| &x.span)),
+            ("output_size", v.output_size.as_ref().map(|x| &x.span)),
+        ];
+        let kind = match kind_v.value.as_str() {
+            "test" => {
+                if let Some((key, Some(span))) = ivshmem_keys.iter().find(|(_, s)| s.is_some()) {
+                    return Err(ctx.invalid(
+                        span,
+                        &format!("{f}.{key}"),
+                        "only ivshmem devices take this key",
+                    ));
+                }
+                PciDeviceKind::Test
+            }
+            "ivshmem" => PciDeviceKind::Ivshmem(ivshmem(ctx, &f, d)?),
+            other => {
+                return Err(ctx.invalid(
+                    &kind_v.span,
+                    &format!("{f}.kind"),
+                    format!("unknown kind {other:?}, expected \"test\" or \"ivshmem\""),
+                ))
+            }
+        };
+        spans.push(slot_v.span.clone());
+        out.push(PciDeviceConfig {
+            slot,
+            function,
+            kind,
+        });
+    }
+    for (i, d) in out.iter().enumerate() {
+        if d.function > 0 && !out.iter().any(|o| o.slot == d.slot && o.function == 0) {
+            return Err(ctx.invalid(
+                &spans[i],
+                &format!("{bridge_field}.device[{i}].function"),
+                format!(
+                    "function {} of slot {} needs a function 0 in the same slot (Linux only scans further functions of a present function 0)",
+                    d.function, d.slot
+                ),
+            ));
+        }
+    }
+    Ok(out)
+}
+
+fn ivshmem(ctx: &Ctx<'_>, f: &str, d: &Sp<RawPciDevice>) -> Result<IvshmemConfig, ConfigError> {
+    let v = &d.value;
+    let Some(region_v) = &v.region else {
+        return Err(ctx.missing(&d.span, &format!("{f}.region"), ""));
+    };
+    let region = ctx.id(region_v, &format!("{f}.region"))?;
+    let max_peers = match &v.max_peers {
+        None => 2,
+        Some(m) => {
+            let n = ctx.non_negative(m, &format!("{f}.max_peers"))?;
+            if !(2..=16).contains(&n) {
+                return Err(ctx.invalid(
+                    &m.span,
+                    &format!("{f}.max_peers"),
+                    format!("{n} peers; an ivshmem region has 2 to 16"),
+                ));
+            }
+            n as u16
+        }
+    };
+    let Some(peer_v) = &v.peer_id else {
+        return Err(ctx.missing(&d.span, &format!("{f}.peer_id"), ""));
+    };
+    let peer_id = ctx.non_negative(peer_v, &format!("{f}.peer_id"))?;
+    if peer_id >= u64::from(max_peers) {
+        return Err(ctx.invalid(
+            &peer_v.span,
+            &format!("{f}.peer_id"),
+            format!("{peer_id} is not below max_peers ({max_peers})"),
+        ));
+    }
+    let mut sizes = [0u64; 2];
+    for (slot, (key, raw)) in sizes
+        .iter_mut()
+        .zip([("rw_size", &v.rw_size), ("output_size", &v.output_size)])
+    {
+        let Some(raw) = raw else { continue };
+        let field = format!("{f}.{key}");
+        let size = ctx.size(raw, &field)?;
+        if size % 4096 != 0 || size > (1 << 30) {
+            return Err(ctx.invalid(
+                &raw.span,
+                &field,
+                format!("{size:#x} must be a multiple of 4 KiB and at most 1 GiB"),
+            ));
+        }
+        *slot = size;
+    }
+    if sizes == [0, 0] {
+        return Err(ctx.invalid(
+            &d.span,
+            &format!("{f}.rw_size"),
+            "an ivshmem device needs rw_size or output_size (or both) above 0",
+        ));
+    }
+    Ok(IvshmemConfig {
+        region,
+        peer_id: peer_id as u16,
+        max_peers,
+        rw_size: sizes[0],
+        output_size: sizes[1],
     })
 }
 

@@ -96,6 +96,7 @@ fn full_config() -> CellConfig {
                     base: 0,
                     size: 8 * GIB,
                 }),
+                devices: vec![],
             },
             PciBridgeConfig {
                 id: "pci1".into(),
@@ -108,6 +109,7 @@ fn full_config() -> CellConfig {
                     size: 0x100_0000,
                 }),
                 mmio64: None,
+                devices: vec![],
             },
         ],
     )

@@ -241,14 +241,18 @@ impl CellLayout {
                 )?,
             };
             let mmio32 = match br.mmio32 {
-                Some(w) => map.reserve(format!("{owner} mmio32 window"), w)?,
-                None => map.allocate(
-                    format!("{owner} mmio32 window"),
-                    0x100_0000,
-                    0x100_0000,
-                    PCI_MMIO32_POOL,
-                    "the PCI 32-bit MMIO pool",
-                )?,
+                Some(w) if w.base != 0 => map.reserve(format!("{owner} mmio32 window"), w)?,
+                // No window, or only a size: allocate (16 MiB by default).
+                other => {
+                    let size = other.map_or(0x100_0000, |w| w.size);
+                    map.allocate(
+                        format!("{owner} mmio32 window"),
+                        size,
+                        size.next_power_of_two(),
+                        PCI_MMIO32_POOL,
+                        "the PCI 32-bit MMIO pool",
+                    )?
+                }
             };
             let mmio64 = match br.mmio64 {
                 Some(w) if w.base == 0 => Some(map.allocate(

@@ -49,6 +49,7 @@ fn bridge(id: &str, kind: PciHostKind, base: Option<u64>, buses: (u8, u8)) -> Pc
         bus_end: buses.1,
         mmio32: None,
         mmio64: None,
+        devices: vec![],
     }
 }
 
