@@ -45,6 +45,9 @@ pub enum VmmError {
     /// Building the device tree failed.
     #[error("device tree: {0}")]
     Fdt(#[from] crate::fdt::FdtError),
+    /// Building a PCI bridge or function failed.
+    #[error("PCI: {0}")]
+    Pci(#[from] crate::pci::PciError),
     /// Registering a device failed.
     #[error("device bus: {0}")]
     Bus(#[from] crate::devices::BusError),

@@ -5,20 +5,23 @@ pub mod boot;
 pub mod control;
 pub mod cpu;
 mod error;
+mod irq;
 mod memory;
 pub mod vcpu;
 
 pub use error::VmmError;
 use error::{KvmContext, OsContext};
 
+use crate::config::PciDeviceKind;
 use crate::config::{CellConfig, ConsoleInput};
 use crate::devices::boot_timer::BootTimer;
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::legacy::{Cmos, I8042};
-use crate::devices::placeholder::{EmptyPciConfigSpace, VirtioMmioPlaceholder};
+use crate::devices::placeholder::VirtioMmioPlaceholder;
 use crate::devices::serial::{InputSpace, SerialConsole};
 use crate::devices::{Bus, BusKind};
-use crate::layout::{consts, CellLayout};
+use crate::layout::{consts, CellLayout, PciBridgeSlot};
+use crate::pci::{InterruptLine, PciAddress, PciHostBridge, PciTestDevice};
 use crate::stop::{StopHandle, StopReason};
 use event_manager::{EventManager, SubscriberOps};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
@@ -115,7 +118,8 @@ pub struct RunOutcome {
 /// guest memory they map.
 pub struct Cell {
     vcpus: Vec<VcpuFd>,
-    _vm: VmFd,
+    bridges: Vec<Arc<Mutex<PciHostBridge>>>,
+    _vm: Arc<VmFd>,
     _kvm: Kvm,
     _memory: GuestMemoryMmap,
     cfg: CellConfig,
@@ -137,7 +141,7 @@ impl Cell {
         let dtb = crate::fdt::build_base_dtb(&cfg, &layout)?;
 
         let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
-        let vm = kvm.create_vm().kvm("create VM")?;
+        let vm = Arc::new(kvm.create_vm().kvm("create VM")?);
         vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
             .kvm("set identity map address")?;
         vm.set_tss_address(KVM_TSS_ADDR as usize)
@@ -192,13 +196,16 @@ impl Cell {
                 Arc::new(Mutex::new(VirtioMmioPlaceholder)),
             )?;
         }
-        for br in &layout.pci_bridges {
+        let mut bridges = Vec::with_capacity(layout.pci_bridges.len());
+        for (slot, br_cfg) in layout.pci_bridges.iter().zip(&cfg.pci_bridges) {
+            let bridge = build_bridge(slot, br_cfg, &mmio, &vm)?;
             mmio.insert(
-                &format!("pci bridge {}", br.id),
-                br.config.base,
-                br.config.size,
-                Arc::new(Mutex::new(EmptyPciConfigSpace)),
+                &format!("pci bridge {}", slot.id),
+                slot.config.base,
+                slot.config.size,
+                bridge.clone(),
             )?;
+            bridges.push(bridge);
         }
 
         cpu::write_boot_tables(&memory)?;
@@ -224,6 +231,7 @@ impl Cell {
 
         Ok(Cell {
             vcpus,
+            bridges,
             _vm: vm,
             _kvm: kvm,
             _memory: memory,
@@ -243,6 +251,11 @@ impl Cell {
     /// The cell's layout (address map and IRQs).
     pub fn layout(&self) -> &CellLayout {
         &self.layout
+    }
+
+    /// The cell's PCI host bridges, in config order.
+    pub fn pci_bridges(&self) -> &[Arc<Mutex<PciHostBridge>>] {
+        &self.bridges
     }
 
     /// A handle that stops the cell from another thread.
@@ -323,6 +336,34 @@ impl Cell {
             unhandled_exits: self.counters.unhandled.load(Ordering::Relaxed),
         })
     }
+}
+
+/// A host bridge with its configured functions and INTx lines.
+fn build_bridge(
+    slot: &PciBridgeSlot,
+    cfg: &crate::config::PciBridgeConfig,
+    mmio: &Arc<Bus>,
+    vm: &Arc<VmFd>,
+) -> Result<Arc<Mutex<PciHostBridge>>, VmmError> {
+    let mut bridge = PciHostBridge::new(slot, mmio);
+    let lines: [Arc<dyn InterruptLine>; 4] = slot
+        .intx
+        .map(|gsi| Arc::new(irq::KvmIrqLine::new(vm.clone(), gsi)) as _);
+    bridge.connect_intx(lines);
+    for dev in &cfg.devices {
+        let address = PciAddress::new(slot.bus_start, dev.slot, dev.function)?;
+        let function: crate::pci::SharedFunction = match &dev.kind {
+            PciDeviceKind::Test => Arc::new(Mutex::new(PciTestDevice::new()?)),
+            PciDeviceKind::Ivshmem(_) => {
+                return Err(VmmError::Boot(format!(
+                    "pci bridge {}: ivshmem at {address} is not supported yet",
+                    slot.id
+                )))
+            }
+        };
+        bridge.add_function(address, function)?;
+    }
+    Ok(Arc::new(Mutex::new(bridge)))
 }
 
 fn check_pins(cfg: &CellConfig) -> Result<(), VmmError> {

@@ -116,6 +116,26 @@ impl Asm {
         self.emit(&[0xa8, 0x01, 0x74, 0xf9]);
         self.mov_dx(0x3f8).in_al_dx()
     }
+    /// Writes the 4 bytes of EAX to the console UART, least significant first
+    /// (clobbers EAX and DX).
+    pub fn put_eax(&mut self) -> &mut Self {
+        self.mov_dx(0x3f8);
+        for _ in 0..4 {
+            self.out_dx_al();
+            self.emit(&[0xc1, 0xe8, 0x08]); // shr eax, 8
+        }
+        self
+    }
+    /// mov dword [addr], value
+    pub fn write32(&mut self, addr: u64, value: u32) -> &mut Self {
+        self.mov_rbx(addr)
+            .mov_rax(u64::from(value))
+            .store32_rbx_eax()
+    }
+    /// Prints the dword at `addr` to the console (4 raw bytes).
+    pub fn print32(&mut self, addr: u64) -> &mut Self {
+        self.mov_rbx(addr).load32_eax_rbx().put_eax()
+    }
     /// jmp $ (spin forever)
     pub fn spin(&mut self) -> &mut Self {
         self.emit(&[0xeb, 0xfe])

@@ -1,0 +1,28 @@
+//! Level-triggered interrupt lines into KVM's in-kernel IOAPIC.
+
+use crate::pci::InterruptLine;
+use kvm_ioctls::VmFd;
+use std::sync::Arc;
+
+/// An IOAPIC pin driven with `KVM_IRQ_LINE`: KVM keeps the level, so an
+/// interrupt still asserted after the guest's EOI is delivered again without
+/// any resample bookkeeping in cellvm.
+pub struct KvmIrqLine {
+    vm: Arc<VmFd>,
+    gsi: u32,
+}
+
+impl KvmIrqLine {
+    /// A line for IOAPIC pin `gsi`.
+    pub fn new(vm: Arc<VmFd>, gsi: u32) -> Self {
+        KvmIrqLine { vm, gsi }
+    }
+}
+
+impl InterruptLine for KvmIrqLine {
+    fn set_level(&self, level: bool) {
+        if let Err(e) = self.vm.set_irq_line(self.gsi, level) {
+            log::error!("KVM_IRQ_LINE {} <- {level}: {e}", self.gsi);
+        }
+    }
+}
