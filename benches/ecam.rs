@@ -5,6 +5,7 @@
 //! Run: `cargo bench --bench ecam` (needs /dev/kvm). Each figure is
 //! (t(2N) - t(N)) / N, which cancels VM setup and boot.
 
+#[allow(dead_code)]
 #[path = "../tests/common/guest.rs"]
 mod guest;
 
