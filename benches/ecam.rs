@@ -132,7 +132,7 @@ fn raw_run(op: Op, n: u64) -> Duration {
     loop {
         match vcpu.run().expect("KVM_RUN") {
             VcpuExit::MmioRead(_, data) => data.fill(0),
-            VcpuExit::MmioWrite(addr, _) if addr == 0xd000_0000 => break,
+            VcpuExit::MmioWrite(0xd000_0000, _) => break,
             VcpuExit::MmioWrite(..) => {}
             other => panic!("unexpected exit {other:?}"),
         }
