@@ -93,6 +93,7 @@ fn cellvm_run(addr: u64, op: Op, n: u64) -> Duration {
         console_out: Box::new(std::io::sink()),
         console_in: None,
         handle_signals: false,
+        api_socket: None,
     };
     let start = Instant::now();
     let cell = Cell::new(cfg, io, start).expect("build cell");

@@ -4,10 +4,12 @@
 //! [`layout`] (address map and IRQs) → [`fdt`] (device tree) and [`devices`]
 //! (models on the MMIO/PIO buses) → [`vmm`] (KVM VM, memory, vCPUs).
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod devices;
 pub mod fdt;
+pub mod ivshmem;
 pub mod layout;
 pub mod logger;
 pub mod pci;

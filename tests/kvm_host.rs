@@ -93,6 +93,7 @@ fn io(capture: &Capture, input: Option<std::fs::File>) -> CellIo {
         console_out: Box::new(capture.clone()),
         console_in: input,
         handle_signals: false,
+        api_socket: None,
     }
 }
 
@@ -207,19 +208,22 @@ fn boot_timer_ignores_wrong_values_and_sizes() {
 }
 
 #[test]
-fn console_input_reaches_the_guest_uart() {
+fn console_input_sent_while_the_guest_polls_reaches_its_uart() {
     require_kvm();
     let dir = tempfile::tempdir().unwrap();
     let mut asm = Asm::new();
-    asm.getc().exit_with_al();
+    asm.putc(b'?').getc().exit_with_al();
     let elf = write_elf(dir.path(), "echo.elf", &asm);
     let cfg = config_for(elf, 1);
     let (reader, mut writer) = std::io::pipe().unwrap();
-    writer.write_all(b"A").unwrap();
-    let (capture, _) = Capture::new();
+    let (capture, first_byte) = Capture::new();
     let input = std::fs::File::from(std::os::fd::OwnedFd::from(reader));
     let cell = Cell::new(cfg, io(&capture, Some(input)), Instant::now()).unwrap();
-    let outcome = cell.run().unwrap();
+    let runner = std::thread::spawn(move || cell.run());
+    // Send only once the guest has printed its prompt and is polling LSR.
+    first_byte.recv().unwrap();
+    writer.write_all(b"A").unwrap();
+    let outcome = runner.join().unwrap().unwrap();
     assert_eq!(outcome.reason, StopReason::DebugExit(b'A'));
 }
 

@@ -1,12 +1,93 @@
 //! The `cellvm` command line.
 
+use crate::api::protocol::Request;
 use crate::config::{self, CellConfig, LoadOptions};
 use crate::layout::CellLayout;
 use crate::vmm::{control, Cell, CellIo};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// The socket for `cell`: a path if it contains '/', else the named cell's.
+fn socket_for(cell: &str) -> PathBuf {
+    if cell.contains('/') {
+        PathBuf::from(cell)
+    } else {
+        crate::api::socket_path(cell)
+    }
+}
+
+/// One API call; an error response becomes `kind: message`.
+fn api_call(cell: &str, req: &Request, timeout: Duration) -> Result<serde_json::Value, String> {
+    let r = crate::api::client::call(&socket_for(cell), req, timeout)?;
+    match (r.ok, r.result, r.error) {
+        (true, Some(v), _) => Ok(v),
+        (true, None, _) => Ok(serde_json::Value::Null),
+        (false, _, Some(e)) => Err(format!(
+            "cell {cell}: {}: {}",
+            serde_json::to_value(e.kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            e.message
+        )),
+        (false, _, None) => Err(format!("cell {cell}: request failed")),
+    }
+}
+
+fn print_value(v: &serde_json::Value, raw: bool) {
+    if raw {
+        println!("{v}");
+        return;
+    }
+    match v {
+        serde_json::Value::Array(items) => {
+            for item in items {
+                println!("{}", one_line(item));
+            }
+        }
+        other => println!("{}", one_line(other)),
+    }
+}
+
+fn one_line(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Object(map) => map
+            .iter()
+            .map(|(k, v)| match v {
+                serde_json::Value::String(s) => format!("{k}={s}"),
+                other => format!("{k}={other}"),
+            })
+            .collect::<Vec<_>>()
+            .join("  "),
+        other => other.to_string(),
+    }
+}
+
+fn list_cells() -> Result<u8, String> {
+    let dir = crate::api::runtime_dir();
+    let mut names: Vec<String> = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                e.file_name()
+                    .to_str()
+                    .and_then(|n| n.strip_suffix(".sock"))
+                    .map(str::to_string)
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    names.sort();
+    for name in names {
+        match api_call(&name, &Request::Status {}, Duration::from_secs(2)) {
+            Ok(v) => println!("{}", one_line(&v)),
+            Err(_) => log::debug!("{name}: stale control socket"),
+        }
+    }
+    Ok(0)
+}
 
 /// Exit status for errors of cellvm itself (bad config, KVM failure, ...).
 pub const EXIT_ERROR: u8 = 1;
@@ -39,6 +120,54 @@ pub enum Command {
         /// Append this to the configured kernel command line.
         #[arg(long, value_name = "ARGS")]
         cmdline_append: Option<String>,
+        /// Serve the control API on this socket (default: RUNTIME_DIR/NAME.sock).
+        #[arg(long, value_name = "PATH", conflicts_with = "no_api")]
+        api_socket: Option<PathBuf>,
+        /// Do not serve the control API.
+        #[arg(long)]
+        no_api: bool,
+    },
+    /// List running cells (those with a live control socket).
+    Cells,
+    /// Show a running cell's state.
+    Status {
+        /// Cell name, or a control socket path.
+        cell: String,
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List a running cell's devices.
+    Devices {
+        /// Cell name, or a control socket path.
+        cell: String,
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Attach a device to a running cell from a description file (TOML or JSON).
+    Attach {
+        /// Cell name, or a control socket path.
+        cell: String,
+        /// Device description (docs/overlays.md).
+        device: PathBuf,
+        /// How long to wait for the guest, in seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
+    },
+    /// Detach a runtime-attached device from a running cell.
+    Detach {
+        /// Cell name, or a control socket path.
+        cell: String,
+        /// Device id.
+        id: String,
+        /// Tear the device down even if the guest refuses or does not answer
+        /// (unsafe for the guest: its drivers may still use the device).
+        #[arg(long)]
+        force: bool,
+        /// How long to wait for the guest, in seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout: u64,
     },
     /// Validate a cell configuration and print its address map.
     Check {
@@ -78,6 +207,8 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             kernel,
             initrd,
             cmdline_append,
+            api_socket,
+            no_api,
         } => {
             control::block_termination_signals()
                 .map_err(|e| format!("cannot block SIGINT/SIGTERM: {e}"))?;
@@ -93,7 +224,12 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             if let Some(extra) = cmdline_append {
                 cfg.kernel.cmdline = format!("{} {extra}", cfg.kernel.cmdline);
             }
-            let io = CellIo::from_config(&cfg).map_err(|e| e.to_string())?;
+            let mut io = CellIo::from_config(&cfg).map_err(|e| e.to_string())?;
+            if no_api {
+                io.api_socket = None;
+            } else if let Some(path) = api_socket {
+                io.api_socket = Some(path);
+            }
             let name = cfg.name.clone();
             let cell = Cell::new(cfg, io, start).map_err(|e| format!("cell {name}: {e}"))?;
             let outcome = cell.run().map_err(|e| format!("cell {name}: {e}"))?;
@@ -103,6 +239,54 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
                 outcome.reason.exit_code()
             );
             Ok(outcome.reason.exit_code())
+        }
+        Command::Cells => list_cells(),
+        Command::Status { cell, json } => {
+            let r = api_call(&cell, &Request::Status {}, Duration::from_secs(5))?;
+            print_value(&r, json);
+            Ok(0)
+        }
+        Command::Devices { cell, json } => {
+            let r = api_call(&cell, &Request::Devices {}, Duration::from_secs(5))?;
+            print_value(&r, json);
+            Ok(0)
+        }
+        Command::Attach {
+            cell,
+            device,
+            timeout,
+        } => {
+            let text = std::fs::read_to_string(&device)
+                .map_err(|e| format!("cannot read {}: {e}", device.display()))?;
+            let value: serde_json::Value = if device.extension().is_some_and(|e| e == "json") {
+                serde_json::from_str(&text)
+                    .map_err(|e| format!("{}:{}:{}: {e}", device.display(), e.line(), e.column()))?
+            } else {
+                let v: toml::Value =
+                    toml::from_str(&text).map_err(|e| format!("{}: {e}", device.display()))?;
+                serde_json::to_value(v).map_err(|e| e.to_string())?
+            };
+            let r = api_call(
+                &cell,
+                &Request::Attach { device: value },
+                Duration::from_secs(timeout + 5),
+            )?;
+            print_value(&r, false);
+            Ok(0)
+        }
+        Command::Detach {
+            cell,
+            id,
+            force,
+            timeout,
+        } => {
+            let r = api_call(
+                &cell,
+                &Request::Detach { id, force },
+                Duration::from_secs(timeout + 5),
+            )?;
+            print_value(&r, false);
+            Ok(0)
         }
         Command::Check { cell } => {
             let cfg = load(&cell, true)?;

@@ -13,7 +13,7 @@ pub struct Reservation {
 }
 
 /// Non-overlapping reservations, sorted by base address.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AddressMap {
     entries: Vec<Reservation>,
 }
@@ -95,6 +95,11 @@ impl AddressMap {
         let before = self.entries.len();
         self.entries.retain(|r| r.owner != owner);
         before - self.entries.len()
+    }
+
+    /// The reservations owned by `owner`, sorted by base.
+    pub fn owned_by<'a>(&'a self, owner: &'a str) -> impl Iterator<Item = &'a Reservation> + 'a {
+        self.entries.iter().filter(move |r| r.owner == owner)
     }
 
     /// The first reservation overlapping `[base, end)`, if any.

@@ -3,7 +3,7 @@
 use super::LayoutError;
 
 /// Tracks which IOAPIC pins are in use and by whom.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IrqAllocator {
     owners: Vec<Option<String>>,
     first_dynamic: u32,
@@ -67,5 +67,21 @@ impl IrqAllocator {
     /// Who holds `pin`, if anyone.
     pub fn owner(&self, pin: u32) -> Option<&str> {
         self.owners.get(pin as usize).and_then(|o| o.as_deref())
+    }
+
+    /// Every pin in use, with its owner, by pin number.
+    pub fn owners(&self) -> impl Iterator<Item = (u32, &str)> + '_ {
+        self.owners
+            .iter()
+            .enumerate()
+            .filter_map(|(pin, o)| Some((u32::try_from(pin).ok()?, o.as_deref()?)))
+    }
+
+    /// The pins held by `owner`, in ascending order.
+    pub fn pins_of(&self, owner: &str) -> Vec<u32> {
+        self.owners()
+            .filter(|(_, o)| *o == owner)
+            .map(|(pin, _)| pin)
+            .collect()
     }
 }

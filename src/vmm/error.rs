@@ -48,6 +48,9 @@ pub enum VmmError {
     /// Building a PCI bridge or function failed.
     #[error("PCI: {0}")]
     Pci(#[from] crate::pci::PciError),
+    /// The control API socket could not be set up.
+    #[error("{0}")]
+    Api(#[from] crate::api::ApiSetupError),
     /// Registering a device failed.
     #[error("device bus: {0}")]
     Bus(#[from] crate::devices::BusError),

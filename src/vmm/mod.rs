@@ -7,6 +7,7 @@ pub mod cpu;
 mod error;
 mod irq;
 mod memory;
+pub mod runtime;
 pub mod vcpu;
 
 pub use error::VmmError;
@@ -50,6 +51,8 @@ pub struct CellIo {
     /// Whether SIGINT/SIGTERM stop the cell (they must already be blocked
     /// with [`control::block_termination_signals`]).
     pub handle_signals: bool,
+    /// Where to serve the control API, if anywhere.
+    pub api_socket: Option<std::path::PathBuf>,
 }
 
 impl CellIo {
@@ -84,6 +87,7 @@ impl CellIo {
             console_out,
             console_in,
             handle_signals: true,
+            api_socket: Some(crate::api::socket_path(&cfg.name)),
         })
     }
 }
@@ -269,8 +273,21 @@ impl Cell {
             what: "install vCPU kick handler",
             source: std::io::Error::from_raw_os_error(e.errno()),
         })?;
-        let io = self.io.take();
+        let mut io = self.io.take();
         let handle_signals = io.as_ref().is_some_and(|io| io.handle_signals);
+        let _api_guard = match io.as_mut().and_then(|io| io.api_socket.take()) {
+            None => None,
+            Some(path) => {
+                let server = crate::api::ApiServer::bind(&path)?;
+                let runtime = Arc::new(runtime::CellRuntime::new(
+                    self.cfg.name.clone(),
+                    self.cfg.cpus.count,
+                    self.layout.clone(),
+                ));
+                log::info!("control API on {}", server.path().display());
+                Some(server.spawn(runtime).os("start the control API thread")?)
+            }
+        };
         if let Some(input) = io.and_then(|io| io.console_in) {
             spawn_input_pump(input, self.console.clone(), self.input_space.clone())?;
         }

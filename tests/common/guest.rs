@@ -111,9 +111,9 @@ impl Asm {
     }
     /// Waits until the UART has a received byte (LSR bit 0), then reads it into AL.
     pub fn getc(&mut self) -> &mut Self {
-        // wait: mov dx,0x3fd; in al,dx; test al,1; jz wait
+        // mov dx,0x3fd; wait: in al,dx; test al,1; jz wait (back 5 bytes)
         self.mov_dx(0x3fd).in_al_dx();
-        self.emit(&[0xa8, 0x01, 0x74, 0xf9]);
+        self.emit(&[0xa8, 0x01, 0x74, 0xfb]);
         self.mov_dx(0x3f8).in_al_dx()
     }
     /// Writes the 4 bytes of EAX to the console UART, least significant first

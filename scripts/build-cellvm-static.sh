@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Build a statically linked cellvm for the nested rig's L1 initramfs.
+#
+# Output: target/x86_64-unknown-linux-gnu/release/cellvm (static, glibc crt-static)
+# Cargo's own incremental build makes a second run fast.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+case "${1:-}" in
+    "") ;;
+    -h | --help)
+        print_header
+        exit 0
+        ;;
+    *) die "unknown argument '$1'" ;;
+esac
+
+TARGET=x86_64-unknown-linux-gnu
+need_cmd cargo
+if command -v rustup >/dev/null 2>&1; then
+    rustup target list --installed | grep -qx "$TARGET" || rustup target add "$TARGET"
+fi
+
+start="$(now)"
+log "cargo build --release --target $TARGET (crt-static)"
+(cd "$REPO_ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+    cargo build --release --target "$TARGET" --bin cellvm) ||
+    die "cargo build of the static cellvm failed"
+
+bin="$REPO_ROOT/target/$TARGET/release/cellvm"
+need_file "$bin"
+if is_dynamic "$bin"; then
+    die "$bin is dynamically linked (RUSTFLAGS crt-static not applied?)"
+fi
+log "static cellvm: $bin ($(stat -c %s "$bin") bytes, $(elapsed_since "$start") s)"

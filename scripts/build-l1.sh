@@ -1,0 +1,148 @@
+#!/usr/bin/env bash
+# Build the nested rig's L1 image: a Debian 6.12 kernel (KVM + kvm_amd) and an
+# initramfs holding busybox, the static cellvm, the cells, the guest (L2)
+# kernel + initramfs and the scenarios.
+#
+# Output: build/l1/vmlinuz, build/l1/initramfs.cpio.gz
+# Cache:  $CELLVM_CACHE/l1-kernel-<package>_<version>/ (vmlinuz, decompressed
+#         modules, load order), keyed by the Debian package name and version.
+#         The initramfs is rebuilt on every run (cheap), so the newest cellvm
+#         binary, cells, scenarios and guest artefacts are always used.
+#
+# Inputs (must exist; run scripts/setup.sh for all of them):
+#   target/x86_64-unknown-linux-gnu/release/cellvm   (scripts/build-cellvm-static.sh)
+#   build/guest/bzImage, build/guest/initramfs.cpio.gz
+#   cells/*.toml, tests/nested/scenarios/*.sh, guest/l1/init
+#
+# Environment:
+#   CELLVM_L1_KERNEL_PKG  Debian kernel package to use (default: the newest
+#                         linux-image-6.12.*-cloud-amd64-unsigned apt knows)
+#   CELLVM_BIN            cellvm binary to put into L1 (default: the static build)
+#   CELLVM_SCENARIO_DIR   scenarios to put into L1 (default: tests/nested/scenarios)
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+case "${1:-}" in
+    "") ;;
+    -h | --help)
+        print_header
+        exit 0
+        ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+esac
+
+need_busybox_static
+apt_ensure xz-utils kmod
+need_cmd apt-get apt-cache dpkg-deb xz modinfo
+
+CELLVM_BIN="${CELLVM_BIN:-$REPO_ROOT/target/x86_64-unknown-linux-gnu/release/cellvm}"
+[ -x "$CELLVM_BIN" ] || die "no cellvm binary at $CELLVM_BIN (run scripts/build-cellvm-static.sh)"
+if is_dynamic "$CELLVM_BIN"; then
+    die "$CELLVM_BIN is dynamically linked; L1 has no libc: build it with scripts/build-cellvm-static.sh"
+fi
+need_file "$BUILD_DIR/guest/bzImage" "$BUILD_DIR/guest/initramfs.cpio.gz" "$REPO_ROOT/guest/l1/init"
+
+# ---- L1 kernel package ----
+newest_cloud_kernel() {
+    apt-cache pkgnames linux-image-6.12 2>/dev/null |
+        grep -E '^linux-image-6\.12\.[0-9]+\+deb[0-9]+-cloud-amd64-unsigned$' | sort -V | tail -n1
+}
+pkg="${CELLVM_L1_KERNEL_PKG:-}"
+if [ -z "$pkg" ]; then
+    pkg="$(newest_cloud_kernel)"
+    if [ -z "$pkg" ]; then
+        log "apt knows no linux-image-6.12.*-cloud-amd64-unsigned; running apt-get update"
+        if [ "$(id -u)" -eq 0 ]; then apt-get update >/dev/null; else sudo apt-get update >/dev/null; fi
+        pkg="$(newest_cloud_kernel)"
+    fi
+    [ -n "$pkg" ] || die "no Debian package linux-image-6.12.*-cloud-amd64-unsigned found (set CELLVM_L1_KERNEL_PKG)"
+fi
+version="$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | head -n1)"
+[ -n "$version" ] || die "apt-cache knows no package '$pkg'"
+
+entry="$CELLVM_CACHE/l1-kernel-${pkg}_${version}"
+mkdir -p "$CELLVM_CACHE"
+exec 9>"$CELLVM_CACHE/l1-kernel.lock"
+flock 9
+if [ -f "$entry/.complete" ]; then
+    log "cached: $entry"
+else
+    log "fetching $pkg $version"
+    rm -rf "$entry"
+    mkdir -p "$entry/deb" "$entry/modules"
+    trap 'rm -rf "$entry"' EXIT
+    (cd "$entry/deb" && apt-get download "$pkg=$version" >/dev/null 2>&1) ||
+        (cd "$entry/deb" && apt-get download "$pkg=$version") ||
+        die "apt-get download $pkg=$version failed"
+    deb="$(find "$entry/deb" -name '*.deb' | head -n1)"
+    [ -n "$deb" ] || die "apt-get download produced no .deb"
+    dpkg-deb -x "$deb" "$entry/root"
+    vmlinuz="$(find "$entry/root/boot" -name 'vmlinuz-*' | head -n1)"
+    [ -n "$vmlinuz" ] || die "no /boot/vmlinuz-* in $pkg"
+    cp "$vmlinuz" "$entry/vmlinuz"
+    moddir=""
+    for d in "$entry"/root/lib/modules/* "$entry"/root/usr/lib/modules/*; do
+        [ -d "$d" ] && moddir="$d" && break
+    done
+    [ -n "$moddir" ] || die "no modules directory in $pkg"
+
+    # find_module NAME: path of NAME.ko[.xz] (dashes and underscores are equivalent).
+    find_module() {
+        local n1="${1//_/-}" n2="${1//-/_}"
+        find "$moddir" \( -name "$n1.ko" -o -name "$n1.ko.xz" -o -name "$n2.ko" -o -name "$n2.ko.xz" \) | head -n1
+    }
+    # Depth-first: dependencies first, each module once.
+    order=()
+    add_module() {
+        local name="$1" path dep deps m
+        for m in "${order[@]:-}"; do [ "$m" = "$name" ] && return 0; done
+        path="$(find_module "$name")"
+        [ -n "$path" ] || die "module $name not found in $pkg"
+        deps="$(modinfo -F depends "$path" | tr ',' ' ')"
+        for dep in $deps; do add_module "${dep//-/_}"; done
+        case "$path" in
+            *.xz) xz -dc "$path" >"$entry/modules/$name.ko" ;;
+            *) cp "$path" "$entry/modules/$name.ko" ;;
+        esac
+        order+=("$name")
+    }
+    add_module kvm_amd
+    printf '%s\n' "${order[@]}" >"$entry/modules/load-order"
+    rm -rf "$entry/root" "$entry/deb"
+    printf '%s %s\n' "$pkg" "$version" >"$entry/package"
+    touch "$entry/.complete"
+    trap - EXIT
+    log "cached $pkg $version: modules $(tr '\n' ' ' <"$entry/modules/load-order")"
+fi
+need_file "$entry/vmlinuz" "$entry/modules/load-order"
+
+# ---- L1 initramfs (always rebuilt) ----
+out="$BUILD_DIR/l1"
+mkdir -p "$out"
+stage="$(mktemp -d "$out/.stage.XXXXXX")"
+trap 'rm -rf "$stage"' EXIT
+
+make_busybox_root "$stage"
+install -m 0755 "$REPO_ROOT/guest/l1/init" "$stage/init"
+mkdir -p "$stage/lib/cellvm-modules" "$stage/cellvm/bin" "$stage/cellvm/cells" \
+    "$stage/cellvm/build/guest" "$stage/cellvm/scenarios"
+cp "$entry/modules/"*.ko "$entry/modules/load-order" "$stage/lib/cellvm-modules/"
+install -m 0755 "$CELLVM_BIN" "$stage/cellvm/bin/cellvm"
+cp "$BUILD_DIR/guest/bzImage" "$BUILD_DIR/guest/initramfs.cpio.gz" "$stage/cellvm/build/guest/"
+
+shopt -s nullglob
+cells=("$REPO_ROOT"/cells/*.toml)
+scenario_dir="${CELLVM_SCENARIO_DIR:-$REPO_ROOT/tests/nested/scenarios}"
+scenarios=("$scenario_dir"/*.sh)
+shopt -u nullglob
+[ "${#cells[@]}" -gt 0 ] || die "no cells/*.toml"
+[ "${#scenarios[@]}" -gt 0 ] || die "no scenarios ($scenario_dir/*.sh)"
+cp "${cells[@]}" "$stage/cellvm/cells/"
+install -m 0755 "${scenarios[@]}" "$stage/cellvm/scenarios/"
+printf '%s %s\n' "$pkg" "$version" >"$stage/cellvm/l1-kernel"
+
+cp "$entry/vmlinuz" "$out/vmlinuz.tmp"
+mv "$out/vmlinuz.tmp" "$out/vmlinuz"
+cpio_gz "$stage" "$out/initramfs.cpio.gz"
+log "build/l1/vmlinuz ($pkg $version), build/l1/initramfs.cpio.gz ($(stat -c %s "$out/initramfs.cpio.gz") bytes): ${#cells[@]} cells, ${#scenarios[@]} scenarios, cellvm $(stat -c %s "$CELLVM_BIN") bytes"

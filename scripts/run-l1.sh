@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Boot the nested rig's L1 (build/l1/, made by scripts/build-l1.sh) under QEMU
+# TCG with AMD SVM and let it run cellvm scenarios against real Linux guests.
+#
+# Usage: scripts/run-l1.sh [--scenarios a,b|all] [--timeout SECS]
+#                          [--scenario-timeout SECS] [--append ARGS]
+#   --scenarios         scenarios to run (names of tests/nested/scenarios/*.sh,
+#                       without .sh); default all
+#   --timeout           overall limit for the QEMU run (default 900 s)
+#   --scenario-timeout  default per-scenario limit inside L1 (default 60 s; a
+#                       scenario can set its own with `# cellvm-timeout: SECS`)
+#   --append            extra L1 kernel command line arguments
+# Environment: CELLVM_L1_SMP (1: with 2, QEMU 7.2's multi-threaded TCG now
+#   and then crashes L1 when KVM patches kernel code, see docs/rig.md),
+#   CELLVM_L1_MEM (2048, MiB), CELLVM_L1_CPU (max,-xsave: SVM on, XSAVE off),
+#   CELLVM_L1_ACCEL (tcg), CELLVM_QEMU (qemu-system-x86_64).
+#
+# L1's console is streamed to stdout with carriage returns removed and saved in
+# build/l1/last-run.log. Exit status: 0 when L1 reached @@CELLVM-L1-DONE
+# without reporting CELLVM-L1-ERROR; 1 otherwise (QEMU missing, image missing,
+# timeout, L1 error); 2 on usage errors. Scenario results are NOT judged here:
+# the Rust harness parses the @@CELLVM-SCENARIO-* sections.
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+usage() {
+    print_header >&2
+    exit 2
+}
+
+scenarios=all
+timeout_s=900
+scenario_timeout=60
+extra_append=""
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --scenarios) [ $# -ge 2 ] || usage; scenarios="$2"; shift 2 ;;
+        --scenarios=*) scenarios="${1#*=}"; shift ;;
+        --timeout) [ $# -ge 2 ] || usage; timeout_s="$2"; shift 2 ;;
+        --timeout=*) timeout_s="${1#*=}"; shift ;;
+        --scenario-timeout) [ $# -ge 2 ] || usage; scenario_timeout="$2"; shift 2 ;;
+        --scenario-timeout=*) scenario_timeout="${1#*=}"; shift ;;
+        --append) [ $# -ge 2 ] || usage; extra_append="$2"; shift 2 ;;
+        --append=*) extra_append="${1#*=}"; shift ;;
+        -h | --help) print_header; exit 0 ;;
+        *) printf '[%s] unknown argument: %s\n' "$SCRIPT_NAME" "$1" >&2; usage ;;
+    esac
+done
+case "$timeout_s$scenario_timeout" in
+    *[!0-9]*) printf '[%s] --timeout/--scenario-timeout need whole seconds\n' "$SCRIPT_NAME" >&2; exit 2 ;;
+esac
+case "$scenarios" in
+    "" | *[!A-Za-z0-9_.,-]*) printf '[%s] bad --scenarios value %q\n' "$SCRIPT_NAME" "$scenarios" >&2; exit 2 ;;
+esac
+
+QEMU="${CELLVM_QEMU:-qemu-system-x86_64}"
+if ! command -v "$QEMU" >/dev/null 2>&1 && [ -z "${CELLVM_QEMU:-}" ]; then
+    apt_ensure qemu-system-x86
+fi
+command -v "$QEMU" >/dev/null 2>&1 ||
+    die "QEMU not found ('$QEMU'): install Debian's qemu-system-x86 (scripts/install-deps.sh)"
+need_cmd timeout sed tee grep
+vmlinuz="$BUILD_DIR/l1/vmlinuz"
+initrd="$BUILD_DIR/l1/initramfs.cpio.gz"
+if [ ! -f "$vmlinuz" ] || [ ! -f "$initrd" ]; then
+    die "no L1 image in build/l1/ (run scripts/setup.sh, or scripts/build-l1.sh)"
+fi
+
+log_file="$BUILD_DIR/l1/last-run.log"
+# loglevel=1: L1's kernel messages stay off the console (they could land in
+# the middle of a scenario's line); guest/l1/init prints them per scenario as
+# "L1-kmsg:" lines instead.
+append="console=ttyS0 panic=-1 mitigations=off quiet loglevel=1 cellvm.scenarios=$scenarios cellvm.timeout=$scenario_timeout${extra_append:+ $extra_append}"
+log "qemu (-accel ${CELLVM_L1_ACCEL:-tcg}, -cpu ${CELLVM_L1_CPU:-max,-xsave}, smp ${CELLVM_L1_SMP:-1}, ${CELLVM_L1_MEM:-2048} MiB), scenarios=$scenarios, timeout ${timeout_s}s"
+log "append: $append"
+
+start="$(now)"
+trap - ERR # failures are handled below
+set +e
+timeout -k 10 "$timeout_s" "$QEMU" \
+    -accel "${CELLVM_L1_ACCEL:-tcg}" -cpu "${CELLVM_L1_CPU:-max,-xsave}" -smp "${CELLVM_L1_SMP:-1}" -m "${CELLVM_L1_MEM:-2048}" -M pc \
+    -nographic -no-reboot -nodefaults -serial stdio \
+    -kernel "$vmlinuz" -initrd "$initrd" -append "$append" </dev/null 2>&1 |
+    sed -u 's/\r//g' | tee "$log_file"
+statuses=("${PIPESTATUS[@]}")
+set -e
+trap _err_trap ERR
+qemu_rc="${statuses[0]}"
+elapsed="$(elapsed_since "$start")"
+
+fail=0
+if [ "$qemu_rc" -eq 124 ] || [ "$qemu_rc" -eq 137 ]; then
+    log "L1 did not finish within ${timeout_s} s (killed)"
+    fail=1
+elif [ "$qemu_rc" -ne 0 ]; then
+    log "QEMU exited with status $qemu_rc"
+    fail=1
+fi
+if grep -q 'CELLVM-L1-ERROR' "$log_file"; then
+    log "L1 reported errors:"
+    grep 'CELLVM-L1-ERROR' "$log_file" | sed 's/^/    /' >&2
+    fail=1
+fi
+if ! grep -q '^@@CELLVM-L1-DONE' "$log_file"; then
+    log "L1 never printed @@CELLVM-L1-DONE"
+    fail=1
+fi
+# Informational only: the Rust harness judges the scenarios.
+grep '^@@CELLVM-SCENARIO-END' "$log_file" | sed 's/^@@CELLVM-SCENARIO-END /    scenario /' >&2 || true
+log "L1 run took $elapsed s; log: $log_file"
+exit "$fail"

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The one test command (README): sets up what the tests need, then runs all
+# three layers with cargo test:
+#   1. unit tests (no KVM): config, layout, device tree, devices, ...
+#   2. fast KVM tests (tests/kvm_host.rs): tiny guests on this host's /dev/kvm
+#   3. nested boot tests (tests/nested_boot.rs): real Linux cells under cellvm
+#      on real KVM inside an L1 guest (QEMU TCG + SVM), one L1 boot for all.
+# Also checks formatting and clippy. Fails loudly on anything missing.
+#
+# Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+cd "$REPO_ROOT"
+
+[ -c /dev/kvm ] || die "/dev/kvm is missing on this host: the fast KVM test layer needs it (load kvm_intel/kvm_amd, or kvm-pvm)"
+
+"$REPO_ROOT/scripts/setup.sh"
+
+log "== cargo fmt --check"
+cargo fmt --all -- --check || die "cargo fmt found unformatted files (run: cargo fmt --all)"
+log "== cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings || die "clippy found problems"
+log "== cargo test (unit, host KVM, nested boot)"
+cargo test --all-targets --locked "$@"

@@ -1,0 +1,469 @@
+//! [`IvshmemDevice`]: the ivshmem 2.0 PCI function.
+//!
+//! Header: vendor:device 110a:4106 (subsystem the same), revision 0, class
+//! 0xff with the 16-bit protocol in prog-if (low byte) and subclass (high
+//! byte), 0x0000 "undefined" by default. Interrupt pin INTA. Command: only
+//! memory space, bus master and INTx disable are writable; status is static
+//! (capability list bit), and its interrupt bit is never seen set.
+//!
+//! | BAR | what |
+//! |---|---|
+//! | 0 | 4 KiB, 32-bit memory: registers |
+//! | 1 | absent: MSI-X is not implemented, interrupts are INTx |
+//! | 2 (+3) | 64-bit prefetchable memory: the shared memory, size rounded up to a power of two |
+//!
+//! BAR0 registers (little endian; the specification only defines aligned
+//! 32-bit accesses: other reads return the registers' bytes, other writes
+//! are dropped and counted; offsets without a register read 0, ignore writes):
+//!
+//! | offset | register | access |
+//! |---|---|---|
+//! | 0x00 | ID: this peer's id | RO |
+//! | 0x04 | Maximum Peers | RO |
+//! | 0x08 | Interrupt Control: bit 0 enables interrupts | RW, 0 on reset |
+//! | 0x0c | Doorbell: target id << 16 \| vector | WO (reads 0) |
+//! | 0x10 | State: this peer's state | RW, 0 on reset |
+//!
+//! Vendor-specific capability (0x09) at 0x40: length 0x18 at +2, Privileged
+//! Control at +3 (bit 0 RW: one-shot interrupt mode), State Table Size (u32)
+//! at +4, R/W Section Size (u64) at +8, Output Section Size (u64) at +0x10.
+//! No Base Address field: BAR2 locates the shared memory.
+//!
+//! Interrupts: a doorbell to this peer or a state change of another peer
+//! raises INTx if Interrupt Control bit 0 is set (one-shot mode then clears
+//! it). With no status register to acknowledge, the interrupt is a pulse
+//! (assert, deassert), so the status bit is never observed set, as the
+//! specification requires; guests derive events from shared memory.
+
+use super::doorbell::{DoorbellSocket, IvshmemSubscriber, Message, SendOutcome};
+use super::region::IvshmemRegion;
+use super::IvshmemError;
+use crate::devices::{fill_le, le_value};
+use crate::pci::config_space::{
+    regs as header, COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, COMMAND_MEMORY,
+};
+use crate::pci::{BarMemoryMapper, BarSpec, ConfigSpace, IntxPin, PciFunction, PciIds};
+use crate::ratelimit::RateLimiter;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+/// Vendor ID (Siemens, as the specification assigns).
+pub const IVSHMEM_VENDOR_ID: u16 = 0x110a;
+/// Device ID of ivshmem 2.0.
+pub const IVSHMEM_DEVICE_ID: u16 = 0x4106;
+/// Base class: 0xff.
+pub const IVSHMEM_CLASS: u8 = 0xff;
+/// Revision ID.
+pub const IVSHMEM_REVISION: u8 = 0;
+/// Protocol 0x0000: undefined.
+pub const PROTOCOL_UNDEFINED: u16 = 0x0000;
+/// BAR with the registers.
+pub const REGISTER_BAR: usize = 0;
+/// Size of the register BAR.
+pub const REGISTER_BAR_SIZE: u64 = 0x1000;
+/// BAR with the shared memory (64-bit: registers 2 and 3).
+pub const MEMORY_BAR: usize = 2;
+/// Interrupt vectors: one (INTx).
+pub const VECTORS: u16 = 1;
+/// Capability id of the vendor-specific capability.
+pub const CAP_VENDOR_SPECIFIC: u8 = 0x09;
+/// Interrupt Control bit 0: interrupts enabled.
+pub const INT_CONTROL_ENABLE: u32 = 1;
+
+/// BAR0 register offsets.
+pub mod regs {
+    /// ID (RO).
+    pub const ID: u64 = 0x00;
+    /// Maximum Peers (RO).
+    pub const MAX_PEERS: u64 = 0x04;
+    /// Interrupt Control (RW, bit 0).
+    pub const INT_CONTROL: u64 = 0x08;
+    /// Doorbell (WO).
+    pub const DOORBELL: u64 = 0x0c;
+    /// State (RW).
+    pub const STATE: u64 = 0x10;
+    /// One past the last register.
+    pub const END: u64 = 0x14;
+}
+
+/// Vendor-specific capability fields (offsets from the capability).
+pub mod cap {
+    /// Length byte.
+    pub const LENGTH: usize = 0x02;
+    /// Privileged Control byte.
+    pub const PRIV_CONTROL: usize = 0x03;
+    /// State Table Size (u32).
+    pub const STATE_TABLE_SIZE: usize = 0x04;
+    /// R/W Section Size (u64).
+    pub const RW_SIZE: usize = 0x08;
+    /// Output Section Size (u64).
+    pub const OUTPUT_SIZE: usize = 0x10;
+    /// Capability length without a Base Address field.
+    pub const LEN: u8 = 0x18;
+    /// Privileged Control bit 0: one-shot interrupt mode.
+    pub const PRIV_ONE_SHOT: u8 = 0x01;
+}
+
+/// Counters of what a device did (for tests and diagnostics).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IvshmemStats {
+    /// Doorbells handed to the target (its socket, or this device).
+    pub doorbells_sent: u64,
+    /// Doorbells dropped: absent or busy target, invalid target or vector.
+    pub doorbells_dropped: u64,
+    /// State-change notifications handed to peers' sockets.
+    pub state_notifications_sent: u64,
+    /// Interrupts pulsed on INTx.
+    pub interrupts: u64,
+    /// Events dropped because Interrupt Control was 0.
+    pub interrupts_masked: u64,
+    /// Guest accesses dropped: non-32-bit or misaligned register writes,
+    /// writes to read-only shared memory.
+    pub bad_accesses: u64,
+}
+
+/// An ivshmem 2.0 PCI function, one peer of a shared region.
+pub struct IvshmemDevice {
+    config: ConfigSpace,
+    region: Arc<IvshmemRegion>,
+    socket: Arc<DoorbellSocket>,
+    /// Offset of the vendor-specific capability.
+    cap: usize,
+    int_control: u32,
+    state: u32,
+    stats: IvshmemStats,
+    log: RateLimiter,
+}
+
+impl IvshmemDevice {
+    /// A device for `region` with protocol 0 (undefined). `memory` maps
+    /// BAR2 into the guest (KVM slots over
+    /// [`IvshmemRegion::guest_slots`]); without it BAR2 accesses exit and
+    /// the device serves them from the same memory, slowly.
+    ///
+    /// Binds this peer's doorbell socket; if joining the region reset stale
+    /// state entries, the other peers are notified.
+    pub fn new(
+        region: Arc<IvshmemRegion>,
+        memory: Option<Arc<dyn BarMemoryMapper>>,
+    ) -> Result<Self, IvshmemError> {
+        Self::with_protocol(region, memory, PROTOCOL_UNDEFINED)
+    }
+
+    /// [`new`](Self::new) with another protocol in the class code.
+    pub fn with_protocol(
+        region: Arc<IvshmemRegion>,
+        memory: Option<Arc<dyn BarMemoryMapper>>,
+        protocol: u16,
+    ) -> Result<Self, IvshmemError> {
+        let layout = *region.layout();
+        let [prog_if, subclass] = protocol.to_le_bytes();
+        let mut config = ConfigSpace::new(PciIds {
+            vendor_id: IVSHMEM_VENDOR_ID,
+            device_id: IVSHMEM_DEVICE_ID,
+            class: IVSHMEM_CLASS,
+            subclass,
+            prog_if,
+            revision: IVSHMEM_REVISION,
+            subsystem_vendor_id: IVSHMEM_VENDOR_ID,
+            subsystem_id: IVSHMEM_DEVICE_ID,
+        });
+        config.add_bar(REGISTER_BAR, BarSpec::memory32(REGISTER_BAR_SIZE))?;
+        let mut shm = BarSpec::memory64(layout.bar_size()).prefetchable();
+        if let Some(mapper) = memory {
+            shm = shm.backed_by(mapper);
+        }
+        config.add_bar(MEMORY_BAR, shm)?;
+        config.set_interrupt_pin(Some(IntxPin::A));
+        let state_table_size = u32::try_from(layout.state_table_size)
+            .map_err(|_| IvshmemError::InvalidConfig("state table larger than 4 GiB".into()))?;
+        let mut body = vec![cap::LEN, 0];
+        body.extend_from_slice(&state_table_size.to_le_bytes());
+        body.extend_from_slice(&layout.rw_size.to_le_bytes());
+        body.extend_from_slice(&layout.output_size.to_le_bytes());
+        let cap_offset = config.add_capability(CAP_VENDOR_SPECIFIC, &body)?;
+        // Privileged Control bit 0 (byte 3 of the capability's first dword).
+        config.set_masks(cap_offset / 4, u32::from(cap::PRIV_ONE_SHOT) << 24, 0);
+        // Command: memory space, bus master, INTx disable; status static.
+        config.set_masks(
+            header::COMMAND / 4,
+            u32::from(COMMAND_MEMORY | COMMAND_BUS_MASTER | COMMAND_INTX_DISABLE),
+            0,
+        );
+        let socket = Arc::new(DoorbellSocket::bind(&region)?);
+        let reset_on_join = !region.reset_peers().is_empty();
+        let mut device = IvshmemDevice {
+            config,
+            region,
+            socket,
+            cap: cap_offset,
+            int_control: 0,
+            state: 0,
+            stats: IvshmemStats::default(),
+            log: RateLimiter::new(10),
+        };
+        if reset_on_join {
+            // Entries left by crashed peers (or by us) went back to 0: that
+            // is a state change the others must hear about.
+            device.notify_state(0);
+        }
+        Ok(device)
+    }
+
+    /// The receiving end of this device's doorbell socket, for the VMM's
+    /// control loop. It keeps the device only weakly.
+    pub fn subscriber(device: &Arc<Mutex<IvshmemDevice>>) -> IvshmemSubscriber {
+        let socket = device
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .socket
+            .clone();
+        IvshmemSubscriber::new(socket, Arc::downgrade(device))
+    }
+
+    /// The shared region.
+    pub fn region(&self) -> &Arc<IvshmemRegion> {
+        &self.region
+    }
+
+    /// This peer's id.
+    pub fn peer_id(&self) -> u16 {
+        self.region.peer_id()
+    }
+
+    /// The State register.
+    pub fn state(&self) -> u32 {
+        self.state
+    }
+
+    /// The Interrupt Control register.
+    pub fn int_control(&self) -> u32 {
+        self.int_control
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> IvshmemStats {
+        self.stats
+    }
+
+    /// This peer's doorbell socket.
+    pub fn socket_path(&self) -> &Path {
+        self.socket.path()
+    }
+
+    /// Offset of the vendor-specific capability in configuration space.
+    pub fn capability_offset(&self) -> usize {
+        self.cap
+    }
+
+    fn one_shot(&self) -> bool {
+        (self.config.read(self.cap / 4) >> 24) & u32::from(cap::PRIV_ONE_SHOT) != 0
+    }
+
+    /// An event for this peer (doorbell or another peer's state change):
+    /// pulses INTx if Interrupt Control allows it.
+    pub(crate) fn deliver_interrupt(&mut self) {
+        if self.int_control & INT_CONTROL_ENABLE == 0 {
+            self.stats.interrupts_masked += 1;
+            return;
+        }
+        if self.one_shot() {
+            self.int_control = 0;
+        }
+        self.stats.interrupts += 1;
+        self.config.set_intx(true);
+        self.config.set_intx(false);
+    }
+
+    fn register(&self, offset: u64) -> u32 {
+        match offset {
+            regs::ID => u32::from(self.region.peer_id()),
+            regs::MAX_PEERS => u32::from(self.region.layout().max_peers),
+            regs::INT_CONTROL => self.int_control,
+            regs::STATE => self.state,
+            _ => 0,
+        }
+    }
+
+    fn bad_access(&mut self, what: std::fmt::Arguments<'_>) {
+        self.stats.bad_accesses += 1;
+        if self.log.allow() {
+            log::warn!(
+                "ivshmem region {:?} peer {}: {what}; dropped",
+                self.region.name(),
+                self.region.peer_id()
+            );
+        }
+    }
+
+    fn ring_doorbell(&mut self, value: u32) {
+        let vector = (value & 0xffff) as u16;
+        let target = (value >> 16) as u16;
+        let max_peers = self.region.layout().max_peers;
+        let me = self.region.peer_id();
+        if target >= max_peers || vector >= VECTORS {
+            self.stats.doorbells_dropped += 1;
+            if self.log.allow() {
+                log::warn!(
+                    "ivshmem region {:?} peer {me}: doorbell for vector {vector} of peer {target} \
+                     dropped (the region has {max_peers} peers, {VECTORS} vector)",
+                    self.region.name()
+                );
+            }
+            return;
+        }
+        if target == me {
+            self.stats.doorbells_sent += 1;
+            self.deliver_interrupt();
+            return;
+        }
+        // The guest's shared-memory writes before the doorbell are visible
+        // before the target can see the datagram.
+        std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
+        match self.socket.send(&Message::doorbell(me, target, vector)) {
+            Ok(SendOutcome::Sent) => self.stats.doorbells_sent += 1,
+            Ok(outcome) => {
+                self.stats.doorbells_dropped += 1;
+                if self.log.allow() {
+                    let why = match outcome {
+                        SendOutcome::Absent => "is not running",
+                        _ => "has a full queue",
+                    };
+                    log::info!(
+                        "ivshmem region {:?} peer {me}: peer {target} {why}; doorbell dropped",
+                        self.region.name()
+                    );
+                }
+            }
+            Err(e) => {
+                self.stats.doorbells_dropped += 1;
+                if self.log.allow() {
+                    log::warn!(
+                        "ivshmem region {:?} peer {me}: doorbell to peer {target}: {e}",
+                        self.region.name()
+                    );
+                }
+            }
+        }
+    }
+
+    /// Tells every other peer that this peer's state is now `state` (the
+    /// state table already says so). Absent peers are skipped: they read
+    /// the table when they come up.
+    fn notify_state(&mut self, state: u32) {
+        let me = self.region.peer_id();
+        for peer in (0..self.region.layout().max_peers).filter(|p| *p != me) {
+            match self.socket.send(&Message::state_change(me, peer, state)) {
+                Ok(SendOutcome::Sent) => self.stats.state_notifications_sent += 1,
+                Ok(_) => {}
+                Err(e) => {
+                    if self.log.allow() {
+                        log::warn!(
+                            "ivshmem region {:?} peer {me}: state notification to peer {peer}: {e}",
+                            self.region.name()
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn write_state(&mut self, value: u32) {
+        let old = self.state;
+        self.state = value;
+        self.region.set_own_state(value);
+        if old != value {
+            self.notify_state(value);
+        }
+    }
+
+    fn write_register(&mut self, offset: u64, data: &[u8]) {
+        if offset >= regs::END {
+            return;
+        }
+        if data.len() != 4 || !offset.is_multiple_of(4) {
+            self.bad_access(format_args!(
+                "{}-byte register write at {offset:#x} (only aligned 32-bit writes are defined)",
+                data.len()
+            ));
+            return;
+        }
+        let value = le_value(data) as u32;
+        match offset {
+            regs::INT_CONTROL => self.int_control = value & INT_CONTROL_ENABLE,
+            regs::DOORBELL => self.ring_doorbell(value),
+            regs::STATE => self.write_state(value),
+            _ => {}
+        }
+    }
+
+    /// A BAR2 write that exited: for read-only slots (state table, other
+    /// peers' output sections), or anywhere if there is no mapper.
+    fn write_memory(&mut self, offset: u64, data: &[u8]) {
+        if self.region.write(offset, data) || offset >= self.region.layout().shared_size() {
+            return;
+        }
+        self.bad_access(format_args!(
+            "{}-byte write to read-only shared memory at {offset:#x}",
+            data.len()
+        ));
+    }
+}
+
+impl PciFunction for IvshmemDevice {
+    fn config(&self) -> &ConfigSpace {
+        &self.config
+    }
+
+    fn config_mut(&mut self) -> &mut ConfigSpace {
+        &mut self.config
+    }
+
+    fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
+        match bar {
+            REGISTER_BAR => {
+                if data.len() == 4 && offset.is_multiple_of(4) {
+                    fill_le(data, u64::from(self.register(offset)));
+                    return;
+                }
+                for (i, byte) in data.iter_mut().enumerate() {
+                    let at = offset.saturating_add(i as u64);
+                    *byte = (self.register(at & !3) >> ((at & 3) * 8)) as u8;
+                }
+            }
+            MEMORY_BAR => {
+                // Reached only where no KVM slot maps the memory: without a
+                // mapper, or past the shared memory in the BAR's tail.
+                if !self.region.read(offset, data) {
+                    data.fill(0);
+                }
+            }
+            _ => data.fill(0xff),
+        }
+    }
+
+    fn write_bar(&mut self, bar: usize, offset: u64, data: &[u8]) {
+        match bar {
+            REGISTER_BAR => self.write_register(offset, data),
+            MEMORY_BAR => self.write_memory(offset, data),
+            _ => {}
+        }
+    }
+
+    fn reset(&mut self) {
+        self.int_control = 0;
+        self.write_state(0);
+        self.config.reset();
+    }
+}
+
+impl Drop for IvshmemDevice {
+    fn drop(&mut self) {
+        // Disconnected: state 0 in the table, and the others hear of it.
+        self.write_state(0);
+        // Let the subscriber notice we are gone and close its end, then make
+        // the socket unreachable.
+        self.socket.wake();
+        self.socket.unlink();
+    }
+}

@@ -1,0 +1,177 @@
+//! The nested boot-test rig, seen from the host: boot L1 once with every
+//! scenario, split its console into per-scenario sections.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// One scenario's output and status, as reported by L1's init.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub output: String,
+    pub rc: i32,
+}
+
+/// The whole L1 run.
+#[derive(Debug)]
+pub struct RigRun {
+    pub log: String,
+    pub scenarios: BTreeMap<String, Scenario>,
+}
+
+impl RigRun {
+    /// The named scenario; fails the test with L1's log tail if it is missing.
+    pub fn scenario(&self, name: &str) -> &Scenario {
+        match self.scenarios.get(name) {
+            Some(s) => s,
+            None => {
+                let tail: String = self
+                    .log
+                    .lines()
+                    .rev()
+                    .take(60)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n");
+                panic!(
+                    "scenario {name} did not run in L1; ran {:?}. L1 log tail:\n{tail}",
+                    self.scenarios.keys().collect::<Vec<_>>()
+                )
+            }
+        }
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Splits L1's console log into scenarios.
+pub fn parse_log(log: &str) -> BTreeMap<String, Scenario> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<(String, String)> = None;
+    for raw in log.lines() {
+        let line = raw.trim_end_matches('\r');
+        if let Some(name) = line.strip_prefix("@@CELLVM-SCENARIO-BEGIN ") {
+            current = Some((name.trim().to_string(), String::new()));
+        } else if let Some(rest) = line.strip_prefix("@@CELLVM-SCENARIO-END ") {
+            let mut parts = rest.split_whitespace();
+            let name = parts.next().unwrap_or_default().to_string();
+            let rc = parts
+                .find_map(|p| p.strip_prefix("rc="))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(-1);
+            if let Some((cur, output)) = current.take() {
+                if cur == name {
+                    out.insert(name, Scenario { output, rc });
+                }
+            }
+        } else if let Some((_, output)) = current.as_mut() {
+            output.push_str(line);
+            output.push('\n');
+        }
+    }
+    out
+}
+
+static RIG: OnceLock<RigRun> = OnceLock::new();
+
+/// Boots L1 once (per test binary) with all scenarios.
+pub fn rig() -> &'static RigRun {
+    RIG.get_or_init(|| {
+        let root = repo_root();
+        for needed in ["build/l1/vmlinuz", "build/l1/initramfs.cpio.gz"] {
+            assert!(
+                root.join(needed).exists(),
+                "{needed} is missing: run scripts/setup.sh first (the README's test command, scripts/test.sh, does)"
+            );
+        }
+        let script = root.join("scripts/run-l1.sh");
+        let out = Command::new(&script)
+            .args(["--scenarios", "all"])
+            .current_dir(&root)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        let log = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{} failed with {}:\nstderr:\n{}\nlog tail:\n{}",
+            script.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr),
+            log.lines().rev().take(40).collect::<Vec<_>>().join("\n")
+        );
+        let scenarios = parse_log(&log);
+        RigRun { log, scenarios }
+    })
+}
+
+/// Key/value lines between CELLVM-REPORT-BEGIN and CELLVM-REPORT-END.
+pub fn report_lines(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .skip_while(|l| !l.contains("CELLVM-REPORT-BEGIN"))
+        .skip(1)
+        .take_while(|l| !l.contains("CELLVM-REPORT-END"))
+        .map(|l| l.trim().to_string())
+        .collect()
+}
+
+/// Flattens a DTB into (path/property, bytes), as /proc/device-tree shows it.
+pub fn flatten_dtb(dtb: &[u8]) -> BTreeMap<String, Vec<u8>> {
+    let be32 = |off: usize| u32::from_be_bytes(dtb[off..off + 4].try_into().unwrap()) as usize;
+    assert_eq!(be32(0), 0xd00d_feed, "not a DTB");
+    let struct_off = be32(8);
+    let strings_off = be32(12);
+    let mut out = BTreeMap::new();
+    let mut path: Vec<String> = Vec::new();
+    let mut pos = struct_off;
+    loop {
+        let token = be32(pos);
+        pos += 4;
+        match token {
+            1 => {
+                let end = pos + dtb[pos..].iter().position(|b| *b == 0).unwrap();
+                let name = String::from_utf8_lossy(&dtb[pos..end]).into_owned();
+                path.push(name);
+                pos = (end + 1 + 3) & !3;
+            }
+            2 => {
+                path.pop();
+            }
+            3 => {
+                let len = be32(pos);
+                let nameoff = be32(pos + 4);
+                pos += 8;
+                let value = dtb[pos..pos + len].to_vec();
+                pos = (pos + len + 3) & !3;
+                let s = strings_off + nameoff;
+                let e = s + dtb[s..].iter().position(|b| *b == 0).unwrap();
+                let pname = String::from_utf8_lossy(&dtb[s..e]).into_owned();
+                let mut key: Vec<&str> = path.iter().skip(1).map(String::as_str).collect();
+                key.push(&pname);
+                out.insert(key.join("/"), value);
+            }
+            4 => {}
+            9 => break,
+            other => panic!("bad DTB token {other}"),
+        }
+    }
+    out
+}
+
+/// Hex string of bytes, lowercase, no separators.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Loads a cell config from cells/ (without checking kernel files) and builds its DTB.
+pub fn cell_dtb(cell: &Path) -> Vec<u8> {
+    let cfg = cellvm::config::load(cell, &cellvm::config::LoadOptions { check_files: false })
+        .unwrap_or_else(|e| panic!("{e}"));
+    let layout = cellvm::layout::CellLayout::new(&cfg).unwrap();
+    cellvm::fdt::build_base_dtb(&cfg, &layout).unwrap()
+}

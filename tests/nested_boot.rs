@@ -1,0 +1,108 @@
+//! Nested boot tests: real Linux cells under cellvm on real KVM inside an L1
+//! guest (QEMU TCG with SVM). One L1 boot runs every scenario in
+//! tests/nested/scenarios/; each test here checks one scenario's output.
+//!
+//! Needs the rig built by scripts/setup.sh (the README's test command runs
+//! it); a missing rig, QEMU or /dev/kvm inside L1 fails loudly.
+
+mod common;
+
+use common::rig::{cell_dtb, flatten_dtb, hex, repo_root, report_lines, rig};
+
+fn report_value(lines: &[String], key: &str) -> Option<String> {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+}
+
+fn assert_booted(name: &str, expect_rc: i32) -> Vec<String> {
+    let s = rig().scenario(name);
+    assert_eq!(s.rc, expect_rc, "scenario {name} output:\n{}", s.output);
+    assert!(
+        s.output.contains("CELLVM-READY"),
+        "guest never reached userspace:\n{}",
+        s.output
+    );
+    assert!(
+        s.output
+            .contains("cellvm: boot-timer: guest reached userspace after"),
+        "no boot-timer line:\n{}",
+        s.output
+    );
+    report_lines(&s.output)
+}
+
+#[test]
+fn one_vcpu_linux_cell_reaches_userspace_and_sees_one_cpu() {
+    let report = assert_booted("boot-1cpu", 0);
+    assert_eq!(report_value(&report, "cpus").as_deref(), Some("1"));
+    assert_eq!(report_value(&report, "dt").as_deref(), Some("present"));
+}
+
+#[test]
+fn two_vcpu_linux_cell_brings_up_both_cpus() {
+    let report = assert_booted("boot-2cpu", 0);
+    assert_eq!(report_value(&report, "cpus").as_deref(), Some("2"));
+}
+
+#[test]
+fn guest_device_tree_carries_every_property_cellvm_generated() {
+    for (scenario, cell) in [
+        ("boot-1cpu", "cells/test-boot-1cpu.toml"),
+        ("boot-2cpu", "cells/test-boot-2cpu.toml"),
+    ] {
+        let report = assert_booted(scenario, 0);
+        let guest: std::collections::BTreeMap<String, String> = report
+            .iter()
+            .filter_map(|l| l.strip_prefix("dt:"))
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let expected = flatten_dtb(&cell_dtb(&repo_root().join(cell)));
+        assert!(expected.len() > 20, "suspiciously small DT");
+        for (path, bytes) in &expected {
+            let got = guest
+                .get(path)
+                .unwrap_or_else(|| panic!("{scenario}: guest DT lacks {path}"));
+            assert_eq!(got, &hex(bytes), "{scenario}: {path} differs");
+        }
+    }
+}
+
+#[test]
+fn console_input_reaches_the_guest_and_comes_back() {
+    let s = rig().scenario("console-echo");
+    assert_eq!(s.rc, 0, "{}", s.output);
+    let sent = s
+        .output
+        .lines()
+        .find_map(|l| l.strip_prefix("scenario: sent '"))
+        .and_then(|l| l.strip_suffix('\''))
+        .unwrap_or_else(|| panic!("scenario sent nothing:\n{}", s.output));
+    assert!(
+        s.output.contains(&format!("CELLVM-ECHO:{sent}")),
+        "echo of {sent:?} missing:\n{}",
+        s.output
+    );
+}
+
+#[test]
+fn guest_debug_exit_code_becomes_cellvm_exit_status() {
+    let s = rig().scenario("exit-code");
+    assert_eq!(s.rc, 42, "{}", s.output);
+    assert!(s
+        .output
+        .contains("guest requested exit with code 42 (exit status 42)"));
+}
+
+#[test]
+fn demo_cell_prints_its_summary_and_exits_cleanly() {
+    let s = rig().scenario("demo");
+    assert_eq!(s.rc, 0, "{}", s.output);
+    assert!(
+        s.output.contains("Hello from a cellvm cell!"),
+        "{}",
+        s.output
+    );
+    assert!(s.output.contains("pci hosts:"), "{}", s.output);
+}
