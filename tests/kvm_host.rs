@@ -344,3 +344,93 @@ fn guest_enumerates_and_drives_the_test_device_through_ecam() {
 fn guest_enumerates_and_drives_the_test_device_through_cam() {
     pci_walk(PciHostKind::Cam, 0xe010_0000, 11);
 }
+
+/// Programs an ivshmem function at 00:01.0 (BAR0 registers, BAR2 shared
+/// memory) and enables memory decode.
+fn ivshmem_setup(asm: &mut Asm, ecam: u64, bar0: u64, bar2: u64) {
+    let f = ecam + (1 << 15);
+    asm.write32(f + 0x10, bar0 as u32);
+    asm.write32(f + 0x18, bar2 as u32);
+    asm.write32(f + 0x1c, 0);
+    asm.write32(f + 0x04, 0x2);
+}
+
+/// Spins until the dword at `addr` is non-zero; leaves it in EAX.
+fn wait_nonzero(asm: &mut Asm, addr: u64) {
+    asm.mov_rbx(addr);
+    let spin = asm.code.len();
+    asm.load32_eax_rbx();
+    asm.code.extend_from_slice(&[0x85, 0xc0]); // test eax, eax
+    let back = spin as i64 - (asm.code.len() as i64 + 2);
+    asm.code.extend_from_slice(&[0x74, back as i8 as u8]); // jz spin
+}
+
+fn ivshmem_cell(elf: std::path::PathBuf, region: &str, peer: u16) -> CellConfig {
+    use cellvm::config::{IvshmemConfig, PciDeviceConfig, PciDeviceKind};
+    let mut cfg = config_for(elf, 1);
+    cfg.pci_bridges.push(PciBridgeConfig {
+        id: "pci0".into(),
+        kind: PciHostKind::Ecam,
+        config_base: Some(0xe000_0000),
+        bus_start: 0,
+        bus_end: 0,
+        mmio32: None,
+        mmio64: None,
+        devices: vec![PciDeviceConfig {
+            slot: 1,
+            function: 0,
+            kind: PciDeviceKind::Ivshmem(IvshmemConfig {
+                region: region.into(),
+                peer_id: peer,
+                max_peers: 2,
+                rw_size: 0x1_0000,
+                output_size: 0x1000,
+            }),
+        }],
+    });
+    cfg
+}
+
+#[test]
+fn two_cells_share_ivshmem_memory_and_see_each_others_state() {
+    require_kvm();
+    let (bar0, bar2) = (0xc000_0000u64, 0xc010_0000u64);
+    let region = format!("kvmtest-{}", std::process::id());
+    let dir = tempfile::tempdir().unwrap();
+
+    // Peer 0: publish state 1, write a marker into the R/W section, wait
+    // for peer 1's acknowledgement (a stopping peer's state drops to 0).
+    let mut a = Asm::new();
+    ivshmem_setup(&mut a, 0xe000_0000, bar0, bar2);
+    a.write32(bar0 + 0x10, 1);
+    a.write32(bar2 + 0x1000, 0x600d_cafe);
+    wait_nonzero(&mut a, bar2 + 0x1004);
+    a.exit(0);
+    // Peer 1: wait for the marker, print it, peer 0's state from the state
+    // table and its own ID register, then acknowledge.
+    let mut b = Asm::new();
+    ivshmem_setup(&mut b, 0xe000_0000, bar0, bar2);
+    wait_nonzero(&mut b, bar2 + 0x1000);
+    b.put_eax();
+    b.print32(bar2); // state of peer 0
+    b.print32(bar0); // own ID register
+    b.write32(bar2 + 0x1004, 1);
+    b.exit(0);
+
+    let cell_a = ivshmem_cell(write_elf(dir.path(), "a.elf", &a), &region, 0);
+    let cell_b = ivshmem_cell(write_elf(dir.path(), "b.elf", &b), &region, 1);
+    let (cap_a, _) = Capture::new();
+    let (cap_b, _) = Capture::new();
+    let a = Cell::new(cell_a, io(&cap_a, None), Instant::now()).unwrap();
+    let b = Cell::new(cell_b, io(&cap_b, None), Instant::now()).unwrap();
+    let tb = std::thread::spawn(move || b.run());
+    let ta = std::thread::spawn(move || a.run());
+    assert_eq!(ta.join().unwrap().unwrap().reason, StopReason::DebugExit(0));
+    assert_eq!(tb.join().unwrap().unwrap().reason, StopReason::DebugExit(0));
+    let bytes = cap_b.bytes.lock().unwrap().clone();
+    let words: Vec<u32> = bytes
+        .chunks(4)
+        .map(|c| u32::from_le_bytes(c.try_into().unwrap()))
+        .collect();
+    assert_eq!(words, vec![0x600d_cafe, 1, 1]);
+}

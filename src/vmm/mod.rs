@@ -6,6 +6,7 @@ pub mod control;
 pub mod cpu;
 mod error;
 mod irq;
+mod ivshmem;
 mod memory;
 pub mod runtime;
 pub mod vcpu;
@@ -123,6 +124,7 @@ pub struct RunOutcome {
 pub struct Cell {
     vcpus: Vec<VcpuFd>,
     bridges: Vec<Arc<Mutex<PciHostBridge>>>,
+    ivshmem_subs: Vec<crate::ivshmem::IvshmemSubscriber>,
     _vm: Arc<VmFd>,
     _kvm: Kvm,
     _memory: GuestMemoryMmap,
@@ -201,8 +203,15 @@ impl Cell {
             )?;
         }
         let mut bridges = Vec::with_capacity(layout.pci_bridges.len());
+        let mut pci_ctx = PciBuildContext {
+            mmio: &mmio,
+            vm: &vm,
+            readonly_mem: kvm.check_extension(kvm_ioctls::Cap::ReadonlyMem),
+            next_slot: layout.memory.len() as u32,
+            ivshmem_subs: Vec::new(),
+        };
         for (slot, br_cfg) in layout.pci_bridges.iter().zip(&cfg.pci_bridges) {
-            let bridge = build_bridge(slot, br_cfg, &mmio, &vm)?;
+            let bridge = build_bridge(slot, br_cfg, &mut pci_ctx)?;
             mmio.insert(
                 &format!("pci bridge {}", slot.id),
                 slot.config.base,
@@ -233,9 +242,11 @@ impl Cell {
         }
         check_pins(&cfg)?;
 
+        let ivshmem_subs = pci_ctx.ivshmem_subs;
         Ok(Cell {
             vcpus,
             bridges,
+            ivshmem_subs,
             _vm: vm,
             _kvm: kvm,
             _memory: memory,
@@ -315,9 +326,15 @@ impl Cell {
         } else {
             None
         };
-        let mut events = EventManager::<control::ControlEvents>::new()
+        let mut events = EventManager::<Box<dyn event_manager::MutEventSubscriber>>::new()
             .map_err(|e| VmmError::Boot(format!("event manager: {e:?}")))?;
-        events.add_subscriber(control::ControlEvents::new(self.stop.clone(), signals));
+        events.add_subscriber(Box::new(control::ControlEvents::new(
+            self.stop.clone(),
+            signals,
+        )));
+        for sub in std::mem::take(&mut self.ivshmem_subs) {
+            events.add_subscriber(Box::new(sub));
+        }
         while !self.stop.is_stopped() {
             if let Err(e) = events.run() {
                 self.stop
@@ -355,14 +372,26 @@ impl Cell {
     }
 }
 
+/// What building PCI functions needs from the VM.
+struct PciBuildContext<'a> {
+    mmio: &'a Arc<Bus>,
+    vm: &'a Arc<VmFd>,
+    /// Whether KVM supports read-only slots (for ivshmem's read-only sections).
+    readonly_mem: bool,
+    /// Next free KVM memory slot (RAM uses 0..n).
+    next_slot: u32,
+    /// Doorbell receivers to add to the control loop.
+    ivshmem_subs: Vec<crate::ivshmem::IvshmemSubscriber>,
+}
+
 /// A host bridge with its configured functions and INTx lines.
 fn build_bridge(
     slot: &PciBridgeSlot,
     cfg: &crate::config::PciBridgeConfig,
-    mmio: &Arc<Bus>,
-    vm: &Arc<VmFd>,
+    ctx: &mut PciBuildContext<'_>,
 ) -> Result<Arc<Mutex<PciHostBridge>>, VmmError> {
-    let mut bridge = PciHostBridge::new(slot, mmio);
+    let mut bridge = PciHostBridge::new(slot, ctx.mmio);
+    let vm = ctx.vm;
     let lines: [Arc<dyn InterruptLine>; 4] = slot
         .intx
         .map(|gsi| Arc::new(irq::KvmIrqLine::new(vm.clone(), gsi)) as _);
@@ -371,11 +400,28 @@ fn build_bridge(
         let address = PciAddress::new(slot.bus_start, dev.slot, dev.function)?;
         let function: crate::pci::SharedFunction = match &dev.kind {
             PciDeviceKind::Test => Arc::new(Mutex::new(PciTestDevice::new()?)),
-            PciDeviceKind::Ivshmem(_) => {
-                return Err(VmmError::Boot(format!(
-                    "pci bridge {}: ivshmem at {address} is not supported yet",
-                    slot.id
-                )))
+            PciDeviceKind::Ivshmem(iv) => {
+                let boot = |e: crate::ivshmem::IvshmemError| {
+                    VmmError::Boot(format!("pci bridge {}: ivshmem at {address}: {e}", slot.id))
+                };
+                let region = Arc::new(
+                    crate::ivshmem::IvshmemRegion::open(&crate::ivshmem::runtime_dir(), iv)
+                        .map_err(boot)?,
+                );
+                // Without read-only slots BAR2 is served through MMIO exits.
+                let mapper: Option<Arc<dyn crate::pci::BarMemoryMapper>> = if ctx.readonly_mem {
+                    let m = ivshmem::KvmShmemMapper::new(vm.clone(), region.clone(), ctx.next_slot);
+                    ctx.next_slot += crate::ivshmem::region::MAX_GUEST_SLOTS as u32;
+                    Some(Arc::new(m))
+                } else {
+                    None
+                };
+                let device = Arc::new(Mutex::new(
+                    crate::ivshmem::IvshmemDevice::new(region, mapper).map_err(boot)?,
+                ));
+                ctx.ivshmem_subs
+                    .push(crate::ivshmem::IvshmemDevice::subscriber(&device));
+                device
             }
         };
         bridge.add_function(address, function)?;
