@@ -106,3 +106,86 @@ fn demo_cell_prints_its_summary_and_exits_cleanly() {
     );
     assert!(s.output.contains("pci hosts:"), "{}", s.output);
 }
+
+#[test]
+fn guest_enumerates_ecam_and_cam_bridges_with_bars_inside_their_windows() {
+    let s = rig().scenario("pci");
+    assert_eq!(s.rc, 0, "{}", s.output);
+    let cfg = cellvm::config::load(
+        &repo_root().join("cells/test-pci.toml"),
+        &cellvm::config::LoadOptions { check_files: false },
+    )
+    .unwrap();
+    let layout = cellvm::layout::CellLayout::new(&cfg).unwrap();
+    // Expected functions: domain = low 32 bits of the config base, bus_start.
+    let mut expected = Vec::new();
+    for (slot, br) in layout.pci_bridges.iter().zip(&cfg.pci_bridges) {
+        for d in &br.devices {
+            expected.push((
+                format!(
+                    "{:08x}:{:02x}:{:02x}.{}",
+                    slot.config.base as u32, slot.bus_start, d.slot, d.function
+                ),
+                slot.mmio32,
+            ));
+        }
+    }
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    let listed: Vec<&str> = s
+        .output
+        .lines()
+        .filter_map(|l| l.strip_prefix("pci:"))
+        .collect();
+    assert_eq!(listed.len(), expected.len(), "{}", s.output);
+    for ((addr, window), line) in expected.iter().zip(&listed) {
+        assert!(
+            line.starts_with(&format!(
+                "{addr} vendor=0x1b36 device=0x00ce class=0xff0000"
+            )),
+            "{line}"
+        );
+        let bar = line.split("bar0=").nth(1).unwrap();
+        let (start, end) = bar.split_once('-').unwrap();
+        let start = u64::from_str_radix(start.trim_start_matches("0x"), 16).unwrap();
+        let end = u64::from_str_radix(end.trim_start_matches("0x"), 16).unwrap();
+        assert!(
+            start >= window.base && end < window.end() && end - start + 1 == 0x1000,
+            "{addr}: BAR0 {start:#x}..{end:#x} outside {window:?}"
+        );
+    }
+}
+
+#[test]
+fn guest_reads_and_writes_test_device_bars_and_receives_intx() {
+    let s = rig().scenario("pci");
+    let results: Vec<&str> = s
+        .output
+        .lines()
+        .filter(|l| l.starts_with("pcitest:"))
+        .collect();
+    assert_eq!(results.len(), 4, "{}", s.output);
+    for r in results {
+        assert!(r.contains("magic=0x44545643"), "{r}");
+        assert!(r.contains("scratch=0x12345678"), "{r}");
+        assert!(r.contains("irq_events=0->1"), "INTx not delivered: {r}");
+    }
+}
+
+#[test]
+fn two_ivshmem_peer_cells_exchange_data_and_see_each_others_state() {
+    let s = rig().scenario("ivshmem");
+    assert_eq!(s.rc, 0, "{}", s.output);
+    assert!(s
+        .output
+        .contains("peer0: ivshmem: e0000000:00:01.0 id=0x00000000 max_peers=0x00000002"));
+    assert!(s
+        .output
+        .contains("peer1: ivshmem: e0000000:00:01.0 id=0x00000001"));
+    assert!(
+        s.output
+            .contains("peer1: ivshmem: peer1 marker=0x0C0FFEE0 peer0_state=0x00000001"),
+        "{}",
+        s.output
+    );
+    assert!(s.output.contains("peer0: ivshmem: peer0 ack=0x00000001"));
+}

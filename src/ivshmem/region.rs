@@ -555,6 +555,21 @@ impl IvshmemRegion {
                 "host page size {page} is not supported (ivshmem sections are 4 KiB pages)"
             )));
         }
+        // The runtime directory may not exist yet (e.g. no /dev/shm, or a
+        // fresh CELLVM_RUNTIME_DIR): create it owner-only.
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|source| IvshmemError::Io {
+                    region: name.clone(),
+                    what: "create the runtime directory",
+                    path: dir.to_path_buf(),
+                    source,
+                })?;
+        }
         let path = dir.join(region_file_name(&name));
         let len = usize::try_from(layout.shared_size()).map_err(|_| {
             IvshmemError::InvalidConfig(format!("region {name:?} is too large for this host"))
