@@ -29,6 +29,13 @@ make_busybox_root "$stage"
 cp -a "$REPO_ROOT/guest/initramfs/." "$stage/"
 chmod 0755 "$stage/init"
 echo "cell" >"$stage/etc/hostname"
+# The guest agent module (scripts/build-guest-agent.sh), when built; /init
+# loads it early.
+if [ -f "$out_dir/cellvm_agent.ko" ]; then
+    mkdir -p "$stage/lib/modules"
+    cp "$out_dir/cellvm_agent.ko" "$stage/lib/modules/cellvm_agent.ko"
+    log "including build/guest/cellvm_agent.ko as /lib/modules/cellvm_agent.ko"
+fi
 
 cpio_gz "$stage" "$out_dir/initramfs.cpio.gz"
 log "build/guest/initramfs.cpio.gz ($(stat -c %s "$out_dir/initramfs.cpio.gz") bytes, $(busybox_version))"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything the nested boot tests need, in order:
-#   install-deps -> build-guest-kernel -> build-guest-initramfs
+#   install-deps -> build-guest-kernel -> build-guest-agent -> build-guest-initramfs
 #   -> build-cellvm-static -> build-l1
 # Idempotent; a second run only rebuilds what changed (the guest kernel is
 # cached in $CELLVM_CACHE, cargo is incremental, the initramfs images take
@@ -30,6 +30,7 @@ step() {
 }
 step install-deps.sh
 step build-guest-kernel.sh
+step build-guest-agent.sh
 step build-guest-initramfs.sh
 step build-cellvm-static.sh
 step build-l1.sh

@@ -5,6 +5,8 @@
 //! (models on the MMIO/PIO buses) → [`vmm`] (KVM VM, memory, vCPUs).
 
 pub mod api;
+pub mod attach;
+pub mod channel;
 pub mod cli;
 pub mod config;
 pub mod devices;

@@ -189,3 +189,131 @@ fn two_ivshmem_peer_cells_exchange_data_and_see_each_others_state() {
     );
     assert!(s.output.contains("peer0: ivshmem: peer0 ack=0x00000001"));
 }
+
+/// The output of each `step: NAME` section of the attach scenario.
+fn attach_steps() -> std::collections::BTreeMap<String, String> {
+    let s = rig().scenario("attach");
+    assert_eq!(s.rc, 0, "{}", s.output);
+    let mut steps = std::collections::BTreeMap::new();
+    let mut current = String::from("start");
+    for line in s.output.lines() {
+        if let Some(name) = line.strip_prefix("step: ") {
+            current = name.trim().to_string();
+            continue;
+        }
+        let entry: &mut String = steps.entry(current.clone()).or_default();
+        entry.push_str(line);
+        entry.push('\n');
+    }
+    steps
+}
+
+#[test]
+fn guest_agent_says_hello_over_the_channel() {
+    let steps = attach_steps();
+    let console = &steps["console"];
+    assert!(
+        console.contains("cellvm: channel: guest agent HELLO: protocol 1"),
+        "{console}"
+    );
+    assert!(console.contains("CELLVM-AGENT-READY"), "{console}");
+}
+
+#[test]
+fn runtime_attached_pci_bridges_are_enumerated_and_removed_by_the_guest() {
+    let steps = attach_steps();
+    for step in ["attach-pci", "detach-pci", "attach-cam", "detach-cam"] {
+        assert!(steps[step].contains("rc=0"), "{step}: {}", steps[step]);
+    }
+    assert!(steps["attach-pci"].contains("kind=pci-bridge"));
+    let console = &steps["console"];
+    for dev in ["e0000000:08:01.0", "e0000000:08:02.0", "e0000000:0c:04.0"] {
+        assert!(
+            console.contains(&format!("CELLVM-DEV+ {dev}")),
+            "{dev} never appeared"
+        );
+        assert!(
+            console.contains(&format!("CELLVM-DEV- {dev}")),
+            "{dev} never went"
+        );
+    }
+}
+
+#[test]
+fn runtime_attached_virtio_mmio_and_uart_nodes_appear_and_go() {
+    let steps = attach_steps();
+    for step in [
+        "attach-virtio",
+        "detach-virtio",
+        "attach-uart",
+        "detach-uart",
+    ] {
+        assert!(steps[step].contains("rc=0"), "{step}: {}", steps[step]);
+    }
+    let console = &steps["console"];
+    for dev in ["d0100000.virtio_mmio", "2f8.serial"] {
+        assert!(
+            console.contains(&format!("CELLVM-DEV+ {dev}")),
+            "{dev} never appeared"
+        );
+        assert!(
+            console.contains(&format!("CELLVM-DEV- {dev}")),
+            "{dev} never went"
+        );
+    }
+}
+
+#[test]
+fn colliding_unknown_and_boot_time_requests_are_refused_with_typed_errors() {
+    let steps = attach_steps();
+    let bad = &steps["bad-requests"];
+    assert!(
+        bad.contains("conflict: bad0: pci bridge bad0 config space at 0xd0000000..0xd0100000 collides with debug-exit"),
+        "{bad}"
+    );
+    assert!(
+        bad.contains("not_found: no attached device has id \"nosuch\""),
+        "{bad}"
+    );
+    assert!(
+        bad.contains("invalid_device: debug-exit was configured at boot"),
+        "{bad}"
+    );
+    assert_eq!(bad.matches("rc=1").count(), 3, "{bad}");
+}
+
+#[test]
+fn hundred_attach_detach_cycles_leave_cell_and_guest_unchanged() {
+    let steps = attach_steps();
+    let cycles = &steps["cycles"];
+    assert!(cycles.contains("cycles: 100 failures: 0"), "{cycles}");
+    assert!(cycles.contains("cycles: devices identical"), "{cycles}");
+    // The guest saw every device it gained go again.
+    let console = &steps["console"];
+    let mut balance = std::collections::BTreeMap::<&str, i64>::new();
+    for line in console.lines() {
+        if let Some(d) = line.strip_prefix("CELLVM-DEV+ ") {
+            *balance.entry(d).or_default() += 1;
+        } else if let Some(d) = line.strip_prefix("CELLVM-DEV- ") {
+            *balance.entry(d).or_default() -= 1;
+        }
+    }
+    assert!(balance.values().all(|b| *b == 0), "{balance:?}");
+}
+
+#[test]
+fn attach_without_a_guest_agent_fails_and_changes_nothing() {
+    let steps = attach_steps();
+    let no_agent = &steps["no-agent"];
+    assert!(
+        no_agent.contains("no_agent: no guest agent on the channel"),
+        "{no_agent}"
+    );
+    // The failed attach left no trace in the device list.
+    assert!(!no_agent.contains("state=attached"), "{no_agent}");
+    assert!(
+        steps["re-attach"].contains("kind=pci-bridge"),
+        "{}",
+        steps["re-attach"]
+    );
+}

@@ -26,6 +26,9 @@ pub enum Request {
     Attach {
         /// The description, as JSON.
         device: serde_json::Value,
+        /// How long to wait for the guest (default 10 s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
     },
     /// Detach an attached device by id.
     Detach {
@@ -34,6 +37,9 @@ pub enum Request {
         /// Tear the device down even if the guest refuses or does not answer.
         #[serde(default)]
         force: bool,
+        /// How long to wait for the guest (default 10 s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
     },
 }
 

@@ -51,6 +51,7 @@ fn target_errors_come_back_typed() {
         &Request::Detach {
             id: "x".into(),
             force: false,
+            timeout_ms: None,
         },
         Duration::from_secs(5),
     )
@@ -150,10 +151,12 @@ fn requests_round_trip_through_json() {
         Request::Devices {},
         Request::Attach {
             device: serde_json::json!({"kind": "uart", "id": "u1"}),
+            timeout_ms: Some(500),
         },
         Request::Detach {
             id: "hot0".into(),
             force: true,
+            timeout_ms: None,
         },
     ] {
         let text = serde_json::to_string(&r).unwrap();

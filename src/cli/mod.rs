@@ -258,9 +258,18 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
         } => {
             let text = std::fs::read_to_string(&device)
                 .map_err(|e| format!("cannot read {}: {e}", device.display()))?;
-            let value: serde_json::Value = if device.extension().is_some_and(|e| e == "json") {
-                serde_json::from_str(&text)
-                    .map_err(|e| format!("{}:{}:{}: {e}", device.display(), e.line(), e.column()))?
+            let is_json = device.extension().is_some_and(|e| e == "json");
+            // Validate locally first, so errors carry this file's line numbers.
+            let parsed = if is_json {
+                crate::attach::DeviceRequest::from_json_str(&text)
+            } else {
+                crate::attach::DeviceRequest::from_toml_str(&text)
+            };
+            if let Err(e) = parsed {
+                return Err(format!("{}: {e}", device.display()));
+            }
+            let value: serde_json::Value = if is_json {
+                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", device.display()))?
             } else {
                 let v: toml::Value =
                     toml::from_str(&text).map_err(|e| format!("{}: {e}", device.display()))?;
@@ -268,7 +277,10 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             };
             let r = api_call(
                 &cell,
-                &Request::Attach { device: value },
+                &Request::Attach {
+                    device: value,
+                    timeout_ms: Some(timeout * 1000),
+                },
                 Duration::from_secs(timeout + 5),
             )?;
             print_value(&r, false);
@@ -282,7 +294,11 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
         } => {
             let r = api_call(
                 &cell,
-                &Request::Detach { id, force },
+                &Request::Detach {
+                    id,
+                    force,
+                    timeout_ms: Some(timeout * 1000),
+                },
                 Duration::from_secs(timeout + 5),
             )?;
             print_value(&r, false);

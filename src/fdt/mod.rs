@@ -20,11 +20,15 @@
 
 mod base;
 pub mod emit;
+pub mod overlay;
 pub mod template;
 pub mod tree;
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod overlay_tests;
 
 pub use base::{
     boot_timer_node, channel_node, debug_exit_node, ioapic_node, pci_host_node, pci_intx_pin,

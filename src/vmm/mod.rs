@@ -5,6 +5,7 @@ pub mod boot;
 pub mod control;
 pub mod cpu;
 mod error;
+mod hotplug;
 mod irq;
 mod ivshmem;
 mod memory;
@@ -124,6 +125,7 @@ pub struct RunOutcome {
 pub struct Cell {
     vcpus: Vec<VcpuFd>,
     bridges: Vec<Arc<Mutex<PciHostBridge>>>,
+    hotplug: Arc<hotplug::Hotplug>,
     ivshmem_subs: Vec<crate::ivshmem::IvshmemSubscriber>,
     _vm: Arc<VmFd>,
     _kvm: Kvm,
@@ -144,7 +146,8 @@ impl Cell {
     /// Builds the cell. `start` is when cellvm started (for the boot timer).
     pub fn new(cfg: CellConfig, mut io: CellIo, start: Instant) -> Result<Self, VmmError> {
         let layout = CellLayout::new(&cfg)?;
-        let dtb = crate::fdt::build_base_dtb(&cfg, &layout)?;
+        let base_tree = crate::fdt::build_base_tree(&cfg, &layout)?;
+        let dtb = crate::fdt::emit::to_dtb(&base_tree)?;
 
         let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
         let vm = Arc::new(kvm.create_vm().kvm("create VM")?);
@@ -187,6 +190,15 @@ impl Cell {
             consts::DEBUG_EXIT_BASE,
             consts::PLATFORM_DEVICE_SIZE,
             Arc::new(Mutex::new(DebugExit::new(stop.clone()))),
+        )?;
+        let (channel, channel_handle) = crate::channel::ChannelDevice::new(Arc::new(
+            irq::KvmIrqLine::new(vm.clone(), consts::CHANNEL_IRQ),
+        ));
+        mmio.insert(
+            "channel",
+            consts::CHANNEL_BASE,
+            consts::CHANNEL_SIZE,
+            Arc::new(Mutex::new(channel)),
         )?;
         mmio.insert(
             "boot-timer",
@@ -243,9 +255,20 @@ impl Cell {
         check_pins(&cfg)?;
 
         let ivshmem_subs = pci_ctx.ivshmem_subs;
+        let hotplug = Arc::new(hotplug::Hotplug::new(
+            cfg.name.clone(),
+            layout.clone(),
+            base_tree,
+            mmio.clone(),
+            pio.clone(),
+            vm.clone(),
+            channel_handle,
+            crate::api::runtime_dir(),
+        ));
         Ok(Cell {
             vcpus,
             bridges,
+            hotplug,
             ivshmem_subs,
             _vm: vm,
             _kvm: kvm,
@@ -293,7 +316,7 @@ impl Cell {
                 let runtime = Arc::new(runtime::CellRuntime::new(
                     self.cfg.name.clone(),
                     self.cfg.cpus.count,
-                    self.layout.clone(),
+                    self.hotplug.clone(),
                 ));
                 log::info!("control API on {}", server.path().display());
                 Some(server.spawn(runtime).os("start the control API thread")?)

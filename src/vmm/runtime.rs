@@ -1,61 +1,88 @@
-//! The running cell as the control API sees it: status and device list now;
-//! attach and detach are served here once the channel and overlay planner
-//! are wired in.
+//! The running cell as the control API sees it: status, the device list,
+//! and runtime attach/detach (delegated to [`super::hotplug::Hotplug`]).
 
-use crate::api::protocol::{ApiError, ErrorKind, Request, API_VERSION};
+use super::hotplug::{Hotplug, DEFAULT_GUEST_TIMEOUT};
+use crate::api::protocol::{ApiError, Request, API_VERSION};
 use crate::api::ControlTarget;
-use crate::layout::CellLayout;
+use crate::layout::consts;
 use serde_json::{json, Value};
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// Shared state of a running cell.
 pub struct CellRuntime {
     name: String,
     vcpus: u8,
     started: Instant,
-    layout: Mutex<CellLayout>,
+    hotplug: Arc<Hotplug>,
 }
 
 impl CellRuntime {
     /// State for the cell `name`.
-    pub fn new(name: String, vcpus: u8, layout: CellLayout) -> Self {
+    pub fn new(name: String, vcpus: u8, hotplug: Arc<Hotplug>) -> Self {
         CellRuntime {
             name,
             vcpus,
             started: Instant::now(),
-            layout: Mutex::new(layout),
+            hotplug,
         }
     }
 
     fn devices(&self) -> Value {
-        let layout = self.layout.lock().unwrap_or_else(|e| e.into_inner());
+        let layout = self.hotplug.layout();
+        let attached = self.hotplug.attached();
+        let attached_ids: Vec<&str> = attached.iter().filter_map(|d| d["id"].as_str()).collect();
         let mut out = vec![json!({
             "id": "console", "kind": "uart", "state": "boot",
-            "port": crate::layout::consts::UART_PORT, "irq": crate::layout::consts::UART_IRQ,
+            "port": format!("{:#x}", consts::UART_PORT), "irq": consts::UART_IRQ,
         })];
-        for r in layout.map.entries() {
-            if r.owner.starts_with("memory[") {
-                continue;
-            }
+        for (id, base, size) in [
+            (
+                "debug-exit",
+                consts::DEBUG_EXIT_BASE,
+                consts::PLATFORM_DEVICE_SIZE,
+            ),
+            (
+                "boot-timer",
+                consts::BOOT_TIMER_BASE,
+                consts::PLATFORM_DEVICE_SIZE,
+            ),
+            ("channel", consts::CHANNEL_BASE, consts::CHANNEL_SIZE),
+        ] {
             out.push(json!({
-                "id": r.owner, "state": "boot",
-                "base": format!("{:#x}", r.window.base),
-                "size": format!("{:#x}", r.window.size),
+                "id": id, "kind": "platform", "state": "boot",
+                "base": format!("{base:#x}"), "size": format!("{size:#x}"),
             }));
         }
-        for v in &layout.virtio_mmio {
-            out.push(json!({"id": v.id, "kind": "virtio-mmio", "state": "boot", "irq": v.irq}));
+        for v in layout
+            .virtio_mmio
+            .iter()
+            .filter(|v| !attached_ids.contains(&v.id.as_str()))
+        {
+            out.push(json!({
+                "id": v.id, "kind": "virtio-mmio", "state": "boot",
+                "base": format!("{:#x}", v.window.base), "irq": v.irq,
+            }));
         }
-        for b in &layout.pci_bridges {
+        for b in layout
+            .pci_bridges
+            .iter()
+            .filter(|b| !attached_ids.contains(&b.id.as_str()))
+        {
             out.push(json!({
                 "id": b.id, "kind": "pci-bridge", "state": "boot",
+                "config": format!("{:#x}+{:#x}", b.config.base, b.config.size),
                 "buses": format!("{:02x}-{:02x}", b.bus_start, b.bus_end),
                 "intx": b.intx,
             }));
         }
+        out.extend(attached);
         Value::Array(out)
     }
+}
+
+fn timeout(ms: Option<u64>) -> Duration {
+    ms.map_or(DEFAULT_GUEST_TIMEOUT, Duration::from_millis)
 }
 
 impl ControlTarget for CellRuntime {
@@ -67,13 +94,17 @@ impl ControlTarget for CellRuntime {
                 "vcpus": self.vcpus,
                 "uptime_ms": self.started.elapsed().as_millis() as u64,
                 "api_version": API_VERSION,
-                "agent": "unavailable",
+                "agent": self.hotplug.agent(),
             })),
             Request::Devices {} => Ok(self.devices()),
-            Request::Attach { .. } | Request::Detach { .. } => Err(ApiError::new(
-                ErrorKind::Unsupported,
-                "runtime attach/detach is not available in this build yet (needs the guest channel)",
-            )),
+            Request::Attach { device, timeout_ms } => {
+                self.hotplug.attach(&device, timeout(timeout_ms))
+            }
+            Request::Detach {
+                id,
+                force,
+                timeout_ms,
+            } => self.hotplug.detach(&id, force, timeout(timeout_ms)),
         }
     }
 }

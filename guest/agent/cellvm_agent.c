@@ -1,0 +1,661 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * cellvm_agent: guest agent for the cellvm paravirtual channel
+ * (compatible "cellvm,channel-v1").
+ *
+ * The host (cellvm) sends device-tree overlays through the channel; this
+ * driver applies them with of_overlay_fdt_apply() and answers with the
+ * overlay id (ACK) or the kernel's error (NAK). REMOVE destroys the platform
+ * devices of the nodes the overlay created, then removes the overlay.
+ * Everything the agent applied is removed when the module is unloaded.
+ *
+ * Protocol (version 1): docs/channel.md in the cellvm repository.
+ *
+ * Context rules: the hard IRQ handler only acknowledges the interrupt and
+ * queues work; messages are copied, answered and overlays applied/removed in
+ * an ordered workqueue, under agent->lock, never in IRQ context.
+ */
+
+#include <linux/interrupt.h>
+#include <linux/io.h>
+#include <linux/list.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/notifier.h>
+#include <linux/of.h>
+#include <linux/of_platform.h>
+#include <linux/platform_device.h>
+#include <linux/slab.h>
+#include <linux/string.h>
+#include <linux/unaligned.h>
+#include <linux/workqueue.h>
+
+#define CV_DEVICE_MAGIC 0x48435643u /* "CVCH" */
+#define CV_MSG_MAGIC 0x47534d43u /* "CMSG" */
+#define CV_PROTOCOL_VERSION 1
+
+/* Registers (32-bit, offsets from the base). */
+#define CV_REG_MAGIC 0x000
+#define CV_REG_VERSION 0x004
+#define CV_REG_HOST_CAPS 0x008
+#define CV_REG_H2G_OFFSET 0x010
+#define CV_REG_H2G_SIZE 0x014
+#define CV_REG_G2H_OFFSET 0x018
+#define CV_REG_G2H_SIZE 0x01c
+#define CV_REG_INT_STATUS 0x020
+#define CV_REG_INT_ACK 0x024
+#define CV_REG_INT_ENABLE 0x028
+#define CV_REG_H2G_STATE 0x030
+#define CV_REG_H2G_TICKET 0x034
+#define CV_REG_H2G_DONE 0x038
+#define CV_REG_H2G_RESULT 0x03c
+#define CV_REG_G2H_DOORBELL 0x040
+#define CV_REG_G2H_RESULT 0x044
+
+#define CV_INT_H2G 0x1u
+
+/* Operations. */
+#define CV_OP_HELLO 1
+#define CV_OP_APPLY_OVERLAY 2
+#define CV_OP_REMOVE_OVERLAY 3
+#define CV_OP_PING 4
+#define CV_OP_ACK 5
+#define CV_OP_NAK 6
+#define CV_OP_STATUS 7
+#define CV_OP_BYE 8
+
+/* Agent capabilities (HELLO). */
+#define CV_CAP_OVERLAY 0x1u
+#define CV_CAP_PING 0x2u
+#define CV_AGENT_CAPS (CV_CAP_OVERLAY | CV_CAP_PING)
+
+struct cv_hdr {
+	__le32 magic;
+	__le16 version;
+	__le16 op;
+	__le32 seq;
+	__le32 status;
+	__le32 len;
+	__le32 reserved;
+} __packed;
+
+#define CV_HDR_LEN sizeof(struct cv_hdr) /* 24 */
+
+/* A node an overlay created (its path in the live tree). */
+struct cv_node {
+	struct list_head list;
+	char *path;
+};
+
+/* An overlay this agent applied. */
+struct cv_overlay {
+	struct list_head list;
+	int id;
+	struct list_head nodes; /* struct cv_node, in creation order */
+};
+
+struct cv_agent {
+	struct device *dev;
+	void __iomem *base;
+	int irq;
+	u32 h2g_off, h2g_size, g2h_off, g2h_size;
+	struct workqueue_struct *wq;
+	struct work_struct work;
+	struct mutex lock; /* mailboxes, seq, overlays, stopping */
+	struct list_head overlays; /* struct cv_overlay, in apply order */
+	u32 seq;
+	u32 hello_seq;
+	bool stopping;
+	u8 *rx; /* copy of the posted host message (h2g_size bytes) */
+	/* PRE_APPLY notifier: records the nodes an apply of ours creates. */
+	struct notifier_block nb;
+	struct task_struct *capture_task;
+	struct list_head *capture_list;
+};
+
+static u32 cv_read(struct cv_agent *ag, u32 reg)
+{
+	return readl(ag->base + reg);
+}
+
+static void cv_write(struct cv_agent *ag, u32 reg, u32 val)
+{
+	writel(val, ag->base + reg);
+}
+
+/*
+ * Mailbox copies with 8-byte accesses where possible (each access is a VM
+ * exit); mailboxes are 8-byte aligned.
+ */
+static void cv_copy_from(void *dst, const void __iomem *src, size_t n)
+{
+	u8 *d = dst;
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		u64 v = __raw_readq(src + i);
+
+		memcpy(d + i, &v, 8);
+	}
+	for (; i < n; i++)
+		d[i] = __raw_readb(src + i);
+}
+
+static void cv_copy_to(void __iomem *dst, const void *src, size_t n)
+{
+	const u8 *s = src;
+	size_t i = 0;
+
+	for (; i + 8 <= n; i += 8) {
+		u64 v;
+
+		memcpy(&v, s + i, 8);
+		__raw_writeq(v, dst + i);
+	}
+	for (; i < n; i++)
+		__raw_writeb(s[i], dst + i);
+}
+
+/*
+ * Sends one message to the host and returns G2H_RESULT: 0 accepted, or the
+ * negative errno the host refused it with. Caller holds ag->lock.
+ */
+static int cv_send(struct cv_agent *ag, u16 op, u32 seq, int status,
+		   const void *payload, u32 len)
+{
+	struct cv_hdr h = {
+		.magic = cpu_to_le32(CV_MSG_MAGIC),
+		.version = cpu_to_le16(CV_PROTOCOL_VERSION),
+		.op = cpu_to_le16(op),
+		.seq = cpu_to_le32(seq),
+		.status = cpu_to_le32((u32)status),
+		.len = cpu_to_le32(len),
+	};
+	void __iomem *mb = ag->base + ag->g2h_off;
+
+	lockdep_assert_held(&ag->lock);
+	if (len > ag->g2h_size - CV_HDR_LEN)
+		return -EMSGSIZE;
+	cv_copy_to(mb, &h, CV_HDR_LEN);
+	if (len)
+		cv_copy_to(mb + CV_HDR_LEN, payload, len);
+	cv_write(ag, CV_REG_G2H_DOORBELL, 1);
+	return (int)cv_read(ag, CV_REG_G2H_RESULT);
+}
+
+static int cv_send_hello(struct cv_agent *ag)
+{
+	__le32 p[2] = { cpu_to_le32(CV_PROTOCOL_VERSION),
+			cpu_to_le32(CV_AGENT_CAPS) };
+
+	ag->hello_seq = ++ag->seq;
+	return cv_send(ag, CV_OP_HELLO, ag->hello_seq, 0, p, sizeof(p));
+}
+
+/* ---- overlays ---- */
+
+static void cv_free_overlay(struct cv_overlay *ov)
+{
+	struct cv_node *n, *tmp;
+
+	list_for_each_entry_safe(n, tmp, &ov->nodes, list) {
+		list_del(&n->list);
+		kfree(n->path);
+		kfree(n);
+	}
+	kfree(ov);
+}
+
+/*
+ * OF_OVERLAY_PRE_APPLY, called from of_overlay_fdt_apply() with of_mutex
+ * held (so: no of_overlay_*() or of_platform_*() calls here). For our own
+ * applies only (same task), records the path of every node a fragment adds
+ * under its target, i.e. every child of __overlay__ the target does not
+ * already have (those are merged, not created).
+ */
+static int cv_overlay_notify(struct notifier_block *nb, unsigned long action,
+			     void *arg)
+{
+	struct cv_agent *ag = container_of(nb, struct cv_agent, nb);
+	struct of_overlay_notify_data *nd = arg;
+	struct device_node *child, *old;
+
+	if (action != OF_OVERLAY_PRE_APPLY ||
+	    READ_ONCE(ag->capture_task) != current || !nd->overlay ||
+	    !nd->target)
+		return NOTIFY_DONE;
+
+	for_each_child_of_node(nd->overlay, child) {
+		const char *name = kbasename(child->full_name);
+		bool exists = false;
+		struct cv_node *n;
+
+		for_each_child_of_node(nd->target, old) {
+			if (!strcmp(kbasename(old->full_name), name)) {
+				exists = true;
+				of_node_put(old);
+				break;
+			}
+		}
+		if (exists)
+			continue;
+		n = kzalloc(sizeof(*n), GFP_KERNEL);
+		if (n) {
+			if (of_node_is_root(nd->target))
+				n->path = kasprintf(GFP_KERNEL, "/%s", name);
+			else
+				n->path = kasprintf(GFP_KERNEL, "%pOF/%s",
+						    nd->target, name);
+		}
+		if (!n || !n->path) {
+			kfree(n);
+			of_node_put(child);
+			/* Refuse the apply: its devices could not be tracked. */
+			return notifier_from_errno(-ENOMEM);
+		}
+		list_add_tail(&n->list, ag->capture_list);
+	}
+	return NOTIFY_OK;
+}
+
+/*
+ * Removes an overlay we applied: first destroys the platform devices of the
+ * nodes it created (of_overlay_remove() reverts properties before the
+ * devices go, which breaks drivers such as virtio-mmio), then the overlay.
+ * Not from an OF_OVERLAY_PRE_REMOVE notifier: that runs under of_mutex and
+ * device teardown there hangs. On success frees @ov.
+ */
+static int cv_remove_overlay(struct cv_agent *ag, struct cv_overlay *ov)
+{
+	struct cv_node *n;
+	int ret;
+
+	list_for_each_entry_reverse(n, &ov->nodes, list) {
+		struct device_node *np = of_find_node_by_path(n->path);
+		struct platform_device *pdev;
+
+		if (!np)
+			continue;
+		pdev = of_find_device_by_node(np);
+		if (pdev) {
+			dev_dbg(ag->dev, "overlay %d: destroying %s\n", ov->id,
+				dev_name(&pdev->dev));
+			of_platform_device_destroy(&pdev->dev, NULL);
+			put_device(&pdev->dev);
+		}
+		of_node_put(np);
+	}
+	ret = of_overlay_remove(&ov->id);
+	if (ret)
+		return ret;
+	list_del(&ov->list);
+	cv_free_overlay(ov);
+	return 0;
+}
+
+/* Applies @blob; on success *@id is the overlay changeset id. */
+static int cv_apply_overlay(struct cv_agent *ag, const void *blob, u32 len,
+			    int *id)
+{
+	struct cv_overlay *ov;
+	int ret, rm;
+
+	ov = kzalloc(sizeof(*ov), GFP_KERNEL);
+	if (!ov)
+		return -ENOMEM;
+	INIT_LIST_HEAD(&ov->nodes);
+	INIT_LIST_HEAD(&ov->list);
+
+	WRITE_ONCE(ag->capture_list, &ov->nodes);
+	WRITE_ONCE(ag->capture_task, current);
+	ret = of_overlay_fdt_apply(blob, len, &ov->id, NULL);
+	WRITE_ONCE(ag->capture_task, NULL);
+
+	if (ret) {
+		/* A failed apply may still have an id that must be removed. */
+		if (ov->id) {
+			list_add_tail(&ov->list, &ag->overlays);
+			rm = cv_remove_overlay(ag, ov);
+			if (rm)
+				dev_err(ag->dev,
+					"failed apply left overlay %d that cannot be removed: %d\n",
+					ov->id, rm);
+		} else {
+			cv_free_overlay(ov);
+		}
+		return ret;
+	}
+	list_add_tail(&ov->list, &ag->overlays);
+	*id = ov->id;
+	return 0;
+}
+
+static struct cv_overlay *cv_find_overlay(struct cv_agent *ag, int id)
+{
+	struct cv_overlay *ov;
+
+	list_for_each_entry(ov, &ag->overlays, list)
+		if (ov->id == id)
+			return ov;
+	return NULL;
+}
+
+/* ---- host messages ---- */
+
+static void cv_handle_apply(struct cv_agent *ag, u32 seq, const void *p,
+			    u32 len)
+{
+	struct cv_overlay *ov;
+	__le32 le_id;
+	int id = 0, ret;
+
+	ret = cv_apply_overlay(ag, p, len, &id);
+	if (ret) {
+		dev_warn(ag->dev, "overlay apply (%u bytes) failed: %d\n", len,
+			 ret);
+		cv_send(ag, CV_OP_NAK, seq, ret, NULL, 0);
+		return;
+	}
+	le_id = cpu_to_le32((u32)id);
+	ret = cv_send(ag, CV_OP_ACK, seq, 0, &le_id, sizeof(le_id));
+	if (ret) {
+		/*
+		 * The host refused the ACK (e.g. -ETIMEDOUT: it gave up on the
+		 * request): nobody owns this overlay, undo it.
+		 */
+		dev_warn(ag->dev,
+			 "host refused ACK of overlay %d (%d): removing it\n", id,
+			 ret);
+		ov = cv_find_overlay(ag, id);
+		if (ov && cv_remove_overlay(ag, ov))
+			dev_err(ag->dev, "cannot remove orphaned overlay %d\n",
+				id);
+		return;
+	}
+	dev_info(ag->dev, "applied overlay %d (%u bytes)\n", id, len);
+}
+
+static void cv_handle_remove(struct cv_agent *ag, u32 seq, const void *p,
+			     u32 len)
+{
+	struct cv_overlay *ov;
+	u32 id;
+	int ret;
+
+	if (len < 4) {
+		cv_send(ag, CV_OP_NAK, seq, -EINVAL, NULL, 0);
+		return;
+	}
+	id = get_unaligned_le32(p);
+	ov = id <= INT_MAX ? cv_find_overlay(ag, (int)id) : NULL;
+	if (!ov) {
+		cv_send(ag, CV_OP_NAK, seq, -ENOENT, NULL, 0);
+		return;
+	}
+	ret = cv_remove_overlay(ag, ov);
+	if (ret) {
+		dev_warn(ag->dev, "removing overlay %u failed: %d\n", id, ret);
+		cv_send(ag, CV_OP_NAK, seq, ret, NULL, 0);
+		return;
+	}
+	dev_info(ag->dev, "removed overlay %u\n", id);
+	ret = cv_send(ag, CV_OP_ACK, seq, 0, NULL, 0);
+	if (ret)
+		dev_warn(ag->dev, "host refused ACK of removal %u: %d\n", id,
+			 ret);
+}
+
+static void cv_handle_ping(struct cv_agent *ag, u32 seq)
+{
+	u32 max = (ag->g2h_size - CV_HDR_LEN) / 4 - 1, n = 0, count = 0;
+	struct cv_overlay *ov;
+	__le32 *p;
+
+	p = kmalloc(ag->g2h_size - CV_HDR_LEN, GFP_KERNEL);
+	if (!p) {
+		cv_send(ag, CV_OP_NAK, seq, -ENOMEM, NULL, 0);
+		return;
+	}
+	list_for_each_entry(ov, &ag->overlays, list) {
+		if (n < max)
+			p[1 + n++] = cpu_to_le32((u32)ov->id);
+		count++;
+	}
+	p[0] = cpu_to_le32(count);
+	cv_send(ag, CV_OP_STATUS, seq, 0, p, 4 * (n + 1));
+	kfree(p);
+}
+
+static void cv_handle(struct cv_agent *ag, const struct cv_hdr *h,
+		      const u8 *payload, u32 len)
+{
+	u32 seq = le32_to_cpu(h->seq);
+	u16 op = le16_to_cpu(h->op);
+	int status = (int)le32_to_cpu(h->status);
+
+	switch (op) {
+	case CV_OP_APPLY_OVERLAY:
+		cv_handle_apply(ag, seq, payload, len);
+		break;
+	case CV_OP_REMOVE_OVERLAY:
+		cv_handle_remove(ag, seq, payload, len);
+		break;
+	case CV_OP_PING:
+		cv_handle_ping(ag, seq);
+		break;
+	case CV_OP_ACK:
+		if (seq == ag->hello_seq && len >= 8)
+			dev_info(ag->dev,
+				 "host accepted HELLO (host protocol %u, capabilities %#x)\n",
+				 get_unaligned_le32(payload),
+				 get_unaligned_le32(payload + 4));
+		break;
+	case CV_OP_NAK:
+		/* Replies are never answered. */
+		dev_warn_ratelimited(ag->dev,
+				     "host refused our message seq %u (op %u): %d\n",
+				     seq, len >= 4 ? get_unaligned_le32(payload) : 0,
+				     status);
+		break;
+	default:
+		dev_warn_ratelimited(ag->dev, "unknown host operation %u\n", op);
+		cv_send(ag, CV_OP_NAK, seq, -EOPNOTSUPP, NULL, 0);
+		break;
+	}
+}
+
+/*
+ * Takes every posted host message: copy it out, release the mailbox with
+ * its ticket, and only then act on it (a result other than 0 means the host
+ * retracted it while we copied: discard the copy).
+ */
+static void cv_work(struct work_struct *work)
+{
+	struct cv_agent *ag = container_of(work, struct cv_agent, work);
+	const struct cv_hdr *h = (const struct cv_hdr *)ag->rx;
+	void __iomem *mb = ag->base + ag->h2g_off;
+
+	mutex_lock(&ag->lock);
+	while (!ag->stopping && cv_read(ag, CV_REG_H2G_STATE) == 1) {
+		u32 ticket = cv_read(ag, CV_REG_H2G_TICKET), len;
+		bool ok;
+
+		cv_copy_from(ag->rx, mb, CV_HDR_LEN);
+		len = le32_to_cpu(h->len);
+		ok = le32_to_cpu(h->magic) == CV_MSG_MAGIC &&
+		     le16_to_cpu(h->version) == CV_PROTOCOL_VERSION &&
+		     len <= ag->h2g_size - CV_HDR_LEN;
+		if (ok)
+			cv_copy_from(ag->rx + CV_HDR_LEN, mb + CV_HDR_LEN, len);
+		cv_write(ag, CV_REG_H2G_DONE, ticket);
+		if (cv_read(ag, CV_REG_H2G_RESULT) != 0)
+			continue;
+		if (!ok) {
+			dev_warn_ratelimited(ag->dev,
+					     "malformed host message dropped (magic %#x, version %u, len %u)\n",
+					     le32_to_cpu(h->magic),
+					     le16_to_cpu(h->version), len);
+			continue;
+		}
+		cv_handle(ag, h, ag->rx + CV_HDR_LEN, len);
+	}
+	mutex_unlock(&ag->lock);
+}
+
+static irqreturn_t cv_irq(int irq, void *data)
+{
+	struct cv_agent *ag = data;
+	u32 status = cv_read(ag, CV_REG_INT_STATUS) & CV_INT_H2G;
+
+	if (!status)
+		return IRQ_NONE; /* shared line: not ours */
+	cv_write(ag, CV_REG_INT_ACK, status);
+	queue_work(ag->wq, &ag->work);
+	return IRQ_HANDLED;
+}
+
+/* ---- driver ---- */
+
+static int cv_probe(struct platform_device *pdev)
+{
+	struct device *dev = &pdev->dev;
+	struct resource *res;
+	struct cv_agent *ag;
+	u32 magic, version;
+	int ret;
+
+	ag = devm_kzalloc(dev, sizeof(*ag), GFP_KERNEL);
+	if (!ag)
+		return -ENOMEM;
+	ag->dev = dev;
+	mutex_init(&ag->lock);
+	INIT_LIST_HEAD(&ag->overlays);
+	INIT_WORK(&ag->work, cv_work);
+
+	ag->base = devm_platform_get_and_ioremap_resource(pdev, 0, &res);
+	if (IS_ERR(ag->base))
+		return PTR_ERR(ag->base);
+	magic = cv_read(ag, CV_REG_MAGIC);
+	version = cv_read(ag, CV_REG_VERSION);
+	if (magic != CV_DEVICE_MAGIC || version < 1) {
+		dev_err(dev, "no cellvm channel at %pR (magic %#x, version %u)\n",
+			res, magic, version);
+		return -ENODEV;
+	}
+	ag->h2g_off = cv_read(ag, CV_REG_H2G_OFFSET);
+	ag->h2g_size = cv_read(ag, CV_REG_H2G_SIZE);
+	ag->g2h_off = cv_read(ag, CV_REG_G2H_OFFSET);
+	ag->g2h_size = cv_read(ag, CV_REG_G2H_SIZE);
+	if (ag->h2g_size < CV_HDR_LEN + 8 || ag->g2h_size < CV_HDR_LEN + 8 ||
+	    (ag->h2g_off | ag->g2h_off) % 8 ||
+	    (u64)ag->h2g_off + ag->h2g_size > resource_size(res) ||
+	    (u64)ag->g2h_off + ag->g2h_size > resource_size(res)) {
+		dev_err(dev, "bad mailbox layout h2g %#x+%#x g2h %#x+%#x\n",
+			ag->h2g_off, ag->h2g_size, ag->g2h_off, ag->g2h_size);
+		return -ENODEV;
+	}
+	ag->irq = platform_get_irq(pdev, 0);
+	if (ag->irq < 0)
+		return ag->irq;
+
+	ag->rx = kvmalloc(ag->h2g_size, GFP_KERNEL);
+	if (!ag->rx)
+		return -ENOMEM;
+	ag->wq = alloc_ordered_workqueue("cellvm_agent", 0);
+	if (!ag->wq) {
+		ret = -ENOMEM;
+		goto err_rx;
+	}
+	ag->nb.notifier_call = cv_overlay_notify;
+	ret = of_overlay_notifier_register(&ag->nb);
+	if (ret)
+		goto err_wq;
+
+	/* Clean start: a previous instance may have left state behind. */
+	cv_write(ag, CV_REG_INT_ENABLE, 0);
+	cv_write(ag, CV_REG_INT_ACK, ~0u);
+	ret = request_irq(ag->irq, cv_irq, IRQF_SHARED, "cellvm_agent", ag);
+	if (ret)
+		goto err_nb;
+	cv_write(ag, CV_REG_INT_ENABLE, CV_INT_H2G);
+	platform_set_drvdata(pdev, ag);
+
+	mutex_lock(&ag->lock);
+	ret = cv_send_hello(ag);
+	mutex_unlock(&ag->lock);
+	if (ret) {
+		dev_err(dev, "host refused HELLO: %d\n", ret);
+		goto err_irq;
+	}
+	/* In case the host posted before the interrupt was enabled. */
+	queue_work(ag->wq, &ag->work);
+	dev_info(dev,
+		 "cellvm channel at %pR irq %d, host protocol %u: HELLO sent (protocol %u, capabilities %#x)\n",
+		 res, ag->irq, version, CV_PROTOCOL_VERSION, CV_AGENT_CAPS);
+	return 0;
+
+err_irq:
+	cv_write(ag, CV_REG_INT_ENABLE, 0);
+	free_irq(ag->irq, ag);
+err_nb:
+	of_overlay_notifier_unregister(&ag->nb);
+err_wq:
+	destroy_workqueue(ag->wq);
+err_rx:
+	kvfree(ag->rx);
+	return ret;
+}
+
+static void cv_remove(struct platform_device *pdev)
+{
+	struct cv_agent *ag = platform_get_drvdata(pdev);
+	struct cv_overlay *ov, *tmp;
+	int ret;
+
+	cv_write(ag, CV_REG_INT_ENABLE, 0);
+	free_irq(ag->irq, ag);
+	mutex_lock(&ag->lock);
+	ag->stopping = true;
+	mutex_unlock(&ag->lock);
+	destroy_workqueue(ag->wq); /* waits for a running cv_work */
+
+	mutex_lock(&ag->lock);
+	list_for_each_entry_safe_reverse(ov, tmp, &ag->overlays, list) {
+		int id = ov->id;
+
+		ret = cv_remove_overlay(ag, ov);
+		if (ret)
+			dev_err(ag->dev, "unload: cannot remove overlay %d: %d\n",
+				id, ret);
+		else
+			dev_info(ag->dev, "unload: removed overlay %d\n", id);
+	}
+	ret = cv_send(ag, CV_OP_BYE, ++ag->seq, 0, NULL, 0);
+	if (ret)
+		dev_warn(ag->dev, "host refused BYE: %d\n", ret);
+	mutex_unlock(&ag->lock);
+
+	of_overlay_notifier_unregister(&ag->nb);
+	kvfree(ag->rx);
+}
+
+static const struct of_device_id cv_of_match[] = {
+	{ .compatible = "cellvm,channel-v1" },
+	{}
+};
+MODULE_DEVICE_TABLE(of, cv_of_match);
+
+static struct platform_driver cv_driver = {
+	.probe = cv_probe,
+	.remove = cv_remove,
+	.driver = {
+		.name = "cellvm_agent",
+		.of_match_table = cv_of_match,
+	},
+};
+module_platform_driver(cv_driver);
+
+MODULE_DESCRIPTION("cellvm channel agent: applies device-tree overlays sent by the host");
+MODULE_AUTHOR("cellvm");
+MODULE_LICENSE("GPL");

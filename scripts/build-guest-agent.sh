@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Build the cellvm guest agent kernel module (guest/agent/) against the cached
+# guest kernel tree (scripts/build-guest-kernel.sh builds it if missing).
+#
+# Output: build/guest/cellvm_agent.ko
+# Cache:  skipped when build/guest/cellvm_agent.ko.key matches
+#         sha256(guest/agent/* + this script + the kernel tree's path and
+#         .config); the module is built in build/guest/agent-build/ (a copy of
+#         the sources), never in the source directory.
+#
+# Usage: scripts/build-guest-agent.sh [--force]
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+force=0
+case "${1:-}" in
+    "") ;;
+    --force) force=1 ;;
+    -h | --help)
+        print_header
+        exit 0
+        ;;
+    *) die "unknown argument '$1' (see --help)" ;;
+esac
+
+SRC="$REPO_ROOT/guest/agent"
+need_file "$SRC/cellvm_agent.c" "$SRC/Makefile"
+need_cmd make gcc sha256sum
+
+tree="$("$REPO_ROOT/scripts/build-guest-kernel.sh" --print-tree)" ||
+    die "no guest kernel tree (scripts/build-guest-kernel.sh --print-tree failed)"
+[ -n "$tree" ] || die "scripts/build-guest-kernel.sh --print-tree printed nothing"
+need_file "$tree/.config" "$tree/Module.symvers" "$tree/Makefile"
+grep -qx 'CONFIG_MODULES=y' "$tree/.config" || die "guest kernel $tree has no CONFIG_MODULES"
+grep -qx 'CONFIG_OF_OVERLAY=y' "$tree/.config" || die "guest kernel $tree has no CONFIG_OF_OVERLAY"
+
+out_dir="$BUILD_DIR/guest"
+ko="$out_dir/cellvm_agent.ko"
+key="$( { cat "$SRC/cellvm_agent.c" "$SRC/Makefile" "$0" "$tree/.config"; printf '%s\n' "$tree"; } | sha256sum | cut -c1-16)"
+if [ "$force" -eq 0 ] && [ -f "$ko" ] && [ "$(cat "$ko.key" 2>/dev/null)" = "$key" ]; then
+    log "cached: build/guest/cellvm_agent.ko (key $key)"
+    exit 0
+fi
+
+mkdir -p "$out_dir"
+work="$out_dir/agent-build"
+rm -rf "$work"
+mkdir -p "$work"
+cp "$SRC/cellvm_agent.c" "$SRC/Makefile" "$work/"
+start="$(now)"
+log "building cellvm_agent.ko against $tree"
+if ! make -C "$tree" M="$work" W=1 modules >"$work/build.log" 2>&1; then
+    cat "$work/build.log" >&2
+    die "cellvm_agent.ko build failed (log above, also in $work/build.log)"
+fi
+need_file "$work/cellvm_agent.ko"
+# Warnings are errors here: the module must build cleanly.
+if grep -E 'warning:' "$work/build.log" >&2; then
+    die "cellvm_agent.ko built with warnings (above); fix them"
+fi
+cp "$work/cellvm_agent.ko" "$ko.tmp"
+mv "$ko.tmp" "$ko"
+printf '%s\n' "$key" >"$ko.key"
+log "build/guest/cellvm_agent.ko ($(stat -c %s "$ko") bytes, $(elapsed_since "$start") s)"

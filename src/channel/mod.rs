@@ -1,0 +1,199 @@
+//! The paravirtual channel between cellvm and a guest agent: an MMIO device
+//! (`cellvm,channel-v1`, 64 KiB at
+//! [`CHANNEL_BASE`](crate::layout::consts::CHANNEL_BASE), level-high IRQ
+//! [`CHANNEL_IRQ`](crate::layout::consts::CHANNEL_IRQ)) carrying device-tree
+//! overlays to the guest and the guest agent's answers back.
+//!
+//! - [`protocol`]: the wire format (registers, mailboxes, message header,
+//!   operations); `docs/channel.md` is its normative description.
+//! - [`ChannelDevice`]: the [`BusDevice`](crate::devices::BusDevice) the VMM
+//!   registers on the MMIO bus.
+//! - [`ChannelHandle`]: what the VMM calls: blocking requests with a
+//!   timeout, one outstanding at a time.
+//!
+//! ```no_run
+//! # use cellvm::channel::{ChannelDevice, ChannelError};
+//! # use std::{sync::Arc, time::Duration};
+//! # fn demo(line: Arc<dyn cellvm::pci::InterruptLine>, dtbo: &[u8]) -> Result<(), ChannelError> {
+//! let (device, channel) = ChannelDevice::new(line);
+//! // mmio.insert("channel", CHANNEL_BASE, CHANNEL_SIZE, Arc::new(Mutex::new(device)))?;
+//! channel.wait_for_agent(Duration::from_secs(10))?;
+//! let id = channel.apply_overlay(dtbo, Duration::from_secs(5))?;
+//! channel.remove_overlay(id, Duration::from_secs(5))?;
+//! # Ok(()) }
+//! ```
+
+mod device;
+pub mod protocol;
+
+#[cfg(test)]
+mod tests;
+
+pub use device::ChannelDevice;
+
+use device::{Reply, Shared};
+use protocol::Op;
+use std::sync::Arc;
+use std::time::Duration;
+use thiserror::Error;
+
+/// The guest kernel's id of an applied overlay (the `ovcs_id` of
+/// `of_overlay_fdt_apply()`): what `remove_overlay` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct OverlayId(pub u32);
+
+impl std::fmt::Display for OverlayId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "overlay {}", self.0)
+    }
+}
+
+/// What the agent announced in its HELLO.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgentInfo {
+    /// Highest protocol version the agent implements.
+    pub version: u32,
+    /// Agent capability bits (`protocol::AGENT_CAP_*`).
+    pub capabilities: u32,
+}
+
+/// Where the guest agent stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AgentState {
+    /// No HELLO yet.
+    NotSeen,
+    /// HELLO accepted: requests may be sent.
+    Ready(AgentInfo),
+    /// The last HELLO announced a protocol version the host cannot speak.
+    Incompatible {
+        /// The version the agent announced.
+        version: u32,
+    },
+    /// The agent said BYE (e.g. its module was unloaded).
+    Gone,
+}
+
+/// The most recent guest message the host refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuestError {
+    /// Positive Linux errno sent back to the guest (`-errno` on the wire).
+    pub errno: i32,
+    /// What was wrong with it.
+    pub what: String,
+}
+
+/// The agent's state as seen from the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AgentStatus {
+    /// Not seen / ready (with version and capabilities) / incompatible / gone.
+    pub state: AgentState,
+    /// The last refused guest message, if any.
+    pub last_error: Option<GuestError>,
+    /// Guest messages refused so far.
+    pub rejected_messages: u64,
+    /// NAKs to the guest dropped because the guest did not drain its mailbox.
+    pub dropped_messages: u64,
+}
+
+/// Errors of [`ChannelHandle`] requests.
+#[derive(Debug, Clone, Error, PartialEq, Eq)]
+pub enum ChannelError {
+    /// No agent has said HELLO (or it said BYE, or is incompatible).
+    #[error("no guest agent on the channel (no HELLO yet, or it said BYE)")]
+    NoAgent,
+    /// Another request stayed outstanding until this one's deadline.
+    #[error("another channel request was still outstanding at the deadline")]
+    Busy,
+    /// No reply before the deadline. A late reply is refused, never taken
+    /// for the answer to a later request.
+    #[error("the guest agent did not answer in time")]
+    Timeout,
+    /// The agent refused the request; `errno` is the positive Linux errno
+    /// (the kernel's error, e.g. 22 for `-EINVAL` from `of_overlay_fdt_apply`).
+    #[error("the guest agent refused the request: -{errno} ({})", protocol::errno::name(*errno).unwrap_or("unknown errno"))]
+    Nak {
+        /// Positive Linux errno.
+        errno: i32,
+    },
+    /// The payload does not fit in the host→guest mailbox.
+    #[error("{size} bytes do not fit in the channel's {max}-byte payload")]
+    TooLarge {
+        /// Payload size given.
+        size: usize,
+        /// Largest payload.
+        max: usize,
+    },
+    /// The agent answered with a malformed reply (it was refused too).
+    #[error("the guest agent sent a malformed reply: {0}")]
+    BadReply(String),
+    /// The agent restarted (new HELLO) or left (BYE) while the request was
+    /// outstanding; it will never answer it.
+    #[error("the guest agent restarted or left while the request was outstanding")]
+    AgentReset,
+}
+
+/// The VMM's side of the channel. Cheap to clone; all methods block at most
+/// until their timeout and may be called from any thread. Requests are
+/// serialised: a caller waits (within its own timeout) while another
+/// caller's request is outstanding.
+#[derive(Clone)]
+pub struct ChannelHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for ChannelHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelHandle").finish_non_exhaustive()
+    }
+}
+
+impl ChannelHandle {
+    /// The agent's state now.
+    pub fn agent_status(&self) -> AgentStatus {
+        self.shared.status()
+    }
+
+    /// Blocks until an agent has said HELLO (returns at once if it has);
+    /// [`ChannelError::Timeout`] otherwise.
+    pub fn wait_for_agent(&self, timeout: Duration) -> Result<AgentInfo, ChannelError> {
+        self.shared.wait_for_agent(timeout)
+    }
+
+    /// Sends the overlay `dtb` and waits for the agent to apply it.
+    /// `timeout` covers waiting for an earlier request, delivery and the
+    /// guest's `of_overlay_fdt_apply()`.
+    pub fn apply_overlay(&self, dtb: &[u8], timeout: Duration) -> Result<OverlayId, ChannelError> {
+        match self
+            .shared
+            .request(Op::ApplyOverlay, dtb.to_vec(), timeout)?
+        {
+            Reply::Applied(id) => Ok(OverlayId(id)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Asks the agent to remove overlay `id` (its devices first, then the
+    /// overlay) and waits for it.
+    pub fn remove_overlay(&self, id: OverlayId, timeout: Duration) -> Result<(), ChannelError> {
+        match self
+            .shared
+            .request(Op::RemoveOverlay, id.0.to_le_bytes().to_vec(), timeout)?
+        {
+            Reply::Removed => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Liveness check: the overlays the agent has applied (and not removed).
+    pub fn ping(&self, timeout: Duration) -> Result<Vec<OverlayId>, ChannelError> {
+        match self.shared.request(Op::Ping, Vec::new(), timeout)? {
+            Reply::Overlays(ids) => Ok(ids.into_iter().map(OverlayId).collect()),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// The device only hands a request the reply kinds valid for it; defensive.
+fn unexpected(reply: Reply) -> ChannelError {
+    ChannelError::BadReply(format!("unexpected reply {reply:?}"))
+}

@@ -1,0 +1,144 @@
+#!/bin/sh
+# Runtime attach/detach through the CLI on a running Linux cell whose guest
+# agent applies the overlays (cells/test-agent.toml, agent mode). The guest
+# prints CELLVM-DEV+/- for every platform or PCI device that appears or goes;
+# tests/nested_boot.rs checks the transcript. Steps are marked "step: NAME".
+# cellvm-timeout: 240
+cell=/cellvm/cells/test-agent.toml
+name=test-agent
+dir="$(mktemp -d)"
+export CELLVM_RUNTIME_DIR="$dir/run"
+log="$dir/console.log"
+mkfifo "$dir/in"
+exec 3<>"$dir/in"
+cellvm run "$cell" <"$dir/in" >"$log" 2>&1 &
+pid=$!
+
+# count PATTERN: matching console lines so far. wait_count PATTERN N: until
+# there are at least N (checked every 20 ms, up to ~6 s).
+count() { grep -c -- "$1" "$log" 2>/dev/null; true; }
+wait_count() {
+    _i=0
+    while [ "$(count "$1")" -lt "$2" ] && [ "$_i" -lt 300 ]; do
+        _i=$((_i + 1))
+        usleep 20000
+    done
+}
+# act_and_wait PATTERN CMD...: run CMD, then wait for one more PATTERN line.
+act_and_wait() {
+    _pat="$1"
+    shift
+    _c="$(count "$_pat")"
+    "$@"
+    wait_count "$_pat" $((_c + 1))
+}
+step() { echo "step: $*"; }
+api() { echo "\$ cellvm $*"; cellvm "$@" 2>&1; echo "rc=$?"; }
+
+cat >"$dir/pci.toml" <<'DESC'
+kind = "pci-bridge"
+id = "hot0"
+bridge = "ecam"
+bus_start = 8
+[[device]]
+slot = 1
+kind = "test"
+[[device]]
+slot = 2
+kind = "test"
+DESC
+cat >"$dir/cam.toml" <<'DESC'
+kind = "pci-bridge"
+id = "hotcam"
+bridge = "cam"
+bus_start = 12
+[[device]]
+slot = 4
+kind = "test"
+DESC
+cat >"$dir/virtio.toml" <<'DESC'
+kind = "virtio-mmio"
+id = "vio0"
+virtio = "rng"
+DESC
+cat >"$dir/uart.toml" <<'DESC'
+kind = "uart"
+id = "ser1"
+DESC
+cat >"$dir/collide.toml" <<'DESC'
+kind = "pci-bridge"
+id = "bad0"
+bridge = "ecam"
+bus_start = 9
+config_base = 0xd0000000
+DESC
+
+_i=0
+while [ "$(count "CELLVM-AGENT-READY\|CELLVM-AGENT-ERROR")" -lt 1 ] && [ "$_i" -lt 1500 ]; do
+    _i=$((_i + 1))
+    usleep 20000
+done
+step ready
+grep "CELLVM-AGENT" "$log"
+api devices "$name"
+
+step attach-pci
+act_and_wait "CELLVM-DEV+ .*:08:02.0" api attach "$name" "$dir/pci.toml"
+api devices "$name"
+step detach-pci
+act_and_wait "CELLVM-DEV- .*:08:02.0" api detach "$name" hot0
+
+step attach-cam
+act_and_wait "CELLVM-DEV+ .*:0c:04.0" api attach "$name" "$dir/cam.toml"
+step detach-cam
+act_and_wait "CELLVM-DEV- .*:0c:04.0" api detach "$name" hotcam
+
+step attach-virtio
+act_and_wait "CELLVM-DEV+ .*virtio_mmio" api attach "$name" "$dir/virtio.toml"
+step detach-virtio
+act_and_wait "CELLVM-DEV- .*virtio_mmio" api detach "$name" vio0
+
+step attach-uart
+act_and_wait "CELLVM-DEV+ .*serial" api attach "$name" "$dir/uart.toml"
+step detach-uart
+act_and_wait "CELLVM-DEV- .*serial" api detach "$name" ser1
+
+step bad-requests
+api attach "$name" "$dir/collide.toml"
+api detach "$name" nosuch
+api detach "$name" debug-exit
+
+step devices-before-cycles
+cellvm devices "$name" --json >"$dir/before.json"
+cat "$dir/before.json"
+step cycles
+n=0
+fail=0
+while [ "$n" -lt 100 ]; do
+    cellvm attach "$name" "$dir/pci.toml" >/dev/null 2>"$dir/err" || { fail=$((fail + 1)); cat "$dir/err"; }
+    cellvm detach "$name" hot0 >/dev/null 2>"$dir/err" || { fail=$((fail + 1)); cat "$dir/err"; }
+    n=$((n + 1))
+done
+echo "cycles: $n failures: $fail"
+cellvm devices "$name" --json >"$dir/after.json"
+if cmp -s "$dir/before.json" "$dir/after.json"; then echo "cycles: devices identical"; else echo "cycles: devices DIFFER"; cat "$dir/after.json"; fi
+
+step no-agent
+act_and_wait "CELLVM-AGENT-RMMOD" printf 'rmmod\n' >&3
+api attach "$name" "$dir/pci.toml"
+api devices "$name"
+act_and_wait "guest agent HELLO" printf 'insmod\n' >&3
+step re-attach
+act_and_wait "CELLVM-DEV+ .*:08:02.0" api attach "$name" "$dir/pci.toml"
+act_and_wait "CELLVM-DEV- .*:08:02.0" api detach "$name" hot0
+
+step guest-devices
+printf 'exit\n' >&3
+wait $pid
+rc=$?
+exec 3>&-
+echo "step: console"
+cat "$log"
+rm -rf "$dir"
+echo "scenario: cellvm rc=$rc"
+exit $rc
