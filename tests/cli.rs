@@ -148,3 +148,18 @@ fn control_api_serves_a_running_cell() {
     assert_eq!(status.code(), Some(i32::from(b'X')));
     assert!(!socket.exists(), "socket removed when the cell stops");
 }
+
+#[test]
+fn shipped_device_descriptions_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/cells/devices");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        if let Err(e) = cellvm::attach::DeviceRequest::from_toml_str(&text) {
+            panic!("{}: {e}", path.display());
+        }
+        seen += 1;
+    }
+    assert!(seen >= 2);
+}

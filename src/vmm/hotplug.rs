@@ -117,9 +117,18 @@ impl Hotplug {
 
     /// The guest agent's state, for `status`.
     pub fn agent(&self) -> Value {
+        use crate::channel::AgentState;
         let s = self.channel.agent_status();
+        let (state, version, capabilities) = match s.state {
+            AgentState::NotSeen => ("not-seen", None, None),
+            AgentState::Ready(info) => ("ready", Some(info.version), Some(info.capabilities)),
+            AgentState::Incompatible { version } => ("incompatible", Some(version), None),
+            AgentState::Gone => ("gone", None, None),
+        };
         json!({
-            "state": format!("{:?}", s.state),
+            "state": state,
+            "version": version,
+            "capabilities": capabilities,
             "rejected_messages": s.rejected_messages,
             "last_error": s.last_error.map(|e| format!("-{}: {}", e.errno, e.what)),
         })

@@ -1,9 +1,71 @@
 #!/bin/sh
-# The demo cell (cells/test-demo.toml): banner and a summary of the cell's
-# hardware as the guest sees it; exits through debug-exit with 0.
-cell=/cellvm/cells/test-demo.toml
-echo "scenario: cellvm run $cell"
-cellvm run "$cell" 2>&1
+# The README's demo (scripts/demo.sh): boot cells/linux-demo.toml, look at
+# its devices, attach a PCI host bridge with a test device while it runs,
+# watch the guest find it, detach it again, and leave.
+# cellvm-timeout: 120
+cell=/cellvm/cells/linux-demo.toml
+name=linux-demo
+dir="$(mktemp -d)"
+export CELLVM_RUNTIME_DIR="$dir/run"
+log="$dir/console.log"
+mkfifo "$dir/in"
+exec 3<>"$dir/in"
+shown=0
+# Prints the guest console lines that have not been shown yet.
+show_console() {
+    _n="$(wc -l <"$log")"
+    if [ "$_n" -gt "$shown" ]; then
+        sed -n "$((shown + 1)),${_n}p" "$log" | sed 's/^/  | /'
+        shown="$_n"
+    fi
+}
+wait_console() { # PATTERN: up to ~20 s
+    _i=0
+    until grep -q -- "$1" "$log" 2>/dev/null || [ "$_i" -ge 1000 ]; do
+        _i=$((_i + 1))
+        usleep 20000
+    done
+}
+say() { printf '\n== %s\n' "$*"; }
+run() { printf '$ %s\n' "$*"; "$@" 2>&1; }
+
+cat >"$dir/hot-pci.toml" <<'DESC'
+kind = "pci-bridge"
+id = "hot0"
+bridge = "ecam"
+bus_start = 8
+[[device]]
+slot = 1
+kind = "test"
+DESC
+
+say "booting $cell (guest console below, prefixed with '  | ')"
+cellvm run "$cell" <"$dir/in" >"$log" 2>&1 &
+pid=$!
+wait_console "CELLVM-AGENT-READY"
+show_console
+
+say "the running cell, seen through its control socket"
+run cellvm status "$name"
+run cellvm devices "$name"
+
+say "attach a PCI host bridge with a test device at runtime"
+cat "$dir/hot-pci.toml"
+run cellvm attach "$name" "$dir/hot-pci.toml"
+wait_console "CELLVM-DEV+ .*:08:01.0"
+show_console
+
+say "detach it again"
+run cellvm detach "$name" hot0
+wait_console "CELLVM-DEV- .*:08:01.0"
+show_console
+
+say "leave the cell"
+printf 'exit\n' >&3
+wait $pid
 rc=$?
+exec 3>&-
+show_console
+rm -rf "$dir"
 echo "scenario: cellvm rc=$rc"
 exit $rc

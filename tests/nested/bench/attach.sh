@@ -1,0 +1,61 @@
+#!/bin/sh
+# Attach benchmark (not a test): a running Linux cell with the guest agent
+# (cells/test-agent.toml) gains and loses a PCI host bridge with a test
+# device, through the control API. elapsed_ms is measured by cellvm from the
+# request to the guest's acknowledgement (the agent ACKs after
+# of_overlay_fdt_apply returns, i.e. after pci-host-generic probed and
+# enumerated the bus). Prints raw samples; scripts/bench-attach.sh makes the
+# table. Also reports cellvm's VmRSS before and after CELLVM_BENCH_RSS_CYCLES.
+# cellvm-timeout: 600
+cell=/cellvm/cells/test-agent.toml
+name=test-agent
+cycles="${CELLVM_BENCH_CYCLES:-50}"
+rss_cycles="${CELLVM_BENCH_RSS_CYCLES:-1000}"
+dir="$(mktemp -d)"
+export CELLVM_RUNTIME_DIR="$dir/run"
+log="$dir/console.log"
+mkfifo "$dir/in"
+exec 3<>"$dir/in"
+cellvm run "$cell" <"$dir/in" >"$log" 2>&1 &
+pid=$!
+_i=0
+until grep -q "CELLVM-AGENT-READY\|CELLVM-AGENT-ERROR" "$log" 2>/dev/null || [ "$_i" -ge 1500 ]; do
+    _i=$((_i + 1))
+    usleep 20000
+done
+grep "CELLVM-AGENT" "$log"
+cat >"$dir/pci.toml" <<'DESC'
+kind = "pci-bridge"
+id = "bench0"
+bridge = "ecam"
+bus_start = 8
+[[device]]
+slot = 1
+kind = "test"
+DESC
+ms() { sed -n 's/.*elapsed_ms=\([0-9.]*\).*/\1/p'; }
+# Warm-up cycle (first probe loads code paths), not counted.
+cellvm attach "$name" "$dir/pci.toml" >/dev/null && cellvm detach "$name" bench0 >/dev/null
+n=0
+while [ "$n" -lt "$cycles" ]; do
+    a="$(cellvm attach "$name" "$dir/pci.toml" | ms)"
+    d="$(cellvm detach "$name" bench0 | ms)"
+    echo "bench-sample attach_ms=${a:-fail} detach_ms=${d:-fail}"
+    n=$((n + 1))
+done
+rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status"; }
+echo "bench-rss before_kib=$(rss) cycles=$rss_cycles"
+n=0
+fail=0
+while [ "$n" -lt "$rss_cycles" ]; do
+    cellvm attach "$name" "$dir/pci.toml" >/dev/null 2>&1 || fail=$((fail + 1))
+    cellvm detach "$name" bench0 >/dev/null 2>&1 || fail=$((fail + 1))
+    n=$((n + 1))
+done
+echo "bench-rss after_kib=$(rss) failures=$fail"
+printf 'exit\n' >&3
+wait $pid
+rc=$?
+exec 3>&-
+rm -rf "$dir"
+exit $rc
