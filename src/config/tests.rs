@@ -546,7 +546,10 @@ fn linux_demo_cells_have_the_documented_shape() {
         demo.kernel.initrd,
         Some(dir.join("../build/guest/initramfs.cpio.gz"))
     );
-    assert_eq!(demo.kernel.cmdline, "console=ttyS0 quiet cellvm.mode=demo");
+    assert_eq!(
+        demo.kernel.cmdline,
+        "console=ttyS0 quiet cellvm.mode=showcase"
+    );
     assert!(demo.virtio_mmio.is_empty());
     assert_eq!(demo.pci_bridges.len(), 1);
     let two = load(&dir.join("linux-2cpu.toml"), &NO_FILES).expect("linux-2cpu");
