@@ -2,6 +2,8 @@
 # Build a statically linked cellvm for the nested rig's L1 initramfs.
 #
 # Output: target/x86_64-unknown-linux-gnu/release/cellvm (static, glibc crt-static)
+#         target/x86_64-unknown-linux-gnu/release/cellvm-bench (the boot
+#         benchmark driver, src/bin/cellvm-bench.rs; static too)
 # Cargo's own incremental build makes a second run fast.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -25,12 +27,14 @@ fi
 start="$(now)"
 log "cargo build --release --target $TARGET (crt-static)"
 (cd "$REPO_ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
-    cargo build --release --target "$TARGET" --bin cellvm) ||
+    cargo build --release --target "$TARGET" --bin cellvm --bin cellvm-bench) ||
     die "cargo build of the static cellvm failed"
 
 bin="$REPO_ROOT/target/$TARGET/release/cellvm"
-need_file "$bin"
-if is_dynamic "$bin"; then
-    die "$bin is dynamically linked (RUSTFLAGS crt-static not applied?)"
-fi
+for b in "$bin" "$REPO_ROOT/target/$TARGET/release/cellvm-bench"; do
+    need_file "$b"
+    if is_dynamic "$b"; then
+        die "$b is dynamically linked (RUSTFLAGS crt-static not applied?)"
+    fi
+done
 log "static cellvm: $bin ($(stat -c %s "$bin") bytes, $(elapsed_since "$start") s)"

@@ -19,18 +19,36 @@
 #                         linux-image-6.12.*-cloud-amd64-unsigned apt knows)
 #   CELLVM_BIN            cellvm binary to put into L1 (default: the static build)
 #   CELLVM_SCENARIO_DIR   scenarios to put into L1 (default: tests/nested/scenarios)
+#   CELLVM_L1_WITH_QEMU=1 same as --with-qemu
+#
+# Options:
+#   --with-qemu   also put the host's qemu-system-x86_64 into L1 (for the
+#                 boot benchmark, scripts/bench-boot.sh): the binary, every
+#                 shared library `ldd` names, and the firmware it loads
+#                 (qboot.rom as bios-microvm.bin, SeaBIOS bios-256k.bin,
+#                 linuxboot_dma.bin, kvmvapic.bin, ...) under /usr/share/qemu;
+#                 plus the static cellvm-bench (scripts/build-cellvm-static.sh)
+#                 as /cellvm/bin/cellvm-bench. Makes the initramfs ~20 MB bigger.
+#
+# Benchmark scenarios (tests/nested/bench/*.sh) always go to
+# /cellvm/scenarios/bench/: `--scenarios all` skips that directory, they run
+# only when named (scripts/run-l1.sh --scenarios bench/boot).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-case "${1:-}" in
-    "") ;;
-    -h | --help)
-        print_header
-        exit 0
-        ;;
-    *) die "unknown argument '$1' (see --help)" ;;
-esac
+with_qemu="${CELLVM_L1_WITH_QEMU:-0}"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --with-qemu) with_qemu=1 ;;
+        -h | --help)
+            print_header
+            exit 0
+            ;;
+        *) die "unknown argument '$1' (see --help)" ;;
+    esac
+    shift
+done
 
 need_busybox_static
 apt_ensure xz-utils kmod
@@ -142,7 +160,66 @@ cp "${cells[@]}" "$stage/cellvm/cells/"
 install -m 0755 "${scenarios[@]}" "$stage/cellvm/scenarios/"
 printf '%s %s\n' "$pkg" "$version" >"$stage/cellvm/l1-kernel"
 
+# Benchmark scenarios: a subdirectory, so `cellvm.scenarios=all` (files only)
+# never runs them.
+bench_dir="${CELLVM_BENCH_DIR:-$REPO_ROOT/tests/nested/bench}"
+shopt -s nullglob
+bench_scenarios=("$bench_dir"/*.sh)
+shopt -u nullglob
+if [ "${#bench_scenarios[@]}" -gt 0 ]; then
+    mkdir -p "$stage/cellvm/scenarios/bench"
+    install -m 0755 "${bench_scenarios[@]}" "$stage/cellvm/scenarios/bench/"
+fi
+
+# --with-qemu: QEMU (dynamically linked: its libraries come along at the
+# paths ldd resolves) and its firmware, plus the static cellvm-bench.
+qemu_note=""
+if [ "$with_qemu" = 1 ]; then
+    apt_ensure qemu-system-x86
+    need_cmd ldd
+    qemu_bin="$(command -v qemu-system-x86_64)" || die "--with-qemu: qemu-system-x86_64 not found"
+    bench_bin="$(dirname "$CELLVM_BIN")/cellvm-bench"
+    [ -x "$bench_bin" ] || die "--with-qemu: no cellvm-bench at $bench_bin (run scripts/build-cellvm-static.sh)"
+    if is_dynamic "$bench_bin"; then
+        die "$bench_bin is dynamically linked; build it with scripts/build-cellvm-static.sh"
+    fi
+    install -m 0755 "$bench_bin" "$stage/cellvm/bin/cellvm-bench"
+    mkdir -p "$stage/usr/bin"
+    install -m 0755 "$qemu_bin" "$stage/usr/bin/qemu-system-x86_64"
+    # ldd lines: "libx.so => /path (0x...)" and "/lib64/ld-linux-x86-64.so.2 (0x...)".
+    ldd_out="$(ldd "$qemu_bin")" || die "--with-qemu: ldd $qemu_bin failed"
+    if grep -q 'not found' <<<"$ldd_out"; then
+        die "--with-qemu: libraries missing: $(grep 'not found' <<<"$ldd_out" | tr -s ' \t\n' ' ')"
+    fi
+    libs="$(awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' <<<"$ldd_out" | sort -u)"
+    [ -n "$libs" ] || die "--with-qemu: ldd $qemu_bin named no libraries"
+    nlibs=0
+    while read -r lib; do
+        mkdir -p "$stage$(dirname "$lib")"
+        cp -L "$lib" "$stage$lib"
+        nlibs=$((nlibs + 1))
+    done <<<"$libs"
+    # Firmware: QEMU looks in /usr/share/qemu (its data dir) first. microvm
+    # boots qboot (bios-microvm.bin; qboot.rom with acpi=off), pc boots
+    # SeaBIOS (bios-256k.bin) with the linuxboot_dma.bin option ROM;
+    # kvmvapic.bin is loaded under KVM.
+    fw_dst="$stage/usr/share/qemu"
+    mkdir -p "$fw_dst"
+    find_fw() { # find_fw NAME: first existing copy in Debian's firmware path
+        local d
+        for d in /usr/share/qemu /usr/share/seabios /usr/lib/ipxe/qemu; do
+            [ -e "$d/$1" ] && { echo "$d/$1"; return 0; }
+        done
+        return 1
+    }
+    for fw in bios-microvm.bin qboot.rom bios-256k.bin linuxboot_dma.bin linuxboot.bin kvmvapic.bin pvh.bin; do
+        src="$(find_fw "$fw")" || die "--with-qemu: firmware $fw not found (Debian packages qemu-system-data, seabios)"
+        cp -L "$src" "$fw_dst/$fw"
+    done
+    qemu_note=", qemu $("$qemu_bin" --version | sed -n '1s/.*version \([^ ]*\).*/\1/p') + $nlibs libraries + firmware, cellvm-bench"
+fi
+
 cp "$entry/vmlinuz" "$out/vmlinuz.tmp"
 mv "$out/vmlinuz.tmp" "$out/vmlinuz"
 cpio_gz "$stage" "$out/initramfs.cpio.gz"
-log "build/l1/vmlinuz ($pkg $version), build/l1/initramfs.cpio.gz ($(stat -c %s "$out/initramfs.cpio.gz") bytes): ${#cells[@]} cells, ${#scenarios[@]} scenarios, cellvm $(stat -c %s "$CELLVM_BIN") bytes"
+log "build/l1/vmlinuz ($pkg $version), build/l1/initramfs.cpio.gz ($(stat -c %s "$out/initramfs.cpio.gz") bytes): ${#cells[@]} cells, ${#scenarios[@]} scenarios (+${#bench_scenarios[@]} bench), cellvm $(stat -c %s "$CELLVM_BIN") bytes$qemu_note"

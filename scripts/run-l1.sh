@@ -5,7 +5,8 @@
 # Usage: scripts/run-l1.sh [--scenarios a,b|all] [--timeout SECS]
 #                          [--scenario-timeout SECS] [--append ARGS]
 #   --scenarios         scenarios to run (names of tests/nested/scenarios/*.sh,
-#                       without .sh); default all
+#                       without .sh); default all. Benchmarks (never in `all`):
+#                       bench/NAME for tests/nested/bench/NAME.sh
 #   --timeout           overall limit for the QEMU run (default 900 s)
 #   --scenario-timeout  default per-scenario limit inside L1 (default 60 s; a
 #                       scenario can set its own with `# cellvm-timeout: SECS`)
@@ -51,7 +52,7 @@ case "$timeout_s$scenario_timeout" in
     *[!0-9]*) printf '[%s] --timeout/--scenario-timeout need whole seconds\n' "$SCRIPT_NAME" >&2; exit 2 ;;
 esac
 case "$scenarios" in
-    "" | *[!A-Za-z0-9_.,-]*) printf '[%s] bad --scenarios value %q\n' "$SCRIPT_NAME" "$scenarios" >&2; exit 2 ;;
+    "" | *[!A-Za-z0-9_.,/-]* | */../* | ../* | /*) printf '[%s] bad --scenarios value %q\n' "$SCRIPT_NAME" "$scenarios" >&2; exit 2 ;;
 esac
 
 QEMU="${CELLVM_QEMU:-qemu-system-x86_64}"

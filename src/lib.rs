@@ -17,4 +17,5 @@ pub mod logger;
 pub mod pci;
 pub mod ratelimit;
 pub mod stop;
+pub mod virtio;
 pub mod vmm;

@@ -317,3 +317,32 @@ fn attach_without_a_guest_agent_fails_and_changes_nothing() {
         steps["re-attach"]
     );
 }
+
+#[test]
+fn virtio_mmio_rng_block_and_console_move_real_data() {
+    let s = rig().scenario("virtio");
+    assert_eq!(s.rc, 0, "{}", s.output);
+    let o = &s.output;
+    for bound in [
+        "device=0x0004 driver=virtio_rng",
+        "device=0x0002 driver=virtio_blk",
+        "device=0x0003 driver=virtio_console",
+    ] {
+        assert!(o.contains(bound), "{bound} missing:\n{o}");
+    }
+    let rng = o
+        .lines()
+        .find_map(|l| l.split("virtio-rng: current=virtio_rng.0 bytes=").nth(1))
+        .unwrap_or_else(|| panic!("no rng line:\n{o}"));
+    assert_eq!(rng.trim().len(), 32, "{rng}");
+    assert_ne!(rng.trim(), "0".repeat(32));
+    assert!(
+        o.contains("virtio-blk: size_sectors=2048 read=CELLVM-HOST-MARKER"),
+        "{o}"
+    );
+    assert!(
+        o.contains("host: disk sector 1=CELLVM-GUEST-WROTE-THIS"),
+        "{o}"
+    );
+    assert!(o.contains("host: hvc0.out=hello-from-hvc0"), "{o}");
+}

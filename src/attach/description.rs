@@ -302,6 +302,15 @@ impl Ctx<'_> {
         }
     }
 
+    /// "a table" (TOML) or "an object" (JSON).
+    fn a_table(&self) -> &'static str {
+        if self.table_word == "object" {
+            "an object"
+        } else {
+            "a table"
+        }
+    }
+
     fn type_name(&self, item: &Item) -> &'static str {
         match (&item.val, self.table_word) {
             (Val::Table(_), "object") => "an object",
@@ -331,7 +340,7 @@ impl Ctx<'_> {
                     field.to_string()
                 },
             }),
-            _ => Err(self.wrong_type(item, field, &format!("a {}", self.table_word))),
+            _ => Err(self.wrong_type(item, field, self.a_table())),
         }
     }
 
@@ -680,7 +689,11 @@ fn request(ctx: &Ctx<'_>) -> Result<DeviceRequest, DescriptionError> {
                 .get("port")
                 .map(|v| {
                     ctx.ranged(v, "port", |n| {
-                        format!("{n:#x} is not an I/O port (0 to 0xffff)")
+                        if n < 0 {
+                            format!("must not be negative, got {n}")
+                        } else {
+                            format!("{n:#x} is not an I/O port (0 to 0xffff)")
+                        }
                     })
                 })
                 .transpose()?,

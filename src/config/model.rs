@@ -125,6 +125,21 @@ pub struct VirtioMmioConfig {
     pub base: Option<u64>,
     /// Fixed IOAPIC pin, or allocated.
     pub irq: Option<u32>,
+    /// Backend settings (which keys apply depends on `kind`).
+    pub backend: VirtioBackendConfig,
+}
+
+/// Backend settings of a virtio device (docs/virtio.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VirtioBackendConfig {
+    /// Block: the raw image (required, exists). Console: append output to this file.
+    pub path: Option<PathBuf>,
+    /// Block: open the image read-only.
+    pub read_only: bool,
+    /// Block: the serial the disk reports (default: the device id).
+    pub serial: Option<String>,
+    /// Console: listen on this Unix socket (output and input).
+    pub socket: Option<PathBuf>,
 }
 
 /// The flavour of a generic PCI host bridge.

@@ -496,6 +496,10 @@ pub(crate) struct RawVirtioMmio {
     pub kind: Option<Sp<String>>,
     pub base: Option<Sp<i64>>,
     pub irq: Option<Sp<i64>>,
+    pub path: Option<Sp<String>>,
+    pub read_only: Option<Sp<bool>>,
+    pub serial: Option<Sp<String>>,
+    pub socket: Option<Sp<String>>,
 }
 
 /// `[[pci_bridge]]`

@@ -427,6 +427,7 @@ irq = 10
 [[virtio_mmio]]
 id = \"blk-0\"
 kind = \"block\"
+path = \"disk.img\"
 [[virtio_mmio]]
 id = \"con_0\"
 kind = \"console\"
@@ -453,19 +454,25 @@ mmio64 = { base = 0x80_0000_0000, size = \"1G\" }
                 id: "rng0".into(),
                 kind: VirtioKind::Rng,
                 base: Some(0xd010_0000),
-                irq: Some(10)
+                irq: Some(10),
+                backend: Default::default(),
             },
             VirtioMmioConfig {
                 id: "blk-0".into(),
                 kind: VirtioKind::Block,
                 base: None,
-                irq: None
+                irq: None,
+                backend: VirtioBackendConfig {
+                    path: Some(PathBuf::from("/cells/disk.img")),
+                    ..Default::default()
+                },
             },
             VirtioMmioConfig {
                 id: "con_0".into(),
                 kind: VirtioKind::Console,
                 base: None,
-                irq: None
+                irq: None,
+                backend: Default::default(),
             },
         ]
     );
@@ -1270,7 +1277,7 @@ fn rejects_unknown_console_output_and_input() {
 #[test]
 fn rejects_duplicate_virtio_id_at_the_second_one() {
     assert_err(
-        &head("[[virtio_mmio]]\nid = \"dev\"\nkind = \"rng\"\n[[virtio_mmio]]\nid = \"dev\"\nkind = \"block\"\n"),
+        &head("[[virtio_mmio]]\nid = \"dev\"\nkind = \"rng\"\n[[virtio_mmio]]\nid = \"dev\"\nkind = \"block\"\npath = \"disk.img\"\n"),
         "cells/x.toml:12:6: virtio_mmio[1].id: duplicate id \"dev\" (already used by virtio_mmio[0])",
     );
 }
@@ -1693,4 +1700,39 @@ fn rejects_ivshmem_section_not_page_sized() {
         ),
         "cells/x.toml:16:11: pci_bridge[0].device[0].rw_size: 0x64 must be a multiple of 4 KiB and at most 1 GiB",
     );
+}
+
+#[test]
+fn rejects_block_device_without_an_image() {
+    assert_err(
+        &head("[[virtio_mmio]]\nid = \"d\"\nkind = \"block\"\n"),
+        "cells/x.toml:8:1: virtio_mmio[0].path: missing required key (a block device needs the path of its raw disk image)",
+    );
+}
+
+#[test]
+fn rejects_backend_keys_of_another_kind() {
+    assert_err(
+        &head("[[virtio_mmio]]\nid = \"r\"\nkind = \"rng\"\npath = \"x\"\n"),
+        "cells/x.toml:11:8: virtio_mmio[0].path: a rng device takes no \"path\" key",
+    );
+}
+
+#[test]
+fn rejects_console_with_both_path_and_socket() {
+    assert_err(
+        &head("[[virtio_mmio]]\nid = \"c\"\nkind = \"console\"\npath = \"a\"\nsocket = \"b\"\n"),
+        "cells/x.toml:12:10: virtio_mmio[0].socket: a console takes either path or socket, not both",
+    );
+}
+
+#[test]
+fn accepts_block_backend_keys() {
+    let cfg = ok(&head(
+        "[[virtio_mmio]]\nid = \"d\"\nkind = \"block\"\npath = \"img\"\nread_only = true\nserial = \"SN1\"\n",
+    ));
+    let b = &cfg.virtio_mmio[0].backend;
+    assert_eq!(b.path, Some(PathBuf::from("/cells/img")));
+    assert!(b.read_only);
+    assert_eq!(b.serial.as_deref(), Some("SN1"));
 }

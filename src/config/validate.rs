@@ -10,7 +10,7 @@ use super::size::{human_size, parse_size, GIB, KIB, MIB};
 use super::{
     CellConfig, ConsoleConfig, ConsoleInput, ConsoleOutput, CpuConfig, IvshmemConfig, KernelConfig,
     KernelFormat, MemoryRegion, PciBridgeConfig, PciDeviceConfig, PciDeviceKind, PciHostKind,
-    VirtioKind, VirtioMmioConfig, Window, MAX_VCPUS,
+    VirtioBackendConfig, VirtioKind, VirtioMmioConfig, Window, MAX_VCPUS,
 };
 use crate::layout::consts::{
     CAM_BUS_SIZE, DEVICE_WINDOW_END, DEVICE_WINDOW_START, ECAM_BUS_SIZE, IOAPIC_BASE, IOAPIC_PINS,
@@ -882,6 +882,7 @@ fn virtio(
             Some(pin)
         }
     };
+    let backend = virtio_backend(ctx, &f, v, kind, &dev.span)?;
     spans.virtio.push(EntrySpans {
         field: f,
         id: id.clone(),
@@ -896,6 +897,87 @@ fn virtio(
         kind,
         base,
         irq,
+        backend,
+    })
+}
+
+/// The per-kind backend keys of a `[[virtio_mmio]]` entry.
+fn virtio_backend(
+    ctx: &Ctx<'_>,
+    f: &str,
+    v: &RawVirtioMmio,
+    kind: VirtioKind,
+    table: &Span,
+) -> Result<VirtioBackendConfig, ConfigError> {
+    let allowed: &[&str] = match kind {
+        VirtioKind::Rng => &[],
+        VirtioKind::Block => &["path", "read_only", "serial"],
+        VirtioKind::Console => &["path", "socket"],
+    };
+    let given = [
+        ("path", v.path.as_ref().map(|x| &x.span)),
+        ("read_only", v.read_only.as_ref().map(|x| &x.span)),
+        ("serial", v.serial.as_ref().map(|x| &x.span)),
+        ("socket", v.socket.as_ref().map(|x| &x.span)),
+    ];
+    for (key, span) in given {
+        if let Some(span) = span {
+            if !allowed.contains(&key) {
+                return Err(ctx.invalid(
+                    span,
+                    &format!("{f}.{key}"),
+                    format!("a {kind:?} device takes no {key:?} key").to_lowercase(),
+                ));
+            }
+        }
+    }
+    let path = match &v.path {
+        None => None,
+        Some(p) => Some(ctx.path(p, &format!("{f}.path"))?),
+    };
+    if kind == VirtioKind::Block {
+        let Some(image) = &path else {
+            return Err(ctx.missing(
+                table,
+                &format!("{f}.path"),
+                " (a block device needs the path of its raw disk image)",
+            ));
+        };
+        if ctx.check_files {
+            if let Some(p) = &v.path {
+                read_head(image, 0).map_err(|e| {
+                    ctx.file_error(&p.span, &format!("{f}.path"), "disk image", image, e)
+                })?;
+            }
+        }
+    }
+    if let (Some(_), Some(sock)) = (&v.path, &v.socket) {
+        return Err(ctx.invalid(
+            &sock.span,
+            &format!("{f}.socket"),
+            "a console takes either path or socket, not both",
+        ));
+    }
+    let serial = match &v.serial {
+        None => None,
+        Some(s) if s.value.is_empty() || s.value.len() > 20 || !s.value.is_ascii() => {
+            return Err(ctx.invalid(
+                &s.span,
+                &format!("{f}.serial"),
+                "a disk serial is 1 to 20 ASCII characters",
+            ))
+        }
+        Some(s) => Some(s.value.clone()),
+    };
+    let socket = match &v.socket {
+        None => None,
+        Some(p) => Some(ctx.path(p, &format!("{f}.socket"))?),
+    };
+    Ok(VirtioBackendConfig {
+        path,
+        read_only: v.read_only.as_ref().is_some_and(|r| r.value),
+        serial,
+        socket,
     })
 }
 

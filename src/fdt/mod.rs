@@ -28,7 +28,7 @@ pub mod tree;
 mod tests;
 
 #[cfg(test)]
-mod overlay_tests;
+pub(crate) mod overlay_tests;
 
 pub use base::{
     boot_timer_node, channel_node, debug_exit_node, ioapic_node, pci_host_node, pci_intx_pin,

@@ -76,12 +76,14 @@ fn full_config() -> CellConfig {
                 kind: VirtioKind::Rng,
                 base: None,
                 irq: None,
+                backend: Default::default(),
             },
             VirtioMmioConfig {
                 id: "blk0".into(),
                 kind: VirtioKind::Block,
                 base: Some(0xd010_5000),
                 irq: Some(12),
+                backend: Default::default(),
             },
         ],
         vec![

@@ -37,6 +37,7 @@ fn virtio(id: &str, base: Option<u64>, irq: Option<u32>) -> VirtioMmioConfig {
         kind: VirtioKind::Rng,
         base,
         irq,
+        backend: Default::default(),
     }
 }
 

@@ -51,6 +51,9 @@ pub enum VmmError {
     /// The control API socket could not be set up.
     #[error("{0}")]
     Api(#[from] crate::api::ApiSetupError),
+    /// A virtio backend could not be set up.
+    #[error("virtio: {0}")]
+    Virtio(#[from] crate::virtio::VirtioError),
     /// Registering a device failed.
     #[error("device bus: {0}")]
     Bus(#[from] crate::devices::BusError),

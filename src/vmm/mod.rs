@@ -20,7 +20,6 @@ use crate::config::{CellConfig, ConsoleInput};
 use crate::devices::boot_timer::BootTimer;
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::legacy::{Cmos, I8042};
-use crate::devices::placeholder::VirtioMmioPlaceholder;
 use crate::devices::serial::{InputSpace, SerialConsole};
 use crate::devices::{Bus, BusKind};
 use crate::layout::{consts, CellLayout, PciBridgeSlot};
@@ -126,6 +125,7 @@ pub struct Cell {
     vcpus: Vec<VcpuFd>,
     bridges: Vec<Arc<Mutex<PciHostBridge>>>,
     hotplug: Arc<hotplug::Hotplug>,
+    virtio_consoles: Vec<Arc<Mutex<crate::virtio::VirtioMmioDevice>>>,
     ivshmem_subs: Vec<crate::ivshmem::IvshmemSubscriber>,
     _vm: Arc<VmFd>,
     _kvm: Kvm,
@@ -206,13 +206,18 @@ impl Cell {
             consts::PLATFORM_DEVICE_SIZE,
             Arc::new(Mutex::new(BootTimer::new(start, boot_marks.clone()))),
         )?;
-        for slot in &layout.virtio_mmio {
+        let mut virtio_consoles = Vec::new();
+        for (slot, dev_cfg) in layout.virtio_mmio.iter().zip(&cfg.virtio_mmio) {
+            let dev = Arc::new(Mutex::new(build_virtio(slot, dev_cfg, &memory, &vm)?));
             mmio.insert(
                 &format!("virtio-mmio {}", slot.id),
                 slot.window.base,
                 slot.window.size,
-                Arc::new(Mutex::new(VirtioMmioPlaceholder)),
+                dev.clone(),
             )?;
+            if dev_cfg.kind == crate::config::VirtioKind::Console {
+                virtio_consoles.push(dev);
+            }
         }
         let mut bridges = Vec::with_capacity(layout.pci_bridges.len());
         let mut pci_ctx = PciBuildContext {
@@ -269,6 +274,7 @@ impl Cell {
             vcpus,
             bridges,
             hotplug,
+            virtio_consoles,
             ivshmem_subs,
             _vm: vm,
             _kvm: kvm,
@@ -326,6 +332,9 @@ impl Cell {
             spawn_input_pump(input, self.console.clone(), self.input_space.clone())?;
         }
 
+        for dev in std::mem::take(&mut self.virtio_consoles) {
+            spawn_virtio_input_pump(dev, self.stop.clone())?;
+        }
         let mut threads = Vec::with_capacity(self.vcpus.len());
         let pins = self.cfg.cpus.pin.clone();
         for (index, vcpu) in std::mem::take(&mut self.vcpus).into_iter().enumerate() {
@@ -393,6 +402,81 @@ impl Cell {
             unhandled_exits: self.counters.unhandled.load(Ordering::Relaxed),
         })
     }
+}
+
+/// A virtio-mmio transport with the backend the config asks for.
+fn build_virtio(
+    slot: &crate::layout::VirtioMmioSlot,
+    cfg: &crate::config::VirtioMmioConfig,
+    memory: &GuestMemoryMmap,
+    vm: &Arc<VmFd>,
+) -> Result<crate::virtio::VirtioMmioDevice, VmmError> {
+    use crate::config::VirtioKind;
+    use crate::virtio::{BlockBackend, ConsoleBackend, ConsoleHost, RngBackend, VirtioBackend};
+    let b = &cfg.backend;
+    let backend: Box<dyn VirtioBackend> = match cfg.kind {
+        VirtioKind::Rng => Box::new(RngBackend::new()),
+        VirtioKind::Block => {
+            let path = b.path.as_ref().ok_or_else(|| {
+                VmmError::Boot(format!(
+                    "virtio-mmio {}: a block device needs a path",
+                    cfg.id
+                ))
+            })?;
+            Box::new(BlockBackend::open(
+                path,
+                b.read_only,
+                b.serial.as_deref().unwrap_or(&cfg.id),
+            )?)
+        }
+        VirtioKind::Console => {
+            let host = match (&b.path, &b.socket) {
+                (Some(p), _) => ConsoleHost::File(p.clone()),
+                (None, Some(s)) => ConsoleHost::Socket(s.clone()),
+                (None, None) => ConsoleHost::Stdout,
+            };
+            Box::new(ConsoleBackend::open(&host)?)
+        }
+    };
+    let line: Arc<dyn InterruptLine> = Arc::new(irq::KvmIrqLine::new(vm.clone(), slot.irq));
+    Ok(crate::virtio::VirtioMmioDevice::new(
+        &slot.id,
+        backend,
+        memory.clone(),
+        line,
+    ))
+}
+
+/// Feeds host input (a console socket's client) to a virtio console: waits
+/// for its host fds (at most 200 ms, so the set is refreshed and a stop is
+/// noticed), then lets the device move what is waiting into guest buffers.
+fn spawn_virtio_input_pump(
+    dev: Arc<Mutex<crate::virtio::VirtioMmioDevice>>,
+    stop: StopHandle,
+) -> Result<(), VmmError> {
+    std::thread::Builder::new()
+        .name("virtio-console-in".into())
+        .spawn(move || {
+            while !stop.is_stopped() {
+                let fds = dev.lock().unwrap_or_else(|e| e.into_inner()).host_fds();
+                let mut pfds: Vec<libc::pollfd> = fds
+                    .iter()
+                    .map(|fd| libc::pollfd {
+                        fd: *fd,
+                        events: libc::POLLIN,
+                        revents: 0,
+                    })
+                    .collect();
+                // SAFETY: `pfds` is a valid array of `pfds.len()` pollfds; the
+                // fds stay open while the device (held by this thread) lives.
+                unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 200) };
+                dev.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .process_host_input();
+            }
+        })
+        .os("spawn virtio console input thread")?;
+    Ok(())
 }
 
 /// What building PCI functions needs from the VM.

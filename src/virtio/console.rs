@@ -1,0 +1,342 @@
+//! virtio-console (virtio 1.2 5.3) with a single port and no multiport or
+//! emergency-write features: queue 0 is receiveq (host → guest), queue 1 is
+//! transmitq (guest → host).
+//!
+//! The host side is one of:
+//! - [`ConsoleHost::Stdout`]: output to cellvm's stdout, no input;
+//! - [`ConsoleHost::File`]: output appended to a file, no input;
+//! - [`ConsoleHost::Socket`]: cellvm listens on a Unix stream socket; one
+//!   client at a time gets the output and its input goes to the guest. Output
+//!   while no client is connected (or while the client does not read) is
+//!   dropped; a new client replaces a disconnected one.
+
+use super::{
+    complete, gather, log_bad_head, next_request, reject, scatter, Popped, VirtioBackend,
+    VirtioError, VIRTIO_F_VERSION_1,
+};
+use crate::ratelimit::RateLimiter;
+use std::collections::VecDeque;
+use std::fs::OpenOptions;
+use std::io::{ErrorKind, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::fs::FileTypeExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use virtio_queue::{Queue, QueueT};
+use vm_memory::GuestMemoryMmap;
+
+/// Queue size offered to the driver.
+pub const QUEUE_SIZE: u16 = 256;
+/// Host input buffered while the guest has no receive buffers.
+pub const MAX_PENDING_INPUT: usize = 64 * 1024;
+const RX: usize = 0;
+const TX: usize = 1;
+
+/// Where a console's host side is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConsoleHost {
+    /// cellvm's standard output (output only).
+    Stdout,
+    /// A file, created if missing, appended to (output only).
+    File(PathBuf),
+    /// A Unix stream socket cellvm listens on (output and input). A stale
+    /// socket file at the path is replaced.
+    Socket(PathBuf),
+}
+
+enum Host {
+    Out(Box<dyn Write + Send>),
+    Socket {
+        listener: UnixListener,
+        client: Option<UnixStream>,
+    },
+}
+
+/// The console device backend.
+pub struct ConsoleBackend {
+    what: String,
+    host: Host,
+    pending: VecDeque<u8>,
+    log: RateLimiter,
+}
+
+impl ConsoleBackend {
+    /// Sets up the host side.
+    pub fn open(host: &ConsoleHost) -> Result<Self, VirtioError> {
+        let what = match host {
+            ConsoleHost::Stdout => "stdout".to_string(),
+            ConsoleHost::File(p) | ConsoleHost::Socket(p) => p.display().to_string(),
+        };
+        let err = |source| VirtioError::ConsoleHost {
+            what: what.clone(),
+            source,
+        };
+        let host = match host {
+            ConsoleHost::Stdout => Host::Out(Box::new(std::io::stdout())),
+            ConsoleHost::File(p) => Host::Out(Box::new(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(err)?,
+            )),
+            ConsoleHost::Socket(p) => {
+                if let Ok(meta) = std::fs::symlink_metadata(p) {
+                    if meta.file_type().is_socket() {
+                        std::fs::remove_file(p).map_err(err)?;
+                    }
+                }
+                let listener = UnixListener::bind(p).map_err(err)?;
+                listener.set_nonblocking(true).map_err(err)?;
+                Host::Socket {
+                    listener,
+                    client: None,
+                }
+            }
+        };
+        Ok(ConsoleBackend {
+            what,
+            host,
+            pending: VecDeque::new(),
+            log: RateLimiter::new(10),
+        })
+    }
+
+    /// A console whose output goes to `out` and which has no input (for
+    /// embedding and tests).
+    pub fn with_writer(name: &str, out: Box<dyn Write + Send>) -> Self {
+        ConsoleBackend {
+            what: name.to_string(),
+            host: Host::Out(out),
+            pending: VecDeque::new(),
+            log: RateLimiter::new(10),
+        }
+    }
+
+    /// Queues host input for the guest (in addition to the socket's).
+    /// Bytes beyond [`MAX_PENDING_INPUT`] are dropped; returns how many were
+    /// accepted.
+    pub fn push_input(&mut self, data: &[u8]) -> usize {
+        let n = data.len().min(MAX_PENDING_INPUT - self.pending.len());
+        self.pending.extend(&data[..n]);
+        n
+    }
+
+    fn warn(&self, msg: std::fmt::Arguments<'_>) {
+        if self.log.allow() {
+            log::warn!("virtio-console {}: {msg}", self.what);
+        }
+    }
+
+    /// Accepts a waiting client if none is connected.
+    fn accept(&mut self) {
+        let Host::Socket { listener, client } = &mut self.host else {
+            return;
+        };
+        if client.is_some() {
+            return;
+        }
+        match listener.accept() {
+            Ok((stream, _)) => {
+                if stream.set_nonblocking(true).is_ok() {
+                    *client = Some(stream);
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => {
+                if self.log.allow() {
+                    log::warn!("virtio-console {}: accept: {e}", self.what);
+                }
+            }
+        }
+    }
+
+    /// Reads what the socket client sent, up to the pending limit.
+    fn read_host(&mut self) {
+        self.accept();
+        let Host::Socket { client, .. } = &mut self.host else {
+            return;
+        };
+        let mut buf = [0u8; 4096];
+        while let Some(stream) = client.as_mut() {
+            let room = MAX_PENDING_INPUT - self.pending.len();
+            if room == 0 {
+                break;
+            }
+            match stream.read(&mut buf[..room.min(4096)]) {
+                Ok(0) => *client = None,
+                Ok(n) => self.pending.extend(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => *client = None,
+            }
+        }
+    }
+
+    fn write_host(&mut self, data: &[u8]) {
+        self.accept();
+        let result = match &mut self.host {
+            Host::Out(out) => out.write_all(data).and_then(|()| out.flush()),
+            Host::Socket { client, .. } => match client.as_mut() {
+                None => Ok(()),
+                Some(stream) => match stream.write_all(data) {
+                    Err(e) if e.kind() != ErrorKind::WouldBlock => {
+                        *client = None;
+                        Err(e)
+                    }
+                    other => other,
+                },
+            },
+        };
+        if let Err(e) = result {
+            self.warn(format_args!("output of {} bytes dropped: {e}", data.len()));
+        }
+    }
+
+    fn fill_rx(&mut self, queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<bool, VirtioError> {
+        let mut used = false;
+        while !self.pending.is_empty() {
+            let req = match next_request(RX, queue, mem)? {
+                Popped::Empty => break,
+                Popped::BadHead(head) => {
+                    log_bad_head(RX, head, &self.log, "console");
+                    continue;
+                }
+                Popped::Malformed { head, why } => {
+                    reject(RX, queue, mem, head, why, &self.log, "console")?;
+                    used = true;
+                    continue;
+                }
+                Popped::Request(req) => req,
+            };
+            used = true;
+            if req.readable().next().is_some() {
+                reject(
+                    RX,
+                    queue,
+                    mem,
+                    req.head,
+                    "device-readable buffer on the receive queue",
+                    &self.log,
+                    "console",
+                )?;
+                continue;
+            }
+            let n = (req.writable_len() as usize).min(self.pending.len());
+            let data: Vec<u8> = self.pending.iter().take(n).copied().collect();
+            let put = scatter(mem, req.writable(), 0, &data);
+            self.pending.drain(..put);
+            complete(RX, queue, mem, req.head, put as u32)?;
+        }
+        Ok(used)
+    }
+
+    fn drain_tx(&mut self, queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<bool, VirtioError> {
+        let mut used = false;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let req = match next_request(TX, queue, mem)? {
+                Popped::Empty => break,
+                Popped::BadHead(head) => {
+                    log_bad_head(TX, head, &self.log, "console");
+                    continue;
+                }
+                Popped::Malformed { head, why } => {
+                    reject(TX, queue, mem, head, why, &self.log, "console")?;
+                    used = true;
+                    continue;
+                }
+                Popped::Request(req) => req,
+            };
+            used = true;
+            if req.writable().next().is_some() {
+                reject(
+                    TX,
+                    queue,
+                    mem,
+                    req.head,
+                    "device-writable buffer on the transmit queue",
+                    &self.log,
+                    "console",
+                )?;
+                continue;
+            }
+            let total = req.readable_len();
+            let mut done = 0u64;
+            while done < total {
+                let n = (total - done).min(buf.len() as u64) as usize;
+                let got = gather(mem, req.readable(), done, &mut buf[..n]);
+                if got == 0 {
+                    break;
+                }
+                let chunk = buf[..got].to_vec();
+                self.write_host(&chunk);
+                done += got as u64;
+            }
+            complete(TX, queue, mem, req.head, 0)?;
+        }
+        Ok(used)
+    }
+}
+
+impl VirtioBackend for ConsoleBackend {
+    fn device_type(&self) -> u32 {
+        virtio_bindings::virtio_ids::VIRTIO_ID_CONSOLE
+    }
+
+    fn device_features(&self) -> u64 {
+        VIRTIO_F_VERSION_1
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE, QUEUE_SIZE]
+    }
+
+    /// `struct virtio_console_config`: cols, rows, max_nr_ports, emerg_wr
+    /// (only meaningful with features cellvm does not offer).
+    fn config_space(&self) -> Vec<u8> {
+        let mut c = vec![0u8; 12];
+        c[4..8].copy_from_slice(&1u32.to_le_bytes());
+        c
+    }
+
+    fn process_queue(
+        &mut self,
+        index: usize,
+        queue: &mut Queue,
+        mem: &GuestMemoryMmap,
+    ) -> Result<bool, VirtioError> {
+        match index {
+            RX => {
+                self.read_host();
+                self.fill_rx(queue, mem)
+            }
+            TX => self.drain_tx(queue, mem),
+            _ => Ok(false),
+        }
+    }
+
+    /// The listening socket and the connected client, if any.
+    fn host_fds(&self) -> Vec<RawFd> {
+        match &self.host {
+            Host::Out(_) => Vec::new(),
+            Host::Socket { listener, client } => {
+                let mut fds = vec![listener.as_raw_fd()];
+                fds.extend(client.as_ref().map(|c| c.as_raw_fd()));
+                fds
+            }
+        }
+    }
+
+    fn process_host_input(
+        &mut self,
+        queues: &mut [Queue],
+        mem: &GuestMemoryMmap,
+    ) -> Result<bool, VirtioError> {
+        self.read_host();
+        match queues.get_mut(RX) {
+            Some(q) if q.ready() => self.fill_rx(q, mem),
+            _ => Ok(false),
+        }
+    }
+}

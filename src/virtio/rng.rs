@@ -1,0 +1,124 @@
+//! virtio-rng (entropy device, virtio 1.2 5.4): one request queue whose
+//! device-writable buffers are filled from the host's `getrandom(2)`.
+
+use super::{
+    complete, log_bad_head, next_request, reject, scatter, Popped, VirtioBackend, VirtioError,
+    VIRTIO_F_VERSION_1,
+};
+use crate::ratelimit::RateLimiter;
+use virtio_queue::Queue;
+use vm_memory::GuestMemoryMmap;
+
+/// Queue size offered to the driver.
+pub const QUEUE_SIZE: u16 = 256;
+/// Most bytes served per request (the spec lets the device write fewer).
+pub const MAX_BYTES_PER_REQUEST: usize = 64 * 1024;
+
+/// Fills `buf` from the host's getrandom. Returns how many bytes were filled
+/// (all of them unless the kernel reports an error other than EINTR).
+pub fn host_random(buf: &mut [u8]) -> usize {
+    let mut done = 0;
+    while done < buf.len() {
+        let rest = &mut buf[done..];
+        // SAFETY: the pointer and length describe the writable slice `rest`.
+        let n = unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) };
+        if n < 0 {
+            if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            break;
+        }
+        done += n as usize;
+    }
+    done
+}
+
+/// The entropy device backend.
+pub struct RngBackend {
+    log: RateLimiter,
+}
+
+impl Default for RngBackend {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RngBackend {
+    /// An entropy backend.
+    pub fn new() -> Self {
+        RngBackend {
+            log: RateLimiter::new(10),
+        }
+    }
+}
+
+impl VirtioBackend for RngBackend {
+    fn device_type(&self) -> u32 {
+        virtio_bindings::virtio_ids::VIRTIO_ID_RNG
+    }
+
+    fn device_features(&self) -> u64 {
+        VIRTIO_F_VERSION_1
+    }
+
+    fn queue_max_sizes(&self) -> &[u16] {
+        &[QUEUE_SIZE]
+    }
+
+    fn config_space(&self) -> Vec<u8> {
+        Vec::new()
+    }
+
+    fn process_queue(
+        &mut self,
+        index: usize,
+        queue: &mut Queue,
+        mem: &GuestMemoryMmap,
+    ) -> Result<bool, VirtioError> {
+        let mut used = false;
+        let mut chunk = [0u8; 4096];
+        loop {
+            let req = match next_request(index, queue, mem)? {
+                Popped::Empty => break,
+                Popped::BadHead(head) => {
+                    log_bad_head(index, head, &self.log, "rng");
+                    continue;
+                }
+                Popped::Malformed { head, why } => {
+                    reject(index, queue, mem, head, why, &self.log, "rng")?;
+                    used = true;
+                    continue;
+                }
+                Popped::Request(req) => req,
+            };
+            if req.readable().next().is_some() {
+                reject(
+                    index,
+                    queue,
+                    mem,
+                    req.head,
+                    "device-readable buffer in an entropy request",
+                    &self.log,
+                    "rng",
+                )?;
+                used = true;
+                continue;
+            }
+            let want = (req.writable_len() as usize).min(MAX_BYTES_PER_REQUEST);
+            let mut written = 0;
+            while written < want {
+                let n = (want - written).min(chunk.len());
+                let got = host_random(&mut chunk[..n]);
+                let put = scatter(mem, req.writable(), written as u64, &chunk[..got]);
+                written += put;
+                if put < n {
+                    break;
+                }
+            }
+            complete(index, queue, mem, req.head, written as u32)?;
+            used = true;
+        }
+        Ok(used)
+    }
+}
