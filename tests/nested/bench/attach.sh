@@ -9,8 +9,15 @@
 # cellvm-timeout: 600
 cell=/cellvm/cells/test-agent.toml
 name=test-agent
-cycles="${CELLVM_BENCH_CYCLES:-50}"
-rss_cycles="${CELLVM_BENCH_RSS_CYCLES:-1000}"
+param() { # param NAME DEFAULT: NAME=value from L1's kernel command line
+    _v="$2"
+    for _w in $(cat /proc/cmdline); do
+        case "$_w" in "$1="*) _v="${_w#*=}" ;; esac
+    done
+    echo "$_v"
+}
+cycles="$(param cellvm.bench_cycles 50)"
+rss_cycles="$(param cellvm.bench_rss_cycles 1000)"
 dir="$(mktemp -d)"
 export CELLVM_RUNTIME_DIR="$dir/run"
 log="$dir/console.log"

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Attach benchmark (not a test): in the nested rig, a running Linux cell with
+# the guest agent gains and loses a PCI host bridge with a test device
+# through the control API. Prints median and p99 attach/detach latency (API
+# request to the guest's acknowledgement, which comes after the bridge's bus
+# was enumerated) and cellvm's RSS before and after many cycles.
+#
+# Usage: scripts/bench-attach.sh [--cycles N] [--rss-cycles M] [--no-build]
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+cycles=50
+rss_cycles=1000
+build=1
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --cycles) cycles="$2"; shift 2 ;;
+        --rss-cycles) rss_cycles="$2"; shift 2 ;;
+        --no-build) build=0; shift ;;
+        -h | --help) print_header; exit 0 ;;
+        *) die "unknown argument '$1' (see --help)" ;;
+    esac
+done
+case "$cycles$rss_cycles" in *[!0-9]*) die "--cycles and --rss-cycles take whole numbers" ;; esac
+
+start="$(now)"
+[ "$build" = 0 ] || "$REPO_ROOT/scripts/setup.sh" || die "scripts/setup.sh failed"
+need_file "$BUILD_DIR/l1/vmlinuz" "$BUILD_DIR/l1/initramfs.cpio.gz"
+out_dir="$BUILD_DIR/bench"
+mkdir -p "$out_dir"
+run_log="$out_dir/attach-run.log"
+log "== booting L1 once: scenario bench/attach, $cycles timed cycles, $rss_cycles RSS cycles (log: $run_log)"
+set +e
+"$REPO_ROOT/scripts/run-l1.sh" --scenarios bench/attach --timeout $((300 + rss_cycles / 5)) \
+    --append "cellvm.bench_cycles=$cycles cellvm.bench_rss_cycles=$rss_cycles" 2>&1 | tee "$run_log" >&2
+l1_rc="${PIPESTATUS[0]}"
+set -e
+grep -q '^@@CELLVM-SCENARIO-END bench/attach rc=0' "$run_log" ||
+    die "the bench/attach scenario failed (run-l1.sh status $l1_rc; log: $run_log)"
+
+stats() { # column name -> "median p99 min max n"
+    sed -n "s/^bench-sample .*$1=\([0-9.]*\).*/\1/p" "$run_log" | sort -n | awk '
+        { v[NR] = $1 }
+        END {
+            if (NR == 0) { print "- - - - 0"; exit }
+            m = v[int((NR + 1) / 2)]; p = v[int(NR * 0.99 + 0.999)]; if (p == "") p = v[NR]
+            printf "%.1f %.1f %.1f %.1f %d\n", m, p, v[1], v[NR], NR
+        }'
+}
+read -r am ap amin amax an <<<"$(stats attach_ms)"
+read -r dm dp dmin dmax dn <<<"$(stats detach_ms)"
+fails="$(grep -c 'attach_ms=fail\|detach_ms=fail' "$run_log" || true)"
+before="$(sed -n 's/^bench-rss before_kib=\([0-9]*\).*/\1/p' "$run_log")"
+after="$(sed -n 's/^bench-rss after_kib=\([0-9]*\).*/\1/p' "$run_log")"
+rss_fail="$(sed -n 's/^bench-rss after_kib=[0-9]* failures=\([0-9]*\).*/\1/p' "$run_log")"
+
+echo
+echo "runtime attach of a PCI host bridge with one test device, nested rig (L2 on KVM inside QEMU TCG)"
+echo "| operation | median | p99 | [min..max] | samples | target |"
+echo "|---|---|---|---|---|---|"
+echo "| attach (API request -> guest ACK, bus enumerated) | ${am} ms | ${ap} ms | [${amin}..${amax}] ms | ${an} | <= 50 ms |"
+echo "| detach (API request -> guest ACK, bus removed) | ${dm} ms | ${dp} ms | [${dmin}..${dmax}] ms | ${dn} | - |"
+echo
+echo "failed cycles: ${fails}"
+echo "cellvm VmRSS before ${rss_cycles} cycles: ${before:-?} KiB, after: ${after:-?} KiB, drift $(( ${after:-0} - ${before:-0} )) KiB (failures: ${rss_fail:-?}; target: 0)"
+log "done in $(elapsed_since "$start") s"
