@@ -9,8 +9,8 @@
 //! in the notifying vCPU's thread.
 
 use super::{
-    complete, gather, log_bad_head, next_request, reject, scatter, Popped, Request, VirtioBackend,
-    VirtioError, VIRTIO_F_VERSION_1,
+    complete, gather, next_valid_request, reject, scatter, Request, VirtioBackend, VirtioError,
+    VIRTIO_F_VERSION_1,
 };
 use crate::ratelimit::RateLimiter;
 use std::fs::{File, OpenOptions};
@@ -217,20 +217,7 @@ impl VirtioBackend for BlockBackend {
         mem: &GuestMemoryMmap,
     ) -> Result<bool, VirtioError> {
         let mut used = false;
-        loop {
-            let req = match next_request(index, queue, mem)? {
-                Popped::Empty => break,
-                Popped::BadHead(head) => {
-                    log_bad_head(index, head, &self.log, "blk");
-                    continue;
-                }
-                Popped::Malformed { head, why } => {
-                    reject(index, queue, mem, head, why, &self.log, "blk")?;
-                    used = true;
-                    continue;
-                }
-                Popped::Request(req) => req,
-            };
+        while let Some(req) = next_valid_request(index, queue, mem, &self.log, "blk", &mut used)? {
             used = true;
             let mut header = [0u8; 16];
             if req.readable_len() < HEADER_LEN

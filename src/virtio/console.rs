@@ -11,8 +11,8 @@
 //!   dropped; a new client replaces a disconnected one.
 
 use super::{
-    complete, gather, log_bad_head, next_request, reject, scatter, Popped, VirtioBackend,
-    VirtioError, VIRTIO_F_VERSION_1,
+    complete, gather, next_valid_request, reject, scatter, VirtioBackend, VirtioError,
+    VIRTIO_F_VERSION_1,
 };
 use crate::ratelimit::RateLimiter;
 use std::collections::VecDeque;
@@ -196,18 +196,9 @@ impl ConsoleBackend {
     fn fill_rx(&mut self, queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<bool, VirtioError> {
         let mut used = false;
         while !self.pending.is_empty() {
-            let req = match next_request(RX, queue, mem)? {
-                Popped::Empty => break,
-                Popped::BadHead(head) => {
-                    log_bad_head(RX, head, &self.log, "console");
-                    continue;
-                }
-                Popped::Malformed { head, why } => {
-                    reject(RX, queue, mem, head, why, &self.log, "console")?;
-                    used = true;
-                    continue;
-                }
-                Popped::Request(req) => req,
+            let Some(req) = next_valid_request(RX, queue, mem, &self.log, "console", &mut used)?
+            else {
+                break;
             };
             used = true;
             if req.readable().next().is_some() {
@@ -234,20 +225,7 @@ impl ConsoleBackend {
     fn drain_tx(&mut self, queue: &mut Queue, mem: &GuestMemoryMmap) -> Result<bool, VirtioError> {
         let mut used = false;
         let mut buf = vec![0u8; 4096];
-        loop {
-            let req = match next_request(TX, queue, mem)? {
-                Popped::Empty => break,
-                Popped::BadHead(head) => {
-                    log_bad_head(TX, head, &self.log, "console");
-                    continue;
-                }
-                Popped::Malformed { head, why } => {
-                    reject(TX, queue, mem, head, why, &self.log, "console")?;
-                    used = true;
-                    continue;
-                }
-                Popped::Request(req) => req,
-            };
+        while let Some(req) = next_valid_request(TX, queue, mem, &self.log, "console", &mut used)? {
             used = true;
             if req.writable().next().is_some() {
                 reject(

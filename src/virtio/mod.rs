@@ -339,6 +339,31 @@ pub(crate) fn reject(
     complete(index, queue, mem, head, 0)
 }
 
+/// Pops the next well-formed chain of `queue`, completing malformed chains
+/// with length 0 and skipping heads outside the queue on the way (each with a
+/// rate-limited log line). Sets `used` when a chain was completed; `None`
+/// when nothing is available.
+pub(crate) fn next_valid_request(
+    index: usize,
+    queue: &mut Queue,
+    mem: &GuestMemoryMmap,
+    log: &crate::ratelimit::RateLimiter,
+    device: &str,
+    used: &mut bool,
+) -> Result<Option<Request>, VirtioError> {
+    loop {
+        match next_request(index, queue, mem)? {
+            Popped::Empty => return Ok(None),
+            Popped::BadHead(head) => log_bad_head(index, head, log, device),
+            Popped::Malformed { head, why } => {
+                reject(index, queue, mem, head, why, log, device)?;
+                *used = true;
+            }
+            Popped::Request(req) => return Ok(Some(req)),
+        }
+    }
+}
+
 /// Logs a head index outside the queue (nothing can be completed).
 pub(crate) fn log_bad_head(
     index: usize,

@@ -2,8 +2,7 @@
 //! device-writable buffers are filled from the host's `getrandom(2)`.
 
 use super::{
-    complete, log_bad_head, next_request, reject, scatter, Popped, VirtioBackend, VirtioError,
-    VIRTIO_F_VERSION_1,
+    complete, next_valid_request, reject, scatter, VirtioBackend, VirtioError, VIRTIO_F_VERSION_1,
 };
 use crate::ratelimit::RateLimiter;
 use virtio_queue::Queue;
@@ -78,20 +77,7 @@ impl VirtioBackend for RngBackend {
     ) -> Result<bool, VirtioError> {
         let mut used = false;
         let mut chunk = [0u8; 4096];
-        loop {
-            let req = match next_request(index, queue, mem)? {
-                Popped::Empty => break,
-                Popped::BadHead(head) => {
-                    log_bad_head(index, head, &self.log, "rng");
-                    continue;
-                }
-                Popped::Malformed { head, why } => {
-                    reject(index, queue, mem, head, why, &self.log, "rng")?;
-                    used = true;
-                    continue;
-                }
-                Popped::Request(req) => req,
-            };
+        while let Some(req) = next_valid_request(index, queue, mem, &self.log, "rng", &mut used)? {
             if req.readable().next().is_some() {
                 reject(
                     index,
