@@ -166,7 +166,14 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if full { 20_000 } else { 200 });
-    println!("ECAM access vs raw MMIO exit, {n} accesses per step, same run");
+    if full {
+        println!("ECAM access vs raw MMIO exit, {n} accesses per step, same run");
+    } else {
+        println!(
+            "ECAM access vs raw MMIO exit: SMOKE RUN ({n} accesses, whatever profile cargo test built); \
+             the ratio below is noise, run `cargo bench --bench ecam` for the numbers"
+        );
+    }
     println!("| access | raw KVM MMIO exit | cellvm ECAM | ratio (target <= 1.10) |");
     println!("|---|---|---|---|");
     for (name, op, addr) in [

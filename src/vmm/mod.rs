@@ -145,6 +145,7 @@ pub struct Cell {
 impl Cell {
     /// Builds the cell. `start` is when cellvm started (for the boot timer).
     pub fn new(cfg: CellConfig, mut io: CellIo, start: Instant) -> Result<Self, VmmError> {
+        check_pins(&cfg)?;
         let layout = CellLayout::new(&cfg)?;
         let base_tree = crate::fdt::build_base_tree(&cfg, &layout)?;
         let dtb = crate::fdt::emit::to_dtb(&base_tree)?;
@@ -257,8 +258,6 @@ impl Cell {
             }
             vcpus.push(vcpu);
         }
-        check_pins(&cfg)?;
-
         let ivshmem_subs = pci_ctx.ivshmem_subs;
         let hotplug = Arc::new(hotplug::Hotplug::new(
             cfg.name.clone(),
