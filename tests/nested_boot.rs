@@ -346,3 +346,29 @@ fn virtio_mmio_rng_block_and_console_move_real_data() {
     );
     assert!(o.contains("host: hvc0.out=hello-from-hvc0"), "{o}");
 }
+
+#[test]
+fn detaching_a_device_after_the_agent_reloaded_never_sends_a_stale_overlay_id() {
+    let steps = attach_steps();
+    let reload = &steps["reload"];
+    assert!(reload.contains("guest_already_dropped=true"), "{reload}");
+    // hotcam (attached by the new agent) is untouched by hot0's detach.
+    assert!(
+        reload.contains("id=hotcam") && reload.contains("state=attached"),
+        "{reload}"
+    );
+    let cleanup = &steps["reload-cleanup"];
+    assert!(
+        cleanup.contains("guest_already_dropped=false") && cleanup.contains("rc=0"),
+        "{cleanup}"
+    );
+    let console = &steps["console"];
+    let count = |prefix: &str| {
+        console
+            .lines()
+            .filter(|l| l.starts_with(prefix) && l.ends_with(":0c:04.0"))
+            .count()
+    };
+    assert_eq!(count("CELLVM-DEV+ "), count("CELLVM-DEV- "), "{console}");
+    assert!(count("CELLVM-DEV+ ") >= 2, "{console}");
+}

@@ -75,6 +75,8 @@ struct State {
     agent: AgentState,
     last_error: Option<GuestError>,
     rejected: u64,
+    /// HELLOs accepted so far: each is a new agent generation.
+    hellos: u64,
     dropped: u64,
 }
 
@@ -97,6 +99,7 @@ impl State {
             agent: AgentState::NotSeen,
             last_error: None,
             rejected: 0,
+            hellos: 0,
             dropped: 0,
         }
     }
@@ -419,6 +422,7 @@ impl Shared {
             version: hello.version,
             capabilities: hello.capabilities,
         });
+        st.hellos += 1;
         let reply = Message::new(Op::Ack, msg.seq, 0).with_payload(
             Hello {
                 version: proto::PROTOCOL_VERSION,
@@ -540,6 +544,7 @@ impl Shared {
             last_error: st.last_error.clone(),
             rejected_messages: st.rejected,
             dropped_messages: st.dropped,
+            generation: st.hellos,
         }
     }
 

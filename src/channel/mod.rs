@@ -93,6 +93,10 @@ pub struct AgentStatus {
     pub rejected_messages: u64,
     /// NAKs to the guest dropped because the guest did not drain its mailbox.
     pub dropped_messages: u64,
+    /// Agent generation: the number of HELLOs accepted. Overlay ids are only
+    /// meaningful within the generation that applied them (an agent that
+    /// unloads removes its overlays; a new one numbers them afresh).
+    pub generation: u64,
 }
 
 /// Errors of [`ChannelHandle`] requests.

@@ -872,3 +872,20 @@ fn codec_round_trips_and_rejects() {
         }
     }
 }
+
+#[test]
+fn every_accepted_hello_starts_a_new_agent_generation() {
+    let (g, h) = setup();
+    assert_eq!(h.agent_status().generation, 0);
+    assert_eq!(g.hello(1), 0);
+    assert_eq!(h.agent_status().generation, 1);
+    assert_eq!(g.send(&Message::new(Op::Bye, 2, 0)), 0);
+    assert_eq!(h.agent_status().state, AgentState::Gone);
+    assert_eq!(
+        h.agent_status().generation,
+        1,
+        "BYE does not start a generation"
+    );
+    assert_eq!(g.hello(3), 0);
+    assert_eq!(h.agent_status().generation, 2);
+}

@@ -35,6 +35,8 @@ pub const DEFAULT_GUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// A registered device model of an attached device.
 struct LiveDevice {
     overlay: OverlayId,
+    /// The agent generation that applied `overlay`.
+    generation: u64,
     mmio: Vec<String>,
     pio: Vec<String>,
     irqfd: Option<(EventFd, u32)>,
@@ -177,6 +179,7 @@ impl Hotplug {
         let plan = attach::plan(&request, &st.layout, &self.base_tree, &st.attached)
             .map_err(attach_error)?;
         let model = self.build_model(&request, &plan.slot)?;
+        let generation = self.channel.agent_status().generation;
         let overlay = match self.channel.apply_overlay(&plan.overlay, timeout) {
             Ok(id) => id,
             Err(e) => {
@@ -203,6 +206,7 @@ impl Hotplug {
             id.clone(),
             LiveDevice {
                 overlay,
+                generation,
                 attached_at: Instant::now(),
                 ..model
             },
@@ -219,13 +223,24 @@ impl Hotplug {
         let started = Instant::now();
         let mut st = self.lock();
         let plan = attach::plan_detach(id, &st.layout, &st.attached).map_err(attach_error)?;
-        let Some(overlay) = st.live.get(id).map(|l| l.overlay) else {
+        let Some((overlay, generation)) = st.live.get(id).map(|l| (l.overlay, l.generation)) else {
             return Err(ApiError::new(
                 ErrorKind::Internal,
                 format!("{id} is attached but has no device model"),
             ));
         };
-        let guest = self.channel.remove_overlay(overlay, timeout);
+        // An agent that unloaded removed every overlay it had applied, and a
+        // new agent numbers overlays afresh: never send a stale id (it could
+        // name another device's overlay now).
+        let agent = self.channel.agent_status();
+        let dropped_by_guest = agent.generation != generation
+            || matches!(agent.state, crate::channel::AgentState::Gone);
+        let guest = if dropped_by_guest {
+            log::info!("detach {id}: the guest agent that applied it is gone; the guest already dropped it");
+            Ok(())
+        } else {
+            self.channel.remove_overlay(overlay, timeout)
+        };
         if let Err(e) = &guest {
             if !force {
                 return Err(channel_error(e));
@@ -245,6 +260,7 @@ impl Hotplug {
             "id": id,
             "detached": true,
             "forced": guest.is_err(),
+            "guest_already_dropped": dropped_by_guest,
             "guest_error": guest.err().map(|e| e.to_string()),
             "elapsed_ms": started.elapsed().as_secs_f64() * 1000.0,
         }))
@@ -258,6 +274,7 @@ impl Hotplug {
         let internal = |what: String| ApiError::new(ErrorKind::Internal, what);
         let mut model = LiveDevice {
             overlay: OverlayId(0),
+            generation: 0,
             mmio: Vec::new(),
             pio: Vec::new(),
             irqfd: None,

@@ -132,6 +132,19 @@ step re-attach
 act_and_wait "CELLVM-DEV+ .*:08:02.0" api attach "$name" "$dir/pci.toml"
 act_and_wait "CELLVM-DEV- .*:08:02.0" api detach "$name" hot0
 
+step reload
+# A device attached before the agent reloads: the agent removes its overlay
+# on unload, and the new agent numbers overlays afresh. Detaching it later
+# must not send its stale overlay id (it would name hotcam's overlay now).
+act_and_wait "CELLVM-DEV+ .*:08:02.0" api attach "$name" "$dir/pci.toml"
+act_and_wait "CELLVM-AGENT-RMMOD" printf 'rmmod\n' >&3
+act_and_wait "guest agent HELLO" printf 'insmod\n' >&3
+act_and_wait "CELLVM-DEV+ .*:0c:04.0" api attach "$name" "$dir/cam.toml"
+api detach "$name" hot0
+api devices "$name"
+step reload-cleanup
+act_and_wait "CELLVM-DEV- .*:0c:04.0" api detach "$name" hotcam
+
 step guest-devices
 printf 'exit\n' >&3
 wait $pid
