@@ -375,9 +375,13 @@ impl AttachPlan {
         layout: &mut CellLayout,
         attached: &mut Vec<AttachedDevice>,
     ) -> Result<(), AttachError> {
-        if !same_layout(layout, &self.before) || ids(attached) != self.attached_before {
-            return Err(AttachError::StaleLayout { id: self.id });
-        }
+        ensure_fresh(
+            &self.id,
+            &self.before,
+            &self.attached_before,
+            layout,
+            attached,
+        )?;
         *layout = self.layout;
         attached.push(AttachedDevice {
             request: self.request,
@@ -416,13 +420,31 @@ impl DetachPlan {
         layout: &mut CellLayout,
         attached: &mut Vec<AttachedDevice>,
     ) -> Result<(), AttachError> {
-        if !same_layout(layout, &self.before) || ids(attached) != self.attached_before {
-            return Err(AttachError::StaleLayout { id: self.id });
-        }
+        ensure_fresh(
+            &self.id,
+            &self.before,
+            &self.attached_before,
+            layout,
+            attached,
+        )?;
         *layout = self.layout;
         attached.retain(|d| d.id() != self.id);
         Ok(())
     }
+}
+
+/// A plan may only be committed against the state it was made from.
+fn ensure_fresh(
+    id: &str,
+    before: &CellLayout,
+    attached_before: &[String],
+    layout: &CellLayout,
+    attached: &[AttachedDevice],
+) -> Result<(), AttachError> {
+    if !same_layout(layout, before) || ids(attached) != attached_before {
+        return Err(AttachError::StaleLayout { id: id.to_string() });
+    }
+    Ok(())
 }
 
 fn ids(attached: &[AttachedDevice]) -> Vec<String> {
