@@ -17,6 +17,7 @@ pub mod block;
 pub mod console;
 pub mod mmio;
 pub mod rng;
+pub mod state;
 #[cfg(test)]
 mod tests;
 
