@@ -11,6 +11,7 @@
 //! - [`host_bridge`]: [`PciHostBridge`], the [`BusDevice`](crate::devices::BusDevice)
 //!   for the config window; it maps and unmaps BARs on the MMIO [`Bus`](crate::devices::Bus)
 //!   as the guest programs them, and routes INTx to the bridge's four IOAPIC pins.
+//! - [`msix`]: [`Msix`], the MSI-X capability, vector table and pending bits.
 //! - [`test_device`]: [`PciTestDevice`], a tiny function for end-to-end tests.
 //!
 //! See `docs/pci.md` for the model, the locking rules and the test device's
@@ -20,12 +21,14 @@ pub mod bar;
 pub mod config_space;
 pub mod decode;
 pub mod host_bridge;
+pub mod msix;
 pub mod test_device;
 
 pub use bar::{BarKind, BarMapError, BarMemoryMapper, BarRegion, BarSpec};
 pub use config_space::{ConfigSpace, InterruptLine, IntxPin, PciFunction, PciIds, SharedFunction};
 pub use decode::{BadAccess, ConfigDecoder, Decoded, PciAddress};
 pub use host_bridge::PciHostBridge;
+pub use msix::{MsiSender, Msix};
 pub use test_device::PciTestDevice;
 
 use thiserror::Error;

@@ -16,14 +16,18 @@
 pub mod block;
 pub mod console;
 pub mod mmio;
+pub mod pci;
 pub mod rng;
 pub mod state;
+#[cfg(test)]
+mod pci_tests;
 #[cfg(test)]
 mod tests;
 
 pub use block::BlockBackend;
 pub use console::{ConsoleBackend, ConsoleHost};
 pub use mmio::VirtioMmioDevice;
+pub use pci::VirtioPciFunction;
 pub use rng::RngBackend;
 
 use std::path::PathBuf;

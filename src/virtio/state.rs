@@ -488,6 +488,11 @@ impl VirtioState {
         self.backend.host_fds()
     }
 
+    /// Bytes of device configuration.
+    pub fn config_len(&self) -> usize {
+        self.backend.config_space().len()
+    }
+
     /// Reads `data.len()` bytes of the device configuration at `offset`;
     /// beyond its end reads as zeros (with a log line).
     pub fn read_config(&self, offset: u64, data: &mut [u8]) {
