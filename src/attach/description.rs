@@ -19,14 +19,14 @@
 
 use super::{AttachError, DeviceRequest};
 use crate::config::{
-    parse_size, IvshmemConfig, Location, PciDeviceConfig, PciDeviceKind, PciHostKind, VirtioKind,
-    Window,
+    parse_size, IvshmemConfig, Location, PciDeviceConfig, PciDeviceKind, PciHostKind,
+    VirtioBackendConfig, VirtioKind, VirtioPciConfig, Window,
 };
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use std::fmt;
 use std::ops::Range;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use thiserror::Error;
 
 /// Name given to description text that did not come from a file.
@@ -457,7 +457,21 @@ const PCI_BRIDGE_KEYS: &[&str] = &[
     "mmio64",
     "device",
 ];
-const VIRTIO_KEYS: &[&str] = &["kind", "id", "virtio", "base", "irq"];
+const VIRTIO_KEYS: &[&str] = &[
+    "kind",
+    "id",
+    "virtio",
+    "base",
+    "irq",
+    "path",
+    "read_only",
+    "serial",
+    "socket",
+    "pty",
+    "queue_size",
+];
+/// Backend keys of a virtio device.
+const BACKEND_KEYS: &[&str] = &["path", "read_only", "serial", "socket", "pty", "queue_size"];
 const UART_KEYS: &[&str] = &["kind", "id", "port", "irq"];
 const WINDOW_KEYS: &[&str] = &["base", "size"];
 const PCI_DEVICE_KEYS: &[&str] = &[
@@ -469,6 +483,13 @@ const PCI_DEVICE_KEYS: &[&str] = &[
     "max_peers",
     "rw_size",
     "output_size",
+    "virtio",
+    "path",
+    "read_only",
+    "serial",
+    "socket",
+    "pty",
+    "queue_size",
 ];
 const IVSHMEM_KEYS: &[&str] = &["region", "peer_id", "max_peers", "rw_size", "output_size"];
 
@@ -513,6 +534,144 @@ fn window(ctx: &Ctx<'_>, item: &Item, field: &str) -> Result<Window, Description
     Ok(Window { base, size })
 }
 
+/// `virtio = "..."` of a description.
+fn virtio_kind(ctx: &Ctx<'_>, t: &Table<'_>) -> Result<VirtioKind, DescriptionError> {
+    choice(
+        ctx,
+        t.require(ctx, "virtio")?,
+        &t.field("virtio"),
+        &[
+            ("rng", VirtioKind::Rng),
+            ("block", VirtioKind::Block),
+            ("console", VirtioKind::Console),
+        ],
+    )
+}
+
+/// The backend keys of a virtio device of `kind` in table `t` (as in cell
+/// configs, docs/virtio.md): keys that do not apply to the kind, a block
+/// device without an existing image file, two console hosts, a disk serial
+/// over 20 bytes and a queue size that is not a power of two from 16 to 1024
+/// are refused.
+fn virtio_backend(
+    ctx: &Ctx<'_>,
+    t: &Table<'_>,
+    kind: VirtioKind,
+) -> Result<VirtioBackendConfig, DescriptionError> {
+    let allowed: &[&str] = match kind {
+        VirtioKind::Rng => &["queue_size"],
+        VirtioKind::Block => &["path", "read_only", "serial", "queue_size"],
+        VirtioKind::Console => &["path", "socket", "pty", "queue_size"],
+    };
+    for key in BACKEND_KEYS {
+        if let Some(item) = t.get(key) {
+            if !allowed.contains(key) {
+                return Err(ctx.err(
+                    Some(item),
+                    &t.field(key),
+                    format!("a {kind:?} device takes no {key:?} key").to_lowercase(),
+                ));
+            }
+        }
+    }
+    let path_of = |key: &str| -> Result<Option<PathBuf>, DescriptionError> {
+        t.get(key)
+            .map(|v| {
+                let s = ctx.string(v, &t.field(key))?;
+                if s.is_empty() {
+                    return Err(ctx.err(Some(v), &t.field(key), "empty path"));
+                }
+                Ok(PathBuf::from(s))
+            })
+            .transpose()
+    };
+    let path = path_of("path")?;
+    let socket = path_of("socket")?;
+    let pty = path_of("pty")?;
+    if kind == VirtioKind::Block {
+        let Some(image) = &path else {
+            return Err(ctx.err(
+                None,
+                &t.field("path"),
+                "missing required key (a block device needs the path of its raw disk image)",
+            ));
+        };
+        match std::fs::metadata(image) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => {
+                return Err(ctx.err(
+                    t.get("path"),
+                    &t.field("path"),
+                    format!("disk image {} is not a regular file", image.display()),
+                ))
+            }
+            Err(e) => {
+                return Err(ctx.err(
+                    t.get("path"),
+                    &t.field("path"),
+                    format!("disk image {}: {e}", image.display()),
+                ))
+            }
+        }
+    }
+    let hosts = ["path", "socket", "pty"];
+    if kind == VirtioKind::Console {
+        let named: Vec<&str> = hosts.into_iter().filter(|k| t.get(k).is_some()).collect();
+        if let [_, second, ..] = named.as_slice() {
+            return Err(ctx.err(
+                t.get(second),
+                &t.field(second),
+                "a console takes one of path, socket or pty",
+            ));
+        }
+    }
+    let read_only = match t.get("read_only") {
+        None => false,
+        Some(item) => match item.val {
+            Val::Bool(b) => b,
+            _ => return Err(ctx.wrong_type(item, &t.field("read_only"), "a boolean")),
+        },
+    };
+    let serial = match t.get("serial") {
+        None => None,
+        Some(item) => {
+            let s = ctx.string(item, &t.field("serial"))?;
+            if s.is_empty() || s.len() > 20 || !s.is_ascii() {
+                return Err(ctx.err(
+                    Some(item),
+                    &t.field("serial"),
+                    "a disk serial is 1 to 20 ASCII characters",
+                ));
+            }
+            Some(s.to_string())
+        }
+    };
+    let queue_size = match t.get("queue_size") {
+        None => None,
+        Some(item) => {
+            let n: u16 = ctx.ranged(item, &t.field("queue_size"), |n| {
+                format!("{n} is not a power of two from 16 to 1024")
+            })?;
+            if !n.is_power_of_two() || !(16..=1024).contains(&n) {
+                return Err(ctx.err(
+                    Some(item),
+                    &t.field("queue_size"),
+                    format!("{n} is not a power of two from 16 to 1024"),
+                ));
+            }
+            Some(n)
+        }
+    };
+    Ok(VirtioBackendConfig {
+        path,
+        read_only,
+        serial,
+        socket,
+        pty,
+        queue_size,
+    })
+}
+
 fn pci_device(
     ctx: &Ctx<'_>,
     item: &Item,
@@ -531,27 +690,47 @@ fn pci_device(
         None => 0,
     };
     let kind_f = t.field("kind");
-    #[derive(Clone, Copy)]
+    #[derive(Clone, Copy, PartialEq)]
     enum K {
         Test,
         Ivshmem,
+        Virtio,
     }
     let kind = choice(
         ctx,
         t.require(ctx, "kind")?,
         &kind_f,
-        &[("test", K::Test), ("ivshmem", K::Ivshmem)],
+        &[
+            ("test", K::Test),
+            ("ivshmem", K::Ivshmem),
+            ("virtio", K::Virtio),
+        ],
     )?;
-    let kind = match kind {
-        K::Test => {
-            if let Some(key) = IVSHMEM_KEYS.iter().find(|k| t.get(k).is_some()) {
+    let virtio_keys: Vec<&str> = std::iter::once("virtio")
+        .chain(BACKEND_KEYS.iter().copied())
+        .collect();
+    for (keys, owner, who) in [
+        (IVSHMEM_KEYS, "ivshmem", K::Ivshmem),
+        (virtio_keys.as_slice(), "virtio", K::Virtio),
+    ] {
+        if kind != who {
+            if let Some(key) = keys.iter().find(|k| t.get(k).is_some()) {
                 return Err(ctx.err(
                     t.get(key),
                     &t.field(key),
-                    "only ivshmem devices take this key",
+                    format!("only {owner} devices take this key"),
                 ));
             }
-            PciDeviceKind::Test
+        }
+    }
+    let kind = match kind {
+        K::Test => PciDeviceKind::Test,
+        K::Virtio => {
+            let kind = virtio_kind(ctx, &t)?;
+            PciDeviceKind::Virtio(VirtioPciConfig {
+                kind,
+                backend: virtio_backend(ctx, &t, kind)?,
+            })
         }
         K::Ivshmem => {
             let region_f = t.field("region");
@@ -668,21 +847,16 @@ fn request(ctx: &Ctx<'_>) -> Result<DeviceRequest, DescriptionError> {
                 devices,
             }
         }
-        K::Virtio => DeviceRequest::VirtioMmio {
-            id,
-            kind: choice(
-                ctx,
-                t.require(ctx, "virtio")?,
-                "virtio",
-                &[
-                    ("rng", VirtioKind::Rng),
-                    ("block", VirtioKind::Block),
-                    ("console", VirtioKind::Console),
-                ],
-            )?,
-            base: t.get("base").map(|v| ctx.address(v, "base")).transpose()?,
-            irq: opt_irq("irq")?,
-        },
+        K::Virtio => {
+            let kind = virtio_kind(ctx, &t)?;
+            DeviceRequest::VirtioMmio {
+                id,
+                kind,
+                base: t.get("base").map(|v| ctx.address(v, "base")).transpose()?,
+                irq: opt_irq("irq")?,
+                backend: virtio_backend(ctx, &t, kind)?,
+            }
+        }
         K::Uart => DeviceRequest::Uart {
             id,
             port: t

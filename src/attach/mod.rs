@@ -31,7 +31,7 @@ mod tests;
 pub use description::DescriptionError;
 pub use plan::{current_tree, plan, plan_detach, same_layout, AttachPlan, DetachPlan};
 
-use crate::config::{PciDeviceConfig, PciHostKind, VirtioKind, Window};
+use crate::config::{PciDeviceConfig, PciHostKind, VirtioBackendConfig, VirtioKind, Window};
 use crate::fdt::overlay::ApplyError;
 use crate::fdt::FdtError;
 use crate::layout::{LayoutError, PciBridgeSlot, VirtioMmioSlot};
@@ -74,6 +74,8 @@ pub enum DeviceRequest {
         base: Option<u64>,
         /// Fixed IOAPIC pin, or allocated.
         irq: Option<u32>,
+        /// Backend settings (docs/virtio.md).
+        backend: VirtioBackendConfig,
     },
     /// A 16550 UART at an I/O port, under the base tree's ISA bus.
     Uart {

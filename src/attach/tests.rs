@@ -40,6 +40,7 @@ fn virtio(id: &str, base: Option<u64>, irq: Option<u32>) -> DeviceRequest {
         kind: VirtioKind::Rng,
         base,
         irq,
+        backend: Default::default(),
     }
 }
 
@@ -1034,6 +1035,7 @@ rw_size = "64K"
                 kind: VirtioKind::Rng,
                 base: Some(0xd010_5000),
                 irq: Some(9),
+                backend: Default::default(),
             },
         ),
         (
@@ -1219,6 +1221,42 @@ fn toml_description_errors_name_the_field_and_line() {
             3,
             "invalid TOML",
         ),
+        (
+            "kind = \"virtio-mmio\"\nid = \"d\"\nvirtio = \"block\"\npath = \"/nonexistent/disk.img\"\n",
+            "path",
+            4,
+            "disk image /nonexistent/disk.img: No such file or directory",
+        ),
+        (
+            "kind = \"virtio-mmio\"\nid = \"r\"\nvirtio = \"rng\"\nqueue_size = 100\n",
+            "queue_size",
+            4,
+            "100 is not a power of two from 16 to 1024",
+        ),
+        (
+            "kind = \"virtio-mmio\"\nid = \"c\"\nvirtio = \"console\"\npath = \"a\"\npty = \"b\"\n",
+            "pty",
+            5,
+            "a console takes one of path, socket or pty",
+        ),
+        (
+            "kind = \"virtio-mmio\"\nid = \"r\"\nvirtio = \"rng\"\nserial = \"x\"\n",
+            "serial",
+            4,
+            "a rng device takes no \"serial\" key",
+        ),
+        (
+            "kind = \"pci-bridge\"\nid = \"b\"\nbridge = \"ecam\"\n[[device]]\nslot = 1\nkind = \"test\"\nvirtio = \"rng\"\n",
+            "device[0].virtio",
+            7,
+            "only virtio devices take this key",
+        ),
+        (
+            "kind = \"pci-bridge\"\nid = \"b\"\nbridge = \"ecam\"\n[[device]]\nslot = 1\nkind = \"virtio\"\nvirtio = \"gpu\"\n",
+            "device[0].virtio",
+            7,
+            "unknown kind \"gpu\"",
+        ),
     ];
     for (text, field, line, message) in cases {
         let e = desc_err(DeviceRequest::from_toml_str(text));
@@ -1369,4 +1407,37 @@ fn memory_above_4g_does_not_confuse_the_64_bit_pool() {
         panic!("slot")
     };
     assert_eq!(s.mmio64.map(|w| w.base), Some(PCI_MMIO64_POOL.0));
+}
+
+#[test]
+fn virtio_descriptions_carry_their_backend_on_both_transports() {
+    let img = tempfile::NamedTempFile::new().unwrap();
+    let path = img.path().display().to_string();
+    let mmio = DeviceRequest::from_toml_str(&format!(
+        "kind = \"virtio-mmio\"\nid = \"d\"\nvirtio = \"block\"\npath = \"{path}\"\nread_only = true\nserial = \"S1\"\nqueue_size = 32\n"
+    ))
+    .expect("parse");
+    let DeviceRequest::VirtioMmio { kind, backend, .. } = &mmio else {
+        panic!("{mmio:?}");
+    };
+    assert_eq!(*kind, VirtioKind::Block);
+    assert_eq!(backend.path.as_deref(), Some(img.path()));
+    assert!(backend.read_only);
+    assert_eq!(backend.serial.as_deref(), Some("S1"));
+    assert_eq!(backend.queue_size, Some(32));
+    let pci = DeviceRequest::from_json_str(&format!(
+        r#"{{"kind": "pci-bridge", "id": "b", "bridge": "ecam", "device": [{{"slot": 2, "kind": "virtio", "virtio": "console", "pty": "/tmp/x.pty"}}]}}"#
+    ))
+    .expect("parse");
+    let DeviceRequest::PciBridge { devices, .. } = &pci else {
+        panic!("{pci:?}");
+    };
+    let PciDeviceKind::Virtio(v) = &devices[0].kind else {
+        panic!("{devices:?}");
+    };
+    assert_eq!(v.kind, VirtioKind::Console);
+    assert_eq!(
+        v.backend.pty.as_deref(),
+        Some(std::path::Path::new("/tmp/x.pty"))
+    );
 }

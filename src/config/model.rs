@@ -140,6 +140,21 @@ pub struct VirtioBackendConfig {
     pub serial: Option<String>,
     /// Console: listen on this Unix socket (output and input).
     pub socket: Option<PathBuf>,
+    /// Console: allocate a pseudo-terminal and make this path a symlink to
+    /// it (output and input).
+    pub pty: Option<PathBuf>,
+    /// Size of every queue the driver may use (a power of two, 16 to 1024;
+    /// default 256).
+    pub queue_size: Option<u16>,
+}
+
+/// A virtio device behind a PCI host bridge (virtio-pci transport).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VirtioPciConfig {
+    /// Device kind.
+    pub kind: VirtioKind,
+    /// Backend settings.
+    pub backend: VirtioBackendConfig,
 }
 
 /// The flavour of a generic PCI host bridge.
@@ -206,6 +221,8 @@ pub enum PciDeviceKind {
     Test,
     /// An ivshmem 2.0 shared-memory device (docs/ivshmem.md).
     Ivshmem(IvshmemConfig),
+    /// A virtio device on the virtio-pci transport (docs/virtio.md).
+    Virtio(VirtioPciConfig),
 }
 
 /// An ivshmem 2.0 device: memory shared with peer cells plus doorbells.

@@ -500,6 +500,31 @@ pub(crate) struct RawVirtioMmio {
     pub read_only: Option<Sp<bool>>,
     pub serial: Option<Sp<String>>,
     pub socket: Option<Sp<String>>,
+    pub pty: Option<Sp<String>>,
+    pub queue_size: Option<Sp<i64>>,
+}
+
+impl RawVirtioMmio {
+    pub fn backend_keys(&self) -> RawBackendKeys<'_> {
+        RawBackendKeys {
+            path: self.path.as_ref(),
+            read_only: self.read_only.as_ref(),
+            serial: self.serial.as_ref(),
+            socket: self.socket.as_ref(),
+            pty: self.pty.as_ref(),
+            queue_size: self.queue_size.as_ref(),
+        }
+    }
+}
+
+/// The backend keys of a virtio device, wherever it is declared.
+pub(crate) struct RawBackendKeys<'a> {
+    pub path: Option<&'a Sp<String>>,
+    pub read_only: Option<&'a Sp<bool>>,
+    pub serial: Option<&'a Sp<String>>,
+    pub socket: Option<&'a Sp<String>>,
+    pub pty: Option<&'a Sp<String>>,
+    pub queue_size: Option<&'a Sp<i64>>,
 }
 
 /// `[[pci_bridge]]`
@@ -528,6 +553,26 @@ pub(crate) struct RawPciDevice {
     pub max_peers: Option<Sp<i64>>,
     pub rw_size: Option<Sp<RawSize>>,
     pub output_size: Option<Sp<RawSize>>,
+    pub virtio: Option<Sp<String>>,
+    pub path: Option<Sp<String>>,
+    pub read_only: Option<Sp<bool>>,
+    pub serial: Option<Sp<String>>,
+    pub socket: Option<Sp<String>>,
+    pub pty: Option<Sp<String>>,
+    pub queue_size: Option<Sp<i64>>,
+}
+
+impl RawPciDevice {
+    pub fn backend_keys(&self) -> RawBackendKeys<'_> {
+        RawBackendKeys {
+            path: self.path.as_ref(),
+            read_only: self.read_only.as_ref(),
+            serial: self.serial.as_ref(),
+            socket: self.socket.as_ref(),
+            pty: self.pty.as_ref(),
+            queue_size: self.queue_size.as_ref(),
+        }
+    }
 }
 
 /// `{ base = ..., size = ... }`

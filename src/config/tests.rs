@@ -1660,7 +1660,7 @@ fn rejects_function_without_function_zero() {
 fn rejects_unknown_pci_device_kind() {
     assert_err(
         &device_cell("[[pci_bridge.device]]\nslot = 1\nkind = \"nvme\"\n"),
-        "cells/x.toml:13:8: pci_bridge[0].device[0].kind: unknown kind \"nvme\", expected \"test\" or \"ivshmem\"",
+        "cells/x.toml:13:8: pci_bridge[0].device[0].kind: unknown kind \"nvme\", expected \"test\", \"ivshmem\" or \"virtio\"",
     );
 }
 
@@ -1722,7 +1722,7 @@ fn rejects_backend_keys_of_another_kind() {
 fn rejects_console_with_both_path_and_socket() {
     assert_err(
         &head("[[virtio_mmio]]\nid = \"c\"\nkind = \"console\"\npath = \"a\"\nsocket = \"b\"\n"),
-        "cells/x.toml:12:10: virtio_mmio[0].socket: a console takes either path or socket, not both",
+        "cells/x.toml:12:10: virtio_mmio[0].socket: a console takes one of path, socket or pty",
     );
 }
 
@@ -1735,4 +1735,81 @@ fn accepts_block_backend_keys() {
     assert_eq!(b.path, Some(PathBuf::from("/cells/img")));
     assert!(b.read_only);
     assert_eq!(b.serial.as_deref(), Some("SN1"));
+}
+
+#[test]
+fn accepts_virtio_pci_devices_with_their_backends() {
+    let cfg = ok(&device_cell(
+        "[[pci_bridge.device]]\nslot = 1\nkind = \"virtio\"\nvirtio = \"block\"\npath = \"img\"\nqueue_size = 64\n\
+         [[pci_bridge.device]]\nslot = 2\nkind = \"virtio\"\nvirtio = \"console\"\npty = \"con.pty\"\n",
+    ));
+    let devices = &cfg.pci_bridges[0].devices;
+    let PciDeviceKind::Virtio(blk) = &devices[0].kind else {
+        panic!("{devices:?}");
+    };
+    assert_eq!(blk.kind, VirtioKind::Block);
+    assert_eq!(blk.backend.path, Some(PathBuf::from("/cells/img")));
+    assert_eq!(blk.backend.queue_size, Some(64));
+    let PciDeviceKind::Virtio(con) = &devices[1].kind else {
+        panic!("{devices:?}");
+    };
+    assert_eq!(con.backend.pty, Some(PathBuf::from("/cells/con.pty")));
+}
+
+#[test]
+fn rejects_virtio_pci_device_without_a_device_type() {
+    assert_err(
+        &device_cell("[[pci_bridge.device]]\nslot = 1\nkind = \"virtio\"\n"),
+        "cells/x.toml:11:1: pci_bridge[0].device[0].virtio: missing required key (the device type: \"rng\", \"block\" or \"console\")",
+    );
+}
+
+#[test]
+fn rejects_unknown_virtio_pci_device_type() {
+    assert_err(
+        &device_cell("[[pci_bridge.device]]\nslot = 1\nkind = \"virtio\"\nvirtio = \"net\"\n"),
+        "cells/x.toml:14:10: pci_bridge[0].device[0].virtio: unknown virtio device \"net\", expected \"rng\", \"block\" or \"console\"",
+    );
+}
+
+#[test]
+fn rejects_virtio_keys_on_an_ivshmem_or_test_device() {
+    assert_err(
+        &device_cell("[[pci_bridge.device]]\nslot = 1\nkind = \"test\"\npath = \"x\"\n"),
+        "cells/x.toml:14:8: pci_bridge[0].device[0].path: only virtio devices take this key",
+    );
+    assert_err(
+        &device_cell("[[pci_bridge.device]]\nslot = 1\nkind = \"virtio\"\nvirtio = \"rng\"\nregion = \"r\"\n"),
+        "cells/x.toml:15:10: pci_bridge[0].device[0].region: only ivshmem devices take this key",
+    );
+}
+
+#[test]
+fn rejects_queue_size_that_is_not_a_power_of_two_in_range() {
+    for (size, col) in [("100", 14), ("8", 14), ("2048", 14), ("-1", 14)] {
+        assert_err(
+            &head(&format!(
+                "[[virtio_mmio]]\nid = \"r\"\nkind = \"rng\"\nqueue_size = {size}\n"
+            )),
+            &format!(
+                "cells/x.toml:11:{col}: virtio_mmio[0].queue_size: {size} is not a power of two from 16 to 1024"
+            ),
+        );
+    }
+}
+
+#[test]
+fn rejects_console_with_both_socket_and_pty() {
+    assert_err(
+        &head("[[virtio_mmio]]\nid = \"c\"\nkind = \"console\"\nsocket = \"a\"\npty = \"b\"\n"),
+        "cells/x.toml:12:7: virtio_mmio[0].pty: a console takes one of path, socket or pty",
+    );
+}
+
+#[test]
+fn rejects_pty_on_a_block_device() {
+    assert_err(
+        &head("[[virtio_mmio]]\nid = \"d\"\nkind = \"block\"\npath = \"i\"\npty = \"p\"\n"),
+        "cells/x.toml:12:7: virtio_mmio[0].pty: a block device takes no \"pty\" key",
+    );
 }

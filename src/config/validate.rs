@@ -3,14 +3,14 @@
 
 use super::error::{ConfigError, Location};
 use super::raw::{
-    textual_path, Node, RawCell, RawConsole, RawCpus, RawKernel, RawMemory, RawPciBridge,
-    RawPciDevice, RawSize, RawVirtioMmio, RawWindow, Sp, Span,
+    textual_path, Node, RawBackendKeys, RawCell, RawConsole, RawCpus, RawKernel, RawMemory,
+    RawPciBridge, RawPciDevice, RawSize, RawVirtioMmio, RawWindow, Sp, Span,
 };
 use super::size::{human_size, parse_size, GIB, KIB, MIB};
 use super::{
     CellConfig, ConsoleConfig, ConsoleInput, ConsoleOutput, CpuConfig, IvshmemConfig, KernelConfig,
     KernelFormat, MemoryRegion, PciBridgeConfig, PciDeviceConfig, PciDeviceKind, PciHostKind,
-    VirtioBackendConfig, VirtioKind, VirtioMmioConfig, Window, MAX_VCPUS,
+    VirtioBackendConfig, VirtioKind, VirtioMmioConfig, VirtioPciConfig, Window, MAX_VCPUS,
 };
 use crate::layout::consts::{
     CAM_BUS_SIZE, DEVICE_WINDOW_END, DEVICE_WINDOW_START, ECAM_BUS_SIZE, IOAPIC_BASE, IOAPIC_PINS,
@@ -882,7 +882,7 @@ fn virtio(
             Some(pin)
         }
     };
-    let backend = virtio_backend(ctx, &f, v, kind, &dev.span)?;
+    let backend = virtio_backend(ctx, &f, &v.backend_keys(), kind, &dev.span)?;
     spans.virtio.push(EntrySpans {
         field: f,
         id: id.clone(),
@@ -901,24 +901,27 @@ fn virtio(
     })
 }
 
-/// The per-kind backend keys of a `[[virtio_mmio]]` entry.
+/// The per-kind backend keys of a virtio device (`[[virtio_mmio]]` or a
+/// `kind = "virtio"` PCI device).
 fn virtio_backend(
     ctx: &Ctx<'_>,
     f: &str,
-    v: &RawVirtioMmio,
+    v: &RawBackendKeys<'_>,
     kind: VirtioKind,
     table: &Span,
 ) -> Result<VirtioBackendConfig, ConfigError> {
     let allowed: &[&str] = match kind {
-        VirtioKind::Rng => &[],
-        VirtioKind::Block => &["path", "read_only", "serial"],
-        VirtioKind::Console => &["path", "socket"],
+        VirtioKind::Rng => &["queue_size"],
+        VirtioKind::Block => &["path", "read_only", "serial", "queue_size"],
+        VirtioKind::Console => &["path", "socket", "pty", "queue_size"],
     };
     let given = [
-        ("path", v.path.as_ref().map(|x| &x.span)),
-        ("read_only", v.read_only.as_ref().map(|x| &x.span)),
-        ("serial", v.serial.as_ref().map(|x| &x.span)),
-        ("socket", v.socket.as_ref().map(|x| &x.span)),
+        ("path", v.path.map(|x| &x.span)),
+        ("read_only", v.read_only.map(|x| &x.span)),
+        ("serial", v.serial.map(|x| &x.span)),
+        ("socket", v.socket.map(|x| &x.span)),
+        ("pty", v.pty.map(|x| &x.span)),
+        ("queue_size", v.queue_size.map(|x| &x.span)),
     ];
     for (key, span) in given {
         if let Some(span) = span {
@@ -931,7 +934,7 @@ fn virtio_backend(
             }
         }
     }
-    let path = match &v.path {
+    let path = match v.path {
         None => None,
         Some(p) => Some(ctx.path(p, &format!("{f}.path"))?),
     };
@@ -944,21 +947,26 @@ fn virtio_backend(
             ));
         };
         if ctx.check_files {
-            if let Some(p) = &v.path {
+            if let Some(p) = v.path {
                 read_head(image, 0).map_err(|e| {
                     ctx.file_error(&p.span, &format!("{f}.path"), "disk image", image, e)
                 })?;
             }
         }
     }
-    if let (Some(_), Some(sock)) = (&v.path, &v.socket) {
+    let hosts = [("path", v.path), ("socket", v.socket), ("pty", v.pty)];
+    let named: Vec<_> = hosts.iter().filter(|(_, h)| h.is_some()).collect();
+    if kind == VirtioKind::Console && named.len() > 1 {
+        let (key, second) = named[1];
         return Err(ctx.invalid(
-            &sock.span,
-            &format!("{f}.socket"),
-            "a console takes either path or socket, not both",
+            &second
+                .map(|s| s.span.clone())
+                .unwrap_or_else(|| table.clone()),
+            &format!("{f}.{key}"),
+            "a console takes one of path, socket or pty",
         ));
     }
-    let serial = match &v.serial {
+    let serial = match v.serial {
         None => None,
         Some(s) if s.value.is_empty() || s.value.len() > 20 || !s.value.is_ascii() => {
             return Err(ctx.invalid(
@@ -969,16 +977,51 @@ fn virtio_backend(
         }
         Some(s) => Some(s.value.clone()),
     };
-    let socket = match &v.socket {
+    let socket = match v.socket {
         None => None,
         Some(p) => Some(ctx.path(p, &format!("{f}.socket"))?),
     };
+    let pty = match v.pty {
+        None => None,
+        Some(p) => Some(ctx.path(p, &format!("{f}.pty"))?),
+    };
+    let queue_size = match v.queue_size {
+        None => None,
+        Some(q) => {
+            let ok = u16::try_from(q.value)
+                .ok()
+                .filter(|n| n.is_power_of_two() && (16..=1024).contains(n));
+            Some(ok.ok_or_else(|| {
+                ctx.invalid(
+                    &q.span,
+                    &format!("{f}.queue_size"),
+                    format!("{} is not a power of two from 16 to 1024", q.value),
+                )
+            })?)
+        }
+    };
     Ok(VirtioBackendConfig {
         path,
-        read_only: v.read_only.as_ref().is_some_and(|r| r.value),
+        read_only: v.read_only.is_some_and(|r| r.value),
         serial,
         socket,
+        pty,
+        queue_size,
     })
+}
+
+/// `virtio = "..."` of a PCI device or a runtime description.
+fn virtio_kind(ctx: &Ctx<'_>, v: &Sp<String>, field: &str) -> Result<VirtioKind, ConfigError> {
+    match v.value.as_str() {
+        "rng" => Ok(VirtioKind::Rng),
+        "block" => Ok(VirtioKind::Block),
+        "console" => Ok(VirtioKind::Console),
+        other => Err(ctx.invalid(
+            &v.span,
+            field,
+            format!("unknown virtio device {other:?}, expected \"rng\", \"block\" or \"console\""),
+        )),
+    }
 }
 
 fn bus_number(ctx: &Ctx<'_>, v: &Sp<i64>, field: &str) -> Result<u8, ConfigError> {
@@ -1247,23 +1290,55 @@ fn pci_devices(
             ("rw_size", v.rw_size.as_ref().map(|x| &x.span)),
             ("output_size", v.output_size.as_ref().map(|x| &x.span)),
         ];
+        let keys = v.backend_keys();
+        let virtio_keys = [
+            ("virtio", v.virtio.as_ref().map(|x| &x.span)),
+            ("path", keys.path.map(|x| &x.span)),
+            ("read_only", keys.read_only.map(|x| &x.span)),
+            ("serial", keys.serial.map(|x| &x.span)),
+            ("socket", keys.socket.map(|x| &x.span)),
+            ("pty", keys.pty.map(|x| &x.span)),
+            ("queue_size", keys.queue_size.map(|x| &x.span)),
+        ];
+        let foreign = |keys: &[(&str, Option<&Span>)], owner: &str| match keys
+            .iter()
+            .find(|(_, s)| s.is_some())
+        {
+            Some((key, Some(span))) => Err(ctx.invalid(
+                span,
+                &format!("{f}.{key}"),
+                format!("only {owner} devices take this key"),
+            )),
+            _ => Ok(()),
+        };
         let kind = match kind_v.value.as_str() {
             "test" => {
-                if let Some((key, Some(span))) = ivshmem_keys.iter().find(|(_, s)| s.is_some()) {
-                    return Err(ctx.invalid(
-                        span,
-                        &format!("{f}.{key}"),
-                        "only ivshmem devices take this key",
-                    ));
-                }
+                foreign(&ivshmem_keys, "ivshmem")?;
+                foreign(&virtio_keys, "virtio")?;
                 PciDeviceKind::Test
             }
-            "ivshmem" => PciDeviceKind::Ivshmem(ivshmem(ctx, &f, d)?),
+            "ivshmem" => {
+                foreign(&virtio_keys, "virtio")?;
+                PciDeviceKind::Ivshmem(ivshmem(ctx, &f, d)?)
+            }
+            "virtio" => {
+                foreign(&ivshmem_keys, "ivshmem")?;
+                let Some(kind) = &v.virtio else {
+                    return Err(ctx.missing(
+                        &d.span,
+                        &format!("{f}.virtio"),
+                        " (the device type: \"rng\", \"block\" or \"console\")",
+                    ));
+                };
+                let kind = virtio_kind(ctx, kind, &format!("{f}.virtio"))?;
+                let backend = virtio_backend(ctx, &f, &keys, kind, &d.span)?;
+                PciDeviceKind::Virtio(VirtioPciConfig { kind, backend })
+            }
             other => {
                 return Err(ctx.invalid(
                     &kind_v.span,
                     &format!("{f}.kind"),
-                    format!("unknown kind {other:?}, expected \"test\" or \"ivshmem\""),
+                    format!("unknown kind {other:?}, expected \"test\", \"ivshmem\" or \"virtio\""),
                 ))
             }
         };

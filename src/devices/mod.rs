@@ -8,7 +8,6 @@ pub mod boot_timer;
 mod bus;
 pub mod debug_exit;
 pub mod legacy;
-pub mod placeholder;
 pub mod serial;
 
 pub use bus::{Bus, BusError, BusKind};

@@ -41,10 +41,18 @@ pub struct BlockBackend {
     /// Capacity in 512-byte sectors.
     capacity: u64,
     id: [u8; VIRTIO_BLK_ID_BYTES as usize],
+    queue_sizes: [u16; 1],
     log: RateLimiter,
 }
 
 impl BlockBackend {
+    /// The same with a queue of `size` descriptors (a power of two); the
+    /// segment limit the driver sees follows it.
+    pub fn with_queue_size(mut self, size: u16) -> Self {
+        self.queue_sizes = [size];
+        self
+    }
+
     /// Opens the raw image at `path` (read-only when `read_only`). `serial`
     /// is what `VIRTIO_BLK_T_GET_ID` returns (truncated to 20 bytes; Linux
     /// shows it as /sys/block/vdX/serial).
@@ -68,6 +76,7 @@ impl BlockBackend {
             read_only,
             capacity: len / SECTOR_SIZE,
             id,
+            queue_sizes: [QUEUE_SIZE],
             log: RateLimiter::new(10),
         })
     }
@@ -195,7 +204,7 @@ impl VirtioBackend for BlockBackend {
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE]
+        &self.queue_sizes
     }
 
     /// `struct virtio_blk_config` up to `blk_size`: capacity (le64),
@@ -204,7 +213,7 @@ impl VirtioBackend for BlockBackend {
         let mut c = Vec::with_capacity(24);
         c.extend_from_slice(&self.capacity.to_le_bytes());
         c.extend_from_slice(&0u32.to_le_bytes());
-        c.extend_from_slice(&u32::from(QUEUE_SIZE - 2).to_le_bytes());
+        c.extend_from_slice(&u32::from(self.queue_sizes[0].saturating_sub(2).max(1)).to_le_bytes());
         c.extend_from_slice(&0u32.to_le_bytes());
         c.extend_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
         c

@@ -9,6 +9,11 @@
 //!   client at a time gets the output and its input goes to the guest. Output
 //!   while no client is connected (or while the client does not read) is
 //!   dropped; a new client replaces a disconnected one.
+//! - [`ConsoleHost::Pty`]: cellvm allocates a pseudo-terminal in raw mode
+//!   and points a symlink at its slave side; whatever opens it talks to the
+//!   guest. cellvm holds the slave open itself, so output written while no
+//!   one reads is kept in the terminal's buffer (up to its size, then
+//!   dropped) instead of being lost, and the master never reports hang-up.
 
 use super::{
     complete, gather, next_valid_request, reject, scatter, VirtioBackend, VirtioError,
@@ -16,10 +21,13 @@ use super::{
 };
 use crate::ratelimit::RateLimiter;
 use std::collections::VecDeque;
-use std::fs::OpenOptions;
+use std::ffi::OsStr;
+use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use virtio_queue::{Queue, QueueT};
@@ -42,6 +50,9 @@ pub enum ConsoleHost {
     /// A Unix stream socket cellvm listens on (output and input). A stale
     /// socket file at the path is replaced.
     Socket(PathBuf),
+    /// A pseudo-terminal whose slave the symlink at this path names (output
+    /// and input). An existing symlink at the path is replaced.
+    Pty(PathBuf),
 }
 
 enum Host {
@@ -50,6 +61,58 @@ enum Host {
         listener: UnixListener,
         client: Option<UnixStream>,
     },
+    Pty {
+        master: File,
+        /// Held open so the master never sees a hang-up.
+        _slave: File,
+        /// The slave's path (what `link` points at).
+        slave_path: PathBuf,
+        link: PathBuf,
+    },
+}
+
+/// Opens a raw-mode pseudo-terminal: (master, slave, slave path).
+fn open_pty() -> std::io::Result<(File, File, PathBuf)> {
+    use std::os::fd::FromRawFd;
+    let last = std::io::Error::last_os_error;
+    // SAFETY: posix_openpt has no memory-safety preconditions; the result is
+    // checked before use.
+    let fd = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK) };
+    if fd < 0 {
+        return Err(last());
+    }
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    let master = unsafe { File::from_raw_fd(fd) };
+    // SAFETY: `fd` is a valid pty master (owned by `master`).
+    if unsafe { libc::grantpt(fd) } != 0 || unsafe { libc::unlockpt(fd) } != 0 {
+        return Err(last());
+    }
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: `name` is a writable buffer of the length passed.
+    if unsafe { libc::ptsname_r(fd, name.as_mut_ptr(), name.len()) } != 0 {
+        return Err(last());
+    }
+    // SAFETY: ptsname_r wrote a NUL-terminated string into `name`.
+    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+    let path = PathBuf::from(OsStr::from_bytes(path.to_bytes()));
+    let slave = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(&path)?;
+    // SAFETY: termios is plain data; tcgetattr fills it for a valid tty fd.
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: `slave` is an open terminal; `t` is a valid termios.
+    if unsafe { libc::tcgetattr(slave.as_raw_fd(), &mut t) } != 0 {
+        return Err(last());
+    }
+    // SAFETY: `t` is a valid termios obtained above.
+    unsafe { libc::cfmakeraw(&mut t) };
+    // SAFETY: as above; TCSANOW applies the settings at once.
+    if unsafe { libc::tcsetattr(slave.as_raw_fd(), libc::TCSANOW, &t) } != 0 {
+        return Err(last());
+    }
+    Ok((master, slave, path))
 }
 
 /// The console device backend.
@@ -57,15 +120,24 @@ pub struct ConsoleBackend {
     what: String,
     host: Host,
     pending: VecDeque<u8>,
+    queue_sizes: [u16; 2],
     log: RateLimiter,
 }
 
 impl ConsoleBackend {
+    /// The same with queues of `size` descriptors (a power of two).
+    pub fn with_queue_size(mut self, size: u16) -> Self {
+        self.queue_sizes = [size; 2];
+        self
+    }
+
     /// Sets up the host side.
     pub fn open(host: &ConsoleHost) -> Result<Self, VirtioError> {
         let what = match host {
             ConsoleHost::Stdout => "stdout".to_string(),
-            ConsoleHost::File(p) | ConsoleHost::Socket(p) => p.display().to_string(),
+            ConsoleHost::File(p) | ConsoleHost::Socket(p) | ConsoleHost::Pty(p) => {
+                p.display().to_string()
+            }
         };
         let err = |source| VirtioError::ConsoleHost {
             what: what.clone(),
@@ -93,11 +165,28 @@ impl ConsoleBackend {
                     client: None,
                 }
             }
+            ConsoleHost::Pty(link) => {
+                let (master, slave, path) = open_pty().map_err(err)?;
+                if let Ok(meta) = std::fs::symlink_metadata(link) {
+                    if meta.file_type().is_symlink() {
+                        std::fs::remove_file(link).map_err(err)?;
+                    }
+                }
+                std::os::unix::fs::symlink(&path, link).map_err(err)?;
+                log::info!("virtio-console: {} -> {}", link.display(), path.display());
+                Host::Pty {
+                    master,
+                    _slave: slave,
+                    slave_path: path,
+                    link: link.clone(),
+                }
+            }
         };
         Ok(ConsoleBackend {
             what,
             host,
             pending: VecDeque::new(),
+            queue_sizes: [QUEUE_SIZE; 2],
             log: RateLimiter::new(10),
         })
     }
@@ -109,6 +198,7 @@ impl ConsoleBackend {
             what: name.to_string(),
             host: Host::Out(out),
             pending: VecDeque::new(),
+            queue_sizes: [QUEUE_SIZE; 2],
             log: RateLimiter::new(10),
         }
     }
@@ -154,6 +244,22 @@ impl ConsoleBackend {
     /// Reads what the socket client sent, up to the pending limit.
     fn read_host(&mut self) {
         self.accept();
+        if let Host::Pty { master, .. } = &mut self.host {
+            let mut buf = [0u8; 4096];
+            loop {
+                let room = MAX_PENDING_INPUT - self.pending.len();
+                if room == 0 {
+                    break;
+                }
+                match master.read(&mut buf[..room.min(4096)]) {
+                    Ok(0) => break,
+                    Ok(n) => self.pending.extend(&buf[..n]),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => break,
+                }
+            }
+            return;
+        }
         let Host::Socket { client, .. } = &mut self.host else {
             return;
         };
@@ -177,6 +283,7 @@ impl ConsoleBackend {
         self.accept();
         let result = match &mut self.host {
             Host::Out(out) => out.write_all(data).and_then(|()| out.flush()),
+            Host::Pty { master, .. } => master.write_all(data),
             Host::Socket { client, .. } => match client.as_mut() {
                 None => Ok(()),
                 Some(stream) => match stream.write_all(data) {
@@ -267,7 +374,7 @@ impl VirtioBackend for ConsoleBackend {
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE, QUEUE_SIZE]
+        &self.queue_sizes
     }
 
     /// `struct virtio_console_config`: cols, rows, max_nr_ports, emerg_wr
@@ -298,6 +405,7 @@ impl VirtioBackend for ConsoleBackend {
     fn host_fds(&self) -> Vec<RawFd> {
         match &self.host {
             Host::Out(_) => Vec::new(),
+            Host::Pty { master, .. } => vec![master.as_raw_fd()],
             Host::Socket { listener, client } => {
                 let mut fds = vec![listener.as_raw_fd()];
                 fds.extend(client.as_ref().map(|c| c.as_raw_fd()));
@@ -315,6 +423,21 @@ impl VirtioBackend for ConsoleBackend {
         match queues.get_mut(RX) {
             Some(q) if q.ready() => self.fill_rx(q, mem),
             _ => Ok(false),
+        }
+    }
+}
+
+impl Drop for ConsoleBackend {
+    /// Removes the pty symlink (the terminal goes with the backend) unless
+    /// a newer backend has replaced it.
+    fn drop(&mut self) {
+        if let Host::Pty {
+            link, slave_path, ..
+        } = &self.host
+        {
+            if std::fs::read_link(link).is_ok_and(|t| &t == slave_path) {
+                let _ = std::fs::remove_file(link);
+            }
         }
     }
 }

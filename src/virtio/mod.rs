@@ -17,10 +17,10 @@ pub mod block;
 pub mod console;
 pub mod mmio;
 pub mod pci;
-pub mod rng;
-pub mod state;
 #[cfg(test)]
 mod pci_tests;
+pub mod rng;
+pub mod state;
 #[cfg(test)]
 mod tests;
 
@@ -129,6 +129,34 @@ pub trait VirtioBackend: Send {
         _mem: &GuestMemoryMmap,
     ) -> Result<bool, VirtioError> {
         Ok(false)
+    }
+}
+
+/// A device whose backend may have host-side input (a console's socket or
+/// pty): a pump thread polls [`host_fds`](Self::host_fds) and calls
+/// [`process_host_input`](Self::process_host_input).
+pub trait HostInput: Send {
+    /// Descriptors whose readability means input may be pending.
+    fn host_fds(&self) -> Vec<std::os::fd::RawFd>;
+    /// Moves pending host input into the guest's buffers.
+    fn process_host_input(&mut self);
+}
+
+impl HostInput for VirtioMmioDevice {
+    fn host_fds(&self) -> Vec<std::os::fd::RawFd> {
+        VirtioMmioDevice::host_fds(self)
+    }
+    fn process_host_input(&mut self) {
+        VirtioMmioDevice::process_host_input(self)
+    }
+}
+
+impl HostInput for VirtioPciFunction {
+    fn host_fds(&self) -> Vec<std::os::fd::RawFd> {
+        VirtioPciFunction::host_fds(self)
+    }
+    fn process_host_input(&mut self) {
+        VirtioPciFunction::process_host_input(self)
     }
 }
 

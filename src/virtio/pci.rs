@@ -24,7 +24,7 @@ use super::VirtioBackend;
 use crate::devices::le_value;
 use crate::pci::bar::BarSpec;
 use crate::pci::config_space::{ConfigSpace, IntxPin, PciFunction, PciIds};
-use crate::pci::msix::{Msix, MsiSender};
+use crate::pci::msix::{MsiSender, Msix};
 use crate::pci::PciError;
 use std::sync::Arc;
 use virtio_queue::QueueT;
@@ -182,15 +182,21 @@ impl VirtioPciFunction {
             &layout::NOTIFY_MULTIPLIER.to_le_bytes(),
         );
         config.add_capability(CAP_VENDOR, &notify)?;
-        config.add_capability(CAP_VENDOR, &cap_body(CFG_ISR, 0, layout::ISR as u32, 1, &[]))?;
-        let device_len = u32::try_from(state.config_len()).unwrap_or(u32::MAX).min(0x1000);
+        config.add_capability(
+            CAP_VENDOR,
+            &cap_body(CFG_ISR, 0, layout::ISR as u32, 1, &[]),
+        )?;
+        let device_len = u32::try_from(state.config_len())
+            .unwrap_or(u32::MAX)
+            .min(0x1000);
         if device_len > 0 {
             config.add_capability(
                 CAP_VENDOR,
                 &cap_body(CFG_DEVICE, 0, layout::DEVICE as u32, device_len, &[]),
             )?;
         }
-        let pci_cfg_cap = config.add_capability(CAP_VENDOR, &cap_body(CFG_PCI, 0, 0, 0, &[0; 4]))?;
+        let pci_cfg_cap =
+            config.add_capability(CAP_VENDOR, &cap_body(CFG_PCI, 0, 0, 0, &[0; 4]))?;
         // bar (byte 4), offset, length and data are the driver's to write.
         config.set_masks(pci_cfg_cap / 4 + 1, 0xff, 0);
         config.set_masks(pci_cfg_cap / 4 + 2, u32::MAX, 0);
@@ -289,11 +295,26 @@ impl VirtioPciFunction {
         let mut put = |at: u64, bytes: &[u8]| {
             b[at as usize..at as usize + bytes.len()].copy_from_slice(bytes);
         };
-        put(common::DEVICE_FEATURE_SELECT, &s.device_features_sel.to_le_bytes());
-        put(common::DEVICE_FEATURE, &s.device_features_word().to_le_bytes());
-        put(common::DRIVER_FEATURE_SELECT, &s.driver_features_sel.to_le_bytes());
-        put(common::DRIVER_FEATURE, &s.driver_features_word().to_le_bytes());
-        put(common::CONFIG_MSIX_VECTOR, &self.config_vector.to_le_bytes());
+        put(
+            common::DEVICE_FEATURE_SELECT,
+            &s.device_features_sel.to_le_bytes(),
+        );
+        put(
+            common::DEVICE_FEATURE,
+            &s.device_features_word().to_le_bytes(),
+        );
+        put(
+            common::DRIVER_FEATURE_SELECT,
+            &s.driver_features_sel.to_le_bytes(),
+        );
+        put(
+            common::DRIVER_FEATURE,
+            &s.driver_features_word().to_le_bytes(),
+        );
+        put(
+            common::CONFIG_MSIX_VECTOR,
+            &self.config_vector.to_le_bytes(),
+        );
         put(common::NUM_QUEUES, &(s.num_queues() as u16).to_le_bytes());
         put(common::DEVICE_STATUS, &[s.status() as u8]);
         put(common::CONFIG_GENERATION, &[s.config_generation() as u8]);
@@ -339,9 +360,21 @@ impl VirtioPciFunction {
             return;
         }
         let pairs = [
-            (common::QUEUE_DESC, QueueField::DescLow, QueueField::DescHigh),
-            (common::QUEUE_DRIVER, QueueField::AvailLow, QueueField::AvailHigh),
-            (common::QUEUE_DEVICE, QueueField::UsedLow, QueueField::UsedHigh),
+            (
+                common::QUEUE_DESC,
+                QueueField::DescLow,
+                QueueField::DescHigh,
+            ),
+            (
+                common::QUEUE_DRIVER,
+                QueueField::AvailLow,
+                QueueField::AvailHigh,
+            ),
+            (
+                common::QUEUE_DEVICE,
+                QueueField::UsedLow,
+                QueueField::UsedHigh,
+            ),
         ];
         if data.len() == 8 {
             if let Some((_, lo, hi)) = pairs.iter().find(|(o, _, _)| *o == offset) {

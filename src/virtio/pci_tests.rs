@@ -216,7 +216,10 @@ fn intx_queue_interrupt_sets_isr_and_reading_isr_lowers_the_line() {
     d.notify(0);
     assert_eq!(d.used_idx(), 1);
     assert!(d.line.0.load(Ordering::SeqCst));
-    assert_ne!(d.cfg_read(cfg::COMMAND) >> 16 & u32::from(STATUS_INTERRUPT), 0);
+    assert_ne!(
+        d.cfg_read(cfg::COMMAND) >> 16 & u32::from(STATUS_INTERRUPT),
+        0
+    );
     assert_eq!(d.r(0, layout::ISR, 1), 1);
     assert!(!d.line.0.load(Ordering::SeqCst));
     assert_eq!(d.r(0, layout::ISR, 1), 0, "ISR clears on read");

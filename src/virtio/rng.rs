@@ -34,6 +34,7 @@ pub fn host_random(buf: &mut [u8]) -> usize {
 
 /// The entropy device backend.
 pub struct RngBackend {
+    queue_sizes: [u16; 1],
     log: RateLimiter,
 }
 
@@ -47,8 +48,15 @@ impl RngBackend {
     /// An entropy backend.
     pub fn new() -> Self {
         RngBackend {
+            queue_sizes: [QUEUE_SIZE],
             log: RateLimiter::new(10),
         }
+    }
+
+    /// The same with queues of `size` descriptors (a power of two).
+    pub fn with_queue_size(mut self, size: u16) -> Self {
+        self.queue_sizes = [size];
+        self
     }
 }
 
@@ -62,7 +70,7 @@ impl VirtioBackend for RngBackend {
     }
 
     fn queue_max_sizes(&self) -> &[u16] {
-        &[QUEUE_SIZE]
+        &self.queue_sizes
     }
 
     fn config_space(&self) -> Vec<u8> {

@@ -458,10 +458,7 @@ impl VirtioState {
             return Signals::NONE;
         }
         let before: Vec<u16> = self.queues.iter().map(|q| q.next_used()).collect();
-        match self
-            .backend
-            .process_host_input(&mut self.queues, &self.mem)
-        {
+        match self.backend.process_host_input(&mut self.queues, &self.mem) {
             Ok(_) => {
                 let mut used = 0;
                 for (i, (q, b)) in self.queues.iter().zip(before).enumerate() {

@@ -8,25 +8,27 @@
 //! and release its reservations; on failure keep everything unless `force`.
 //! One lock around the whole sequence serialises changes to a cell.
 
-use super::{build_bridge, PciBuildContext};
+use super::{build_bridge, build_virtio, PciBuildContext};
 use crate::api::protocol::{ApiError, ErrorKind};
 use crate::attach::{
     self, AttachError, AttachErrorKind, AttachedDevice, DeviceRequest, PlacedDevice,
 };
 use crate::channel::{ChannelError, ChannelHandle, OverlayId};
-use crate::config::{PciBridgeConfig, PciDeviceKind};
-use crate::devices::placeholder::VirtioMmioPlaceholder;
+use crate::config::{PciBridgeConfig, PciDeviceKind, VirtioMmioConfig};
 use crate::devices::serial::SerialConsole;
 use crate::devices::Bus;
 use crate::fdt::tree::Node;
 use crate::layout::CellLayout;
 use crate::pci::PciHostBridge;
+use crate::stop::StopHandle;
 use kvm_ioctls::VmFd;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
 
 /// Default time to wait for the guest agent.
@@ -41,6 +43,8 @@ struct LiveDevice {
     pio: Vec<String>,
     irqfd: Option<(EventFd, u32)>,
     _bridge: Option<Arc<Mutex<PciHostBridge>>>,
+    /// Stops the device's console input threads when cleared.
+    pumps: Vec<Arc<AtomicBool>>,
     attached_at: Instant,
 }
 
@@ -60,6 +64,8 @@ pub struct Hotplug {
     vm: Arc<VmFd>,
     channel: ChannelHandle,
     output_dir: PathBuf,
+    memory: GuestMemoryMmap,
+    stop: StopHandle,
     state: Mutex<State>,
 }
 
@@ -96,6 +102,8 @@ impl Hotplug {
         vm: Arc<VmFd>,
         channel: ChannelHandle,
         output_dir: PathBuf,
+        memory: GuestMemoryMmap,
+        stop: StopHandle,
     ) -> Self {
         Hotplug {
             cell,
@@ -105,6 +113,8 @@ impl Hotplug {
             vm,
             channel,
             output_dir,
+            memory,
+            stop,
             state: Mutex::new(State {
                 layout,
                 attached: Vec::new(),
@@ -279,6 +289,7 @@ impl Hotplug {
             pio: Vec::new(),
             irqfd: None,
             _bridge: None,
+            pumps: Vec::new(),
             attached_at: Instant::now(),
         };
         match (request, slot) {
@@ -299,27 +310,59 @@ impl Hotplug {
                     readonly_mem: false,
                     next_slot: 0,
                     ivshmem_subs: Vec::new(),
+                    memory: &self.memory,
+                    pumps: Vec::new(),
                 };
-                let bridge =
-                    build_bridge(s, &cfg, &mut ctx).map_err(|e| internal(e.to_string()))?;
+                let bridge = build_bridge(s, &cfg, &mut ctx)
+                    .map_err(|e| ApiError::new(ErrorKind::InvalidDevice, e.to_string()))?;
                 let name = format!("pci bridge {}", s.id);
                 self.mmio
                     .insert(&name, s.config.base, s.config.size, bridge.clone())
                     .map_err(|e| ApiError::new(ErrorKind::Conflict, e.to_string()))?;
                 model.mmio.push(name);
                 model._bridge = Some(bridge);
+                for pump in ctx.pumps {
+                    match pump.start(&self.stop) {
+                        Ok(alive) => model.pumps.push(alive),
+                        Err(e) => {
+                            self.teardown(model);
+                            return Err(internal(e.to_string()));
+                        }
+                    }
+                }
             }
-            (DeviceRequest::VirtioMmio { .. }, PlacedDevice::VirtioMmio(s)) => {
+            (
+                DeviceRequest::VirtioMmio {
+                    id, kind, backend, ..
+                },
+                PlacedDevice::VirtioMmio(s),
+            ) => {
+                let cfg = VirtioMmioConfig {
+                    id: id.clone(),
+                    kind: *kind,
+                    base: Some(s.window.base),
+                    irq: Some(s.irq),
+                    backend: backend.clone(),
+                };
+                let device = Arc::new(Mutex::new(
+                    build_virtio(s, &cfg, &self.memory, &self.vm)
+                        .map_err(|e| ApiError::new(ErrorKind::InvalidDevice, e.to_string()))?,
+                ));
                 let name = format!("virtio-mmio {}", s.id);
                 self.mmio
-                    .insert(
-                        &name,
-                        s.window.base,
-                        s.window.size,
-                        Arc::new(Mutex::new(VirtioMmioPlaceholder)),
-                    )
+                    .insert(&name, s.window.base, s.window.size, device.clone())
                     .map_err(|e| ApiError::new(ErrorKind::Conflict, e.to_string()))?;
                 model.mmio.push(name);
+                if *kind == crate::config::VirtioKind::Console {
+                    let pump = super::InputPump::new(s.id.clone(), device);
+                    match pump.start(&self.stop) {
+                        Ok(alive) => model.pumps.push(alive),
+                        Err(e) => {
+                            self.teardown(model);
+                            return Err(internal(e.to_string()));
+                        }
+                    }
+                }
             }
             (DeviceRequest::Uart { .. }, PlacedDevice::Uart(s)) => {
                 let path = self.output_dir.join(format!("{}.{}.out", self.cell, s.id));
@@ -350,6 +393,9 @@ impl Hotplug {
     }
 
     fn teardown(&self, model: LiveDevice) {
+        for alive in &model.pumps {
+            alive.store(false, Ordering::Release);
+        }
         for name in &model.mmio {
             let _ = self.mmio.remove(name);
         }

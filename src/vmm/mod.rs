@@ -11,6 +11,7 @@ mod ivshmem;
 mod memory;
 pub mod runtime;
 pub mod vcpu;
+mod virtio;
 
 pub use error::VmmError;
 use error::{KvmContext, OsContext};
@@ -125,7 +126,7 @@ pub struct Cell {
     vcpus: Vec<VcpuFd>,
     bridges: Vec<Arc<Mutex<PciHostBridge>>>,
     hotplug: Arc<hotplug::Hotplug>,
-    virtio_consoles: Vec<Arc<Mutex<crate::virtio::VirtioMmioDevice>>>,
+    virtio_consoles: Vec<InputPump>,
     ivshmem_subs: Vec<crate::ivshmem::IvshmemSubscriber>,
     _vm: Arc<VmFd>,
     _kvm: Kvm,
@@ -217,7 +218,7 @@ impl Cell {
                 dev.clone(),
             )?;
             if dev_cfg.kind == crate::config::VirtioKind::Console {
-                virtio_consoles.push(dev);
+                virtio_consoles.push(InputPump::new(slot.id.clone(), dev));
             }
         }
         let mut bridges = Vec::with_capacity(layout.pci_bridges.len());
@@ -227,6 +228,8 @@ impl Cell {
             readonly_mem: kvm.check_extension(kvm_ioctls::Cap::ReadonlyMem),
             next_slot: layout.memory.len() as u32,
             ivshmem_subs: Vec::new(),
+            memory: &memory,
+            pumps: Vec::new(),
         };
         for (slot, br_cfg) in layout.pci_bridges.iter().zip(&cfg.pci_bridges) {
             let bridge = build_bridge(slot, br_cfg, &mut pci_ctx)?;
@@ -259,6 +262,7 @@ impl Cell {
             vcpus.push(vcpu);
         }
         let ivshmem_subs = pci_ctx.ivshmem_subs;
+        virtio_consoles.extend(pci_ctx.pumps);
         let hotplug = Arc::new(hotplug::Hotplug::new(
             cfg.name.clone(),
             layout.clone(),
@@ -268,6 +272,8 @@ impl Cell {
             vm.clone(),
             channel_handle,
             crate::api::runtime_dir(),
+            memory.clone(),
+            stop.clone(),
         ));
         Ok(Cell {
             vcpus,
@@ -331,8 +337,8 @@ impl Cell {
             spawn_input_pump(input, self.console.clone(), self.input_space.clone())?;
         }
 
-        for dev in std::mem::take(&mut self.virtio_consoles) {
-            spawn_virtio_input_pump(dev, self.stop.clone())?;
+        for pump in std::mem::take(&mut self.virtio_consoles) {
+            pump.start(&self.stop)?;
         }
         let mut threads = Vec::with_capacity(self.vcpus.len());
         let pins = self.cfg.cpus.pin.clone();
@@ -410,33 +416,7 @@ fn build_virtio(
     memory: &GuestMemoryMmap,
     vm: &Arc<VmFd>,
 ) -> Result<crate::virtio::VirtioMmioDevice, VmmError> {
-    use crate::config::VirtioKind;
-    use crate::virtio::{BlockBackend, ConsoleBackend, ConsoleHost, RngBackend, VirtioBackend};
-    let b = &cfg.backend;
-    let backend: Box<dyn VirtioBackend> = match cfg.kind {
-        VirtioKind::Rng => Box::new(RngBackend::new()),
-        VirtioKind::Block => {
-            let path = b.path.as_ref().ok_or_else(|| {
-                VmmError::Boot(format!(
-                    "virtio-mmio {}: a block device needs a path",
-                    cfg.id
-                ))
-            })?;
-            Box::new(BlockBackend::open(
-                path,
-                b.read_only,
-                b.serial.as_deref().unwrap_or(&cfg.id),
-            )?)
-        }
-        VirtioKind::Console => {
-            let host = match (&b.path, &b.socket) {
-                (Some(p), _) => ConsoleHost::File(p.clone()),
-                (None, Some(s)) => ConsoleHost::Socket(s.clone()),
-                (None, None) => ConsoleHost::Stdout,
-            };
-            Box::new(ConsoleBackend::open(&host)?)
-        }
-    };
+    let backend = virtio::build_backend(&cfg.id, cfg.kind, &cfg.backend)?;
     let line: Arc<dyn InterruptLine> = Arc::new(irq::KvmIrqLine::new(vm.clone(), slot.irq));
     Ok(crate::virtio::VirtioMmioDevice::new(
         &slot.id,
@@ -446,36 +426,28 @@ fn build_virtio(
     ))
 }
 
-/// Feeds host input (a console socket's client) to a virtio console: waits
-/// for its host fds (at most 200 ms, so the set is refreshed and a stop is
-/// noticed), then lets the device move what is waiting into guest buffers.
-fn spawn_virtio_input_pump(
-    dev: Arc<Mutex<crate::virtio::VirtioMmioDevice>>,
-    stop: StopHandle,
-) -> Result<(), VmmError> {
-    std::thread::Builder::new()
-        .name("virtio-console-in".into())
-        .spawn(move || {
-            while !stop.is_stopped() {
-                let fds = dev.lock().unwrap_or_else(|e| e.into_inner()).host_fds();
-                let mut pfds: Vec<libc::pollfd> = fds
-                    .iter()
-                    .map(|fd| libc::pollfd {
-                        fd: *fd,
-                        events: libc::POLLIN,
-                        revents: 0,
-                    })
-                    .collect();
-                // SAFETY: `pfds` is a valid array of `pfds.len()` pollfds; the
-                // fds stay open while the device (held by this thread) lives.
-                unsafe { libc::poll(pfds.as_mut_ptr(), pfds.len() as libc::nfds_t, 200) };
-                dev.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .process_host_input();
-            }
-        })
-        .os("spawn virtio console input thread")?;
-    Ok(())
+/// A device whose host input a pump thread must feed, with the flag that
+/// stops that thread.
+pub(crate) struct InputPump {
+    name: String,
+    device: Arc<Mutex<dyn crate::virtio::HostInput>>,
+    alive: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl InputPump {
+    fn new(name: String, device: Arc<Mutex<dyn crate::virtio::HostInput>>) -> Self {
+        InputPump {
+            name,
+            device,
+            alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        }
+    }
+
+    /// Starts the thread; the returned flag stops it when cleared.
+    fn start(self, stop: &StopHandle) -> Result<Arc<std::sync::atomic::AtomicBool>, VmmError> {
+        virtio::spawn_input_pump(&self.name, self.device, stop.clone(), self.alive.clone())?;
+        Ok(self.alive)
+    }
 }
 
 /// What building PCI functions needs from the VM.
@@ -488,6 +460,10 @@ struct PciBuildContext<'a> {
     next_slot: u32,
     /// Doorbell receivers to add to the control loop.
     ivshmem_subs: Vec<crate::ivshmem::IvshmemSubscriber>,
+    /// Guest memory (virtio queues).
+    memory: &'a GuestMemoryMmap,
+    /// Virtio consoles whose host input needs a pump thread.
+    pumps: Vec<InputPump>,
 }
 
 /// A host bridge with its configured functions and INTx lines.
@@ -527,6 +503,21 @@ fn build_bridge(
                 ));
                 ctx.ivshmem_subs
                     .push(crate::ivshmem::IvshmemDevice::subscriber(&device));
+                device
+            }
+            PciDeviceKind::Virtio(v) => {
+                let name = format!("{}-{:02x}.{}", slot.id, dev.slot, dev.function);
+                let backend = virtio::build_backend(&name, v.kind, &v.backend)?;
+                let f = crate::virtio::VirtioPciFunction::new(
+                    &name,
+                    backend,
+                    ctx.memory.clone(),
+                    virtio::msi_sender(vm),
+                )?;
+                let device = Arc::new(Mutex::new(f));
+                if v.kind == crate::config::VirtioKind::Console {
+                    ctx.pumps.push(InputPump::new(name, device.clone()));
+                }
                 device
             }
         };
