@@ -1425,9 +1425,9 @@ fn virtio_descriptions_carry_their_backend_on_both_transports() {
     assert!(backend.read_only);
     assert_eq!(backend.serial.as_deref(), Some("S1"));
     assert_eq!(backend.queue_size, Some(32));
-    let pci = DeviceRequest::from_json_str(&format!(
-        r#"{{"kind": "pci-bridge", "id": "b", "bridge": "ecam", "device": [{{"slot": 2, "kind": "virtio", "virtio": "console", "pty": "/tmp/x.pty"}}]}}"#
-    ))
+    let pci = DeviceRequest::from_json_str(
+        r#"{"kind": "pci-bridge", "id": "b", "bridge": "ecam", "device": [{"slot": 2, "kind": "virtio", "virtio": "console", "pty": "/tmp/x.pty"}]}"#,
+    )
     .expect("parse");
     let DeviceRequest::PciBridge { devices, .. } = &pci else {
         panic!("{pci:?}");
