@@ -318,9 +318,11 @@ fn attach_without_a_guest_agent_fails_and_changes_nothing() {
     );
 }
 
-#[test]
-fn virtio_mmio_rng_block_and_console_move_real_data() {
-    let s = rig().scenario("virtio");
+/// What both virtio transports must show: every driver bound on the right
+/// transport, entropy, the disk marker both ways and a line each way over
+/// the console's pty.
+fn assert_virtio_moves_real_data(scenario: &str, transport: &str) -> String {
+    let s = rig().scenario(scenario);
     assert_eq!(s.rc, 0, "{}", s.output);
     let o = &s.output;
     for bound in [
@@ -328,7 +330,8 @@ fn virtio_mmio_rng_block_and_console_move_real_data() {
         "device=0x0002 driver=virtio_blk",
         "device=0x0003 driver=virtio_console",
     ] {
-        assert!(o.contains(bound), "{bound} missing:\n{o}");
+        let line = format!("{bound} transport={transport}");
+        assert!(o.contains(&line), "{line} missing:\n{o}");
     }
     let rng = o
         .lines()
@@ -344,7 +347,33 @@ fn virtio_mmio_rng_block_and_console_move_real_data() {
         o.contains("host: disk sector 1=CELLVM-GUEST-WROTE-THIS"),
         "{o}"
     );
-    assert!(o.contains("host: hvc0.out=hello-from-hvc0"), "{o}");
+    // Guest to host and host to guest over the pty.
+    assert!(o.contains("virtio-console: got=ping-from-host"), "{o}");
+    assert!(
+        o.contains("host: hvc0.out=hvc0-ready guest-got:ping-from-host"),
+        "{o}"
+    );
+    assert!(o.contains("host: pty link after exit: gone"), "{o}");
+    o.clone()
+}
+
+#[test]
+fn virtio_mmio_rng_block_and_console_move_real_data() {
+    let o = assert_virtio_moves_real_data("virtio", "mmio");
+    assert!(o.contains("virtio: msix_irqs=0"), "{o}");
+}
+
+#[test]
+fn virtio_pci_rng_block_and_console_move_real_data_with_msix() {
+    let o = assert_virtio_moves_real_data("virtio-pci", "pci");
+    // rng 1 queue + console 2 + block 1, each with a config vector: the
+    // drivers took MSI-X, not INTx.
+    let msix: usize = o
+        .lines()
+        .find_map(|l| l.strip_prefix("virtio: msix_irqs="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no msix line:\n{o}"));
+    assert!(msix >= 3, "{msix} MSI-X interrupts:\n{o}");
 }
 
 #[test]

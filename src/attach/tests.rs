@@ -327,8 +327,13 @@ fn each_plan_checks_against_the_base_tree_plus_every_earlier_overlay() {
     let p = cell.plan(&virtio("v2", None, None)).expect("plan");
     assert_eq!(p.base_references, []);
     let p = cell.plan(&bridge("b2", 5)).expect("plan");
-    assert_eq!(p.base_references.len(), 1);
-    assert_eq!(p.base_references[0].phandle, 1);
+    // The IOAPIC (interrupt-map) and the MSI target (msi-map).
+    let refs: Vec<(&str, u32)> = p
+        .base_references
+        .iter()
+        .map(|r| (r.label.as_str(), r.phandle))
+        .collect();
+    assert_eq!(refs, [("ioapic", 1), ("msi", 2)]);
 }
 
 // ---------------------------------------------------------------------------

@@ -15,6 +15,9 @@ use crate::layout::{CellLayout, PciBridgeSlot, VirtioMmioSlot};
 
 /// Label (and so phandle) of the IOAPIC node; every interrupt refers to it.
 pub const IOAPIC_LABEL: &str = "ioapic";
+/// Label of the x86 MSI target node (`msi.dts`); PCI bridges' msi-map
+/// refers to it.
+pub const MSI_LABEL: &str = "msi";
 
 /// The templates, compiled in.
 pub mod templates {
@@ -42,9 +45,10 @@ pub mod templates {
     template!(CHANNEL, "channel.dts");
     template!(VIRTIO_MMIO, "virtio-mmio.dts");
     template!(PCI_HOST, "pci-host.dts");
+    template!(MSI, "msi.dts");
 
     /// Every template, for checks that they all parse.
-    pub const ALL: [Template; 14] = [
+    pub const ALL: [Template; 15] = [
         ROOT,
         CHOSEN,
         ALIASES,
@@ -59,6 +63,7 @@ pub mod templates {
         CHANNEL,
         VIRTIO_MMIO,
         PCI_HOST,
+        MSI,
     ];
 }
 
@@ -257,6 +262,7 @@ pub(super) fn build(cfg: &CellConfig, layout: &CellLayout) -> Result<Node, FdtEr
     }
 
     root.add_child(ioapic_node()?)?;
+    root.add_child(t::MSI.instantiate(&Vars::new())?)?;
     root.add_child(isa_node()?)?;
     root.add_child(debug_exit_node()?)?;
     root.add_child(boot_timer_node()?)?;

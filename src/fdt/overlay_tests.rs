@@ -438,11 +438,18 @@ fn overlay_blob_has_a_fragment_with_target_path_and_overlay_and_no_fixup_nodes()
     assert_eq!(phandle, Some(1));
     assert_eq!(
         overlay.base_references,
-        [BaseReference {
-            label: IOAPIC_LABEL.into(),
-            path: "/ioapic@fec00000".into(),
-            phandle: 1,
-        }]
+        [
+            BaseReference {
+                label: IOAPIC_LABEL.into(),
+                path: "/ioapic@fec00000".into(),
+                phandle: 1,
+            },
+            BaseReference {
+                label: MSI_LABEL.into(),
+                path: "/msi-controller".into(),
+                phandle: 2,
+            }
+        ]
     );
     let map = &flat["/fragment@0/__overlay__/pci@e0000000"]["interrupt-map"];
     let cells: Vec<u32> = map
@@ -494,13 +501,14 @@ fn labels_inside_the_overlay_get_local_phandles_and_local_fixups_that_both_appli
         flat["/fragment@0/__overlay__/parent@d0300000/kid"]["phandle"],
         1u32.to_be_bytes()
     );
-    // The base's highest phandle is 1 (the IOAPIC): the kid becomes 2.
+    // The base's highest phandle is 2 (IOAPIC 1, MSI target 2): the kid
+    // becomes 3.
     let applied = apply_both_ways(&emit::to_dtb(&base).expect("dtb"), &[&overlay.blob]);
     assert_eq!(
         applied["/parent@d0300000/kid"]["phandle"],
-        2u32.to_be_bytes()
+        3u32.to_be_bytes()
     );
-    let link: Vec<u8> = [7u32, 2, 2].iter().flat_map(|v| v.to_be_bytes()).collect();
+    let link: Vec<u8> = [7u32, 3, 3].iter().flat_map(|v| v.to_be_bytes()).collect();
     assert_eq!(applied["/parent@d0300000"]["link"], link);
 }
 

@@ -428,7 +428,14 @@ fn pci_host_nodes_match_the_layout_slots() {
         }
         assert_eq!(u32s(n, "ranges"), ranges, "ranges of {}", n.name());
         assert_eq!(u32s(n, "interrupt-map-mask"), [0xf800, 0, 0, 7]);
-        assert!(n.property("msi-map").is_none());
+        // Every requester ID maps to the x86 MSI target (MSI-X allowed).
+        let msi: Vec<_> = n
+            .references()
+            .into_iter()
+            .filter(|r| r.label == MSI_LABEL)
+            .collect();
+        assert_eq!(msi.len(), 1, "msi-map of {}", n.name());
+        assert_eq!((msi[0].property.as_str(), msi[0].offset), ("msi-map", 4));
     }
     // The ECAM bridge got an allocated 64-bit window, the CAM one has none.
     let ecam = &layout.pci_bridges[0];
@@ -500,11 +507,15 @@ fn pci_interrupt_map_swizzles_each_device_pin_over_the_bridge_pins() {
 }
 
 #[test]
-fn every_reference_in_the_base_tree_is_to_the_ioapic() {
+fn every_reference_in_the_base_tree_is_to_the_ioapic_or_the_msi_target() {
     let (tree, _) = tree_and_layout(&full_config());
     let refs = tree.references();
-    // root interrupt-parent + 128 entries per bridge.
-    assert_eq!(refs.len(), 1 + 2 * 128);
+    // root interrupt-parent + 128 entries and one msi-map per bridge.
+    assert_eq!(refs.len(), 1 + 2 * 129);
+    let msi: Vec<_> = refs.iter().filter(|r| r.label == MSI_LABEL).collect();
+    assert_eq!(msi.len(), 2);
+    assert!(msi.iter().all(|r| r.property == "msi-map"));
+    let refs: Vec<_> = refs.iter().filter(|r| r.label != MSI_LABEL).collect();
     assert!(refs.iter().all(|r| r.label == IOAPIC_LABEL));
     assert!(refs
         .iter()
@@ -584,10 +595,10 @@ fn device_nodes_are_self_contained_for_reuse_in_overlays() {
     assert!(virtio.references().is_empty());
     let pci = pci_host_node(&layout.pci_bridges[0]).expect("pci node");
     let refs = pci.references();
-    assert_eq!(refs.len(), 128);
+    assert_eq!(refs.len(), 129);
     assert!(refs
         .iter()
-        .all(|r| r.path == "/" && r.label == IOAPIC_LABEL));
+        .all(|r| r.path == "/" && (r.label == IOAPIC_LABEL || r.label == MSI_LABEL)));
     // On its own (no ioapic label in the same tree) it cannot be emitted as a
     // base tree: the reference must be resolved by the tree it goes into.
     let mut root = Node::new("/");
@@ -709,6 +720,7 @@ fn every_compiled_in_template_instantiates_in_the_base_tree() {
         "cpu",
         "memory",
         "ioapic",
+        "msi-controller",
         "isa",
         "serial",
         "debug-exit",
