@@ -3,8 +3,9 @@
 //! Header: vendor:device 110a:4106 (subsystem the same), revision 0, class
 //! 0xff with the 16-bit protocol in prog-if (low byte) and subclass (high
 //! byte), 0x0000 "undefined" by default. Interrupt pin INTA. Command: only
-//! memory space, bus master and INTx disable are writable; status is static
-//! (capability list bit), and its interrupt bit is never seen set.
+//! memory space, bus master and INTx disable are writable. Status: the
+//! capability list bit, and the interrupt status bit (3) while an interrupt
+//! is pending (PCI 2.3 INTx semantics, see below).
 //!
 //! | BAR | what |
 //! |---|---|
@@ -29,11 +30,19 @@
 //! at +4, R/W Section Size (u64) at +8, Output Section Size (u64) at +0x10.
 //! No Base Address field: BAR2 locates the shared memory.
 //!
-//! Interrupts: a doorbell to this peer or a state change of another peer
-//! raises INTx if Interrupt Control bit 0 is set (one-shot mode then clears
-//! it). With no status register to acknowledge, the interrupt is a pulse
-//! (assert, deassert), so the status bit is never observed set, as the
-//! specification requires; guests derive events from shared memory.
+//! Interrupts (level-triggered INTx with PCI 2.3 semantics, so that stock
+//! `uio_pci_generic` can consume them): an event (a doorbell to this peer or
+//! a state change of another peer) that arrives while Interrupt Control bit 0
+//! is set and memory decode is on latches "interrupt pending": the status
+//! register's interrupt bit is set and INTx is asserted, unless the command
+//! register's INTx-disable bit masks the line (the status bit shows the
+//! latch regardless). In one-shot mode the event also clears Interrupt
+//! Control bit 0. Further events merge into a pending interrupt. Any aligned
+//! 32-bit write to Interrupt Control acknowledges: it clears the latch
+//! (deasserting INTx), and writing 1 re-arms. Events while bit 0 is 0 or
+//! memory decode is off are dropped, not latched. A function reset, or the
+//! guest turning memory decode off (Interrupt Control becomes unreachable),
+//! clears the latch.
 
 use super::doorbell::{DoorbellSocket, IvshmemSubscriber, Message, SendOutcome};
 use super::region::IvshmemRegion;
@@ -113,10 +122,15 @@ pub struct IvshmemStats {
     pub doorbells_dropped: u64,
     /// State-change notifications handed to peers' sockets.
     pub state_notifications_sent: u64,
-    /// Interrupts pulsed on INTx.
+    /// Events delivered as an interrupt: they set the pending latch, or
+    /// merged into one the guest had not acknowledged yet.
     pub interrupts: u64,
-    /// Events dropped because Interrupt Control was 0.
+    /// Events dropped because Interrupt Control bit 0 was 0 or memory
+    /// decode was off.
     pub interrupts_masked: u64,
+    /// Interrupt Control writes that found an interrupt pending (and
+    /// cleared it).
+    pub interrupts_acked: u64,
     /// Guest accesses dropped: non-32-bit or misaligned register writes,
     /// writes to read-only shared memory.
     pub bad_accesses: u64,
@@ -260,10 +274,18 @@ impl IvshmemDevice {
         (self.config.read(self.cap / 4) >> 24) & u32::from(cap::PRIV_ONE_SHOT) != 0
     }
 
+    /// Whether an interrupt is pending: latched by an event, not yet
+    /// acknowledged through Interrupt Control (the status register's
+    /// interrupt bit).
+    pub fn interrupt_pending(&self) -> bool {
+        self.config.intx_asserted()
+    }
+
     /// An event for this peer (doorbell or another peer's state change):
-    /// pulses INTx if Interrupt Control allows it.
+    /// latches a pending interrupt (status bit, INTx level) if Interrupt
+    /// Control bit 0 is set and memory decode is on; otherwise drops it.
     pub(crate) fn deliver_interrupt(&mut self) {
-        if self.int_control & INT_CONTROL_ENABLE == 0 {
+        if self.int_control & INT_CONTROL_ENABLE == 0 || !self.config.memory_enabled() {
             self.stats.interrupts_masked += 1;
             return;
         }
@@ -272,6 +294,15 @@ impl IvshmemDevice {
         }
         self.stats.interrupts += 1;
         self.config.set_intx(true);
+    }
+
+    /// A guest write to Interrupt Control: acknowledges (clears the pending
+    /// latch, lowering INTx) and sets the enable bit as written.
+    fn write_int_control(&mut self, value: u32) {
+        if self.config.intx_asserted() {
+            self.stats.interrupts_acked += 1;
+        }
+        self.int_control = value & INT_CONTROL_ENABLE;
         self.config.set_intx(false);
     }
 
@@ -390,7 +421,7 @@ impl IvshmemDevice {
         }
         let value = le_value(data) as u32;
         match offset {
-            regs::INT_CONTROL => self.int_control = value & INT_CONTROL_ENABLE,
+            regs::INT_CONTROL => self.write_int_control(value),
             regs::DOORBELL => self.ring_doorbell(value),
             regs::STATE => self.write_state(value),
             _ => {}
@@ -417,6 +448,16 @@ impl PciFunction for IvshmemDevice {
 
     fn config_mut(&mut self) -> &mut ConfigSpace {
         &mut self.config
+    }
+
+    fn write_config(&mut self, reg: usize, value: u32, mask: u32) {
+        let decoding = self.config.memory_enabled();
+        self.config.write(reg, value, mask);
+        if decoding && !self.config.memory_enabled() && self.config.intx_asserted() {
+            // Interrupt Control is out of the guest's reach now: a pending
+            // interrupt could never be acknowledged.
+            self.config.set_intx(false);
+        }
     }
 
     fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
@@ -453,6 +494,7 @@ impl PciFunction for IvshmemDevice {
     fn reset(&mut self) {
         self.int_control = 0;
         self.write_state(0);
+        // Also clears the pending latch: status bit and INTx low.
         self.config.reset();
     }
 }

@@ -1,6 +1,8 @@
 #!/bin/sh
-# Two cells, peers 0 and 1 of one ivshmem region, run at the same time and
-# exchange a marker through shared memory (tests/nested_boot.rs checks it).
+# Two cells, peers 0 and 1 of one ivshmem region, run at the same time,
+# exchange a marker through shared memory and interrupt each other with
+# doorbells and state changes, taken through uio_pci_generic
+# (guest/initramfs/init, cellvm.mode=ivshmem; tests/nested_boot.rs checks it).
 dir="$(mktemp -d)"
 # The region file and doorbell sockets live here (L1 has no /dev/shm).
 export CELLVM_RUNTIME_DIR="$dir/run"
