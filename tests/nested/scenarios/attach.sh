@@ -61,6 +61,29 @@ kind = "virtio-mmio"
 id = "vio0"
 virtio = "rng"
 DESC
+dd if=/dev/zero of="$dir/hot.img" bs=1024 count=512 2>/dev/null
+cat >"$dir/virtio-pci.toml" <<DESC
+kind = "pci-bridge"
+id = "hotvio"
+bridge = "ecam"
+bus_start = 16
+[[device]]
+slot = 1
+kind = "virtio"
+virtio = "block"
+path = "$dir/hot.img"
+[[device]]
+slot = 2
+kind = "virtio"
+virtio = "console"
+pty = "$dir/hot.pty"
+DESC
+cat >"$dir/missing-image.toml" <<'DESC'
+kind = "virtio-mmio"
+id = "vdisk"
+virtio = "block"
+path = "/nonexistent/disk.img"
+DESC
 cat >"$dir/uart.toml" <<'DESC'
 kind = "uart"
 id = "ser1"
@@ -98,6 +121,14 @@ act_and_wait "CELLVM-DEV+ .*virtio_mmio" api attach "$name" "$dir/virtio.toml"
 step detach-virtio
 act_and_wait "CELLVM-DEV- .*virtio_mmio" api detach "$name" vio0
 
+step attach-virtio-pci
+act_and_wait "CELLVM-DEV+ virtio[0-9]*:virtio_blk" api attach "$name" "$dir/virtio-pci.toml"
+wait_count "CELLVM-DEV+ virtio[0-9]*:virtio_console" 1
+[ -e "$dir/hot.pty" ] && echo "host: hot.pty present"
+step detach-virtio-pci
+act_and_wait "CELLVM-DEV- e[0-9a-f]*\.pci" api detach "$name" hotvio
+[ -e "$dir/hot.pty" ] || echo "host: hot.pty gone"
+
 step attach-uart
 act_and_wait "CELLVM-DEV+ .*serial" api attach "$name" "$dir/uart.toml"
 step detach-uart
@@ -107,6 +138,7 @@ step bad-requests
 api attach "$name" "$dir/collide.toml"
 api detach "$name" nosuch
 api detach "$name" debug-exit
+api attach "$name" "$dir/missing-image.toml"
 
 step devices-before-cycles
 cellvm devices "$name" --json >"$dir/before.json"
