@@ -1,15 +1,17 @@
 #!/bin/sh
-# virtio devices with real backends on the virtio-mmio transport
-# (cells/test-virtio.toml): the guest reads /dev/hwrng, reads the host's marker from
-# the disk and writes its own (checked here after the cell stopped), and
-# answers a line over hvc0 (a pty here).
-dir=/tmp/cellvm-virtio
+# virtio devices with real backends (cells/test-virtio.toml, virtio-mmio; or
+# the cell named by $1, its files in /tmp/cellvm-${1#test-}, as virtio-pci.sh
+# does): the guest reads /dev/hwrng, reads the host's marker from the disk and
+# writes its own (checked here after the cell stopped), and answers a line
+# over hvc0 (a pty here).
+cell="${1:-test-virtio}"
+dir="/tmp/cellvm-${cell#test-}"
 rm -rf "$dir"
 mkdir -p "$dir"
 dd if=/dev/zero of="$dir/disk.img" bs=1024 count=1024 2>/dev/null
 printf 'CELLVM-HOST-MARKER' | dd of="$dir/disk.img" conv=notrunc 2>/dev/null
-echo "scenario: cellvm run /cellvm/cells/test-virtio.toml"
-cellvm run /cellvm/cells/test-virtio.toml >"$dir/console.log" 2>&1 &
+echo "scenario: cellvm run /cellvm/cells/$cell.toml"
+cellvm run "/cellvm/cells/$cell.toml" >"$dir/console.log" 2>&1 &
 pid=$!
 # The console pty: wait for its link, read it, and once the guest says
 # hvc0-ready send it a line (each wait ~10 s at most).
