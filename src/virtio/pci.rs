@@ -454,7 +454,9 @@ impl VirtioPciFunction {
             o if o < layout::COMMON + 0x1000 => self.read_common(o, data),
             o if o == layout::ISR => {
                 data.fill(0);
-                data[0] = self.isr;
+                if let Some(first) = data.first_mut() {
+                    *first = self.isr;
+                }
                 self.isr = 0;
                 self.config.set_intx(false);
             }
