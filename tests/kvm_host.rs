@@ -434,3 +434,167 @@ fn two_cells_share_ivshmem_memory_and_see_each_others_state() {
         .collect();
     assert_eq!(words, vec![0x600d_cafe, 1, 1]);
 }
+
+// ---- virtio fast path: queue notifications through ioeventfds ----
+
+const VQ_DESC: u64 = 0x30_0000;
+const VQ_AVAIL: u64 = 0x30_1000;
+const VQ_USED: u64 = 0x30_2000;
+const VQ_BUF: u64 = 0x30_3000;
+
+/// One 16-byte device-writable buffer in descriptor 0, offered on the
+/// available ring (guest RAM writes: no exits).
+fn offer_one_buffer(asm: &mut Asm) {
+    asm.write32(VQ_DESC, VQ_BUF as u32);
+    asm.write32(VQ_DESC + 4, 0);
+    asm.write32(VQ_DESC + 8, 16); // len
+    asm.write32(VQ_DESC + 12, 2); // flags WRITE, next 0
+    asm.write32(VQ_AVAIL + 4, 0); // ring[0] = descriptor 0
+    asm.write32(VQ_AVAIL, 1 << 16); // flags 0, idx 1
+}
+
+/// Waits until the used ring's index moved, prints the used length (4
+/// bytes) and exits with 0.
+fn collect_and_exit(asm: &mut Asm) {
+    wait_nonzero(asm, VQ_USED);
+    asm.print32(VQ_USED + 8);
+    asm.exit(0);
+}
+
+fn rng_cell_config(asm: &Asm, dir: &std::path::Path) -> CellConfig {
+    use cellvm::config::{VirtioBackendConfig, VirtioKind, VirtioMmioConfig};
+    let mut cfg = config_for(write_elf(dir, "virtio.elf", asm), 1);
+    cfg.virtio_mmio.push(VirtioMmioConfig {
+        id: "rng0".into(),
+        kind: VirtioKind::Rng,
+        base: Some(0xd010_0000),
+        irq: None,
+        backend: VirtioBackendConfig::default(),
+    });
+    cfg
+}
+
+fn run_config(cfg: CellConfig) -> (RunOutcome, Vec<u8>) {
+    require_kvm();
+    let (capture, _first) = Capture::new();
+    let cell = Cell::new(cfg, io(&capture, None), Instant::now()).expect("build cell");
+    let outcome = cell.run().expect("run cell");
+    let bytes = capture.bytes.lock().unwrap().clone();
+    (outcome, bytes)
+}
+
+#[test]
+fn virtio_mmio_queue_notify_is_served_without_an_exit_to_cellvm() {
+    let base = 0xd010_0000u64;
+    let mut asm = Asm::new();
+    // 12 register writes: the status steps, features, queue 0 setup.
+    let regs: [(u64, u32); 12] = [
+        (0x070, 1),               // STATUS = ACKNOWLEDGE
+        (0x070, 3),               // | DRIVER
+        (0x024, 1),               // DRIVER_FEATURES_SEL = 1
+        (0x020, 1),               // VIRTIO_F_VERSION_1 (bit 32)
+        (0x070, 0xb),             // | FEATURES_OK
+        (0x030, 0),               // QUEUE_SEL = 0
+        (0x038, 16),              // QUEUE_NUM
+        (0x080, VQ_DESC as u32),  // QUEUE_DESC_LOW
+        (0x090, VQ_AVAIL as u32), // QUEUE_AVAIL_LOW
+        (0x0a0, VQ_USED as u32),  // QUEUE_USED_LOW
+        (0x044, 1),               // QUEUE_READY
+        (0x070, 0xf),             // | DRIVER_OK
+    ];
+    for (off, v) in regs {
+        asm.write32(base + off, v);
+    }
+    offer_one_buffer(&mut asm);
+    asm.write32(base + 0x050, 0); // QUEUE_NOTIFY: queue 0, caught by KVM
+    collect_and_exit(&mut asm);
+    let dir = tempfile::tempdir().unwrap();
+    let (outcome, console) = run_config(rng_cell_config(&asm, dir.path()));
+    assert_eq!(outcome.reason, StopReason::DebugExit(0));
+    assert_eq!(
+        console,
+        16u32.to_le_bytes(),
+        "used length of the rng buffer"
+    );
+    // The 12 register writes and the debug-exit write exited; the notify
+    // did not (it would make 14).
+    assert_eq!(outcome.mmio_exits, 13, "{outcome:?}");
+}
+
+#[test]
+fn virtio_pci_notify_ioeventfds_follow_bar0_where_the_guest_maps_it() {
+    use cellvm::config::{
+        PciDeviceConfig, PciDeviceKind, VirtioBackendConfig, VirtioKind, VirtioPciConfig,
+    };
+    let ecam = 0xe000_0000u64;
+    let f = ecam + (1 << 15); // 00:01.0
+    let bar0 = 0xc000_0000u64;
+    let mut asm = Asm::new();
+    let mut mmio_writes = 0u64;
+    let mut w32 = |asm: &mut Asm, addr: u64, v: u32| {
+        asm.write32(addr, v);
+        mmio_writes += 1;
+    };
+    // BAR0 first at another address, then moved: the ioeventfds must follow.
+    w32(&mut asm, f + 0x10, 0xc000_8000);
+    w32(&mut asm, f + 0x04, 0x6); // memory decode + bus master
+    w32(&mut asm, f + 0x04, 0x0);
+    w32(&mut asm, f + 0x10, bar0 as u32);
+    w32(&mut asm, f + 0x04, 0x6);
+    let w8 = |asm: &mut Asm, addr: u64, v: u8| {
+        asm.mov_rbx(addr).mov_al(v).store8_rbx_al();
+    };
+    let w16 = |asm: &mut Asm, addr: u64, v: u16| {
+        asm.mov_rbx(addr).mov_rax(u64::from(v)).store16_rbx_ax();
+    };
+    w8(&mut asm, bar0 + 0x14, 1); // device_status
+    w8(&mut asm, bar0 + 0x14, 3);
+    w32(&mut asm, bar0 + 0x08, 1); // driver_feature_select
+    w32(&mut asm, bar0 + 0x0c, 1); // VERSION_1
+    w8(&mut asm, bar0 + 0x14, 0xb);
+    w16(&mut asm, bar0 + 0x16, 0); // queue_select
+    w16(&mut asm, bar0 + 0x18, 16); // queue_size
+    w32(&mut asm, bar0 + 0x20, VQ_DESC as u32);
+    w32(&mut asm, bar0 + 0x28, VQ_AVAIL as u32);
+    w32(&mut asm, bar0 + 0x30, VQ_USED as u32);
+    w16(&mut asm, bar0 + 0x1c, 1); // queue_enable
+    w8(&mut asm, bar0 + 0x14, 0xf);
+    offer_one_buffer(&mut asm);
+    // The driver's notification: a 16-bit write of the queue index.
+    asm.mov_rbx(bar0 + 0x3000).mov_rax(0).store16_rbx_ax();
+    collect_and_exit(&mut asm);
+    let byte_and_word_writes = 7;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config_for(write_elf(dir.path(), "virtio-pci.elf", &asm), 1);
+    cfg.pci_bridges.push(PciBridgeConfig {
+        id: "pci0".into(),
+        kind: PciHostKind::Ecam,
+        config_base: Some(ecam),
+        bus_start: 0,
+        bus_end: 0,
+        mmio32: None,
+        mmio64: None,
+        devices: vec![PciDeviceConfig {
+            slot: 1,
+            function: 0,
+            kind: PciDeviceKind::Virtio(VirtioPciConfig {
+                kind: VirtioKind::Rng,
+                backend: VirtioBackendConfig::default(),
+            }),
+        }],
+    });
+    let (outcome, console) = run_config(cfg);
+    assert_eq!(outcome.reason, StopReason::DebugExit(0));
+    assert_eq!(
+        console,
+        16u32.to_le_bytes(),
+        "used length of the rng buffer"
+    );
+    // Every register write and the debug-exit write exited; the notify did not.
+    assert_eq!(
+        outcome.mmio_exits,
+        mmio_writes + byte_and_word_writes + 1,
+        "{outcome:?}"
+    );
+}

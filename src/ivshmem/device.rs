@@ -51,7 +51,7 @@ use crate::devices::{fill_le, le_value};
 use crate::pci::config_space::{
     regs as header, COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, COMMAND_MEMORY,
 };
-use crate::pci::{BarMemoryMapper, BarSpec, ConfigSpace, IntxPin, PciFunction, PciIds};
+use crate::pci::{BarMapper, BarSpec, ConfigSpace, IntxPin, PciFunction, PciIds};
 use crate::ratelimit::RateLimiter;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -159,7 +159,7 @@ impl IvshmemDevice {
     /// state entries, the other peers are notified.
     pub fn new(
         region: Arc<IvshmemRegion>,
-        memory: Option<Arc<dyn BarMemoryMapper>>,
+        memory: Option<Arc<dyn BarMapper>>,
     ) -> Result<Self, IvshmemError> {
         Self::with_protocol(region, memory, PROTOCOL_UNDEFINED)
     }
@@ -167,7 +167,7 @@ impl IvshmemDevice {
     /// [`new`](Self::new) with another protocol in the class code.
     pub fn with_protocol(
         region: Arc<IvshmemRegion>,
-        memory: Option<Arc<dyn BarMemoryMapper>>,
+        memory: Option<Arc<dyn BarMapper>>,
         protocol: u16,
     ) -> Result<Self, IvshmemError> {
         let layout = *region.layout();

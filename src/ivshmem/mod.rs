@@ -26,7 +26,7 @@
 //! # fn f(cfg: &cellvm::config::IvshmemConfig) -> Result<(), ivshmem::IvshmemError> {
 //! let region = Arc::new(IvshmemRegion::open(&ivshmem::runtime_dir(), cfg)?);
 //! // region.guest_slots(): what to register as KVM memory slots (see
-//! // docs/ivshmem.md); pass a BarMemoryMapper doing that, or None to serve
+//! // docs/ivshmem.md); pass a BarMapper doing that, or None to serve
 //! // BAR2 through MMIO exits.
 //! let device = Arc::new(Mutex::new(IvshmemDevice::new(region, None)?));
 //! let subscriber = IvshmemDevice::subscriber(&device);

@@ -12,7 +12,7 @@ use crate::pci::config_space::{
     regs as header, COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, COMMAND_MEMORY, STATUS_CAPABILITIES,
     STATUS_INTERRUPT,
 };
-use crate::pci::{BarMapError, BarMemoryMapper, InterruptLine, PciFunction};
+use crate::pci::{BarMapError, BarMapper, InterruptLine, PciFunction};
 use event_manager::{EventManager, SubscriberId, SubscriberOps};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -76,7 +76,7 @@ struct RecordingMapper {
     calls: Mutex<Vec<(bool, u64, u64)>>,
 }
 
-impl BarMemoryMapper for RecordingMapper {
+impl BarMapper for RecordingMapper {
     fn map(&self, gpa: u64, size: u64) -> Result<(), BarMapError> {
         self.calls.lock().unwrap().push((true, gpa, size));
         Ok(())
@@ -357,12 +357,12 @@ fn config_space_has_ivshmem_ids_bars_and_the_vendor_capability() {
     // BAR0: 4 KiB 32-bit registers; BAR1 (MSI-X) absent; BAR2: 64-bit
     // prefetchable, memory-backed, shared size rounded to a power of two.
     let bar0 = dev.config().bar(0).unwrap();
-    assert_eq!((bar0.size(), bar0.memory().is_none()), (0x1000, true));
+    assert_eq!((bar0.size(), bar0.mapper().is_none()), (0x1000, true));
     assert!(dev.config().bar(1).is_none());
     assert_eq!(dev.read_config(header::BAR0 / 4 + 1), 0);
     let bar2 = dev.config().bar(2).unwrap();
     assert_eq!(bar2.kind(), crate::pci::BarKind::Memory64);
-    assert!(bar2.is_prefetchable() && bar2.memory().is_some());
+    assert!(bar2.is_prefetchable() && bar2.mapper().is_some());
     let shared = 0x1000 + 64 * KIB + 2 * 4 * KIB;
     assert_eq!(bar2.size(), shared.next_power_of_two());
     assert_eq!(dev.read_config(header::BAR0 / 4 + 2), 0xc);

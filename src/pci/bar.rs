@@ -1,7 +1,7 @@
 //! Base address registers: what a function declares ([`BarSpec`]), what the
 //! guest has programmed ([`BarRegion`]), and how a programmed BAR reaches the
-//! function ([`BarAdapter`] on the MMIO bus, or a [`BarMemoryMapper`] for BARs
-//! backed by host memory).
+//! function ([`BarAdapter`] on the MMIO bus, plus an optional [`BarMapper`]
+//! that puts host resources at the BAR's address: memory slots, ioeventfds).
 //!
 //! Sizing needs no special code: the address bits of a BAR register are
 //! writable only above the BAR's size (`!(size - 1)`), and the type bits are
@@ -36,18 +36,20 @@ pub enum BarKind {
     Io,
 }
 
-/// Error a [`BarMemoryMapper`] returns; logged by the bridge.
+/// Error a [`BarMapper`] returns; logged by the bridge.
 pub type BarMapError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Maps a BAR whose contents are host memory into the guest, typically as a
-/// KVM memory slot (ivshmem's shared-memory BAR). The bridge calls
+/// Puts host-side resources behind a BAR wherever the guest maps it: a KVM
+/// memory slot (ivshmem's shared-memory BAR), or ioeventfds on addresses
+/// inside it (virtio-pci's queue notifications). Accesses KVM does not
+/// complete itself still reach the function through the bus. The bridge calls
 /// [`map`](Self::map) when the guest enables memory decode with the BAR at a
 /// valid address, and [`unmap`](Self::unmap) before it disables decode,
 /// moves the BAR, or the function goes away. Calls are made with the
 /// bridge's lock held and no function lock held; an implementation must not
 /// access the bridge's config window.
-pub trait BarMemoryMapper: Send + Sync {
-    /// Makes the memory visible at guest-physical `[gpa, gpa + size)`.
+pub trait BarMapper: Send + Sync {
+    /// Puts the resources at guest-physical `[gpa, gpa + size)`.
     fn map(&self, gpa: u64, size: u64) -> Result<(), BarMapError>;
     /// Removes the mapping made by the matching [`map`](Self::map).
     fn unmap(&self, gpa: u64, size: u64) -> Result<(), BarMapError>;
@@ -59,7 +61,7 @@ pub struct BarSpec {
     kind: BarKind,
     size: u64,
     prefetchable: bool,
-    memory: Option<Arc<dyn BarMemoryMapper>>,
+    memory: Option<Arc<dyn BarMapper>>,
 }
 
 impl fmt::Debug for BarSpec {
@@ -110,9 +112,9 @@ impl BarSpec {
         self
     }
 
-    /// Backs a memory BAR with host memory mapped by `mapper` instead of
-    /// forwarding accesses to the function.
-    pub fn backed_by(mut self, mapper: Arc<dyn BarMemoryMapper>) -> Self {
+    /// Has `mapper` follow the BAR around: it is told whenever the guest maps
+    /// or unmaps the BAR (memory slots, ioeventfds inside it).
+    pub fn backed_by(mut self, mapper: Arc<dyn BarMapper>) -> Self {
         self.memory = Some(mapper);
         self
     }
@@ -132,8 +134,8 @@ impl BarSpec {
         self.prefetchable
     }
 
-    /// The host-memory mapper, for memory-backed BARs.
-    pub fn memory(&self) -> Option<&Arc<dyn BarMemoryMapper>> {
+    /// The mapper following this BAR, if any.
+    pub fn mapper(&self) -> Option<&Arc<dyn BarMapper>> {
         self.memory.as_ref()
     }
 

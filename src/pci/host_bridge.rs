@@ -6,9 +6,9 @@
 //! has its own `Mutex`; a mapped BAR is a [`BarAdapter`] that holds the
 //! function, never the bridge. The only nesting is bridge → function →
 //! INTx pin → VMM line, and the bridge calls [`Bus::insert`] /
-//! [`Bus::remove`] and [`BarMemoryMapper`]s with no function lock held.
+//! [`Bus::remove`] and [`BarMapper`]s with no function lock held.
 
-use super::bar::{BarAdapter, BarKind, BarMemoryMapper, BarRegion};
+use super::bar::{BarAdapter, BarKind, BarMapper, BarRegion};
 use super::config_space::{InterruptLine, SharedFunction};
 use super::decode::{BadAccess, ConfigDecoder, Decoded, PciAddress};
 use super::PciError;
@@ -82,7 +82,7 @@ impl InterruptLine for IntxSource {
 struct Mapped {
     name: String,
     region: BarRegion,
-    memory: Option<Arc<dyn BarMemoryMapper>>,
+    memory: Option<Arc<dyn BarMapper>>,
 }
 
 #[derive(Default)]
@@ -112,7 +112,7 @@ impl MapCtx<'_> {
         address: PciAddress,
         function: &SharedFunction,
         region: BarRegion,
-        memory: Option<Arc<dyn BarMemoryMapper>>,
+        memory: Option<Arc<dyn BarMapper>>,
     ) -> Option<Mapped> {
         let name = format!("{}/{}/bar{}", self.id, address, region.index);
         if region.kind == BarKind::Io {
@@ -396,7 +396,7 @@ impl PciHostBridge {
             return;
         };
         let mut want: [Option<BarRegion>; 6] = [None; 6];
-        let mut memory: [Option<Arc<dyn BarMemoryMapper>>; 6] = Default::default();
+        let mut memory: [Option<Arc<dyn BarMapper>>; 6] = Default::default();
         {
             let f = lock(&slot.function);
             let config = f.config();
@@ -405,7 +405,7 @@ impl PciHostBridge {
                     *w = Some(region);
                 }
                 if let Some(m) = memory.get_mut(region.index) {
-                    *m = config.bar(region.index).and_then(|b| b.memory().cloned());
+                    *m = config.bar(region.index).and_then(|b| b.mapper().cloned());
                 }
             }
         }

@@ -7,7 +7,7 @@
 //!   reusable type-0 header with per-register read-only / read-write /
 //!   write-1-to-clear masks, BARs, a capability list and INTx state.
 //! - [`bar`]: BAR descriptions ([`BarSpec`]), the sizing protocol, and the
-//!   [`BarMemoryMapper`] hook for BARs backed by host memory.
+//!   [`BarMapper`] hook for BARs backed by host memory.
 //! - [`host_bridge`]: [`PciHostBridge`], the [`BusDevice`](crate::devices::BusDevice)
 //!   for the config window; it maps and unmaps BARs on the MMIO [`Bus`](crate::devices::Bus)
 //!   as the guest programs them, and routes INTx to the bridge's four IOAPIC pins.
@@ -24,7 +24,7 @@ pub mod host_bridge;
 pub mod msix;
 pub mod test_device;
 
-pub use bar::{BarKind, BarMapError, BarMemoryMapper, BarRegion, BarSpec};
+pub use bar::{BarKind, BarMapError, BarMapper, BarRegion, BarSpec};
 pub use config_space::{ConfigSpace, InterruptLine, IntxPin, PciFunction, PciIds, SharedFunction};
 pub use decode::{BadAccess, ConfigDecoder, Decoded, PciAddress};
 pub use host_bridge::PciHostBridge;

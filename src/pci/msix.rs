@@ -27,10 +27,13 @@ const CONTROL_FUNCTION_MASK: u16 = 1 << 14;
 const VECTOR_MASKED: u32 = 1;
 
 /// Delivers a message-signalled interrupt (an address/data pair the guest
-/// programmed). The VMM implements it with `KVM_SIGNAL_MSI`; tests record.
+/// programmed). The VMM implements it with an irqfd per vector (an MSI route
+/// in KVM's GSI table) or `KVM_SIGNAL_MSI`; tests record.
 pub trait MsiSender: Send + Sync {
-    /// Sends one message.
-    fn send(&self, address: u64, data: u32);
+    /// Sends the message of table entry `vector`: `address`/`data` are what
+    /// the guest programmed there (an implementation that caches routes per
+    /// vector must compare them with what it cached).
+    fn send(&self, vector: u16, address: u64, data: u32);
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -157,7 +160,7 @@ impl Msix {
         if self.function_masked || entry.control & VECTOR_MASKED != 0 {
             self.pending[v / 64] |= 1 << (v % 64);
         } else {
-            self.send(entry);
+            self.send(vector, entry);
         }
         true
     }
@@ -170,9 +173,9 @@ impl Msix {
             .is_some_and(|w| w & (1 << (v % 64)) != 0)
     }
 
-    fn send(&self, entry: Entry) {
+    fn send(&self, vector: u16, entry: Entry) {
         let address = u64::from(entry.address_high) << 32 | u64::from(entry.address_low);
-        self.sender.send(address, entry.data);
+        self.sender.send(vector, address, entry.data);
     }
 
     fn deliver_pending(&mut self) {
@@ -183,7 +186,8 @@ impl Msix {
             let bit = 1u64 << (v % 64);
             if self.pending[v / 64] & bit != 0 && self.entries[v].control & VECTOR_MASKED == 0 {
                 self.pending[v / 64] &= !bit;
-                self.send(self.entries[v]);
+                // `v` < the table size, which is at most 2048.
+                self.send(v as u16, self.entries[v]);
             }
         }
     }

@@ -841,7 +841,7 @@ struct MockMapper {
     fail: AtomicBool,
 }
 
-impl BarMemoryMapper for MockMapper {
+impl BarMapper for MockMapper {
     fn map(&self, gpa: u64, size: u64) -> Result<(), BarMapError> {
         self.calls.lock().unwrap().push(("map", gpa, size));
         if self.fail.load(Ordering::SeqCst) {

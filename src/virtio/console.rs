@@ -403,12 +403,24 @@ impl VirtioBackend for ConsoleBackend {
 
     /// The listening socket and the connected client, if any.
     fn host_fds(&self) -> Vec<RawFd> {
+        // With the input buffer full, input fds stay readable but nothing
+        // can be read: leave them out until the guest takes some, or the
+        // caller's poll would spin.
+        let room = self.pending.len() < MAX_PENDING_INPUT;
         match &self.host {
             Host::Out(_) => Vec::new(),
-            Host::Pty { master, .. } => vec![master.as_raw_fd()],
+            Host::Pty { master, .. } => {
+                if room {
+                    vec![master.as_raw_fd()]
+                } else {
+                    Vec::new()
+                }
+            }
             Host::Socket { listener, client } => {
                 let mut fds = vec![listener.as_raw_fd()];
-                fds.extend(client.as_ref().map(|c| c.as_raw_fd()));
+                if room {
+                    fds.extend(client.as_ref().map(|c| c.as_raw_fd()));
+                }
                 fds
             }
         }

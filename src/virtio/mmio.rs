@@ -1,8 +1,12 @@
 //! The virtio-mmio transport, version 2 ("modern"), as a [`BusDevice`].
 //!
 //! Register layout and semantics follow the virtio 1.2 specification, 4.2.2.
-//! Notifications are handled synchronously in the vCPU's MMIO write: the
-//! queue is served, then the interrupt is raised.
+//! A trapped write of QueueNotify is served synchronously in the vCPU's MMIO
+//! exit; the VMM normally registers an ioeventfd per queue on that register,
+//! so the write completes in KVM and a worker thread calls
+//! [`VirtioMmioDevice::queue_notified`] instead. The interrupt is raised on
+//! every delivery (the VMM's line is an edge irqfd) and the status register
+//! tells the driver why.
 
 use super::state::{QueueField, Signals, VirtioState};
 use super::VirtioBackend;
@@ -118,6 +122,17 @@ impl VirtioMmioDevice {
     /// until the driver has set DRIVER_OK.
     pub fn process_host_input(&mut self) {
         let signals = self.state.process_host_input();
+        self.deliver(signals);
+    }
+
+    /// Number of virtqueues.
+    pub fn num_queues(&self) -> usize {
+        self.state.num_queues()
+    }
+
+    /// Queue `index` was notified through an ioeventfd on QueueNotify.
+    pub fn queue_notified(&mut self, index: u16) {
+        let signals = self.state.notify_deferred(u32::from(index));
         self.deliver(signals);
     }
 

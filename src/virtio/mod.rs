@@ -132,17 +132,29 @@ pub trait VirtioBackend: Send {
     }
 }
 
-/// A device whose backend may have host-side input (a console's socket or
-/// pty): a pump thread polls [`host_fds`](Self::host_fds) and calls
-/// [`process_host_input`](Self::process_host_input).
-pub trait HostInput: Send {
-    /// Descriptors whose readability means input may be pending.
+/// What the VMM's per-device I/O worker drives (see `vmm::virtio`): queue
+/// notifications that arrived through ioeventfds instead of a trapped write
+/// of the notify register, and host-side input (a console's socket or pty).
+pub trait VirtioTransport: Send {
+    /// Number of virtqueues (one notification eventfd each).
+    fn num_queues(&self) -> usize;
+    /// The driver notified queue `index` (an ioeventfd fired). Unlike a
+    /// trapped register write, this may arrive after the driver reset the
+    /// device or disabled the queue: such a notification is dropped quietly.
+    fn queue_notified(&mut self, index: u16);
+    /// Descriptors whose readability means host input may be pending.
     fn host_fds(&self) -> Vec<std::os::fd::RawFd>;
     /// Moves pending host input into the guest's buffers.
     fn process_host_input(&mut self);
 }
 
-impl HostInput for VirtioMmioDevice {
+impl VirtioTransport for VirtioMmioDevice {
+    fn num_queues(&self) -> usize {
+        VirtioMmioDevice::num_queues(self)
+    }
+    fn queue_notified(&mut self, index: u16) {
+        VirtioMmioDevice::queue_notified(self, index)
+    }
     fn host_fds(&self) -> Vec<std::os::fd::RawFd> {
         VirtioMmioDevice::host_fds(self)
     }
@@ -151,7 +163,13 @@ impl HostInput for VirtioMmioDevice {
     }
 }
 
-impl HostInput for VirtioPciFunction {
+impl VirtioTransport for VirtioPciFunction {
+    fn num_queues(&self) -> usize {
+        VirtioPciFunction::num_queues(self)
+    }
+    fn queue_notified(&mut self, index: u16) {
+        VirtioPciFunction::queue_notified(self, index)
+    }
     fn host_fds(&self) -> Vec<std::os::fd::RawFd> {
         VirtioPciFunction::host_fds(self)
     }

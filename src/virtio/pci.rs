@@ -16,13 +16,16 @@
 //! through configuration space. Interrupts: MSI-X once the driver enables it
 //! (one vector per queue plus one for configuration changes, as the driver
 //! assigns them); INTx (pin A, the ISR status telling why) otherwise.
-//! Notifications are served synchronously in the vCPU's MMIO write, like
-//! virtio-mmio's; buffers are only touched while bus mastering is enabled.
+//! A trapped notification write is served synchronously in the vCPU's MMIO
+//! exit; normally the VMM has an ioeventfd on each queue's notify address
+//! (following BAR0 wherever the guest puts it) and a worker thread calls
+//! [`VirtioPciFunction::queue_notified`]. Buffers are only touched while bus
+//! mastering is enabled.
 
 use super::state::{QueueField, Signals, VirtioState};
 use super::VirtioBackend;
 use crate::devices::le_value;
-use crate::pci::bar::BarSpec;
+use crate::pci::bar::{BarMapper, BarSpec};
 use crate::pci::config_space::{ConfigSpace, IntxPin, PciFunction, PciIds};
 use crate::pci::msix::{MsiSender, Msix};
 use crate::pci::PciError;
@@ -107,6 +110,12 @@ const CFG_PCI: u8 = 5;
 const ISR_QUEUE: u8 = 1;
 const ISR_CONFIG: u8 = 2;
 
+/// Where queue `index`'s notifications land when BAR0 is at `bar0`. The
+/// driver writes the queue index there as 16 bits (virtio 1.2, 4.1.5.2).
+pub fn notify_address(bar0: u64, index: u16) -> u64 {
+    bar0 + layout::NOTIFY + u64::from(index) * u64::from(layout::NOTIFY_MULTIPLIER)
+}
+
 /// A virtio device on the virtio-pci transport.
 pub struct VirtioPciFunction {
     state: VirtioState,
@@ -141,12 +150,15 @@ fn class_of(device_type: u32) -> (u8, u8) {
 
 impl VirtioPciFunction {
     /// A virtio-pci function named `name` (for log lines) serving `backend`,
-    /// with buffers in `mem` and MSI-X messages sent through `msi`.
+    /// with buffers in `mem` and MSI-X messages sent through `msi`. `notify`,
+    /// if given, follows BAR0 around (typically registering an ioeventfd on
+    /// each queue's notify address, [`notify_address`]).
     pub fn new(
         name: &str,
         backend: Box<dyn VirtioBackend>,
         mem: GuestMemoryMmap,
         msi: Arc<dyn MsiSender>,
+        notify: Option<Arc<dyn BarMapper>>,
     ) -> Result<Self, PciError> {
         let state = VirtioState::new(format!("virtio-pci {name}"), backend, mem);
         let device_type = state.device_type();
@@ -161,7 +173,8 @@ impl VirtioPciFunction {
             subsystem_vendor_id: VIRTIO_PCI_VENDOR_ID,
             subsystem_id: 0x1100,
         });
-        config.add_bar(0, BarSpec::memory32(BAR0_SIZE))?;
+        let bar0 = BarSpec::memory32(BAR0_SIZE);
+        config.add_bar(0, notify.map_or(bar0.clone(), |m| bar0.backed_by(m)))?;
         config.add_bar(1, BarSpec::memory32(BAR1_SIZE))?;
         config.set_interrupt_pin(Some(IntxPin::A));
 
@@ -244,6 +257,24 @@ impl VirtioPciFunction {
             return;
         }
         let signals = self.state.process_host_input();
+        self.deliver(signals);
+    }
+
+    /// Number of virtqueues.
+    pub fn num_queues(&self) -> usize {
+        self.state.num_queues()
+    }
+
+    /// Queue `index` was notified through an ioeventfd on its notify
+    /// address. Ignored while bus mastering is off, like a trapped write.
+    pub fn queue_notified(&mut self, index: u16) {
+        if !self.config.bus_master_enabled() {
+            log::debug!(
+                "virtio-pci: deferred notify for queue {index} without bus mastering dropped"
+            );
+            return;
+        }
+        let signals = self.state.notify_deferred(u32::from(index));
         self.deliver(signals);
     }
 

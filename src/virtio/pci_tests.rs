@@ -25,7 +25,7 @@ const F_WRITE: u16 = 2;
 struct Msis(Mutex<Vec<(u64, u32)>>);
 
 impl MsiSender for Msis {
-    fn send(&self, address: u64, data: u32) {
+    fn send(&self, _vector: u16, address: u64, data: u32) {
         self.0.lock().unwrap().push((address, data));
     }
 }
@@ -52,7 +52,8 @@ impl Driver {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), MEM_SIZE)]).unwrap();
         let msis = Arc::new(Msis::default());
         let line = Arc::new(Line::default());
-        let mut f = VirtioPciFunction::new("test", backend, mem.clone(), msis.clone()).unwrap();
+        let mut f =
+            VirtioPciFunction::new("test", backend, mem.clone(), msis.clone(), None).unwrap();
         f.config_mut().connect_intx(Some(line.clone()));
         let mut d = Driver {
             f,

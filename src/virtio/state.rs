@@ -420,6 +420,23 @@ impl VirtioState {
         false
     }
 
+    /// Serves queue `index` after a notification that arrived through an
+    /// eventfd: like [`Self::notify`], but a device that is not running or a
+    /// queue that is not enabled is not the driver's mistake here (the
+    /// notification may have crossed a reset), so it is dropped silently.
+    pub fn notify_deferred(&mut self, index: u32) -> Signals {
+        let ready = self.queues.get(index as usize).is_some_and(|q| q.ready());
+        if !self.live() || !ready {
+            log::debug!(
+                "{}: deferred notify for queue {index} in status {:#x} dropped",
+                self.name,
+                self.status
+            );
+            return Signals::NONE;
+        }
+        self.notify(index)
+    }
+
     /// The driver notified queue `index`: serve it.
     pub fn notify(&mut self, index: u32) -> Signals {
         if !self.live() {

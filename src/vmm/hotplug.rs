@@ -8,7 +8,9 @@
 //! and release its reservations; on failure keep everything unless `force`.
 //! One lock around the whole sequence serialises changes to a cell.
 
-use super::{build_bridge, build_virtio, PciBuildContext};
+use super::irq::GsiRouter;
+use super::virtio::{build_virtio_mmio, VirtioModel, VirtioWorker};
+use super::{build_bridge, PciBuildContext, VmmError};
 use crate::api::protocol::{ApiError, ErrorKind};
 use crate::attach::{
     self, AttachError, AttachErrorKind, AttachedDevice, DeviceRequest, PlacedDevice,
@@ -20,12 +22,10 @@ use crate::devices::Bus;
 use crate::fdt::tree::Node;
 use crate::layout::CellLayout;
 use crate::pci::PciHostBridge;
-use crate::stop::StopHandle;
 use kvm_ioctls::VmFd;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vm_memory::GuestMemoryMmap;
@@ -43,8 +43,10 @@ struct LiveDevice {
     pio: Vec<String>,
     irqfd: Option<(EventFd, u32)>,
     _bridge: Option<Arc<Mutex<PciHostBridge>>>,
-    /// Stops the device's console input threads when cleared.
-    pumps: Vec<Arc<AtomicBool>>,
+    /// The virtio devices' models (their queue ioeventfds stay registered
+    /// while these live) and worker threads.
+    virtio: Vec<VirtioModel>,
+    workers: Vec<VirtioWorker>,
     attached_at: Instant,
 }
 
@@ -62,10 +64,10 @@ pub struct Hotplug {
     mmio: Arc<Bus>,
     pio: Arc<Bus>,
     vm: Arc<VmFd>,
+    router: Arc<GsiRouter>,
     channel: ChannelHandle,
     output_dir: PathBuf,
     memory: GuestMemoryMmap,
-    stop: StopHandle,
     state: Mutex<State>,
 }
 
@@ -100,10 +102,10 @@ impl Hotplug {
         mmio: Arc<Bus>,
         pio: Arc<Bus>,
         vm: Arc<VmFd>,
+        router: Arc<GsiRouter>,
         channel: ChannelHandle,
         output_dir: PathBuf,
         memory: GuestMemoryMmap,
-        stop: StopHandle,
     ) -> Self {
         Hotplug {
             cell,
@@ -111,10 +113,10 @@ impl Hotplug {
             mmio,
             pio,
             vm,
+            router,
             channel,
             output_dir,
             memory,
-            stop,
             state: Mutex::new(State {
                 layout,
                 attached: Vec::new(),
@@ -289,7 +291,8 @@ impl Hotplug {
             pio: Vec::new(),
             irqfd: None,
             _bridge: None,
-            pumps: Vec::new(),
+            virtio: Vec::new(),
+            workers: Vec::new(),
             attached_at: Instant::now(),
         };
         match (request, slot) {
@@ -307,11 +310,12 @@ impl Hotplug {
                 let mut ctx = PciBuildContext {
                     mmio: &self.mmio,
                     vm: &self.vm,
+                    router: &self.router,
                     readonly_mem: false,
                     next_slot: 0,
                     ivshmem_subs: Vec::new(),
                     memory: &self.memory,
-                    pumps: Vec::new(),
+                    virtio: Vec::new(),
                 };
                 let bridge = build_bridge(s, &cfg, &mut ctx)
                     .map_err(|e| ApiError::new(ErrorKind::InvalidDevice, e.to_string()))?;
@@ -321,14 +325,10 @@ impl Hotplug {
                     .map_err(|e| ApiError::new(ErrorKind::Conflict, e.to_string()))?;
                 model.mmio.push(name);
                 model._bridge = Some(bridge);
-                for pump in ctx.pumps {
-                    match pump.start(&self.stop) {
-                        Ok(alive) => model.pumps.push(alive),
-                        Err(e) => {
-                            self.teardown(model);
-                            return Err(internal(e.to_string()));
-                        }
-                    }
+                model.virtio = ctx.virtio;
+                if let Err(e) = start_workers(&mut model) {
+                    self.teardown(model);
+                    return Err(internal(e.to_string()));
                 }
             }
             (
@@ -344,24 +344,21 @@ impl Hotplug {
                     irq: Some(s.irq),
                     backend: backend.clone(),
                 };
-                let device = Arc::new(Mutex::new(
-                    build_virtio(s, &cfg, &self.memory, &self.vm)
-                        .map_err(|e| ApiError::new(ErrorKind::InvalidDevice, e.to_string()))?,
-                ));
+                let (device, virtio) = build_virtio_mmio(s, &cfg, &self.memory, &self.vm)
+                    .map_err(|e| ApiError::new(ErrorKind::InvalidDevice, e.to_string()))?;
+                model.virtio.push(virtio);
                 let name = format!("virtio-mmio {}", s.id);
-                self.mmio
-                    .insert(&name, s.window.base, s.window.size, device.clone())
-                    .map_err(|e| ApiError::new(ErrorKind::Conflict, e.to_string()))?;
+                if let Err(e) = self
+                    .mmio
+                    .insert(&name, s.window.base, s.window.size, device)
+                {
+                    self.teardown(model);
+                    return Err(ApiError::new(ErrorKind::Conflict, e.to_string()));
+                }
                 model.mmio.push(name);
-                if *kind == crate::config::VirtioKind::Console {
-                    let pump = super::InputPump::new(s.id.clone(), device);
-                    match pump.start(&self.stop) {
-                        Ok(alive) => model.pumps.push(alive),
-                        Err(e) => {
-                            self.teardown(model);
-                            return Err(internal(e.to_string()));
-                        }
-                    }
+                if let Err(e) = start_workers(&mut model) {
+                    self.teardown(model);
+                    return Err(internal(e.to_string()));
                 }
             }
             (DeviceRequest::Uart { .. }, PlacedDevice::Uart(s)) => {
@@ -392,9 +389,19 @@ impl Hotplug {
         Ok(model)
     }
 
-    fn teardown(&self, model: LiveDevice) {
-        for alive in &model.pumps {
-            alive.store(false, Ordering::Release);
+    /// Stops the worker threads of every attached device (the cell stopped).
+    pub fn shutdown(&self) {
+        let mut st = self.lock();
+        for live in st.live.values_mut() {
+            for w in live.workers.drain(..) {
+                w.stop();
+            }
+        }
+    }
+
+    fn teardown(&self, mut model: LiveDevice) {
+        for w in model.workers.drain(..) {
+            w.stop();
         }
         for name in &model.mmio {
             let _ = self.mmio.remove(name);
@@ -407,8 +414,16 @@ impl Hotplug {
                 log::warn!("unregister irqfd on pin {gsi}: {e}");
             }
         }
-        // Dropping the bridge unmaps its BARs.
+        // Dropping the bridge unmaps its BARs (and so the virtio-pci notify
+        // ioeventfds); dropping the models unregisters virtio-mmio's.
     }
+}
+
+fn start_workers(model: &mut LiveDevice) -> Result<(), VmmError> {
+    for v in &model.virtio {
+        model.workers.push(v.start()?);
+    }
+    Ok(())
 }
 
 /// JSON placement of a device.

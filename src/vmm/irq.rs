@@ -1,8 +1,24 @@
-//! Level-triggered interrupt lines into KVM's in-kernel IOAPIC.
+//! Interrupts into KVM's in-kernel irqchip: IOAPIC pins driven with
+//! `KVM_IRQ_LINE`, edge-triggered pins and MSI-X vectors signalled through
+//! irqfds, and the GSI routing table the MSI irqfds need.
 
 use crate::pci::InterruptLine;
+use kvm_bindings::{
+    kvm_irq_routing_entry, KvmIrqRouting, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
+    KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI,
+};
 use kvm_ioctls::VmFd;
-use std::sync::Arc;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+
+/// Pins of KVM's in-kernel IOAPIC (GSIs 0..24 route to them).
+const IOAPIC_PINS: u32 = 24;
+/// Pins the two in-kernel 8259s cover (GSIs 0..16 also route to them).
+const PIC_PINS: u32 = 16;
+/// Highest GSI handed out to MSI routes (KVM allows 4096 routes per VM; the
+/// irqchip routes take 40 of them).
+const MAX_GSI: u32 = 4000;
 
 /// An IOAPIC pin driven with `KVM_IRQ_LINE`: KVM keeps the level, so an
 /// interrupt still asserted after the guest's EOI is delivered again without
@@ -27,8 +43,204 @@ impl InterruptLine for KvmIrqLine {
     }
 }
 
+/// An edge-triggered IOAPIC pin behind an irqfd: asserting the line writes
+/// the eventfd, and KVM injects a rising edge without cellvm making an ioctl;
+/// deasserting does nothing (an edge has no level to drop). The DT describes
+/// such pins as edge rising, so the guest does not expect a level.
+pub struct EdgeIrqfd {
+    vm: Arc<VmFd>,
+    fd: EventFd,
+    gsi: u32,
+}
+
+impl EdgeIrqfd {
+    /// Registers an irqfd for IOAPIC pin `gsi`.
+    pub fn new(vm: Arc<VmFd>, gsi: u32) -> std::io::Result<Self> {
+        let fd = EventFd::new(EFD_NONBLOCK)?;
+        vm.register_irqfd(&fd, gsi)
+            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
+        Ok(EdgeIrqfd { vm, fd, gsi })
+    }
+}
+
+impl InterruptLine for EdgeIrqfd {
+    fn set_level(&self, level: bool) {
+        if level {
+            if let Err(e) = self.fd.write(1) {
+                log::error!("irqfd for pin {}: {e}", self.gsi);
+            }
+        }
+    }
+}
+
+impl Drop for EdgeIrqfd {
+    fn drop(&mut self) {
+        if let Err(e) = self.vm.unregister_irqfd(&self.fd, self.gsi) {
+            log::warn!("unregister irqfd for pin {}: {e}", self.gsi);
+        }
+    }
+}
+
+/// An interrupt line for a virtio-mmio device on pin `gsi`: an edge irqfd,
+/// or `KVM_IRQ_LINE` if KVM refuses the irqfd (logged; the DT then still
+/// says edge, which a level line driven high then low also satisfies).
+pub fn virtio_mmio_line(vm: &Arc<VmFd>, gsi: u32) -> Arc<dyn InterruptLine> {
+    match EdgeIrqfd::new(vm.clone(), gsi) {
+        Ok(line) => Arc::new(line),
+        Err(e) => {
+            log::warn!("irqfd for pin {gsi} refused ({e}); using KVM_IRQ_LINE");
+            Arc::new(PulseLine(KvmIrqLine::new(vm.clone(), gsi)))
+        }
+    }
+}
+
+/// An edge made of a level: high, then low at once.
+struct PulseLine(KvmIrqLine);
+
+impl InterruptLine for PulseLine {
+    fn set_level(&self, level: bool) {
+        if level {
+            self.0.set_level(true);
+            self.0.set_level(false);
+        }
+    }
+}
+
+/// KVM's GSI routing table of one VM: the irqchip routes KVM sets up by
+/// default (GSI 0..24 to the IOAPIC, 0..16 also to the 8259s) plus one MSI
+/// route per MSI irqfd. `KVM_SET_GSI_ROUTING` replaces the whole table, so
+/// every change goes through here.
+pub struct GsiRouter {
+    vm: Arc<VmFd>,
+    routes: Mutex<BTreeMap<u32, (u64, u32)>>,
+}
+
+impl GsiRouter {
+    /// The router of `vm` (whose in-kernel irqchip exists already).
+    pub fn new(vm: Arc<VmFd>) -> Self {
+        GsiRouter {
+            vm,
+            routes: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u32, (u64, u32)>> {
+        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A GSI for a new MSI route, pointing at `address`/`data`.
+    pub fn add_msi(&self, address: u64, data: u32) -> Result<u32, RouteError> {
+        let mut routes = self.lock();
+        let gsi = (IOAPIC_PINS..=MAX_GSI)
+            .find(|g| !routes.contains_key(g))
+            .ok_or(RouteError::Exhausted)?;
+        routes.insert(gsi, (address, data));
+        if let Err(e) = self.apply(&routes) {
+            routes.remove(&gsi);
+            return Err(e);
+        }
+        Ok(gsi)
+    }
+
+    /// Points MSI route `gsi` at a new `address`/`data`.
+    pub fn update_msi(&self, gsi: u32, address: u64, data: u32) -> Result<(), RouteError> {
+        let mut routes = self.lock();
+        let Some(old) = routes.insert(gsi, (address, data)) else {
+            routes.remove(&gsi);
+            return Err(RouteError::NoSuchRoute(gsi));
+        };
+        if let Err(e) = self.apply(&routes) {
+            routes.insert(gsi, old);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Removes MSI route `gsi`.
+    pub fn remove_msi(&self, gsi: u32) {
+        let mut routes = self.lock();
+        if routes.remove(&gsi).is_some() {
+            if let Err(e) = self.apply(&routes) {
+                log::warn!("removing MSI route {gsi}: {e}");
+            }
+        }
+    }
+
+    /// MSI routes currently installed (for tests and diagnostics).
+    pub fn msi_routes(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn apply(&self, msi: &BTreeMap<u32, (u64, u32)>) -> Result<(), RouteError> {
+        let entries = routing_entries(msi);
+        let mut table = KvmIrqRouting::new(0).map_err(|_| RouteError::Table)?;
+        for e in &entries {
+            table.push(*e).map_err(|_| RouteError::Table)?;
+        }
+        self.vm
+            .set_gsi_routing(&table)
+            .map_err(|e| RouteError::Kvm(e.errno()))
+    }
+}
+
+/// The full routing table: KVM's default irqchip routes, then `msi`.
+pub(crate) fn routing_entries(msi: &BTreeMap<u32, (u64, u32)>) -> Vec<kvm_irq_routing_entry> {
+    let mut out = Vec::with_capacity((IOAPIC_PINS + PIC_PINS) as usize + msi.len());
+    let irqchip = |gsi: u32, chip: u32, pin: u32| {
+        let mut e = kvm_irq_routing_entry {
+            gsi,
+            type_: KVM_IRQ_ROUTING_IRQCHIP,
+            ..Default::default()
+        };
+        e.u.irqchip.irqchip = chip;
+        e.u.irqchip.pin = pin;
+        e
+    };
+    for gsi in 0..PIC_PINS {
+        let (chip, pin) = if gsi < 8 {
+            (KVM_IRQCHIP_PIC_MASTER, gsi)
+        } else {
+            (KVM_IRQCHIP_PIC_SLAVE, gsi - 8)
+        };
+        out.push(irqchip(gsi, chip, pin));
+    }
+    for gsi in 0..IOAPIC_PINS {
+        out.push(irqchip(gsi, KVM_IRQCHIP_IOAPIC, gsi));
+    }
+    for (&gsi, &(address, data)) in msi {
+        let mut e = kvm_irq_routing_entry {
+            gsi,
+            type_: KVM_IRQ_ROUTING_MSI,
+            ..Default::default()
+        };
+        e.u.msi.address_lo = address as u32;
+        e.u.msi.address_hi = (address >> 32) as u32;
+        e.u.msi.data = data;
+        out.push(e);
+    }
+    out
+}
+
+/// Why an MSI route could not be installed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RouteError {
+    /// Every GSI up to the limit is taken.
+    #[error("no free GSI for an MSI route")]
+    Exhausted,
+    /// The route to update does not exist.
+    #[error("no MSI route on GSI {0}")]
+    NoSuchRoute(u32),
+    /// The table does not fit KVM's limit.
+    #[error("routing table too large")]
+    Table,
+    /// KVM refused the table.
+    #[error("KVM_SET_GSI_ROUTING failed: errno {0}")]
+    Kvm(i32),
+}
+
 /// MSI-X messages injected with `KVM_SIGNAL_MSI` (the in-kernel local APICs
-/// decode the address/data pair the guest programmed).
+/// decode the address/data pair the guest programmed). The fallback when
+/// irqfds or GSI routing are unavailable.
 pub struct KvmMsiSender {
     vm: Arc<VmFd>,
 }
@@ -38,19 +250,154 @@ impl KvmMsiSender {
     pub fn new(vm: Arc<VmFd>) -> Self {
         KvmMsiSender { vm }
     }
-}
 
-impl crate::pci::MsiSender for KvmMsiSender {
-    fn send(&self, address: u64, data: u32) {
+    fn signal(&self, address: u64, data: u32) {
         let msi = kvm_bindings::kvm_msi {
             address_lo: address as u32,
             address_hi: (address >> 32) as u32,
             data,
             ..Default::default()
         };
-        match self.vm.signal_msi(msi) {
-            Ok(_) => {}
-            Err(e) => log::warn!("KVM_SIGNAL_MSI {address:#x}/{data:#x}: {e}"),
+        if let Err(e) = self.vm.signal_msi(msi) {
+            log::warn!("KVM_SIGNAL_MSI {address:#x}/{data:#x}: {e}");
         }
+    }
+}
+
+impl crate::pci::MsiSender for KvmMsiSender {
+    fn send(&self, _vector: u16, address: u64, data: u32) {
+        self.signal(address, data);
+    }
+}
+
+/// One MSI-X vector's irqfd and the route it was last pointed at.
+struct VectorRoute {
+    gsi: u32,
+    fd: EventFd,
+    address: u64,
+    data: u32,
+}
+
+/// MSI-X messages of one PCI function, each vector through its own irqfd and
+/// MSI route: the first message of a vector installs the route and the
+/// irqfd, later ones only write the eventfd (no ioctl) unless the guest
+/// reprogrammed the entry. Everything is undone when the function goes.
+/// A vector whose route or irqfd KVM refuses falls back to `KVM_SIGNAL_MSI`.
+pub struct IrqfdMsiSender {
+    router: Arc<GsiRouter>,
+    fallback: KvmMsiSender,
+    vectors: Mutex<BTreeMap<u16, VectorRoute>>,
+    log: crate::ratelimit::RateLimiter,
+}
+
+impl IrqfdMsiSender {
+    /// A sender for one function of `vm`, routing through `router`.
+    pub fn new(vm: Arc<VmFd>, router: Arc<GsiRouter>) -> Self {
+        IrqfdMsiSender {
+            router,
+            fallback: KvmMsiSender::new(vm),
+            vectors: Mutex::new(BTreeMap::new()),
+            log: crate::ratelimit::RateLimiter::new(10),
+        }
+    }
+
+    fn install(&self, address: u64, data: u32) -> Result<VectorRoute, String> {
+        let fd = EventFd::new(EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?;
+        let gsi = self
+            .router
+            .add_msi(address, data)
+            .map_err(|e| e.to_string())?;
+        if let Err(e) = self.fallback.vm.register_irqfd(&fd, gsi) {
+            self.router.remove_msi(gsi);
+            return Err(format!("irqfd on GSI {gsi}: {e}"));
+        }
+        Ok(VectorRoute {
+            gsi,
+            fd,
+            address,
+            data,
+        })
+    }
+}
+
+impl crate::pci::MsiSender for IrqfdMsiSender {
+    fn send(&self, vector: u16, address: u64, data: u32) {
+        let mut vectors = self.vectors.lock().unwrap_or_else(|e| e.into_inner());
+        let route = match vectors.entry(vector) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => match self.install(address, data) {
+                Ok(route) => e.insert(route),
+                Err(err) => {
+                    if self.log.allow() {
+                        log::warn!("MSI-X vector {vector}: {err}; using KVM_SIGNAL_MSI");
+                    }
+                    drop(vectors);
+                    self.fallback.signal(address, data);
+                    return;
+                }
+            },
+        };
+        if (route.address, route.data) != (address, data) {
+            if let Err(e) = self.router.update_msi(route.gsi, address, data) {
+                if self.log.allow() {
+                    log::warn!("MSI-X vector {vector}: {e}; using KVM_SIGNAL_MSI");
+                }
+                drop(vectors);
+                self.fallback.signal(address, data);
+                return;
+            }
+            route.address = address;
+            route.data = data;
+        }
+        if let Err(e) = route.fd.write(1) {
+            log::error!("MSI-X vector {vector}: irqfd write: {e}");
+        }
+    }
+}
+
+impl Drop for IrqfdMsiSender {
+    fn drop(&mut self) {
+        let vectors = std::mem::take(self.vectors.get_mut().unwrap_or_else(|e| e.into_inner()));
+        for route in vectors.values() {
+            if let Err(e) = self.fallback.vm.unregister_irqfd(&route.fd, route.gsi) {
+                log::warn!("unregister MSI irqfd on GSI {}: {e}", route.gsi);
+            }
+            self.router.remove_msi(route.gsi);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_table_keeps_kvms_default_irqchip_routes_before_msi_routes() {
+        let mut msi = BTreeMap::new();
+        msi.insert(24, (0xfee0_0000u64, 0x4021u32));
+        msi.insert(30, (0x1_fee0_1000u64, 0x22u32));
+        let e = routing_entries(&msi);
+        assert_eq!(e.len(), 16 + 24 + 2);
+        let chips: Vec<(u32, u32, u32)> = e[..40]
+            .iter()
+            .map(|r| {
+                assert_eq!(r.type_, KVM_IRQ_ROUTING_IRQCHIP);
+                // SAFETY: irqchip entries carry the irqchip member.
+                let c = unsafe { r.u.irqchip };
+                (r.gsi, c.irqchip, c.pin)
+            })
+            .collect();
+        assert_eq!(chips[0], (0, KVM_IRQCHIP_PIC_MASTER, 0));
+        assert_eq!(chips[9], (9, KVM_IRQCHIP_PIC_SLAVE, 1));
+        assert_eq!(chips[16], (0, KVM_IRQCHIP_IOAPIC, 0));
+        assert_eq!(chips[39], (23, KVM_IRQCHIP_IOAPIC, 23));
+        let m = e[41];
+        assert_eq!((m.gsi, m.type_), (30, KVM_IRQ_ROUTING_MSI));
+        // SAFETY: MSI entries carry the msi member.
+        let msi = unsafe { m.u.msi };
+        assert_eq!(
+            (msi.address_lo, msi.address_hi, msi.data),
+            (0xfee0_1000, 1, 0x22)
+        );
     }
 }

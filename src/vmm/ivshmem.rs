@@ -2,7 +2,7 @@
 //! in the guest while the BAR is mapped, read-only where the spec says so.
 
 use crate::ivshmem::{GuestSlot, IvshmemRegion};
-use crate::pci::{BarMapError, BarMemoryMapper};
+use crate::pci::{BarMapError, BarMapper};
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
 use kvm_ioctls::VmFd;
 use std::sync::Arc;
@@ -47,7 +47,7 @@ impl KvmShmemMapper {
     }
 }
 
-impl BarMemoryMapper for KvmShmemMapper {
+impl BarMapper for KvmShmemMapper {
     fn map(&self, gpa: u64, _size: u64) -> Result<(), BarMapError> {
         for (i, s) in self.slots.iter().enumerate() {
             if let Err(e) = self.set(i, s, gpa, s.len) {

@@ -126,7 +126,7 @@ pub struct Cell {
     vcpus: Vec<VcpuFd>,
     bridges: Vec<Arc<Mutex<PciHostBridge>>>,
     hotplug: Arc<hotplug::Hotplug>,
-    virtio_consoles: Vec<InputPump>,
+    virtio: Vec<virtio::VirtioModel>,
     ivshmem_subs: Vec<crate::ivshmem::IvshmemSubscriber>,
     _vm: Arc<VmFd>,
     _kvm: Kvm,
@@ -208,28 +208,28 @@ impl Cell {
             consts::PLATFORM_DEVICE_SIZE,
             Arc::new(Mutex::new(BootTimer::new(start, boot_marks.clone()))),
         )?;
-        let mut virtio_consoles = Vec::new();
+        let router = Arc::new(irq::GsiRouter::new(vm.clone()));
+        let mut virtio_models = Vec::new();
         for (slot, dev_cfg) in layout.virtio_mmio.iter().zip(&cfg.virtio_mmio) {
-            let dev = Arc::new(Mutex::new(build_virtio(slot, dev_cfg, &memory, &vm)?));
+            let (dev, model) = virtio::build_virtio_mmio(slot, dev_cfg, &memory, &vm)?;
             mmio.insert(
                 &format!("virtio-mmio {}", slot.id),
                 slot.window.base,
                 slot.window.size,
-                dev.clone(),
+                dev,
             )?;
-            if dev_cfg.kind == crate::config::VirtioKind::Console {
-                virtio_consoles.push(InputPump::new(slot.id.clone(), dev));
-            }
+            virtio_models.push(model);
         }
         let mut bridges = Vec::with_capacity(layout.pci_bridges.len());
         let mut pci_ctx = PciBuildContext {
             mmio: &mmio,
             vm: &vm,
+            router: &router,
             readonly_mem: kvm.check_extension(kvm_ioctls::Cap::ReadonlyMem),
             next_slot: layout.memory.len() as u32,
             ivshmem_subs: Vec::new(),
             memory: &memory,
-            pumps: Vec::new(),
+            virtio: Vec::new(),
         };
         for (slot, br_cfg) in layout.pci_bridges.iter().zip(&cfg.pci_bridges) {
             let bridge = build_bridge(slot, br_cfg, &mut pci_ctx)?;
@@ -262,7 +262,7 @@ impl Cell {
             vcpus.push(vcpu);
         }
         let ivshmem_subs = pci_ctx.ivshmem_subs;
-        virtio_consoles.extend(pci_ctx.pumps);
+        virtio_models.extend(pci_ctx.virtio);
         let hotplug = Arc::new(hotplug::Hotplug::new(
             cfg.name.clone(),
             layout.clone(),
@@ -270,16 +270,16 @@ impl Cell {
             mmio.clone(),
             pio.clone(),
             vm.clone(),
+            router,
             channel_handle,
             crate::api::runtime_dir(),
             memory.clone(),
-            stop.clone(),
         ));
         Ok(Cell {
             vcpus,
             bridges,
             hotplug,
-            virtio_consoles,
+            virtio: virtio_models,
             ivshmem_subs,
             _vm: vm,
             _kvm: kvm,
@@ -337,8 +337,9 @@ impl Cell {
             spawn_input_pump(input, self.console.clone(), self.input_space.clone())?;
         }
 
-        for pump in std::mem::take(&mut self.virtio_consoles) {
-            pump.start(&self.stop)?;
+        let mut workers = Vec::with_capacity(self.virtio.len());
+        for model in &self.virtio {
+            workers.push(model.start()?);
         }
         let mut threads = Vec::with_capacity(self.vcpus.len());
         let pins = self.cfg.cpus.pin.clone();
@@ -389,6 +390,10 @@ impl Cell {
                 log::error!("a vCPU thread panicked");
             }
         }
+        for w in workers {
+            w.stop();
+        }
+        self.hotplug.shutdown();
 
         let reason = self
             .stop
@@ -409,51 +414,12 @@ impl Cell {
     }
 }
 
-/// A virtio-mmio transport with the backend the config asks for.
-fn build_virtio(
-    slot: &crate::layout::VirtioMmioSlot,
-    cfg: &crate::config::VirtioMmioConfig,
-    memory: &GuestMemoryMmap,
-    vm: &Arc<VmFd>,
-) -> Result<crate::virtio::VirtioMmioDevice, VmmError> {
-    let backend = virtio::build_backend(&cfg.id, cfg.kind, &cfg.backend)?;
-    let line: Arc<dyn InterruptLine> = Arc::new(irq::KvmIrqLine::new(vm.clone(), slot.irq));
-    Ok(crate::virtio::VirtioMmioDevice::new(
-        &slot.id,
-        backend,
-        memory.clone(),
-        line,
-    ))
-}
-
-/// A device whose host input a pump thread must feed, with the flag that
-/// stops that thread.
-pub(crate) struct InputPump {
-    name: String,
-    device: Arc<Mutex<dyn crate::virtio::HostInput>>,
-    alive: Arc<std::sync::atomic::AtomicBool>,
-}
-
-impl InputPump {
-    fn new(name: String, device: Arc<Mutex<dyn crate::virtio::HostInput>>) -> Self {
-        InputPump {
-            name,
-            device,
-            alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-        }
-    }
-
-    /// Starts the thread; the returned flag stops it when cleared.
-    fn start(self, stop: &StopHandle) -> Result<Arc<std::sync::atomic::AtomicBool>, VmmError> {
-        virtio::spawn_input_pump(&self.name, self.device, stop.clone(), self.alive.clone())?;
-        Ok(self.alive)
-    }
-}
-
 /// What building PCI functions needs from the VM.
 struct PciBuildContext<'a> {
     mmio: &'a Arc<Bus>,
     vm: &'a Arc<VmFd>,
+    /// The VM's GSI routes (MSI-X irqfds).
+    router: &'a Arc<irq::GsiRouter>,
     /// Whether KVM supports read-only slots (for ivshmem's read-only sections).
     readonly_mem: bool,
     /// Next free KVM memory slot (RAM uses 0..n).
@@ -462,8 +428,8 @@ struct PciBuildContext<'a> {
     ivshmem_subs: Vec<crate::ivshmem::IvshmemSubscriber>,
     /// Guest memory (virtio queues).
     memory: &'a GuestMemoryMmap,
-    /// Virtio consoles whose host input needs a pump thread.
-    pumps: Vec<InputPump>,
+    /// Virtio functions built (each needs its worker thread).
+    virtio: Vec<virtio::VirtioModel>,
 }
 
 /// A host bridge with its configured functions and INTx lines.
@@ -491,7 +457,7 @@ fn build_bridge(
                         .map_err(boot)?,
                 );
                 // Without read-only slots BAR2 is served through MMIO exits.
-                let mapper: Option<Arc<dyn crate::pci::BarMemoryMapper>> = if ctx.readonly_mem {
+                let mapper: Option<Arc<dyn crate::pci::BarMapper>> = if ctx.readonly_mem {
                     let m = ivshmem::KvmShmemMapper::new(vm.clone(), region.clone(), ctx.next_slot);
                     ctx.next_slot += crate::ivshmem::region::MAX_GUEST_SLOTS as u32;
                     Some(Arc::new(m))
@@ -507,17 +473,10 @@ fn build_bridge(
             }
             PciDeviceKind::Virtio(v) => {
                 let name = format!("{}-{:02x}.{}", slot.id, dev.slot, dev.function);
-                let backend = virtio::build_backend(&name, v.kind, &v.backend)?;
-                let f = crate::virtio::VirtioPciFunction::new(
-                    &name,
-                    backend,
-                    ctx.memory.clone(),
-                    virtio::msi_sender(vm),
+                let (device, model) = virtio::build_virtio_pci(
+                    &name, v.kind, &v.backend, ctx.memory, vm, ctx.router,
                 )?;
-                let device = Arc::new(Mutex::new(f));
-                if v.kind == crate::config::VirtioKind::Console {
-                    ctx.pumps.push(InputPump::new(name, device.clone()));
-                }
+                ctx.virtio.push(model);
                 device
             }
         };
