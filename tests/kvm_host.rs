@@ -12,7 +12,7 @@ use cellvm::config::{
 };
 use cellvm::stop::StopReason;
 use cellvm::vmm::{Cell, CellIo, RunOutcome};
-use common::guest::{write_elf, Asm};
+use common::guest::{virtio_mmio_driver_setup, write_elf, Asm, VQ_AVAIL, VQ_BUF, VQ_DESC, VQ_USED};
 use std::io::Write;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -437,11 +437,6 @@ fn two_cells_share_ivshmem_memory_and_see_each_others_state() {
 
 // ---- virtio fast path: queue notifications through ioeventfds ----
 
-const VQ_DESC: u64 = 0x30_0000;
-const VQ_AVAIL: u64 = 0x30_1000;
-const VQ_USED: u64 = 0x30_2000;
-const VQ_BUF: u64 = 0x30_3000;
-
 /// One 16-byte device-writable buffer in descriptor 0, offered on the
 /// available ring (guest RAM writes: no exits).
 fn offer_one_buffer(asm: &mut Asm) {
@@ -487,24 +482,7 @@ fn run_config(cfg: CellConfig) -> (RunOutcome, Vec<u8>) {
 fn virtio_mmio_queue_notify_is_served_without_an_exit_to_cellvm() {
     let base = 0xd010_0000u64;
     let mut asm = Asm::new();
-    // 12 register writes: the status steps, features, queue 0 setup.
-    let regs: [(u64, u32); 12] = [
-        (0x070, 1),               // STATUS = ACKNOWLEDGE
-        (0x070, 3),               // | DRIVER
-        (0x024, 1),               // DRIVER_FEATURES_SEL = 1
-        (0x020, 1),               // VIRTIO_F_VERSION_1 (bit 32)
-        (0x070, 0xb),             // | FEATURES_OK
-        (0x030, 0),               // QUEUE_SEL = 0
-        (0x038, 16),              // QUEUE_NUM
-        (0x080, VQ_DESC as u32),  // QUEUE_DESC_LOW
-        (0x090, VQ_AVAIL as u32), // QUEUE_AVAIL_LOW
-        (0x0a0, VQ_USED as u32),  // QUEUE_USED_LOW
-        (0x044, 1),               // QUEUE_READY
-        (0x070, 0xf),             // | DRIVER_OK
-    ];
-    for (off, v) in regs {
-        asm.write32(base + off, v);
-    }
+    virtio_mmio_driver_setup(&mut asm, base);
     offer_one_buffer(&mut asm);
     asm.write32(base + 0x050, 0); // QUEUE_NOTIFY: queue 0, caught by KVM
     collect_and_exit(&mut asm);
@@ -597,4 +575,26 @@ fn virtio_pci_notify_ioeventfds_follow_bar0_where_the_guest_maps_it() {
         mmio_writes + byte_and_word_writes + 1,
         "{outcome:?}"
     );
+}
+
+#[test]
+fn virtio_mmio_queue_notify_exits_to_cellvm_with_ioeventfd_off() {
+    let base = 0xd010_0000u64;
+    let mut asm = Asm::new();
+    virtio_mmio_driver_setup(&mut asm, base);
+    offer_one_buffer(&mut asm);
+    asm.write32(base + 0x050, 0);
+    collect_and_exit(&mut asm);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = rng_cell_config(&asm, dir.path());
+    cfg.virtio_mmio[0].backend.ioeventfd = false;
+    let (outcome, console) = run_config(cfg);
+    assert_eq!(outcome.reason, StopReason::DebugExit(0));
+    assert_eq!(
+        console,
+        16u32.to_le_bytes(),
+        "served on the vCPU thread instead"
+    );
+    // 12 register writes, the notify and the debug-exit write.
+    assert_eq!(outcome.mmio_exits, 14, "{outcome:?}");
 }

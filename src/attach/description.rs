@@ -469,9 +469,18 @@ const VIRTIO_KEYS: &[&str] = &[
     "socket",
     "pty",
     "queue_size",
+    "ioeventfd",
 ];
 /// Backend keys of a virtio device.
-const BACKEND_KEYS: &[&str] = &["path", "read_only", "serial", "socket", "pty", "queue_size"];
+const BACKEND_KEYS: &[&str] = &[
+    "path",
+    "read_only",
+    "serial",
+    "socket",
+    "pty",
+    "queue_size",
+    "ioeventfd",
+];
 const UART_KEYS: &[&str] = &["kind", "id", "port", "irq"];
 const WINDOW_KEYS: &[&str] = &["base", "size"];
 const PCI_DEVICE_KEYS: &[&str] = &[
@@ -490,6 +499,7 @@ const PCI_DEVICE_KEYS: &[&str] = &[
     "socket",
     "pty",
     "queue_size",
+    "ioeventfd",
 ];
 const IVSHMEM_KEYS: &[&str] = &["region", "peer_id", "max_peers", "rw_size", "output_size"];
 
@@ -559,9 +569,9 @@ fn virtio_backend(
     kind: VirtioKind,
 ) -> Result<VirtioBackendConfig, DescriptionError> {
     let allowed: &[&str] = match kind {
-        VirtioKind::Rng => &["queue_size"],
-        VirtioKind::Block => &["path", "read_only", "serial", "queue_size"],
-        VirtioKind::Console => &["path", "socket", "pty", "queue_size"],
+        VirtioKind::Rng => &["queue_size", "ioeventfd"],
+        VirtioKind::Block => &["path", "read_only", "serial", "queue_size", "ioeventfd"],
+        VirtioKind::Console => &["path", "socket", "pty", "queue_size", "ioeventfd"],
     };
     for key in BACKEND_KEYS {
         if let Some(item) = t.get(key) {
@@ -625,13 +635,15 @@ fn virtio_backend(
             ));
         }
     }
-    let read_only = match t.get("read_only") {
-        None => false,
+    let flag = |key: &str, default: bool| match t.get(key) {
+        None => Ok(default),
         Some(item) => match item.val {
-            Val::Bool(b) => b,
-            _ => return Err(ctx.wrong_type(item, &t.field("read_only"), "a boolean")),
+            Val::Bool(b) => Ok(b),
+            _ => Err(ctx.wrong_type(item, &t.field(key), "a boolean")),
         },
     };
+    let read_only = flag("read_only", false)?;
+    let ioeventfd = flag("ioeventfd", true)?;
     let serial = match t.get("serial") {
         None => None,
         Some(item) => {
@@ -669,6 +681,7 @@ fn virtio_backend(
         socket,
         pty,
         queue_size,
+        ioeventfd,
     })
 }
 

@@ -1430,8 +1430,9 @@ fn virtio_descriptions_carry_their_backend_on_both_transports() {
     assert!(backend.read_only);
     assert_eq!(backend.serial.as_deref(), Some("S1"));
     assert_eq!(backend.queue_size, Some(32));
+    assert!(backend.ioeventfd, "ioeventfds are on by default");
     let pci = DeviceRequest::from_json_str(
-        r#"{"kind": "pci-bridge", "id": "b", "bridge": "ecam", "device": [{"slot": 2, "kind": "virtio", "virtio": "console", "pty": "/tmp/x.pty"}]}"#,
+        r#"{"kind": "pci-bridge", "id": "b", "bridge": "ecam", "device": [{"slot": 2, "kind": "virtio", "virtio": "console", "pty": "/tmp/x.pty", "ioeventfd": false}]}"#,
     )
     .expect("parse");
     let DeviceRequest::PciBridge { devices, .. } = &pci else {
@@ -1445,4 +1446,5 @@ fn virtio_descriptions_carry_their_backend_on_both_transports() {
         v.backend.pty.as_deref(),
         Some(std::path::Path::new("/tmp/x.pty"))
     );
+    assert!(!v.backend.ioeventfd);
 }

@@ -130,7 +130,7 @@ pub struct VirtioMmioConfig {
 }
 
 /// Backend settings of a virtio device (docs/virtio.md).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VirtioBackendConfig {
     /// Block: the raw image (required, exists). Console: append output to this file.
     pub path: Option<PathBuf>,
@@ -146,6 +146,11 @@ pub struct VirtioBackendConfig {
     /// Size of every queue the driver may use (a power of two, 16 to 1024;
     /// default 256).
     pub queue_size: Option<u16>,
+    /// Whether queue notifications go through KVM ioeventfds and a worker
+    /// thread (the default) or exit to the vCPU thread (`ioeventfd = false`,
+    /// like QEMU's device property of that name: for diagnostics and
+    /// benchmarks).
+    pub ioeventfd: bool,
 }
 
 /// A virtio device behind a PCI host bridge (virtio-pci transport).
@@ -238,4 +243,19 @@ pub struct IvshmemConfig {
     pub rw_size: u64,
     /// Size of each peer's output section (page aligned, may be 0).
     pub output_size: u64,
+}
+
+impl Default for VirtioBackendConfig {
+    /// No backend keys: nothing but the defaults (ioeventfds on).
+    fn default() -> Self {
+        VirtioBackendConfig {
+            path: None,
+            read_only: false,
+            serial: None,
+            socket: None,
+            pty: None,
+            queue_size: None,
+            ioeventfd: true,
+        }
+    }
 }

@@ -502,6 +502,7 @@ pub(crate) struct RawVirtioMmio {
     pub socket: Option<Sp<String>>,
     pub pty: Option<Sp<String>>,
     pub queue_size: Option<Sp<i64>>,
+    pub ioeventfd: Option<Sp<bool>>,
 }
 
 impl RawVirtioMmio {
@@ -513,6 +514,7 @@ impl RawVirtioMmio {
             socket: self.socket.as_ref(),
             pty: self.pty.as_ref(),
             queue_size: self.queue_size.as_ref(),
+            ioeventfd: self.ioeventfd.as_ref(),
         }
     }
 }
@@ -525,6 +527,7 @@ pub(crate) struct RawBackendKeys<'a> {
     pub socket: Option<&'a Sp<String>>,
     pub pty: Option<&'a Sp<String>>,
     pub queue_size: Option<&'a Sp<i64>>,
+    pub ioeventfd: Option<&'a Sp<bool>>,
 }
 
 /// `[[pci_bridge]]`
@@ -560,6 +563,7 @@ pub(crate) struct RawPciDevice {
     pub socket: Option<Sp<String>>,
     pub pty: Option<Sp<String>>,
     pub queue_size: Option<Sp<i64>>,
+    pub ioeventfd: Option<Sp<bool>>,
 }
 
 impl RawPciDevice {
@@ -571,6 +575,7 @@ impl RawPciDevice {
             socket: self.socket.as_ref(),
             pty: self.pty.as_ref(),
             queue_size: self.queue_size.as_ref(),
+            ioeventfd: self.ioeventfd.as_ref(),
         }
     }
 }

@@ -1785,6 +1785,39 @@ fn rejects_virtio_keys_on_an_ivshmem_or_test_device() {
 }
 
 #[test]
+fn ioeventfd_is_on_unless_a_virtio_device_turns_it_off() {
+    let cfg = ok(&device_cell(
+        "[[pci_bridge.device]]\nslot = 1\nkind = \"virtio\"\nvirtio = \"rng\"\nioeventfd = false\n\
+         [[pci_bridge.device]]\nslot = 2\nkind = \"virtio\"\nvirtio = \"rng\"\n",
+    ));
+    let flags: Vec<bool> = cfg.pci_bridges[0]
+        .devices
+        .iter()
+        .map(|d| match &d.kind {
+            PciDeviceKind::Virtio(v) => v.backend.ioeventfd,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(flags, [false, true]);
+    let mmio = ok(&head(
+        "[[virtio_mmio]]\nid = \"r\"\nkind = \"rng\"\nioeventfd = false\n",
+    ));
+    assert!(!mmio.virtio_mmio[0].backend.ioeventfd);
+}
+
+#[test]
+fn rejects_ioeventfd_that_is_not_a_boolean_or_not_on_a_virtio_device() {
+    assert_err(
+        &head("[[virtio_mmio]]\nid = \"r\"\nkind = \"rng\"\nioeventfd = 1\n"),
+        "cells/x.toml:11:13: virtio_mmio[0].ioeventfd: invalid type: integer `1`, expected a boolean",
+    );
+    assert_err(
+        &device_cell("[[pci_bridge.device]]\nslot = 1\nkind = \"test\"\nioeventfd = false\n"),
+        "cells/x.toml:14:13: pci_bridge[0].device[0].ioeventfd: only virtio devices take this key",
+    );
+}
+
+#[test]
 fn rejects_queue_size_that_is_not_a_power_of_two_in_range() {
     for (size, col) in [("100", 14), ("8", 14), ("2048", 14), ("-1", 14)] {
         assert_err(

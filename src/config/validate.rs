@@ -911,9 +911,9 @@ fn virtio_backend(
     table: &Span,
 ) -> Result<VirtioBackendConfig, ConfigError> {
     let allowed: &[&str] = match kind {
-        VirtioKind::Rng => &["queue_size"],
-        VirtioKind::Block => &["path", "read_only", "serial", "queue_size"],
-        VirtioKind::Console => &["path", "socket", "pty", "queue_size"],
+        VirtioKind::Rng => &["queue_size", "ioeventfd"],
+        VirtioKind::Block => &["path", "read_only", "serial", "queue_size", "ioeventfd"],
+        VirtioKind::Console => &["path", "socket", "pty", "queue_size", "ioeventfd"],
     };
     let given = [
         ("path", v.path.map(|x| &x.span)),
@@ -922,6 +922,7 @@ fn virtio_backend(
         ("socket", v.socket.map(|x| &x.span)),
         ("pty", v.pty.map(|x| &x.span)),
         ("queue_size", v.queue_size.map(|x| &x.span)),
+        ("ioeventfd", v.ioeventfd.map(|x| &x.span)),
     ];
     for (key, span) in given {
         if let Some(span) = span {
@@ -1007,6 +1008,7 @@ fn virtio_backend(
         socket,
         pty,
         queue_size,
+        ioeventfd: v.ioeventfd.is_none_or(|b| b.value),
     })
 }
 
@@ -1299,6 +1301,7 @@ fn pci_devices(
             ("socket", keys.socket.map(|x| &x.span)),
             ("pty", keys.pty.map(|x| &x.span)),
             ("queue_size", keys.queue_size.map(|x| &x.span)),
+            ("ioeventfd", keys.ioeventfd.map(|x| &x.span)),
         ];
         let foreign = |keys: &[(&str, Option<&Span>)], owner: &str| match keys
             .iter()

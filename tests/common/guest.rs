@@ -193,3 +193,33 @@ pub fn write_elf(dir: &Path, name: &str, asm: &Asm) -> PathBuf {
     f.write_all(&elf_image(&asm.code)).expect("write guest ELF");
     path
 }
+
+/// Where the tiny virtio drivers keep queue 0: descriptor table, available
+/// ring, used ring, and one 16-byte buffer (guest RAM, 16 entries).
+pub const VQ_DESC: u64 = 0x30_0000;
+pub const VQ_AVAIL: u64 = 0x30_1000;
+pub const VQ_USED: u64 = 0x30_2000;
+pub const VQ_BUF: u64 = 0x30_3000;
+
+/// A virtio-mmio driver's setup of queue 0 (12 register writes, each an
+/// exit: the status steps, VERSION_1, the queue's size and rings, ready,
+/// DRIVER_OK) for the device whose window is at `base`.
+pub fn virtio_mmio_driver_setup(asm: &mut Asm, base: u64) {
+    let regs: [(u64, u32); 12] = [
+        (0x070, 1),               // STATUS = ACKNOWLEDGE
+        (0x070, 3),               // | DRIVER
+        (0x024, 1),               // DRIVER_FEATURES_SEL = 1
+        (0x020, 1),               // VIRTIO_F_VERSION_1 (bit 32)
+        (0x070, 0xb),             // | FEATURES_OK
+        (0x030, 0),               // QUEUE_SEL = 0
+        (0x038, 16),              // QUEUE_NUM
+        (0x080, VQ_DESC as u32),  // QUEUE_DESC_LOW
+        (0x090, VQ_AVAIL as u32), // QUEUE_AVAIL_LOW
+        (0x0a0, VQ_USED as u32),  // QUEUE_USED_LOW
+        (0x044, 1),               // QUEUE_READY
+        (0x070, 0xf),             // | DRIVER_OK
+    ];
+    for (off, v) in regs {
+        asm.write32(base + off, v);
+    }
+}
