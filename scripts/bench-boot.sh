@@ -22,6 +22,8 @@
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
+# shellcheck source=scripts/bench-lib.sh
+. "$(dirname "$0")/bench-lib.sh"
 
 runs=8
 build=1
@@ -41,43 +43,6 @@ if [ "$build" = 1 ]; then
     log "== setup.sh with CELLVM_L1_WITH_QEMU=1"
     CELLVM_L1_WITH_QEMU=1 "$REPO_ROOT/scripts/setup.sh" || die "scripts/setup.sh failed"
 fi
-need_file "$BUILD_DIR/l1/vmlinuz" "$BUILD_DIR/l1/initramfs.cpio.gz"
-
-out_dir="$BUILD_DIR/bench"
-mkdir -p "$out_dir"
-run_log="$out_dir/boot-run.log"
 # Budget: L1 boot ~5 s, then per round ~2.5 s for each of 3 VMMs, generous.
-timeout_s=$((120 + runs * 30))
-log "== booting L1 once: scenario bench/boot, $runs rounds (log: $run_log)"
-trap - ERR
-set +e
-"$REPO_ROOT/scripts/run-l1.sh" --scenarios bench/boot --timeout "$timeout_s" \
-    --append "cellvm.bench_runs=$runs" 2>&1 | tee "$run_log" >&2
-l1_rc="${PIPESTATUS[0]}"
-set -e
-trap _err_trap ERR
-
-if grep -q '^BENCH-ERROR' "$run_log"; then
-    grep '^BENCH-ERROR' "$run_log" | sed 's/^/    /' >&2
-    die "the benchmark scenario failed (see above; was L1 built with --with-qemu?)"
-fi
-grep -q '^@@CELLVM-SCENARIO-BEGIN bench/boot' "$run_log" ||
-    die "L1 did not run the bench/boot scenario (run-l1.sh status $l1_rc; log: $run_log)"
-end_line="$(grep -m1 '^@@BENCH-TABLE-END' "$run_log" || true)"
-[ -n "$end_line" ] || die "no table in the L1 output (scenario killed? run-l1.sh status $l1_rc; log: $run_log)"
-table="$(sed -n '/^@@BENCH-TABLE-BEGIN/,/^@@BENCH-TABLE-END/{/^@@BENCH-TABLE/d;p;}' "$run_log")"
-versions="$(sed -n 's/^BENCH-VERSIONS: //p' "$run_log" | head -n1)"
-host_cpu="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
-l0_qemu="$("${CELLVM_QEMU:-qemu-system-x86_64}" --version | head -n1)"
-
-printf '%s\n' "$table"
-echo
-echo "L1/L2: $versions"
-echo "host: $(uname -r), ${host_cpu:-unknown CPU}, $(nproc) CPUs; L1 under $l0_qemu, -accel ${CELLVM_L1_ACCEL:-tcg} -cpu ${CELLVM_L1_CPU:-max,-xsave} -smp ${CELLVM_L1_SMP:-1}; $(date -u '+%Y-%m-%d %H:%M UTC')"
+bench_table_run boot $((120 + runs * 30)) "cellvm.bench_runs=$runs"
 log "done in $(elapsed_since "$start") s"
-
-case "$end_line" in
-    *rc=0) ;;
-    *) die "cellvm-bench reported a VMM that never booted (${end_line#@@BENCH-TABLE-END }); its errors are in $run_log" ;;
-esac
-[ "$l1_rc" -eq 0 ] || die "run-l1.sh failed (status $l1_rc) although the table is complete; log: $run_log"

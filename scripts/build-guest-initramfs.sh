@@ -37,5 +37,12 @@ if [ -f "$out_dir/cellvm_agent.ko" ]; then
     log "including build/guest/cellvm_agent.ko as /lib/modules/cellvm_agent.ko"
 fi
 
+# The block benchmark tool (guest/tools/blkbench.c): libc-free, a few KiB.
+need_cmd gcc
+gcc -O2 -static -nostdlib -ffreestanding -fno-builtin -fno-stack-protector \
+    -fno-pie -no-pie -Wall -Wextra -Werror \
+    -o "$stage/bin/blkbench" "$REPO_ROOT/guest/tools/blkbench.c" ||
+    die "building guest/tools/blkbench.c failed"
+
 cpio_gz "$stage" "$out_dir/initramfs.cpio.gz"
 log "build/guest/initramfs.cpio.gz ($(stat -c %s "$out_dir/initramfs.cpio.gz") bytes, $(busybox_version))"
