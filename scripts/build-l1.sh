@@ -15,8 +15,9 @@
 #   cells/*.toml, tests/nested/scenarios/*.sh, guest/l1/init
 #
 # Environment:
-#   CELLVM_L1_KERNEL_PKG  Debian kernel package to use (default: the newest
-#                         linux-image-6.12.*-cloud-amd64-unsigned apt knows)
+#   CELLVM_L1_KERNEL_PKG  Debian kernel package to use, newest version of it
+#                         (default: the pinned linux-image-6.12.117 cloud
+#                         kernel, see L1_KERNEL_PKG_PINNED below)
 #   CELLVM_BIN            cellvm binary to put into L1 (default: the static build)
 #   CELLVM_SCENARIO_DIR   scenarios to put into L1 (default: tests/nested/scenarios)
 #   CELLVM_L1_WITH_QEMU=1 same as --with-qemu
@@ -62,22 +63,24 @@ fi
 need_file "$BUILD_DIR/guest/bzImage" "$BUILD_DIR/guest/initramfs.cpio.gz" "$REPO_ROOT/guest/l1/init"
 
 # ---- L1 kernel package ----
-newest_cloud_kernel() {
-    apt-cache pkgnames linux-image-6.12 2>/dev/null |
-        grep -E '^linux-image-6\.12\.[0-9]+\+deb[0-9]+-cloud-amd64-unsigned$' | sort -V | tail -n1
-}
-pkg="${CELLVM_L1_KERNEL_PKG:-}"
-if [ -z "$pkg" ]; then
-    pkg="$(newest_cloud_kernel)"
-    if [ -z "$pkg" ]; then
-        log "apt knows no linux-image-6.12.*-cloud-amd64-unsigned; running apt-get update"
-        if [ "$(id -u)" -eq 0 ]; then apt-get update >/dev/null; else sudo apt-get update >/dev/null; fi
-        pkg="$(newest_cloud_kernel)"
-    fi
-    [ -n "$pkg" ] || die "no Debian package linux-image-6.12.*-cloud-amd64-unsigned found (set CELLVM_L1_KERNEL_PKG)"
+# Pinned, so that the rig does not change under CI's feet with every Debian
+# stable update (docs/rig.md, "L1"). Debian's security archive keeps older
+# versions; override with CELLVM_L1_KERNEL_PKG.
+L1_KERNEL_PKG_PINNED="linux-image-6.12.117+deb12-cloud-amd64-unsigned"
+L1_KERNEL_VERSION_PINNED="6.12.117-1~deb12u1"
+pkg="${CELLVM_L1_KERNEL_PKG:-$L1_KERNEL_PKG_PINNED}"
+if [ -z "$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p')" ]; then
+    log "apt knows no $pkg; running apt-get update"
+    if [ "$(id -u)" -eq 0 ]; then apt-get update >/dev/null; else sudo apt-get update >/dev/null; fi
 fi
-version="$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | head -n1)"
-[ -n "$version" ] || die "apt-cache knows no package '$pkg'"
+if [ "$pkg" = "$L1_KERNEL_PKG_PINNED" ]; then
+    version="$L1_KERNEL_VERSION_PINNED"
+    apt-cache show "$pkg=$version" >/dev/null 2>&1 ||
+        die "the pinned L1 kernel $pkg=$version is not in the Debian archive any more: pick another one that passes the attach scenario repeatedly (CELLVM_L1_KERNEL_PKG=... scripts/run-l1.sh --scenarios attach) and pin it here (docs/rig.md)"
+else
+    version="$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | head -n1)"
+    [ -n "$version" ] || die "apt-cache knows no package '$pkg'"
+fi
 
 entry="$CELLVM_CACHE/l1-kernel-${pkg}_${version}"
 mkdir -p "$CELLVM_CACHE"

@@ -14,8 +14,9 @@ PACKAGES=(
     linux-source-6.12 make gcc libc6-dev bc bison flex libelf-dev libssl-dev cpio kmod xz-utils
     # initramfs images (build-guest-initramfs.sh, build-l1.sh)
     busybox-static gzip
-    # nested rig (run-l1.sh) and device tree tools for tests
-    qemu-system-x86 device-tree-compiler
+    # nested rig (run-l1.sh; python3 for its watchdog, scripts/l1-watchdog.py)
+    # and device tree tools for tests
+    qemu-system-x86 python3 device-tree-compiler
     # script lint
     shellcheck
 )

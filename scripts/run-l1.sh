@@ -17,7 +17,9 @@
 #   CELLVM_L1_ACCEL (tcg), CELLVM_QEMU (qemu-system-x86_64).
 #
 # L1's console is streamed to stdout with carriage returns removed and saved in
-# build/l1/last-run.log. Exit status: 0 when L1 reached @@CELLVM-L1-DONE
+# build/l1/last-run.log. scripts/l1-watchdog.py watches QEMU's monitor and
+# wakes L1 when TCG loses an interrupt (docs/rig.md); what it did is printed
+# on stderr at the end and kept in build/l1/watchdog.log. Exit status: 0 when L1 reached @@CELLVM-L1-DONE
 # without reporting CELLVM-L1-ERROR; 1 otherwise (QEMU missing, image missing,
 # timeout, L1 error); 2 on usage errors. Scenario results are NOT judged here:
 # the Rust harness parses the @@CELLVM-SCENARIO-* sections.
@@ -76,15 +78,30 @@ append="console=ttyS0 panic=-1 mitigations=off quiet loglevel=1 cellvm.scenarios
 log "qemu (-accel ${CELLVM_L1_ACCEL:-tcg}, -cpu ${CELLVM_L1_CPU:-max,-xsave}, smp ${CELLVM_L1_SMP:-1}, ${CELLVM_L1_MEM:-2048} MiB), scenarios=$scenarios, timeout ${timeout_s}s"
 log "append: $append"
 
+# QEMU's human monitor, for scripts/l1-watchdog.py: it wakes L1 when TCG
+# loses an interrupt (L1 halted with a vector pending; docs/rig.md).
+need_cmd python3
+monitor="$(mktemp -u "${TMPDIR:-/tmp}/cellvm-l1-monitor.XXXXXX")"
 start="$(now)"
 trap - ERR # failures are handled below
 set +e
+# It waits (up to 60 s) for QEMU to create the socket, and ends with QEMU.
+watchdog_log="$BUILD_DIR/l1/watchdog.log"
+python3 "$REPO_ROOT/scripts/l1-watchdog.py" "$monitor" >"$watchdog_log" 2>&1 &
+watchdog=$!
 timeout -k 10 "$timeout_s" "$QEMU" \
     -accel "${CELLVM_L1_ACCEL:-tcg}" -cpu "${CELLVM_L1_CPU:-max,-xsave}" -smp "${CELLVM_L1_SMP:-1}" -m "${CELLVM_L1_MEM:-2048}" -M pc \
-    -nographic -no-reboot -nodefaults -serial stdio \
+    -nographic -no-reboot -nodefaults -serial stdio -monitor "unix:$monitor,server=on,wait=off" \
     -kernel "$vmlinuz" -initrd "$initrd" -append "$append" </dev/null 2>&1 |
     sed -u 's/\r//g' | tee "$log_file"
 statuses=("${PIPESTATUS[@]}")
+kill "$watchdog" 2>/dev/null
+wait "$watchdog" 2>/dev/null
+rm -f "$monitor"
+if [ -s "$watchdog_log" ]; then
+    sed 's/^/    /' "$watchdog_log" >&2
+    log "the L1 watchdog woke L1 $(grep -c 'woke it' "$watchdog_log") time(s) (QEMU TCG lost wake-ups; docs/rig.md)"
+fi
 set -e
 trap _err_trap ERR
 qemu_rc="${statuses[0]}"

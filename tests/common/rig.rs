@@ -77,36 +77,52 @@ pub fn parse_log(log: &str) -> BTreeMap<String, Scenario> {
     out
 }
 
-static RIG: OnceLock<RigRun> = OnceLock::new();
+static RIG: OnceLock<Result<RigRun, String>> = OnceLock::new();
 
-/// Boots L1 once (per test binary) with all scenarios.
+/// Boots L1 once (per test binary) with all scenarios. A failed L1 run is
+/// remembered too: every test then fails with its message at once, instead
+/// of each booting L1 again (one hung L1 must not cost one timeout per test).
 pub fn rig() -> &'static RigRun {
-    RIG.get_or_init(|| {
-        let root = repo_root();
-        for needed in ["build/l1/vmlinuz", "build/l1/initramfs.cpio.gz"] {
-            assert!(
-                root.join(needed).exists(),
+    match RIG.get_or_init(run_rig) {
+        Ok(run) => run,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn run_rig() -> Result<RigRun, String> {
+    let root = repo_root();
+    for needed in ["build/l1/vmlinuz", "build/l1/initramfs.cpio.gz"] {
+        if !root.join(needed).exists() {
+            return Err(format!(
                 "{needed} is missing: run scripts/setup.sh first (the README's test command, scripts/test.sh, does)"
-            );
+            ));
         }
-        let script = root.join("scripts/run-l1.sh");
-        let out = Command::new(&script)
-            .args(["--scenarios", "all"])
-            .current_dir(&root)
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        let log = String::from_utf8_lossy(&out.stdout).into_owned();
-        assert!(
-            out.status.success(),
+    }
+    let script = root.join("scripts/run-l1.sh");
+    let out = Command::new(&script)
+        .args(["--scenarios", "all"])
+        .current_dir(&root)
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    let log = String::from_utf8_lossy(&out.stdout).into_owned();
+    if !out.status.success() {
+        return Err(format!(
             "{} failed with {}:\nstderr:\n{}\nlog tail:\n{}",
             script.display(),
             out.status,
             String::from_utf8_lossy(&out.stderr),
-            log.lines().rev().take(40).collect::<Vec<_>>().join("\n")
-        );
-        let scenarios = parse_log(&log);
-        RigRun { log, scenarios }
-    })
+            log.lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        ));
+    }
+    let scenarios = parse_log(&log);
+    Ok(RigRun { log, scenarios })
 }
 
 /// Key/value lines between CELLVM-REPORT-BEGIN and CELLVM-REPORT-END.

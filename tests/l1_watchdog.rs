@@ -1,0 +1,141 @@
+//! scripts/l1-watchdog.py against a fake QEMU human monitor: it wakes a vCPU
+//! halted with a deliverable interrupt pending (QEMU TCG's lost wake-up,
+//! docs/rig.md) and leaves a merely idle one alone.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+const PROMPT: &str = "(qemu) ";
+
+/// What the fake vCPU looks like.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Cpu {
+    /// HLT=1, IF=1, IRR 236, nothing in service.
+    LostWakeup,
+    /// HLT=1, IF=1, nothing pending.
+    Idle,
+    /// Running.
+    Running,
+}
+
+fn registers(cpu: Cpu) -> String {
+    let (rfl, hlt) = match cpu {
+        Cpu::LostWakeup | Cpu::Idle => ("00000206", 1),
+        Cpu::Running => ("00000287", 0),
+    };
+    format!(
+        "CPU#0\r\nRAX=0000000000000000\r\nRIP=ffffffff9a693f8f RFL={rfl} [-----P-] CPL=0 II=0 A20=1 SMM=0 HLT={hlt}\r\n"
+    )
+}
+
+fn lapic(cpu: Cpu) -> String {
+    let irr = if cpu == Cpu::LostWakeup {
+        "236 "
+    } else {
+        "(none)"
+    };
+    format!("dumping local APIC state for CPU 0 \r\n\r\nISR\t (none)\r\nIRR\t {irr}\r\n\r\nAPR 0x00 TPR 0x10 DFR 0x0f LDR 0x00 PPR 0x10\r\n")
+}
+
+/// Serves one monitor connection: answers as a vCPU in state `cpu` until
+/// a `sendkey` makes it run, reports each command on `seen`, and hangs up
+/// after `polls` `info registers` requests.
+fn serve(stream: UnixStream, mut cpu: Cpu, polls: usize, seen: mpsc::Sender<String>) {
+    let mut out = stream.try_clone().expect("clone stream");
+    write!(
+        out,
+        "QEMU 7.2.22 monitor - type 'help' for more information\r\n{PROMPT}"
+    )
+    .unwrap();
+    let mut lines = BufReader::new(stream);
+    let mut regs = 0;
+    let mut line = String::new();
+    while lines.read_line(&mut line).unwrap_or(0) > 0 {
+        let cmd = line.trim().to_string();
+        line.clear();
+        let answer = match cmd.as_str() {
+            "info cpus" => "* CPU #0: thread_id=4242\r\n".to_string(),
+            "info registers" => {
+                regs += 1;
+                registers(cpu)
+            }
+            "info lapic" => lapic(cpu),
+            "sendkey shift" => {
+                cpu = Cpu::Running;
+                String::new()
+            }
+            _ => String::new(),
+        };
+        let _ = seen.send(cmd);
+        if write!(out, "{answer}{PROMPT}").is_err() || regs >= polls {
+            return;
+        }
+    }
+}
+
+fn start(cpu: Cpu, polls: usize) -> (Child, mpsc::Receiver<String>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sock = dir.path().join("monitor.sock");
+    let listener = UnixListener::bind(&sock).expect("bind the fake monitor");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        if let Ok((stream, _)) = listener.accept() {
+            serve(stream, cpu, polls, tx);
+        }
+    });
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/l1-watchdog.py");
+    let child = Command::new("python3")
+        .arg(script)
+        .arg(&sock)
+        .args(["--interval", "0.05"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect(
+            "python3 is needed by the nested rig's watchdog (scripts/install-deps.sh installs it)",
+        );
+    (child, rx, dir)
+}
+
+fn commands_until_hangup(rx: &mpsc::Receiver<String>) -> Vec<String> {
+    let mut cmds = Vec::new();
+    while let Ok(c) = rx.recv_timeout(Duration::from_secs(30)) {
+        cmds.push(c);
+    }
+    cmds
+}
+
+fn stderr_of(child: Child) -> String {
+    let out = child.wait_with_output().expect("watchdog exit");
+    assert!(out.status.success(), "watchdog failed: {out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn watchdog_wakes_a_vcpu_halted_with_an_interrupt_pending() {
+    let (child, rx, _dir) = start(Cpu::LostWakeup, 10);
+    let cmds = commands_until_hangup(&rx);
+    let keys = cmds.iter().filter(|c| *c == "sendkey shift").count();
+    assert_eq!(keys, 1, "one wake-up, then the vCPU runs: {cmds:?}");
+    let stderr = stderr_of(child);
+    assert!(
+        stderr.contains("vCPU 0 was halted with interrupt 236 pending")
+            && stderr.contains("woke it (1 so far)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn watchdog_leaves_an_idle_vcpu_alone() {
+    let (child, rx, _dir) = start(Cpu::Idle, 10);
+    let cmds = commands_until_hangup(&rx);
+    assert!(
+        cmds.iter().filter(|c| *c == "info lapic").count() >= 5,
+        "it looked at the halted vCPU's LAPIC: {cmds:?}"
+    );
+    assert!(!cmds.iter().any(|c| c.starts_with("sendkey")), "{cmds:?}");
+    assert_eq!(stderr_of(child), "");
+}
