@@ -10,6 +10,7 @@ mod irq;
 mod ivshmem;
 mod memory;
 pub mod runtime;
+mod trim;
 pub mod vcpu;
 mod virtio;
 
@@ -373,6 +374,12 @@ impl Cell {
         for sub in std::mem::take(&mut self.ivshmem_subs) {
             events.add_subscriber(Box::new(sub));
         }
+        // Setup is over: its code need not stay resident (vmm::trim).
+        let dropped = trim::drop_startup_code();
+        log::debug!(
+            "dropped {} KiB of startup code from the resident set",
+            dropped / 1024
+        );
         while !self.stop.is_stopped() {
             if let Err(e) = events.run() {
                 self.stop
