@@ -2,7 +2,9 @@
 # Build the cellvm guest kernel (L2) from Debian's linux-source-6.12:
 # `make tinyconfig` + guest/kernel.config, verified, built, cached.
 #
-# Output: build/guest/bzImage
+# Output: build/guest/bzImage, build/guest/vmlinux (the same kernel
+#         uncompressed, symbols stripped: cellvm boots it without the
+#         bzImage's self-decompression, docs/config.md)
 # Cache:  $CELLVM_CACHE/guest-kernel-<key>/  (key = sha256 of the config
 #         fragment, this script and the linux-source package version)
 #         containing linux/ (the configured and built tree, usable with
@@ -103,6 +105,8 @@ else
     fi
     need_file "$tree/arch/x86/boot/bzImage" "$tree/Module.symvers"
     cp "$tree/arch/x86/boot/bzImage" "$entry/bzImage"
+    need_cmd strip
+    strip -o "$entry/vmlinux" "$tree/vmlinux"
     cp "$tree/.config" "$entry/config"
     printf '%s\n' "$src_version" >"$entry/source-version"
     touch "$entry/.complete"
@@ -128,5 +132,8 @@ verify_config "$entry/linux/.config" || die "cached kernel config in $entry does
 mkdir -p "$BUILD_DIR/guest"
 cp "$entry/bzImage" "$BUILD_DIR/guest/bzImage.tmp"
 mv "$BUILD_DIR/guest/bzImage.tmp" "$BUILD_DIR/guest/bzImage"
+need_file "$entry/vmlinux"
+cp "$entry/vmlinux" "$BUILD_DIR/guest/vmlinux.tmp"
+mv "$BUILD_DIR/guest/vmlinux.tmp" "$BUILD_DIR/guest/vmlinux"
 ln -sfn "$entry/linux" "$BUILD_DIR/guest/linux-tree"
 log "build/guest/bzImage ($(stat -c %s "$BUILD_DIR/guest/bzImage") bytes) from $entry"

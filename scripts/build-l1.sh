@@ -11,7 +11,7 @@
 #
 # Inputs (must exist; run scripts/setup.sh for all of them):
 #   target/x86_64-unknown-linux-gnu/release/cellvm   (scripts/build-cellvm-static.sh)
-#   build/guest/bzImage, build/guest/initramfs.cpio.gz
+#   build/guest/bzImage, build/guest/vmlinux, build/guest/initramfs.cpio.gz
 #   cells/*.toml, tests/nested/scenarios/*.sh, guest/l1/init
 #
 # Environment:
@@ -60,7 +60,7 @@ CELLVM_BIN="${CELLVM_BIN:-$REPO_ROOT/target/x86_64-unknown-linux-gnu/release/cel
 if is_dynamic "$CELLVM_BIN"; then
     die "$CELLVM_BIN is dynamically linked; L1 has no libc: build it with scripts/build-cellvm-static.sh"
 fi
-need_file "$BUILD_DIR/guest/bzImage" "$BUILD_DIR/guest/initramfs.cpio.gz" "$REPO_ROOT/guest/l1/init"
+need_file "$BUILD_DIR/guest/bzImage" "$BUILD_DIR/guest/vmlinux" "$BUILD_DIR/guest/initramfs.cpio.gz" "$REPO_ROOT/guest/l1/init"
 
 # ---- L1 kernel package ----
 # Pinned, so that the rig does not change under CI's feet with every Debian
@@ -150,7 +150,7 @@ mkdir -p "$stage/lib/cellvm-modules" "$stage/cellvm/bin" "$stage/cellvm/cells" \
     "$stage/cellvm/build/guest" "$stage/cellvm/scenarios"
 cp "$entry/modules/"*.ko "$entry/modules/load-order" "$stage/lib/cellvm-modules/"
 install -m 0755 "$CELLVM_BIN" "$stage/cellvm/bin/cellvm"
-cp "$BUILD_DIR/guest/bzImage" "$BUILD_DIR/guest/initramfs.cpio.gz" "$stage/cellvm/build/guest/"
+cp "$BUILD_DIR/guest/bzImage" "$BUILD_DIR/guest/vmlinux" "$BUILD_DIR/guest/initramfs.cpio.gz" "$stage/cellvm/build/guest/"
 
 shopt -s nullglob
 cells=("$REPO_ROOT"/cells/*.toml)

@@ -46,10 +46,18 @@ fn two_vcpu_linux_cell_brings_up_both_cpus() {
 }
 
 #[test]
+fn uncompressed_vmlinux_cell_reaches_userspace() {
+    let report = assert_booted("boot-vmlinux", 0);
+    assert_eq!(report_value(&report, "cpus").as_deref(), Some("1"));
+    assert_eq!(report_value(&report, "dt").as_deref(), Some("present"));
+}
+
+#[test]
 fn guest_device_tree_carries_every_property_cellvm_generated() {
     for (scenario, cell) in [
         ("boot-1cpu", "cells/test-boot-1cpu.toml"),
         ("boot-2cpu", "cells/test-boot-2cpu.toml"),
+        ("boot-vmlinux", "cells/test-vmlinux.toml"),
     ] {
         let report = assert_booted(scenario, 0);
         let guest: std::collections::BTreeMap<String, String> = report

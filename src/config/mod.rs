@@ -5,6 +5,7 @@
 //! The file format is documented in `docs/config.md`.
 
 mod error;
+mod kernel_image;
 mod model;
 mod raw;
 mod size;
@@ -16,9 +17,9 @@ mod tests;
 use std::path::Path;
 
 pub use error::{ConfigError, Location};
+pub use kernel_image::{detect_kernel_format, kernel_format_from_header, KernelFileError};
 pub use model::*;
 pub use size::{human_size, parse_size, HumanSize, SizeError};
-pub use validate::{detect_kernel_format, kernel_format_from_header, KernelFileError};
 
 /// Largest vCPU count a cell may have.
 pub const MAX_VCPUS: u8 = 64;

@@ -57,6 +57,11 @@ impl MemoryRegion {
 pub enum KernelFormat {
     /// A Linux bzImage, booted through the x86 boot protocol.
     BzImage,
+    /// An uncompressed Linux kernel (`vmlinux`, an ELF64 image with "Linux"
+    /// notes): its segments are loaded where they are linked and it is
+    /// entered at its 64-bit entry point through the x86 boot protocol's
+    /// boot_params, so the guest skips the bzImage's self-decompression.
+    Vmlinux,
     /// A bare-metal ELF64 image, entered in 64-bit long mode at its entry point.
     Elf,
 }
@@ -68,7 +73,7 @@ pub struct KernelConfig {
     pub path: PathBuf,
     /// Image format (given, or detected from the file's magic).
     pub format: KernelFormat,
-    /// Optional initrd path (resolved; exists). Only for bzImage kernels.
+    /// Optional initrd path (resolved; exists). Only for Linux kernels (bzImage, vmlinux).
     pub initrd: Option<PathBuf>,
     /// Kernel command line (printable ASCII, shorter than the boot protocol's limit).
     pub cmdline: String,

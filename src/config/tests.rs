@@ -74,11 +74,37 @@ fn elf_bytes() -> Vec<u8> {
     h
 }
 
-/// A temp dir holding `bzImage`, `kernel.elf`, `initrd.img` and `junk.bin`.
+/// An ELF64 x86_64 image with one PT_NOTE segment holding a note owned by
+/// `owner` (a `vmlinux` has notes owned by "Linux").
+fn elf_with_note(owner: &str) -> Vec<u8> {
+    let mut f = elf_bytes();
+    f[56..58].copy_from_slice(&1u16.to_le_bytes()); // e_phnum
+    let notes_at = 64 + 56;
+    let mut ph = vec![0u8; 56];
+    ph[0..4].copy_from_slice(&4u32.to_le_bytes()); // PT_NOTE
+    ph[8..16].copy_from_slice(&(notes_at as u64).to_le_bytes()); // p_offset
+    let mut name = owner.as_bytes().to_vec();
+    name.push(0);
+    let mut note = Vec::new();
+    note.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    note.extend_from_slice(&4u32.to_le_bytes()); // descsz
+    note.extend_from_slice(&0x100u32.to_le_bytes()); // type
+    note.extend_from_slice(&name);
+    note.resize(note.len().next_multiple_of(4), 0);
+    note.extend_from_slice(&[1, 2, 3, 4]);
+    ph[32..40].copy_from_slice(&(note.len() as u64).to_le_bytes()); // p_filesz
+    f.extend_from_slice(&ph);
+    f.extend_from_slice(&note);
+    f
+}
+
+/// A temp dir holding `bzImage`, `kernel.elf`, `vmlinux`, `initrd.img` and
+/// `junk.bin`.
 fn kernel_dir() -> tempfile::TempDir {
     let dir = tempfile::tempdir().expect("tempdir");
     fs::write(dir.path().join("bzImage"), bzimage_bytes()).expect("write");
-    fs::write(dir.path().join("kernel.elf"), elf_bytes()).expect("write");
+    fs::write(dir.path().join("kernel.elf"), elf_with_note("GNU")).expect("write");
+    fs::write(dir.path().join("vmlinux"), elf_with_note("Linux")).expect("write");
     fs::write(dir.path().join("initrd.img"), b"initrd").expect("write");
     fs::write(dir.path().join("junk.bin"), vec![0x5au8; 0x1000]).expect("write");
     dir
@@ -359,6 +385,52 @@ fn accepts_a_format_that_matches_the_file() {
 }
 
 #[test]
+fn detects_a_vmlinux_by_its_linux_notes_and_accepts_an_initrd_with_it() {
+    let dir = kernel_dir();
+    let cfg = parse_in(
+        dir.path(),
+        &kernel_cell("[kernel]\npath = \"vmlinux\"\ninitrd = \"initrd.img\"\n"),
+    )
+    .expect("valid");
+    assert_eq!(cfg.kernel.format, KernelFormat::Vmlinux);
+    assert_eq!(cfg.kernel.initrd, Some(dir.path().join("initrd.img")));
+    let given = parse_in(
+        dir.path(),
+        &kernel_cell("[kernel]\npath = \"vmlinux\"\nformat = \"vmlinux\"\n"),
+    )
+    .expect("valid");
+    assert_eq!(given.kernel.format, KernelFormat::Vmlinux);
+}
+
+#[test]
+fn rejects_vmlinux_format_for_a_bare_metal_elf() {
+    let dir = kernel_dir();
+    assert_err_in(
+        dir.path(),
+        &kernel_cell("[kernel]\npath = \"kernel.elf\"\nformat = \"vmlinux\"\n"),
+        &format!(
+            "cells/x.toml:8:10: kernel.format: \"vmlinux\" given, but {} is an ELF64 image \
+             without \"Linux\" notes (a bare-metal ELF)",
+            dir.path().join("kernel.elf").display()
+        ),
+    );
+}
+
+#[test]
+fn rejects_elf_format_for_a_vmlinux() {
+    let dir = kernel_dir();
+    assert_err_in(
+        dir.path(),
+        &kernel_cell("[kernel]\npath = \"vmlinux\"\nformat = \"elf\"\n"),
+        &format!(
+            "cells/x.toml:8:10: kernel.format: \"elf\" given, but {} is a Linux vmlinux \
+             (an ELF64 image with \"Linux\" notes)",
+            dir.path().join("vmlinux").display()
+        ),
+    );
+}
+
+#[test]
 fn without_file_checks_format_defaults_to_bzimage_or_the_given_one() {
     assert_eq!(ok(HEAD).kernel.format, KernelFormat::BzImage);
     let cfg = ok(&head("format = \"elf\"\n"));
@@ -376,6 +448,10 @@ fn detect_kernel_format_reads_files() {
     assert_eq!(
         detect_kernel_format(&d.join("kernel.elf")).expect("elf"),
         KernelFormat::Elf
+    );
+    assert_eq!(
+        detect_kernel_format(&d.join("vmlinux")).expect("vmlinux"),
+        KernelFormat::Vmlinux
     );
     let junk = d.join("junk.bin");
     assert_eq!(
@@ -1161,7 +1237,7 @@ fn rejects_given_format_for_a_file_of_unknown_format() {
 fn rejects_unknown_format_name() {
     assert_err(
         &head("format = \"pe\"\n"),
-        "cells/x.toml:8:10: kernel.format: unknown format \"pe\", expected \"bzimage\" or \"elf\"",
+        "cells/x.toml:8:10: kernel.format: unknown format \"pe\", expected \"bzimage\", \"vmlinux\" or \"elf\"",
     );
 }
 
@@ -1171,8 +1247,8 @@ fn rejects_initrd_with_detected_elf_kernel() {
     assert_err_in(
         dir.path(),
         &kernel_cell("[kernel]\npath = \"kernel.elf\"\ninitrd = \"initrd.img\"\n"),
-        "cells/x.toml:8:10: kernel.initrd: an initrd needs a bzImage kernel, \
-         but this kernel is an ELF image",
+        "cells/x.toml:8:10: kernel.initrd: an initrd needs a Linux kernel \
+         (bzImage or vmlinux), but this kernel is a bare-metal ELF image",
     );
 }
 
@@ -1180,8 +1256,8 @@ fn rejects_initrd_with_detected_elf_kernel() {
 fn rejects_initrd_with_elf_format_without_file_checks() {
     assert_err(
         &head("format = \"elf\"\ninitrd = \"initrd.img\"\n"),
-        "cells/x.toml:9:10: kernel.initrd: an initrd needs a bzImage kernel, \
-         but this kernel is an ELF image",
+        "cells/x.toml:9:10: kernel.initrd: an initrd needs a Linux kernel \
+         (bzImage or vmlinux), but this kernel is a bare-metal ELF image",
     );
 }
 

@@ -2,6 +2,7 @@
 //! pointing at the offending key.
 
 use super::error::{ConfigError, Location};
+use super::kernel_image::{identify, read_head};
 use super::raw::{
     textual_path, Node, RawBackendKeys, RawCell, RawConsole, RawCpus, RawKernel, RawMemory,
     RawPciBridge, RawPciDevice, RawSize, RawVirtioMmio, RawWindow, Sp, Span,
@@ -17,10 +18,8 @@ use crate::layout::consts::{
     VIRTIO_MMIO_SIZE,
 };
 use crate::layout::{CellLayout, LayoutError};
-use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::path::{Path, PathBuf};
-use thiserror::Error;
 
 /// Guest page size: RAM regions are aligned to it.
 const PAGE: u64 = 4 * KIB;
@@ -40,8 +39,6 @@ const VIRTIO_WINDOW: (u64, u64) = (DEVICE_WINDOW_START, IOAPIC_BASE);
 const MIN_PCI_WINDOW: u64 = MIB;
 /// Host CPUs a pin may name: what a `cpu_set_t` can hold.
 const MAX_HOST_CPUS: usize = libc::CPU_SETSIZE as usize;
-/// Bytes read from the kernel image to detect its format.
-const KERNEL_HEAD: u64 = 0x1000;
 
 /// Everything validation needs to know about the text it validates.
 pub(crate) struct Ctx<'a> {
@@ -583,68 +580,9 @@ fn memory(
 fn format_name(f: KernelFormat) -> &'static str {
     match f {
         KernelFormat::BzImage => "bzimage",
+        KernelFormat::Vmlinux => "vmlinux",
         KernelFormat::Elf => "elf",
     }
-}
-
-/// Reads up to `limit` bytes from the start of `path`.
-fn read_head(path: &Path, limit: u64) -> io::Result<Vec<u8>> {
-    let mut head = Vec::new();
-    File::open(path)?.take(limit).read_to_end(&mut head)?;
-    Ok(head)
-}
-
-/// Recognises a kernel image by its first bytes: an ELF64 x86_64 image
-/// (`\x7fELF`, ELFCLASS64, EM_X86_64) or a bzImage (`HdrS` at 0x202).
-pub fn kernel_format_from_header(head: &[u8]) -> Option<KernelFormat> {
-    const ELFCLASS64: u8 = 2;
-    const EM_X86_64: u16 = 62;
-    let elf = head.get(0..4) == Some(&b"\x7fELF"[..])
-        && head.get(4) == Some(&ELFCLASS64)
-        && head.get(18..20) == Some(&EM_X86_64.to_le_bytes()[..]);
-    if elf {
-        Some(KernelFormat::Elf)
-    } else if head.get(0x202..0x206) == Some(&b"HdrS"[..]) {
-        Some(KernelFormat::BzImage)
-    } else {
-        None
-    }
-}
-
-/// Why [`detect_kernel_format`] could not tell a kernel image's format.
-#[derive(Debug, Error)]
-pub enum KernelFileError {
-    /// The file does not exist.
-    #[error("kernel image {} does not exist", .0.display())]
-    NotFound(PathBuf),
-    /// The file exists but cannot be read.
-    #[error("cannot read kernel image {}: {error}", .path.display())]
-    Unreadable {
-        /// The image.
-        path: PathBuf,
-        /// What went wrong.
-        error: io::Error,
-    },
-    /// Neither a bzImage nor an ELF64 x86_64 image.
-    #[error("{} is neither a bzImage (\"HdrS\" at 0x202) nor an ELF64 x86_64 image", .0.display())]
-    UnknownFormat(PathBuf),
-}
-
-/// Reads the start of the kernel image at `path` and tells its format (for
-/// kernels given outside a config file, e.g. on the command line).
-pub fn detect_kernel_format(path: &Path) -> Result<KernelFormat, KernelFileError> {
-    let head = read_head(path, KERNEL_HEAD).map_err(|error| {
-        if error.kind() == io::ErrorKind::NotFound {
-            KernelFileError::NotFound(path.to_path_buf())
-        } else {
-            KernelFileError::Unreadable {
-                path: path.to_path_buf(),
-                error,
-            }
-        }
-    })?;
-    kernel_format_from_header(&head)
-        .ok_or_else(|| KernelFileError::UnknownFormat(path.to_path_buf()))
 }
 
 fn kernel(ctx: &Ctx<'_>, k: &Sp<RawKernel>) -> Result<KernelConfig, ConfigError> {
@@ -655,30 +593,38 @@ fn kernel(ctx: &Ctx<'_>, k: &Sp<RawKernel>) -> Result<KernelConfig, ConfigError>
         None => None,
         Some(f) => Some(match f.value.as_str() {
             "bzimage" => KernelFormat::BzImage,
+            "vmlinux" => KernelFormat::Vmlinux,
             "elf" => KernelFormat::Elf,
             other => {
                 return Err(ctx.invalid(
                     &f.span,
                     "kernel.format",
-                    format!("unknown format {other:?}, expected \"bzimage\" or \"elf\""),
+                    format!(
+                        "unknown format {other:?}, expected \"bzimage\", \"vmlinux\" or \"elf\""
+                    ),
                 ))
             }
         }),
     };
     let path = ctx.path(path_v, "kernel.path")?;
     let format = if ctx.check_files {
-        let head = read_head(&path, KERNEL_HEAD)
+        let detected = identify(&path)
             .map_err(|e| ctx.file_error(&path_v.span, "kernel.path", "kernel image", &path, e))?;
-        let detected = kernel_format_from_header(&head);
         match (given, detected, &k.value.format) {
             (None, Some(d), _) => d,
             (Some(g), Some(d), _) if g == d => g,
             (Some(g), d, Some(f)) => {
                 let what = match (d, g) {
                     (Some(KernelFormat::BzImage), _) => "is a bzImage",
+                    (Some(KernelFormat::Vmlinux), _) => {
+                        "is a Linux vmlinux (an ELF64 image with \"Linux\" notes)"
+                    }
+                    (Some(KernelFormat::Elf), KernelFormat::Vmlinux) => {
+                        "is an ELF64 image without \"Linux\" notes (a bare-metal ELF)"
+                    }
                     (Some(KernelFormat::Elf), _) => "is an ELF64 x86_64 image",
                     (None, KernelFormat::BzImage) => "has no bzImage header (\"HdrS\" at 0x202)",
-                    (None, KernelFormat::Elf) => "is not an ELF64 x86_64 image",
+                    (None, _) => "is not an ELF64 x86_64 image",
                 };
                 return Err(ctx.invalid(
                     &f.span,
@@ -708,7 +654,7 @@ fn kernel(ctx: &Ctx<'_>, k: &Sp<RawKernel>) -> Result<KernelConfig, ConfigError>
                 return Err(ctx.invalid(
                     &i.span,
                     "kernel.initrd",
-                    "an initrd needs a bzImage kernel, but this kernel is an ELF image",
+                    "an initrd needs a Linux kernel (bzImage or vmlinux), but this kernel is a bare-metal ELF image",
                 ));
             }
             if ctx.check_files {

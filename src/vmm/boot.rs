@@ -4,7 +4,7 @@
 
 use super::error::VmmError;
 use crate::config::{KernelConfig, KernelFormat, Window};
-use linux_loader::loader::bootparam::{boot_params, SETUP_DTB};
+use linux_loader::loader::bootparam::{boot_params, setup_header, SETUP_DTB};
 use linux_loader::loader::{BzImage, Elf, KernelLoader, KernelLoaderResult};
 use std::fs::File;
 use vm_memory::{Address, ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
@@ -59,6 +59,15 @@ const E820_RAM: u32 = 1;
 const E820_RESERVED: u32 = 2;
 const LOADFLAG_LOADED_HIGH: u8 = 0x01;
 const LOADFLAG_CAN_USE_HEAP: u8 = 0x80;
+/// The boot protocol version cellvm's hand-made setup header for a
+/// `vmlinux` claims (2.15, current kernels).
+const VMLINUX_BOOT_PROTOCOL: u16 = 0x020f;
+/// Longest command line (without its NUL) an x86_64 kernel takes.
+const VMLINUX_CMDLINE_SIZE: u32 = 2047;
+/// Highest address an initrd may end at (what x86_64 bzImages report).
+const VMLINUX_INITRD_ADDR_MAX: u32 = 0x7fff_ffff;
+/// The kernel's physical alignment (CONFIG_PHYSICAL_ALIGN's default).
+const VMLINUX_KERNEL_ALIGNMENT: u32 = 0x20_0000;
 
 /// Where and how the boot vCPU starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +102,14 @@ pub fn load(
     dtb: &[u8],
 ) -> Result<EntryPoint, VmmError> {
     match kernel.format {
-        KernelFormat::BzImage => load_linux(mem, kernel, ram, dtb),
+        KernelFormat::BzImage => {
+            let image = load_bzimage(mem, kernel)?;
+            load_linux(mem, kernel, ram, dtb, image)
+        }
+        KernelFormat::Vmlinux => {
+            let image = load_vmlinux(mem, kernel)?;
+            load_linux(mem, kernel, ram, dtb, image)
+        }
         KernelFormat::Elf => load_elf(mem, kernel, dtb),
     }
 }
@@ -136,12 +152,17 @@ fn write_dtb_area(dtb: &[u8]) -> Result<(), VmmError> {
     Ok(())
 }
 
-fn load_linux(
-    mem: &GuestMemoryMmap,
-    kernel: &KernelConfig,
-    ram: &[Window],
-    dtb: &[u8],
-) -> Result<EntryPoint, VmmError> {
+/// A Linux kernel in guest memory, before the boot protocol's data is written.
+struct LinuxImage {
+    /// The setup header to complete and put into boot_params.
+    hdr: setup_header,
+    /// First guest-physical byte after the kernel (the initrd goes above).
+    kernel_end: u64,
+    /// The 64-bit entry point.
+    entry: u64,
+}
+
+fn load_bzimage(mem: &GuestMemoryMmap, kernel: &KernelConfig) -> Result<LinuxImage, VmmError> {
     let mut file = open(&kernel.path)?;
     let res: KernelLoaderResult =
         BzImage::load(mem, None, &mut file, Some(GuestAddress(addrs::HIMEM))).map_err(
@@ -150,7 +171,7 @@ fn load_linux(
                 source,
             },
         )?;
-    let mut hdr = res
+    let hdr = res
         .setup_header
         .ok_or_else(|| VmmError::Boot("bzImage without a setup header".into()))?;
     if hdr.header != HDRS_MAGIC || hdr.version < MIN_BOOT_PROTOCOL {
@@ -162,7 +183,60 @@ fn load_linux(
             version & 0xff
         )));
     }
+    Ok(LinuxImage {
+        hdr,
+        kernel_end: res.kernel_end,
+        // The 64-bit entry of the decompressor (boot protocol: startup_64 at
+        // 0x200 into the protected-mode code).
+        entry: res.kernel_load.raw_value() + 0x200,
+    })
+}
 
+/// Loads an uncompressed `vmlinux`: its segments go where they are linked
+/// (physical addresses from 16 MiB up), and the guest starts at the ELF entry
+/// (`startup_64`, the same 64-bit entry contract as a bzImage's: long mode,
+/// identity-mapped, RSI = boot_params). There is no setup header in the
+/// file, so cellvm writes one claiming boot protocol 2.15 with the limits a
+/// current x86_64 kernel has.
+fn load_vmlinux(mem: &GuestMemoryMmap, kernel: &KernelConfig) -> Result<LinuxImage, VmmError> {
+    let mut file = open(&kernel.path)?;
+    let res =
+        Elf::load(mem, None, &mut file, Some(GuestAddress(addrs::HIMEM))).map_err(|source| {
+            VmmError::KernelLoad {
+                path: kernel.path.clone(),
+                source,
+            }
+        })?;
+    let hdr = setup_header {
+        header: HDRS_MAGIC,
+        version: VMLINUX_BOOT_PROTOCOL,
+        cmdline_size: VMLINUX_CMDLINE_SIZE,
+        initrd_addr_max: VMLINUX_INITRD_ADDR_MAX,
+        kernel_alignment: VMLINUX_KERNEL_ALIGNMENT,
+        ..Default::default()
+    };
+    Ok(LinuxImage {
+        hdr,
+        kernel_end: res.kernel_end,
+        entry: res.kernel_load.raw_value(),
+    })
+}
+
+/// Writes what the x86 boot protocol needs around a loaded Linux kernel:
+/// command line, initrd, the DTB in setup_data, boot_params with an e820
+/// map. Returns the entry point.
+fn load_linux(
+    mem: &GuestMemoryMmap,
+    kernel: &KernelConfig,
+    ram: &[Window],
+    dtb: &[u8],
+    image: LinuxImage,
+) -> Result<EntryPoint, VmmError> {
+    let LinuxImage {
+        mut hdr,
+        kernel_end,
+        entry,
+    } = image;
     let low = ram
         .first()
         .ok_or_else(|| VmmError::Boot("no RAM region at guest physical 0".into()))?;
@@ -181,30 +255,35 @@ fn load_linux(
     mem.write_obj(0u8, GuestAddress(addrs::CMDLINE + cmdline.len() as u64))
         .map_err(mem_err)?;
 
-    // Initrd: page aligned, as high as allowed in the first RAM region.
+    // Initrd: page aligned, as high as allowed in the first RAM region, read
+    // from the file straight into guest memory (no copy through the heap).
     if let Some(path) = &kernel.initrd {
-        let data = std::fs::read(path).map_err(|source| VmmError::File {
+        let file_err = |source| VmmError::File {
             path: path.clone(),
             source,
-        })?;
+        };
+        let mut file = open(path)?;
+        let len = file.metadata().map_err(file_err)?.len();
         let initrd_max = { hdr.initrd_addr_max };
         let limit = low.end().min(u64::from(initrd_max) + 1);
+        let too_big = || {
+            VmmError::Boot(format!(
+                "initrd {} ({len} bytes) does not fit between the kernel end {kernel_end:#x} and {limit:#x}",
+                path.display(),
+            ))
+        };
         let base = limit
-            .checked_sub(data.len() as u64)
+            .checked_sub(len)
             .map(|a| a & !0xfff)
-            .filter(|a| *a >= res.kernel_end)
-            .ok_or_else(|| {
-                VmmError::Boot(format!(
-                    "initrd {} ({} bytes) does not fit between the kernel end {:#x} and {limit:#x}",
-                    path.display(),
-                    data.len(),
-                    res.kernel_end
-                ))
-            })?;
-        mem.write_slice(&data, GuestAddress(base))
+            .filter(|a| *a >= kernel_end)
+            .ok_or_else(too_big)?;
+        let count = usize::try_from(len).map_err(|_| too_big())?;
+        let size = u32::try_from(len).map_err(|_| too_big())?;
+        let image = u32::try_from(base).map_err(|_| too_big())?;
+        mem.read_exact_volatile_from(GuestAddress(base), &mut file, count)
             .map_err(mem_err)?;
-        hdr.ramdisk_image = base as u32;
-        hdr.ramdisk_size = data.len() as u32;
+        hdr.ramdisk_image = image;
+        hdr.ramdisk_size = size;
     }
 
     // Device tree in setup_data.
@@ -256,7 +335,7 @@ fn load_linux(
         .map_err(mem_err)?;
 
     Ok(EntryPoint {
-        rip: res.kernel_load.raw_value() + 0x200,
+        rip: entry,
         rsi: addrs::ZERO_PAGE,
         rdi: 0,
         rsp: 0,
