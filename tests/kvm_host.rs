@@ -598,3 +598,29 @@ fn virtio_mmio_queue_notify_exits_to_cellvm_with_ioeventfd_off() {
     // 12 register writes, the notify and the debug-exit write.
     assert_eq!(outcome.mmio_exits, 14, "{outcome:?}");
 }
+
+#[test]
+fn channel_mailboxes_are_guest_memory_and_the_host_mailbox_is_read_only() {
+    use cellvm::channel::protocol as proto;
+    use cellvm::layout::consts::CHANNEL_BASE;
+    let h2g = CHANNEL_BASE + proto::H2G_OFFSET;
+    let g2h = CHANNEL_BASE + proto::G2H_OFFSET;
+    let mut asm = Asm::new();
+    asm.mov_rbx(g2h).mov_rax(0x5a).store64_rbx_rax(); // memory: no exit
+    asm.mov_rbx(h2g).mov_rax(0x1234_5678).store64_rbx_rax(); // read-only slot: one exit, ignored
+    for i in 0..16 {
+        asm.mov_rbx(h2g + 8 * i).load64_rax_rbx(); // memory: no exits
+    }
+    asm.print32(h2g); // what the guest reads back: the host's bytes (zero)
+    asm.mov_rbx(g2h).load8_al_rbx().exit_with_al();
+    let (outcome, console) = run_program(&asm, 1);
+    assert_eq!(outcome.reason, StopReason::DebugExit(0x5a));
+    assert_eq!(
+        console.as_bytes(),
+        [0u8; 4],
+        "the guest's write to the host mailbox stuck"
+    );
+    // The store to the read-only host→guest mailbox and the debug-exit write;
+    // the 16 mailbox loads, the guest→host store and load did not exit.
+    assert_eq!(outcome.mmio_exits, 2, "{outcome:?}");
+}

@@ -8,6 +8,7 @@
 //! messages are processed synchronously inside the `G2H_DOORBELL` write, so
 //! the guest→host mailbox is free again when that write completes.
 
+use super::mailbox_mem::MailboxMemory;
 use super::protocol::{self as proto, errno, regs, Hello, Message, Op};
 use super::{AgentInfo, AgentState, AgentStatus, ChannelError, ChannelHandle, GuestError};
 use crate::devices::{le_value, BusDevice};
@@ -78,10 +79,13 @@ struct State {
     /// HELLOs accepted so far: each is a new agent generation.
     hellos: u64,
     dropped: u64,
+    /// Memory the guest maps at the mailboxes, when the VMM provided it:
+    /// `h2g` is mirrored into it, and `g2h` is copied from it at the doorbell.
+    mem: Option<Arc<MailboxMemory>>,
 }
 
 impl State {
-    fn new() -> Self {
+    fn new(mem: Option<Arc<MailboxMemory>>) -> Self {
         State {
             int_status: 0,
             int_enable: 0,
@@ -101,6 +105,7 @@ impl State {
             rejected: 0,
             hellos: 0,
             dropped: 0,
+            mem,
         }
     }
 
@@ -151,6 +156,9 @@ impl State {
         };
         let n = m.bytes.len().min(self.h2g.len());
         self.h2g[..n].copy_from_slice(&m.bytes[..n]);
+        if let Some(mem) = &self.mem {
+            mem.write_h2g(0, &m.bytes[..n]);
+        }
         self.last_ticket = self.last_ticket.wrapping_add(1).max(1);
         self.posted = Some(Posted {
             ticket: self.last_ticket,
@@ -164,6 +172,9 @@ impl State {
     fn release_mailbox(&mut self) {
         self.posted = None;
         self.h2g[..proto::HEADER_LEN].fill(0);
+        if let Some(mem) = &self.mem {
+            mem.write_h2g(0, &[0; proto::HEADER_LEN]);
+        }
         self.int_status &= !proto::INT_H2G;
         self.post_next();
     }
@@ -326,6 +337,11 @@ impl Shared {
                 }
             },
             regs::G2H_DOORBELL => {
+                // One copy of guest memory, taken now: everything below
+                // looks at the copy only.
+                if let Some(mem) = st.mem.clone() {
+                    mem.read_g2h(&mut st.g2h);
+                }
                 st.g2h_result = match Message::decode(&st.g2h) {
                     Ok(msg) => {
                         let (seq, op) = (msg.seq, msg.op as u16);
@@ -621,8 +637,26 @@ impl ChannelDevice {
     /// A device driving `line`, and the handle the VMM uses to talk to the
     /// guest agent through it.
     pub fn new(line: Arc<dyn InterruptLine>) -> (ChannelDevice, ChannelHandle) {
+        Self::build(line, None)
+    }
+
+    /// Like [`new`](Self::new), with the mailboxes in `mem`, which the VMM
+    /// maps into the guest at the mailboxes' addresses (see
+    /// [`MailboxMemory`]). MMIO accesses that still reach the device (a
+    /// guest write to the read-only host→guest slot) behave as without it.
+    pub fn with_mailbox_memory(
+        line: Arc<dyn InterruptLine>,
+        mem: Arc<MailboxMemory>,
+    ) -> (ChannelDevice, ChannelHandle) {
+        Self::build(line, Some(mem))
+    }
+
+    fn build(
+        line: Arc<dyn InterruptLine>,
+        mem: Option<Arc<MailboxMemory>>,
+    ) -> (ChannelDevice, ChannelHandle) {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State::new()),
+            state: Mutex::new(State::new(mem)),
             cond: Condvar::new(),
             line,
             log: RateLimiter::new(10),

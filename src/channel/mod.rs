@@ -24,12 +24,14 @@
 //! ```
 
 mod device;
+mod mailbox_mem;
 pub mod protocol;
 
 #[cfg(test)]
 mod tests;
 
 pub use device::ChannelDevice;
+pub use mailbox_mem::MailboxMemory;
 
 use device::{Reply, Shared};
 use protocol::Op;

@@ -44,10 +44,13 @@ impl Line {
 
 /// The guest's view: MMIO accesses through the bus-facing device (behind a
 /// mutex, as on the bus).
+/// With `mem`, the mailboxes are memory the guest maps (as with KVM slots):
+/// mailbox copies go to memory and only register accesses reach the device.
 #[derive(Clone)]
 struct Guest {
     dev: Arc<Mutex<ChannelDevice>>,
     line: Arc<Line>,
+    mem: Option<Arc<MailboxMemory>>,
 }
 
 fn setup() -> (Guest, ChannelHandle) {
@@ -57,6 +60,21 @@ fn setup() -> (Guest, ChannelHandle) {
         Guest {
             dev: Arc::new(Mutex::new(dev)),
             line,
+            mem: None,
+        },
+        handle,
+    )
+}
+
+fn setup_with_memory() -> (Guest, ChannelHandle) {
+    let line = Arc::new(Line::default());
+    let mem = Arc::new(MailboxMemory::new().expect("map mailboxes"));
+    let (dev, handle) = ChannelDevice::with_mailbox_memory(line.clone(), mem.clone());
+    (
+        Guest {
+            dev: Arc::new(Mutex::new(dev)),
+            line,
+            mem: Some(mem),
         },
         handle,
     )
@@ -81,8 +99,13 @@ impl Guest {
         self.write(off, 4, u64::from(v));
     }
 
-    /// Copies `bytes` into the device at `off` with 8/4/1-byte writes.
+    /// Copies `bytes` into the device at `off` with 8/4/1-byte writes (into
+    /// the mapped guest→host mailbox when there is one).
     fn put(&self, off: u64, bytes: &[u8]) {
+        if let (Some(mem), true) = (&self.mem, off >= proto::G2H_OFFSET) {
+            mem.write_g2h((off - proto::G2H_OFFSET) as usize, bytes);
+            return;
+        }
         let mut i = 0;
         while i < bytes.len() {
             let n = if bytes.len() - i >= 8 {
@@ -101,6 +124,13 @@ impl Guest {
     }
 
     fn get(&self, off: u64, len: usize) -> Vec<u8> {
+        if let Some(mem) = &self.mem {
+            if (proto::H2G_OFFSET..proto::G2H_OFFSET).contains(&off) {
+                let mut out = vec![0u8; len];
+                mem.read_h2g((off - proto::H2G_OFFSET) as usize, &mut out);
+                return out;
+            }
+        }
         (0..len)
             .step_by(4)
             .flat_map(|i| {
@@ -187,7 +217,10 @@ impl Guest {
 
 /// A guest with an agent that said HELLO (and consumed the ACK).
 fn ready() -> (Guest, ChannelHandle) {
-    let (g, h) = setup();
+    hello_on(setup())
+}
+
+fn hello_on((g, h): (Guest, ChannelHandle)) -> (Guest, ChannelHandle) {
     assert_eq!(g.hello(1000), 0);
     let ack = g.expect(Op::Ack);
     assert_eq!(ack.seq, 1000);
@@ -308,6 +341,87 @@ fn apply_is_acked_with_the_overlay_id() {
     assert_eq!(h.apply_overlay(&dtb, T), Ok(OverlayId(42)));
     let g = agent.join().unwrap();
     assert!(g.drain().is_empty());
+}
+
+#[test]
+fn with_mailbox_memory_messages_cross_in_memory_both_ways() {
+    let (g, h) = hello_on(setup_with_memory());
+    let dtb: Vec<u8> = (0..proto::MAX_H2G_PAYLOAD as u32)
+        .map(|i| (i * 13) as u8)
+        .collect();
+    let expect = dtb.clone();
+    let agent = thread::spawn(move || {
+        let m = g.expect(Op::ApplyOverlay);
+        assert_eq!(m.payload, expect);
+        // The device's MMIO view of the mailbox agrees with the memory.
+        let mut via_mmio = vec![0u8; 64];
+        g.dev
+            .lock()
+            .unwrap()
+            .read(proto::H2G_OFFSET + proto::HEADER_LEN as u64, &mut via_mmio);
+        assert_eq!(via_mmio, m.payload[..64]);
+        assert_eq!(g.send(&ack_id(m.seq, 9)), 0);
+        g
+    });
+    assert_eq!(h.apply_overlay(&dtb, T), Ok(OverlayId(9)));
+    let g = agent.join().unwrap();
+    // A released mailbox reads as empty (zeroed header) in memory too.
+    assert_eq!(
+        g.get(proto::H2G_OFFSET, proto::HEADER_LEN),
+        vec![0; proto::HEADER_LEN]
+    );
+    let removed = thread::spawn({
+        let g = g.clone();
+        move || {
+            let m = g.expect(Op::RemoveOverlay);
+            assert_eq!(m.payload, 9u32.to_le_bytes());
+            g.send(&Message::new(Op::Ack, m.seq, 0))
+        }
+    });
+    assert_eq!(h.remove_overlay(OverlayId(9), T), Ok(()));
+    assert_eq!(removed.join().unwrap(), 0);
+}
+
+#[test]
+fn with_mailbox_memory_the_host_reads_the_guest_message_once_at_the_doorbell() {
+    let (g, h) = hello_on(setup_with_memory());
+    // A malformed message in memory is refused like one written through MMIO.
+    assert_eq!(g.send_raw(&[0xde, 0xad, 0xbe, 0xef]), -errno::EPROTO);
+    // Bytes the guest changes after its doorbell are not looked at: the reply
+    // was taken from the copy made when the doorbell rang.
+    let agent = thread::spawn(move || {
+        let m = g.expect(Op::ApplyOverlay);
+        let rc = g.send(&ack_id(m.seq, 5));
+        g.put(proto::G2H_OFFSET, &[0xff; 32]);
+        rc
+    });
+    assert_eq!(h.apply_overlay(b"dtb", T), Ok(OverlayId(5)));
+    assert_eq!(agent.join().unwrap(), 0);
+    assert_eq!(
+        h.agent_status().state,
+        AgentState::Ready(AgentInfo {
+            version: 1,
+            capabilities: 3
+        })
+    );
+}
+
+#[test]
+fn with_mailbox_memory_guest_writes_to_the_host_mailbox_through_mmio_are_ignored() {
+    let (g, h) = hello_on(setup_with_memory());
+    g.w32(regs::INT_ENABLE, proto::INT_H2G);
+    let agent = thread::spawn(move || {
+        assert!(g.line.wait_high(T), "no message posted");
+        let posted = g.get(proto::H2G_OFFSET, proto::HEADER_LEN);
+        // A write that reaches the device (the read-only slot's exit) changes nothing.
+        g.dev.lock().unwrap().write(proto::H2G_OFFSET, &[0u8; 8]);
+        assert_eq!(g.get(proto::H2G_OFFSET, proto::HEADER_LEN), posted);
+        let m = g.recv().expect("the posted message");
+        assert_eq!(m.op, Op::ApplyOverlay);
+        g.send(&ack_id(m.seq, 3))
+    });
+    assert_eq!(h.apply_overlay(b"dtb", T), Ok(OverlayId(3)));
+    assert_eq!(agent.join().unwrap(), 0);
 }
 
 #[test]

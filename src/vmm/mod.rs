@@ -2,6 +2,7 @@
 //! and the control loop that runs until the cell stops.
 
 pub mod boot;
+mod channel_mem;
 pub mod control;
 pub mod cpu;
 mod error;
@@ -194,9 +195,17 @@ impl Cell {
             consts::PLATFORM_DEVICE_SIZE,
             Arc::new(Mutex::new(DebugExit::new(stop.clone()))),
         )?;
-        let (channel, channel_handle) = crate::channel::ChannelDevice::new(Arc::new(
-            irq::KvmIrqLine::new(vm.clone(), consts::CHANNEL_IRQ),
-        ));
+        let readonly_mem = kvm.check_extension(kvm_ioctls::Cap::ReadonlyMem);
+        let mut next_slot = layout.memory.len() as u32;
+        let channel_line = Arc::new(irq::KvmIrqLine::new(vm.clone(), consts::CHANNEL_IRQ));
+        let (channel, channel_handle) =
+            match channel_mem::map_mailboxes(&vm, readonly_mem, next_slot) {
+                Some(mem) => {
+                    next_slot += channel_mem::SLOTS;
+                    crate::channel::ChannelDevice::with_mailbox_memory(channel_line, mem)
+                }
+                None => crate::channel::ChannelDevice::new(channel_line),
+            };
         mmio.insert(
             "channel",
             consts::CHANNEL_BASE,
@@ -226,8 +235,8 @@ impl Cell {
             mmio: &mmio,
             vm: &vm,
             router: &router,
-            readonly_mem: kvm.check_extension(kvm_ioctls::Cap::ReadonlyMem),
-            next_slot: layout.memory.len() as u32,
+            readonly_mem,
+            next_slot,
             ivshmem_subs: Vec::new(),
             memory: &memory,
             virtio: Vec::new(),
