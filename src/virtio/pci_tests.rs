@@ -298,6 +298,28 @@ fn notify_without_bus_mastering_is_ignored() {
 }
 
 #[test]
+fn console_host_fds_are_offered_only_while_bus_mastering_is_on() {
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+    let dir = tempfile::tempdir().unwrap();
+    let backend = ConsoleBackend::open(&ConsoleHost::Socket(dir.path().join("c.sock"))).unwrap();
+    let mut d = Driver::new(Box::new(backend));
+    let waker = EventFd::new(EFD_NONBLOCK).unwrap();
+    d.f.set_host_fds_waker(waker.try_clone().unwrap());
+    d.probe();
+    assert_eq!(d.f.host_fds().len(), 1);
+    assert_eq!(waker.read().unwrap(), 1, "DRIVER_OK did not wake");
+    d.cfg_write16(cfg::COMMAND, COMMAND_MEMORY);
+    assert!(d.f.host_fds().is_empty());
+    d.cfg_write16(cfg::COMMAND, COMMAND_MEMORY | COMMAND_BUS_MASTER);
+    assert_eq!(d.f.host_fds().len(), 1);
+    assert_eq!(
+        waker.read().unwrap(),
+        2,
+        "bus mastering changes did not wake"
+    );
+}
+
+#[test]
 fn device_reset_lowers_intx_and_forgets_vectors() {
     let mut d = Driver::rng();
     d.probe();
