@@ -78,6 +78,8 @@ struct State {
     /// HELLOs accepted so far: each is a new agent generation.
     hellos: u64,
     dropped: u64,
+    /// Closed by the VMM: every request fails with `ChannelError::Stopped`.
+    closed: bool,
 }
 
 impl State {
@@ -101,6 +103,7 @@ impl State {
             rejected: 0,
             hellos: 0,
             dropped: 0,
+            closed: false,
         }
     }
 
@@ -489,6 +492,9 @@ impl Shared {
         let mut st = self.lock();
         // One request at a time: wait for the slot.
         loop {
+            if st.closed {
+                return Err(ChannelError::Stopped);
+            }
             if !matches!(st.agent, AgentState::Ready(_)) {
                 return Err(ChannelError::NoAgent);
             }
@@ -537,6 +543,19 @@ impl Shared {
         }
     }
 
+    /// See [`ChannelHandle::close`]. The outstanding request, if the guest
+    /// has not taken it yet, is taken back.
+    pub(super) fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        if let Some(seq) = st.outstanding.as_ref().map(|o| o.seq) {
+            st.fail_outstanding(ChannelError::Stopped);
+            st.retract(seq);
+        }
+        self.sync_line(&mut st);
+        self.cond.notify_all();
+    }
+
     pub(super) fn status(&self) -> AgentStatus {
         let st = self.lock();
         AgentStatus {
@@ -552,6 +571,9 @@ impl Shared {
         let deadline = deadline_after(timeout);
         let mut st = self.lock();
         loop {
+            if st.closed {
+                return Err(ChannelError::Stopped);
+            }
             if let AgentState::Ready(info) = st.agent {
                 return Ok(info);
             }
