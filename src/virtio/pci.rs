@@ -569,6 +569,7 @@ impl PciFunction for VirtioPciFunction {
 
     fn write_config(&mut self, reg: usize, value: u32, mask: u32) {
         let before = self.waker.before(|| self.host_fds());
+        let msix_was_enabled = self.msix.enabled();
         self.config.write(reg, value, mask);
         if reg == self.pci_cfg_cap / 4 + 4 {
             if let Some((offset, len)) = self.pci_cfg_window() {
@@ -577,6 +578,11 @@ impl PciFunction for VirtioPciFunction {
             }
         }
         self.msix.sync(&self.config);
+        if self.msix.enabled() && !msix_was_enabled {
+            // Interrupts go out as messages now; an INTx raised before
+            // (whose ISR the driver may never read) must not stay asserted.
+            self.config.set_intx(false);
+        }
         self.waker.after(before, || self.host_fds());
     }
 

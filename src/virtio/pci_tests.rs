@@ -227,6 +227,21 @@ fn intx_queue_interrupt_sets_isr_and_reading_isr_lowers_the_line() {
 }
 
 #[test]
+fn enabling_msix_deasserts_a_pending_intx() {
+    let mut d = Driver::rng();
+    d.probe();
+    d.offer_buffer(64);
+    d.notify(0);
+    assert!(d.line.0.load(Ordering::SeqCst));
+    d.enable_msix();
+    assert!(!d.line.0.load(Ordering::SeqCst), "INTx still asserted");
+    assert_eq!(
+        d.cfg_read(cfg::COMMAND) >> 16 & u32::from(STATUS_INTERRUPT),
+        0
+    );
+}
+
+#[test]
 fn msix_queue_interrupt_goes_to_the_queue_vector_and_not_intx() {
     let mut d = Driver::rng();
     d.enable_msix();
