@@ -49,7 +49,8 @@ pub enum ConsoleHost {
     /// A file, created if missing, appended to (output only).
     File(PathBuf),
     /// A Unix stream socket cellvm listens on (output and input). A stale
-    /// socket file at the path is replaced.
+    /// socket file at the path is replaced; a live one (something accepts
+    /// connections on it) is refused.
     Socket(PathBuf),
     /// A pseudo-terminal whose slave the symlink at this path names (output
     /// and input). An existing symlink at the path is replaced.
@@ -156,6 +157,10 @@ impl ConsoleBackend {
             ConsoleHost::Socket(p) => {
                 if let Ok(meta) = std::fs::symlink_metadata(p) {
                     if meta.file_type().is_socket() {
+                        // Only a stale socket is replaced, never a live one.
+                        if UnixStream::connect(p).is_ok() {
+                            return Err(VirtioError::ConsoleSocketInUse(p.clone()));
+                        }
                         std::fs::remove_file(p).map_err(err)?;
                     }
                 }

@@ -65,6 +65,10 @@ pub enum VirtioError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The console socket path names a socket something still listens on
+    /// (another cell's console?); it is left alone.
+    #[error("console socket {0} is in use: something is listening on it")]
+    ConsoleSocketInUse(PathBuf),
     /// The driver broke the virtqueue protocol in a way that needs a device
     /// reset (e.g. the available index moved by more than the queue size).
     #[error("queue {queue}: {source}")]

@@ -808,6 +808,32 @@ fn console_pushed_input_waits_for_driver_ok() {
 }
 
 #[test]
+fn console_socket_path_of_a_live_socket_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.sock");
+    let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let err = ConsoleBackend::open(&ConsoleHost::Socket(path.clone())).err();
+    assert!(
+        matches!(&err, Some(VirtioError::ConsoleSocketInUse(p)) if *p == path),
+        "{err:?}"
+    );
+    // The owner still gets its connections.
+    let _client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    assert!(live.accept().is_ok());
+}
+
+#[test]
+fn console_socket_path_of_a_stale_socket_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let backend = ConsoleBackend::open(&ConsoleHost::Socket(path.clone()));
+    assert!(backend.is_ok(), "{:?}", backend.err());
+    assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+}
+
+#[test]
 fn console_host_fds_are_offered_only_while_the_driver_runs_the_device() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("c.sock");
