@@ -124,6 +124,41 @@ fn console_output_reaches_the_sink_and_debug_exit_sets_the_code() {
 }
 
 #[test]
+fn rep_outsb_to_the_console_port_delivers_every_byte() {
+    const TEXT: u64 = 0x28_0000;
+    let mut asm = Asm::new();
+    asm.write32(TEXT, u32::from_le_bytes(*b"abcd"))
+        .mov_rsi(TEXT)
+        .mov_ecx(4)
+        .mov_dx(0x3f8)
+        .rep_outsb()
+        .exit(0);
+    let (outcome, console) = run_program(&asm, 1);
+    assert_eq!(outcome.reason, StopReason::DebugExit(0));
+    assert_eq!(console, "abcd");
+}
+
+#[test]
+fn rep_insb_reads_the_port_once_per_byte() {
+    // KVM batches `rep ins` into one exit of several accesses. The UART's
+    // line status register reads 0x60 (transmitter empty) each time; one
+    // 8-byte access instead would read 0x60 and seven zeros.
+    const BUF: u64 = 0x28_0000;
+    let mut asm = Asm::new();
+    asm.mov_rdi(BUF)
+        .mov_ecx(8)
+        .mov_dx(0x3fd)
+        .rep_insb()
+        .print32(BUF)
+        .print32(BUF + 4)
+        .exit(0);
+    let (outcome, console) = run_program(&asm, 1);
+    assert_eq!(outcome.reason, StopReason::DebugExit(0));
+    assert_eq!(console.as_bytes(), [0x60; 8]);
+    assert_eq!(outcome.unhandled_exits, 0);
+}
+
+#[test]
 fn unmapped_mmio_reads_return_all_ones_to_the_guest() {
     let mut asm = Asm::new();
     asm.mov_rbx(0xdead_0000).load32_eax_rbx().exit_with_al();

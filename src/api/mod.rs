@@ -1,6 +1,8 @@
 //! The control API of a running cell: a Unix stream socket (owner-only)
 //! speaking line-delimited JSON ([`protocol`]). Requests are served one at a
-//! time, so concurrent changes to one cell are serialised.
+//! time, so concurrent changes to one cell are serialised; a connection that
+//! sends nothing for [`DEFAULT_IDLE_TIMEOUT`] is closed, so an idle client
+//! cannot keep the others waiting.
 
 pub mod client;
 pub mod protocol;
@@ -11,7 +13,12 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use thiserror::Error;
+
+/// How long a connection may wait between requests (or take to send one, or
+/// to take an answer) before it is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors setting up the API socket.
 #[derive(Debug, Error)]
@@ -71,6 +78,7 @@ pub trait ControlTarget: Send + Sync {
 pub struct ApiServer {
     path: PathBuf,
     listener: UnixListener,
+    idle_timeout: Duration,
 }
 
 impl ApiServer {
@@ -102,7 +110,15 @@ impl ApiServer {
         Ok(ApiServer {
             path: path.to_path_buf(),
             listener,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         })
+    }
+
+    /// The same with another idle timeout (see [`DEFAULT_IDLE_TIMEOUT`];
+    /// must not be zero).
+    pub fn with_idle_timeout(mut self, timeout: Duration) -> Self {
+        self.idle_timeout = timeout;
+        self
     }
 
     /// The socket path.
@@ -117,11 +133,17 @@ impl ApiServer {
         let guard = SocketGuard {
             path: self.path.clone(),
         };
+        let idle = Some(self.idle_timeout);
         std::thread::Builder::new()
             .name("api".into())
             .spawn(move || {
                 for conn in listener.incoming() {
-                    match conn {
+                    let stream = conn.and_then(|s| {
+                        s.set_read_timeout(idle)?;
+                        s.set_write_timeout(idle)?;
+                        Ok(s)
+                    });
+                    match stream {
                         Ok(stream) => serve_connection(stream, target.as_ref()),
                         Err(e) => log::warn!("api: accept failed: {e}"),
                     }
@@ -142,7 +164,9 @@ impl Drop for SocketGuard {
     }
 }
 
-/// Serves one connection: a response line per request line.
+/// Serves one connection: a response line per request line, until the
+/// client closes it, or a read or write fails or times out (the stream's
+/// own timeouts).
 pub fn serve_connection(stream: UnixStream, target: &dyn ControlTarget) {
     let Ok(write_half) = stream.try_clone() else {
         return;
@@ -157,6 +181,15 @@ pub fn serve_connection(stream: UnixStream, target: &dyn ControlTarget) {
         match limited {
             Ok(0) => return,
             Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                log::info!("api: closing a connection that sent no request in time");
+                return;
+            }
             Err(e) => {
                 log::debug!("api: read failed: {e}");
                 return;

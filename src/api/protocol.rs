@@ -63,6 +63,8 @@ pub enum ErrorKind {
     NoAgent,
     /// The operation is not available in this cellvm.
     Unsupported,
+    /// The cell is stopping; the request was abandoned.
+    Stopping,
     /// cellvm failed internally.
     Internal,
 }

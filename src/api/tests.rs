@@ -1,6 +1,6 @@
 use super::protocol::*;
 use super::*;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::time::Duration;
 
 struct Echo;
@@ -34,6 +34,27 @@ fn raw_exchange(path: &Path, line: &[u8]) -> String {
     let mut reply = String::new();
     BufReader::new(s).read_line(&mut reply).unwrap();
     reply
+}
+
+#[test]
+fn an_idle_client_does_not_keep_another_clients_request_waiting() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run").join("t.sock");
+    let _guard = ApiServer::bind(&path)
+        .unwrap()
+        .with_idle_timeout(Duration::from_millis(200))
+        .spawn(Arc::new(Echo))
+        .unwrap();
+    // Connects and sends nothing: the server is serving it first.
+    let mut idle = UnixStream::connect(&path).unwrap();
+    // Bounded far above the idle timeout; without one this never returns.
+    let r = client::call(&path, &Request::Status {}, Duration::from_secs(10)).unwrap();
+    assert_eq!(r, Response::ok(serde_json::json!({"state": "running"})));
+    // The idle connection was closed by the server.
+    idle.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    assert_eq!(idle.read(&mut buf).unwrap(), 0);
 }
 
 #[test]

@@ -82,6 +82,8 @@ struct State {
     /// Memory the guest maps at the mailboxes, when the VMM provided it:
     /// `h2g` is mirrored into it, and `g2h` is copied from it at the doorbell.
     mem: Option<Arc<MailboxMemory>>,
+    /// Closed by the VMM: every request fails with `ChannelError::Stopped`.
+    closed: bool,
 }
 
 impl State {
@@ -106,6 +108,7 @@ impl State {
             hellos: 0,
             dropped: 0,
             mem,
+            closed: false,
         }
     }
 
@@ -505,6 +508,9 @@ impl Shared {
         let mut st = self.lock();
         // One request at a time: wait for the slot.
         loop {
+            if st.closed {
+                return Err(ChannelError::Stopped);
+            }
             if !matches!(st.agent, AgentState::Ready(_)) {
                 return Err(ChannelError::NoAgent);
             }
@@ -553,6 +559,19 @@ impl Shared {
         }
     }
 
+    /// See [`ChannelHandle::close`]. The outstanding request, if the guest
+    /// has not taken it yet, is taken back.
+    pub(super) fn close(&self) {
+        let mut st = self.lock();
+        st.closed = true;
+        if let Some(seq) = st.outstanding.as_ref().map(|o| o.seq) {
+            st.fail_outstanding(ChannelError::Stopped);
+            st.retract(seq);
+        }
+        self.sync_line(&mut st);
+        self.cond.notify_all();
+    }
+
     pub(super) fn status(&self) -> AgentStatus {
         let st = self.lock();
         AgentStatus {
@@ -568,6 +587,9 @@ impl Shared {
         let deadline = deadline_after(timeout);
         let mut st = self.lock();
         loop {
+            if st.closed {
+                return Err(ChannelError::Stopped);
+            }
             if let AgentState::Ready(info) = st.agent {
                 return Ok(info);
             }

@@ -136,6 +136,10 @@ pub enum ChannelError {
     /// outstanding; it will never answer it.
     #[error("the guest agent restarted or left while the request was outstanding")]
     AgentReset,
+    /// The channel was closed ([`ChannelHandle::close`]): the cell is
+    /// stopping and no request is waited for any more.
+    #[error("the cell is stopping: the channel to the guest agent is closed")]
+    Stopped,
 }
 
 /// The VMM's side of the channel. Cheap to clone; all methods block at most
@@ -188,6 +192,13 @@ impl ChannelHandle {
             Reply::Removed => Ok(()),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Closes the channel for good (the cell is stopping): the outstanding
+    /// request and every caller waiting for one, or for the agent, return
+    /// [`ChannelError::Stopped`] at once, and so do all later calls.
+    pub fn close(&self) {
+        self.shared.close()
     }
 
     /// Liveness check: the overlays the agent has applied (and not removed).

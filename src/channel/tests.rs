@@ -592,6 +592,57 @@ fn new_hello_or_bye_fails_the_outstanding_request() {
 }
 
 #[test]
+fn closing_the_channel_fails_a_waiting_apply_with_stopped() {
+    let (g, h) = ready();
+    let h1 = h.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    // Far beyond the test's own bound: only close() can end the wait.
+    let waiter = thread::spawn(move || {
+        let _ = tx.send(h1.apply_overlay(b"x", Duration::from_secs(3600)));
+    });
+    // The agent takes the request and never answers.
+    g.expect(Op::ApplyOverlay);
+    h.close();
+    let result = rx
+        .recv_timeout(T)
+        .expect("apply_overlay still waiting after close()");
+    assert_eq!(result, Err(ChannelError::Stopped));
+    waiter.join().unwrap();
+    // Later requests fail at once, and so does waiting for the agent.
+    assert_eq!(
+        h.ping(Duration::from_secs(3600)),
+        Err(ChannelError::Stopped)
+    );
+    assert_eq!(
+        h.wait_for_agent(Duration::from_secs(3600)),
+        Err(ChannelError::Stopped)
+    );
+    assert!(g.drain().is_empty(), "a request was sent after close()");
+}
+
+#[test]
+fn closing_the_channel_takes_back_a_request_the_guest_has_not_taken() {
+    let (g, h) = ready();
+    let h1 = h.clone();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiter = thread::spawn(move || {
+        let _ = tx.send(h1.ping(Duration::from_secs(3600)));
+    });
+    // The posted request raises the line (interrupts are enabled).
+    assert_eq!(g.r32(regs::INT_ENABLE), proto::INT_H2G);
+    assert!(g.line.wait_high(T), "the request was never posted");
+    assert_eq!(g.r32(regs::H2G_STATE), 1);
+    h.close();
+    assert_eq!(rx.recv_timeout(T).unwrap(), Err(ChannelError::Stopped));
+    waiter.join().unwrap();
+    assert_eq!(g.r32(regs::H2G_STATE), 0, "the request is still posted");
+    assert!(
+        !g.line.high(),
+        "the line stays high for a retracted request"
+    );
+}
+
+#[test]
 fn oversized_overlay_is_refused_locally() {
     let (_g, h) = ready();
     let big = vec![0u8; proto::MAX_H2G_PAYLOAD + 1];

@@ -19,6 +19,15 @@ fn socket_for(cell: &str) -> PathBuf {
 }
 
 /// One API call; an error response becomes `kind: message`.
+/// `--timeout` seconds as the request's `timeout_ms`, and how long to wait
+/// for the answer (5 s more); huge values saturate instead of overflowing.
+fn guest_wait(timeout_s: u64) -> (u64, Duration) {
+    (
+        timeout_s.saturating_mul(1000),
+        Duration::from_secs(timeout_s.saturating_add(5)),
+    )
+}
+
 fn api_call(cell: &str, req: &Request, timeout: Duration) -> Result<serde_json::Value, String> {
     let r = crate::api::client::call(&socket_for(cell), req, timeout)?;
     match (r.ok, r.result, r.error) {
@@ -275,13 +284,14 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
                     toml::from_str(&text).map_err(|e| format!("{}: {e}", device.display()))?;
                 serde_json::to_value(v).map_err(|e| e.to_string())?
             };
+            let (guest_ms, answer_within) = guest_wait(timeout);
             let r = api_call(
                 &cell,
                 &Request::Attach {
                     device: value,
-                    timeout_ms: Some(timeout * 1000),
+                    timeout_ms: Some(guest_ms),
                 },
-                Duration::from_secs(timeout + 5),
+                answer_within,
             )?;
             print_value(&r, false);
             Ok(0)
@@ -292,14 +302,15 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             force,
             timeout,
         } => {
+            let (guest_ms, answer_within) = guest_wait(timeout);
             let r = api_call(
                 &cell,
                 &Request::Detach {
                     id,
                     force,
-                    timeout_ms: Some(timeout * 1000),
+                    timeout_ms: Some(guest_ms),
                 },
-                Duration::from_secs(timeout + 5),
+                answer_within,
             )?;
             print_value(&r, false);
             Ok(0)
@@ -333,5 +344,23 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
                 .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
             Ok(0)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_wait_adds_five_seconds_for_the_answer() {
+        assert_eq!(guest_wait(10), (10_000, Duration::from_secs(15)));
+    }
+
+    #[test]
+    fn huge_timeouts_saturate_instead_of_overflowing() {
+        assert_eq!(
+            guest_wait(u64::MAX),
+            (u64::MAX, Duration::from_secs(u64::MAX))
+        );
     }
 }

@@ -4,19 +4,30 @@
 
 use super::{le_value, BusDevice};
 use crate::layout::consts::BOOT_TIMER_MAGIC;
+use crate::ratelimit::RateLimiter;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+/// Marks recorded at most; later ones are only logged (rate-limited), so a
+/// guest writing the magic value in a loop cannot grow host memory.
+pub const MAX_MARKS: usize = 16;
 
 /// See the module documentation.
 pub struct BootTimer {
     start: Instant,
     marks: Arc<Mutex<Vec<Duration>>>,
+    log: RateLimiter,
 }
 
 impl BootTimer {
-    /// A timer measuring from `start`; every mark is also appended to `marks`.
+    /// A timer measuring from `start`; the first [`MAX_MARKS`] marks are
+    /// also appended to `marks`.
     pub fn new(start: Instant, marks: Arc<Mutex<Vec<Duration>>>) -> Self {
-        BootTimer { start, marks }
+        BootTimer {
+            start,
+            marks,
+            log: RateLimiter::new(5),
+        }
     }
 }
 
@@ -30,13 +41,30 @@ impl BusDevice for BootTimer {
             return;
         }
         let elapsed = self.start.elapsed();
-        eprintln!(
-            "cellvm: boot-timer: guest reached userspace after {:.3} ms",
-            elapsed.as_secs_f64() * 1000.0
-        );
-        self.marks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(elapsed);
+        if self.log.allow() {
+            eprintln!(
+                "cellvm: boot-timer: guest reached userspace after {:.3} ms",
+                elapsed.as_secs_f64() * 1000.0
+            );
+        }
+        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        if marks.len() < MAX_MARKS {
+            marks.push(elapsed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_guest_writing_the_magic_in_a_loop_records_a_bounded_number_of_marks() {
+        let marks = Arc::new(Mutex::new(Vec::new()));
+        let mut timer = BootTimer::new(Instant::now(), marks.clone());
+        for _ in 0..10_000 {
+            timer.write(0, &BOOT_TIMER_MAGIC.to_le_bytes());
+        }
+        assert_eq!(marks.lock().unwrap().len(), MAX_MARKS);
     }
 }

@@ -2,6 +2,7 @@
 //! interrupt delivered through a KVM irqfd on IOAPIC pin 4.
 
 use super::BusDevice;
+use crate::ratelimit::RateLimiter;
 use std::io::Write;
 use std::sync::Arc;
 use vm_superio::serial::SerialEvents;
@@ -53,6 +54,8 @@ impl SerialEvents for InputSpace {
 /// The console UART as a bus device.
 pub struct SerialConsole {
     serial: Serial<EventFdTrigger, Arc<InputSpace>, Box<dyn Write + Send>>,
+    /// Failed register writes (e.g. host output failing for every byte).
+    log: RateLimiter,
 }
 
 impl SerialConsole {
@@ -63,7 +66,14 @@ impl SerialConsole {
         let irq_for_kvm = irq.try_clone()?;
         let space = Arc::new(InputSpace::new()?);
         let serial = Serial::with_events(EventFdTrigger(irq), space.clone(), out);
-        Ok((SerialConsole { serial }, irq_for_kvm, space))
+        Ok((
+            SerialConsole {
+                serial,
+                log: RateLimiter::new(10),
+            },
+            irq_for_kvm,
+            space,
+        ))
     }
 
     /// Queues input bytes for the guest. Returns how many were accepted (the
@@ -105,7 +115,9 @@ impl BusDevice for SerialConsole {
             return;
         }
         if let Err(e) = self.serial.write(offset, *value) {
-            log::warn!("console: write to register {offset} failed: {e}");
+            if self.log.allow() {
+                log::warn!("console: write to register {offset} failed: {e}");
+            }
         }
     }
 }

@@ -8,7 +8,8 @@
 //! - [`ConsoleHost::Socket`]: cellvm listens on a Unix stream socket; one
 //!   client at a time gets the output and its input goes to the guest. Output
 //!   while no client is connected (or while the client does not read) is
-//!   dropped; a new client replaces a disconnected one.
+//!   dropped; a client connecting while another is connected waits until
+//!   that one disconnects, then replaces it.
 //! - [`ConsoleHost::Pty`]: cellvm allocates a pseudo-terminal in raw mode
 //!   and points a symlink at its slave side; whatever opens it talks to the
 //!   guest. cellvm holds the slave open itself, so output written while no
@@ -48,7 +49,8 @@ pub enum ConsoleHost {
     /// A file, created if missing, appended to (output only).
     File(PathBuf),
     /// A Unix stream socket cellvm listens on (output and input). A stale
-    /// socket file at the path is replaced.
+    /// socket file at the path is replaced; a live one (something accepts
+    /// connections on it) is refused.
     Socket(PathBuf),
     /// A pseudo-terminal whose slave the symlink at this path names (output
     /// and input). An existing symlink at the path is replaced.
@@ -155,6 +157,10 @@ impl ConsoleBackend {
             ConsoleHost::Socket(p) => {
                 if let Ok(meta) = std::fs::symlink_metadata(p) {
                     if meta.file_type().is_socket() {
+                        // Only a stale socket is replaced, never a live one.
+                        if UnixStream::connect(p).is_ok() {
+                            return Err(VirtioError::ConsoleSocketInUse(p.clone()));
+                        }
                         std::fs::remove_file(p).map_err(err)?;
                     }
                 }
@@ -401,11 +407,15 @@ impl VirtioBackend for ConsoleBackend {
         }
     }
 
-    /// The listening socket and the connected client, if any.
+    /// The pty master, the connected socket client or, while no client is
+    /// connected, the listening socket.
     fn host_fds(&self) -> Vec<RawFd> {
-        // With the input buffer full, input fds stay readable but nothing
-        // can be read: leave them out until the guest takes some, or the
-        // caller's poll would spin.
+        // Only fds that `process_host_input` drains: one left readable
+        // would make the caller's poll spin. With the input buffer full,
+        // input fds stay readable but nothing can be read: leave them out
+        // until the guest takes some. While a client is connected, a new
+        // one waits in the listener's backlog (it is not accepted), so the
+        // listener is left out too until the client leaves.
         let room = self.pending.len() < MAX_PENDING_INPUT;
         match &self.host {
             Host::Out(_) => Vec::new(),
@@ -416,13 +426,19 @@ impl VirtioBackend for ConsoleBackend {
                     Vec::new()
                 }
             }
-            Host::Socket { listener, client } => {
-                let mut fds = vec![listener.as_raw_fd()];
+            Host::Socket {
+                client: Some(c), ..
+            } => {
                 if room {
-                    fds.extend(client.as_ref().map(|c| c.as_raw_fd()));
+                    vec![c.as_raw_fd()]
+                } else {
+                    Vec::new()
                 }
-                fds
             }
+            Host::Socket {
+                listener,
+                client: None,
+            } => vec![listener.as_raw_fd()],
         }
     }
 

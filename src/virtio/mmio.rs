@@ -9,12 +9,13 @@
 //! tells the driver why.
 
 use super::state::{QueueField, Signals, VirtioState};
-use super::VirtioBackend;
+use super::{HostFdsWaker, VirtioBackend};
 use crate::devices::{fill_le, le_value, BusDevice};
 use crate::pci::InterruptLine;
 use std::sync::Arc;
 use virtio_queue::QueueT;
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
 
 /// "virt", little endian.
 pub const MAGIC: u32 = 0x7472_6976;
@@ -89,6 +90,7 @@ pub struct VirtioMmioDevice {
     state: VirtioState,
     irq: Arc<dyn InterruptLine>,
     interrupt_status: u32,
+    waker: HostFdsWaker,
 }
 
 impl VirtioMmioDevice {
@@ -104,6 +106,7 @@ impl VirtioMmioDevice {
             state: VirtioState::new(format!("virtio-mmio {name}"), backend, mem),
             irq,
             interrupt_status: 0,
+            waker: HostFdsWaker::default(),
         }
     }
 
@@ -137,9 +140,15 @@ impl VirtioMmioDevice {
     }
 
     /// Host file descriptors to watch before calling
-    /// [`Self::process_host_input`] (re-query after each call).
+    /// [`Self::process_host_input`] (re-query after each call and after
+    /// `waker` fires); none until the driver sets DRIVER_OK.
     pub fn host_fds(&self) -> Vec<std::os::fd::RawFd> {
         self.state.host_fds()
+    }
+
+    /// Signals `waker` whenever a register write changes [`Self::host_fds`].
+    pub fn set_host_fds_waker(&mut self, waker: EventFd) {
+        self.waker.set(waker);
     }
 
     fn deliver(&mut self, signals: Signals) {
@@ -259,6 +268,8 @@ impl BusDevice for VirtioMmioDevice {
             ));
             return;
         }
+        let before = self.waker.before(|| self.host_fds());
         self.write_register(offset, le_value(data) as u32);
+        self.waker.after(before, || self.host_fds());
     }
 }

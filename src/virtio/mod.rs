@@ -30,11 +30,13 @@ pub use mmio::VirtioMmioDevice;
 pub use pci::VirtioPciFunction;
 pub use rng::RngBackend;
 
+use std::os::fd::RawFd;
 use std::path::PathBuf;
 use thiserror::Error;
 use virtio_queue::desc::split::Descriptor;
 use virtio_queue::{Queue, QueueOwnedT, QueueT};
 use vm_memory::{Address, Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
+use vmm_sys_util::eventfd::EventFd;
 
 /// `VIRTIO_F_VERSION_1`: the only transport feature cellvm offers and the one
 /// it requires.
@@ -63,6 +65,10 @@ pub enum VirtioError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The console socket path names a socket something still listens on
+    /// (another cell's console?); it is left alone.
+    #[error("console socket {0} is in use: something is listening on it")]
+    ConsoleSocketInUse(PathBuf),
     /// The driver broke the virtqueue protocol in a way that needs a device
     /// reset (e.g. the available index moved by more than the queue size).
     #[error("queue {queue}: {source}")]
@@ -146,6 +152,41 @@ pub trait VirtioTransport: Send {
     fn host_fds(&self) -> Vec<std::os::fd::RawFd>;
     /// Moves pending host input into the guest's buffers.
     fn process_host_input(&mut self);
+    /// An eventfd the transport signals when a guest access (on a vCPU
+    /// thread) changed [`Self::host_fds`], e.g. the driver started the
+    /// device: a worker blocked in poll on the old set then asks again.
+    /// Default: ignored.
+    fn set_host_fds_waker(&mut self, _waker: EventFd) {}
+}
+
+/// What a transport keeps to tell its worker that a guest access changed
+/// its host fds ([`VirtioTransport::set_host_fds_waker`]).
+#[derive(Default)]
+pub(crate) struct HostFdsWaker(Option<EventFd>);
+
+impl HostFdsWaker {
+    /// Signals `waker` from now on.
+    pub fn set(&mut self, waker: EventFd) {
+        self.0 = Some(waker);
+    }
+
+    /// The host fds before a guest access, if anyone is to be told of a
+    /// change (computed only then).
+    pub fn before(&self, fds: impl FnOnce() -> Vec<RawFd>) -> Option<Vec<RawFd>> {
+        self.0.as_ref().map(|_| fds())
+    }
+
+    /// Signals the waker if the host fds differ from `before`.
+    pub fn after(&self, before: Option<Vec<RawFd>>, fds: impl FnOnce() -> Vec<RawFd>) {
+        let (Some(waker), Some(before)) = (&self.0, before) else {
+            return;
+        };
+        if fds() != before {
+            if let Err(e) = waker.write(1) {
+                log::warn!("virtio: cannot wake the device worker: {e}");
+            }
+        }
+    }
 }
 
 impl VirtioTransport for VirtioMmioDevice {
@@ -161,6 +202,9 @@ impl VirtioTransport for VirtioMmioDevice {
     fn process_host_input(&mut self) {
         VirtioMmioDevice::process_host_input(self)
     }
+    fn set_host_fds_waker(&mut self, waker: EventFd) {
+        VirtioMmioDevice::set_host_fds_waker(self, waker)
+    }
 }
 
 impl VirtioTransport for VirtioPciFunction {
@@ -175,6 +219,9 @@ impl VirtioTransport for VirtioPciFunction {
     }
     fn process_host_input(&mut self) {
         VirtioPciFunction::process_host_input(self)
+    }
+    fn set_host_fds_waker(&mut self, waker: EventFd) {
+        VirtioPciFunction::set_host_fds_waker(self, waker)
     }
 }
 

@@ -23,7 +23,7 @@
 //! mastering is enabled.
 
 use super::state::{QueueField, Signals, VirtioState};
-use super::VirtioBackend;
+use super::{HostFdsWaker, VirtioBackend};
 use crate::devices::le_value;
 use crate::pci::bar::{BarMapper, BarSpec};
 use crate::pci::config_space::{ConfigSpace, IntxPin, PciFunction, PciIds};
@@ -32,6 +32,7 @@ use crate::pci::PciError;
 use std::sync::Arc;
 use virtio_queue::QueueT;
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
 
 /// PCI vendor ID of virtio devices.
 pub const VIRTIO_PCI_VENDOR_ID: u16 = 0x1af4;
@@ -126,6 +127,7 @@ pub struct VirtioPciFunction {
     queue_vectors: Vec<u16>,
     /// Offset of the PCI configuration access capability.
     pci_cfg_cap: usize,
+    waker: HostFdsWaker,
 }
 
 fn cap_body(cfg_type: u8, bar: u8, offset: u32, length: u32, extra: &[u8]) -> Vec<u8> {
@@ -232,6 +234,7 @@ impl VirtioPciFunction {
             isr: 0,
             config_vector: NO_VECTOR,
             pci_cfg_cap,
+            waker: HostFdsWaker::default(),
         })
     }
 
@@ -279,9 +282,19 @@ impl VirtioPciFunction {
     }
 
     /// Host file descriptors to watch before calling
-    /// [`Self::process_host_input`] (re-query after each call).
+    /// [`Self::process_host_input`] (re-query after each call); none while
+    /// bus mastering is off, when that call reads nothing.
     pub fn host_fds(&self) -> Vec<std::os::fd::RawFd> {
+        if !self.config.bus_master_enabled() {
+            return Vec::new();
+        }
         self.state.host_fds()
+    }
+
+    /// Signals `waker` whenever a guest access (configuration space or
+    /// BAR) changes [`Self::host_fds`].
+    pub fn set_host_fds_waker(&mut self, waker: EventFd) {
+        self.waker.set(waker);
     }
 
     fn deliver(&mut self, signals: Signals) {
@@ -555,6 +568,8 @@ impl PciFunction for VirtioPciFunction {
     }
 
     fn write_config(&mut self, reg: usize, value: u32, mask: u32) {
+        let before = self.waker.before(|| self.host_fds());
+        let msix_was_enabled = self.msix.enabled();
         self.config.write(reg, value, mask);
         if reg == self.pci_cfg_cap / 4 + 4 {
             if let Some((offset, len)) = self.pci_cfg_window() {
@@ -563,6 +578,12 @@ impl PciFunction for VirtioPciFunction {
             }
         }
         self.msix.sync(&self.config);
+        if self.msix.enabled() && !msix_was_enabled {
+            // Interrupts go out as messages now; an INTx raised before
+            // (whose ISR the driver may never read) must not stay asserted.
+            self.config.set_intx(false);
+        }
+        self.waker.after(before, || self.host_fds());
     }
 
     fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]) {
@@ -576,7 +597,11 @@ impl PciFunction for VirtioPciFunction {
 
     fn write_bar(&mut self, bar: usize, offset: u64, data: &[u8]) {
         match bar {
-            0 => self.write_bar0(offset, data),
+            0 => {
+                let before = self.waker.before(|| self.host_fds());
+                self.write_bar0(offset, data);
+                self.waker.after(before, || self.host_fds());
+            }
             1 if offset < layout::MSIX_PBA => self.msix.write_table(offset, data),
             1 => self.msix.write_pba(offset - layout::MSIX_PBA, data),
             _ => {}

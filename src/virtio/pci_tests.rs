@@ -227,6 +227,21 @@ fn intx_queue_interrupt_sets_isr_and_reading_isr_lowers_the_line() {
 }
 
 #[test]
+fn enabling_msix_deasserts_a_pending_intx() {
+    let mut d = Driver::rng();
+    d.probe();
+    d.offer_buffer(64);
+    d.notify(0);
+    assert!(d.line.0.load(Ordering::SeqCst));
+    d.enable_msix();
+    assert!(!d.line.0.load(Ordering::SeqCst), "INTx still asserted");
+    assert_eq!(
+        d.cfg_read(cfg::COMMAND) >> 16 & u32::from(STATUS_INTERRUPT),
+        0
+    );
+}
+
+#[test]
 fn msix_queue_interrupt_goes_to_the_queue_vector_and_not_intx() {
     let mut d = Driver::rng();
     d.enable_msix();
@@ -295,6 +310,28 @@ fn notify_without_bus_mastering_is_ignored() {
     d.cfg_write16(cfg::COMMAND, COMMAND_MEMORY | COMMAND_BUS_MASTER);
     d.notify(0);
     assert_eq!(d.used_idx(), 1);
+}
+
+#[test]
+fn console_host_fds_are_offered_only_while_bus_mastering_is_on() {
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+    let dir = tempfile::tempdir().unwrap();
+    let backend = ConsoleBackend::open(&ConsoleHost::Socket(dir.path().join("c.sock"))).unwrap();
+    let mut d = Driver::new(Box::new(backend));
+    let waker = EventFd::new(EFD_NONBLOCK).unwrap();
+    d.f.set_host_fds_waker(waker.try_clone().unwrap());
+    d.probe();
+    assert_eq!(d.f.host_fds().len(), 1);
+    assert_eq!(waker.read().unwrap(), 1, "DRIVER_OK did not wake");
+    d.cfg_write16(cfg::COMMAND, COMMAND_MEMORY);
+    assert!(d.f.host_fds().is_empty());
+    d.cfg_write16(cfg::COMMAND, COMMAND_MEMORY | COMMAND_BUS_MASTER);
+    assert_eq!(d.f.host_fds().len(), 1);
+    assert_eq!(
+        waker.read().unwrap(),
+        2,
+        "bus mastering changes did not wake"
+    );
 }
 
 #[test]

@@ -497,8 +497,13 @@ impl VirtioState {
     }
 
     /// Host file descriptors whose readability means host input may be
-    /// pending.
+    /// pending; none until the driver runs the device, since
+    /// [`Self::process_host_input`] reads nothing before (an fd left
+    /// readable would make the caller's poll spin).
     pub fn host_fds(&self) -> Vec<std::os::fd::RawFd> {
+        if !self.live() {
+            return Vec::new();
+        }
         self.backend.host_fds()
     }
 

@@ -755,7 +755,7 @@ fn console_socket_input_reaches_the_guest_buffer_and_output_the_client() {
     g.notify(0);
     assert_eq!(g.used(0, 0), (u32::from(head), 3));
     assert_eq!(g.read_mem(BUF, 3), b"ls\n");
-    assert_eq!(g.dev.host_fds().len(), 2, "listener and client");
+    assert_eq!(g.dev.host_fds().len(), 1, "the client only");
     assert!(g.line.high());
     g.ack_all();
     // Input arriving after the buffer was posted.
@@ -805,6 +805,99 @@ fn console_pushed_input_waits_for_driver_ok() {
     g.w32(regs::STATUS, ACK | DRIVER | FEATURES_OK | DRIVER_OK);
     g.dev.process_host_input();
     assert_eq!(g.used(0, 0).1, 1);
+}
+
+#[test]
+fn console_socket_path_of_a_live_socket_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.sock");
+    let live = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    let err = ConsoleBackend::open(&ConsoleHost::Socket(path.clone())).err();
+    assert!(
+        matches!(&err, Some(VirtioError::ConsoleSocketInUse(p)) if *p == path),
+        "{err:?}"
+    );
+    // The owner still gets its connections.
+    let _client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    assert!(live.accept().is_ok());
+}
+
+#[test]
+fn console_socket_path_of_a_stale_socket_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.sock");
+    drop(std::os::unix::net::UnixListener::bind(&path).unwrap());
+    assert!(path.exists());
+    let backend = ConsoleBackend::open(&ConsoleHost::Socket(path.clone()));
+    assert!(backend.is_ok(), "{:?}", backend.err());
+    assert!(std::os::unix::net::UnixStream::connect(&path).is_ok());
+}
+
+#[test]
+fn console_host_fds_are_offered_only_while_the_driver_runs_the_device() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.sock");
+    let backend = ConsoleBackend::open(&ConsoleHost::Socket(path.clone())).unwrap();
+    let mut g = Guest::new(Box::new(backend));
+    let _client = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    // A waiting client before DRIVER_OK: host input is not read yet, so
+    // no fd is offered (a worker's poll would spin on it).
+    g.negotiate();
+    g.setup_queue(0);
+    g.setup_queue(1);
+    assert!(g.dev.host_fds().is_empty());
+    g.w32(regs::STATUS, ACK | DRIVER | FEATURES_OK | DRIVER_OK);
+    assert_eq!(g.dev.host_fds().len(), 1);
+    g.w32(regs::STATUS, 0);
+    assert!(g.dev.host_fds().is_empty(), "offered after a reset");
+}
+
+#[test]
+fn console_socket_listener_is_not_offered_while_a_client_is_connected() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.sock");
+    let backend = ConsoleBackend::open(&ConsoleHost::Socket(path.clone())).unwrap();
+    let mut g = Guest::new(Box::new(backend));
+    g.probe(2);
+    let listener = g.dev.host_fds();
+    assert_eq!(listener.len(), 1);
+    let first = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    g.dev.process_host_input();
+    let client = g.dev.host_fds();
+    assert_eq!(client.len(), 1);
+    assert_ne!(client, listener, "the client replaces the listener");
+    // A second client waits in the backlog; the listener stays out.
+    let mut second = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    second.write_all(b"2nd").unwrap();
+    g.dev.process_host_input();
+    assert_eq!(g.dev.host_fds(), client);
+    // The first leaves: the listener is back and the second gets in.
+    drop(first);
+    g.dev.process_host_input();
+    assert_eq!(g.dev.host_fds(), listener);
+    g.add_chain(0, &[(BUF, 8, true)]);
+    g.dev.process_host_input();
+    assert_eq!(g.used(0, 0).1, 3);
+    assert_eq!(g.read_mem(BUF, 3), b"2nd");
+}
+
+#[test]
+fn register_write_that_starts_the_device_wakes_the_host_fds_waker() {
+    use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.sock");
+    let backend = ConsoleBackend::open(&ConsoleHost::Socket(path)).unwrap();
+    let mut g = Guest::new(Box::new(backend));
+    let waker = EventFd::new(EFD_NONBLOCK).unwrap();
+    g.dev.set_host_fds_waker(waker.try_clone().unwrap());
+    g.negotiate();
+    g.setup_queue(0);
+    g.setup_queue(1);
+    assert!(waker.read().is_err(), "woken while the fds did not change");
+    g.w32(regs::STATUS, ACK | DRIVER | FEATURES_OK | DRIVER_OK);
+    assert_eq!(waker.read().unwrap(), 1);
+    g.w32(regs::STATUS, 0);
+    assert_eq!(waker.read().unwrap(), 1, "not woken by the reset");
 }
 
 // ---------------------------------------------------------------- reset

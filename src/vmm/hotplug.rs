@@ -88,6 +88,7 @@ fn channel_error(e: &ChannelError) -> ApiError {
         ChannelError::Nak { .. } => ErrorKind::GuestRefused,
         ChannelError::TooLarge { .. } => ErrorKind::InvalidDevice,
         ChannelError::BadReply(_) => ErrorKind::Internal,
+        ChannelError::Stopped => ErrorKind::Stopping,
     };
     ApiError::new(kind, e.to_string())
 }
@@ -390,7 +391,11 @@ impl Hotplug {
     }
 
     /// Stops the worker threads of every attached device (the cell stopped).
+    /// The channel is closed first: an attach or detach waiting for the
+    /// guest under the state lock fails at once (an attach rolls back)
+    /// instead of holding the lock for the rest of its timeout.
     pub fn shutdown(&self) {
+        self.channel.close();
         let mut st = self.lock();
         for live in st.live.values_mut() {
             for w in live.workers.drain(..) {

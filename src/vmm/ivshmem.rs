@@ -60,10 +60,24 @@ impl BarMapper for KvmShmemMapper {
         Ok(())
     }
 
+    /// Deletes every slot, even after one fails (each failure is logged;
+    /// the first is returned), so no section stays mapped by accident.
     fn unmap(&self, gpa: u64, _size: u64) -> Result<(), BarMapError> {
+        let mut first = None;
         for (i, s) in self.slots.iter().enumerate() {
-            self.set(i, s, gpa, 0)?;
+            if let Err(e) = self.set(i, s, gpa, 0) {
+                log::warn!(
+                    "ivshmem: deleting KVM slot {} ({:#x}+{:#x}) failed: {e}",
+                    self.first_slot + i as u32,
+                    gpa + s.offset,
+                    s.len
+                );
+                first.get_or_insert(e);
+            }
         }
-        Ok(())
+        match first {
+            Some(e) => Err(Box::new(e)),
+            None => Ok(()),
+        }
     }
 }

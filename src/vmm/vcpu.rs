@@ -94,7 +94,22 @@ pub fn run_vcpu(mut vcpu: VcpuFd, ctx: VcpuContext) {
     KVM_RUN.with(|c| c.set(run_ptr));
     while !ctx.stop.is_stopped() {
         match vcpu.run() {
-            Ok(exit) => handle_exit(exit, &ctx),
+            Ok(exit) => {
+                let io_size = if matches!(exit, VcpuExit::IoIn(..) | VcpuExit::IoOut(..)) {
+                    // SAFETY: `run_ptr` is this vCPU's kvm_run mapping, alive
+                    // as long as `vcpu`; KVM reported KVM_EXIT_IO, so `io` is
+                    // the union member in use. The byte is copied through the
+                    // raw pointer without making a reference; the only live
+                    // reference into the mapping, the exit's data slice, lies
+                    // at `io.data_offset` (the next page), not over `io`.
+                    usize::from(unsafe {
+                        std::ptr::addr_of!((*run_ptr).__bindgen_anon_1.io.size).read_volatile()
+                    })
+                } else {
+                    0
+                };
+                handle_exit(exit, io_size, &ctx)
+            }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 vcpu.set_kvm_immediate_exit(0);
             }
@@ -107,15 +122,31 @@ pub fn run_vcpu(mut vcpu: VcpuFd, ctx: VcpuContext) {
     KVM_RUN.with(|c| c.set(std::ptr::null_mut()));
 }
 
-fn handle_exit(exit: VcpuExit<'_>, ctx: &VcpuContext) {
+/// Serves one exit. `io_size` is the width of a port I/O exit's accesses
+/// (KVM's `io.size`): a string instruction (`rep ins`/`rep outs`) exits once
+/// with `io.count` accesses back to back in the data buffer, and the device
+/// must see each of them, in order, not one wide access.
+fn handle_exit(exit: VcpuExit<'_>, io_size: usize, ctx: &VcpuContext) {
+    // KVM's widths are 1, 2 or 4; 0 serves the buffer as one access.
+    let width = |len: usize| if io_size == 0 { len.max(1) } else { io_size };
     let served = match exit {
         VcpuExit::IoIn(port, data) => {
             ctx.counters.pio.fetch_add(1, Ordering::Relaxed);
-            ctx.pio.read(u64::from(port), data)
+            let size = width(data.len());
+            let mut served = true;
+            for access in data.chunks_mut(size) {
+                served &= ctx.pio.read(u64::from(port), access);
+            }
+            served
         }
         VcpuExit::IoOut(port, data) => {
             ctx.counters.pio.fetch_add(1, Ordering::Relaxed);
-            ctx.pio.write(u64::from(port), data)
+            let size = width(data.len());
+            let mut served = true;
+            for access in data.chunks(size) {
+                served &= ctx.pio.write(u64::from(port), access);
+            }
+            served
         }
         VcpuExit::MmioRead(addr, data) => {
             ctx.counters.mmio.fetch_add(1, Ordering::Relaxed);
@@ -166,5 +197,75 @@ fn handle_exit(exit: VcpuExit<'_>, ctx: &VcpuContext) {
     };
     if !served {
         ctx.counters.unhandled.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::devices::{BusDevice, BusKind};
+    use std::sync::Mutex;
+
+    /// Records every access: (is_write, bytes); reads return 1, 2, 3, ...
+    #[derive(Default)]
+    struct Recorder {
+        log: Vec<(bool, Vec<u8>)>,
+        next: u8,
+    }
+
+    impl BusDevice for Recorder {
+        fn read(&mut self, _offset: u64, data: &mut [u8]) {
+            for b in data.iter_mut() {
+                self.next += 1;
+                *b = self.next;
+            }
+            self.log.push((false, data.to_vec()));
+        }
+        fn write(&mut self, _offset: u64, data: &[u8]) {
+            self.log.push((true, data.to_vec()));
+        }
+    }
+
+    fn context() -> (VcpuContext, Arc<Mutex<Recorder>>) {
+        let pio = Arc::new(Bus::new(BusKind::Pio));
+        let dev = Arc::new(Mutex::new(Recorder::default()));
+        pio.insert("rec", 0x3f8, 8, dev.clone()).unwrap();
+        let ctx = VcpuContext {
+            index: 0,
+            pin: None,
+            mmio: Arc::new(Bus::new(BusKind::Mmio)),
+            pio,
+            stop: StopHandle::new().unwrap(),
+            counters: Arc::new(ExitCounters::default()),
+        };
+        (ctx, dev)
+    }
+
+    #[test]
+    fn rep_outsb_reaches_the_device_as_one_write_per_byte() {
+        let (ctx, dev) = context();
+        handle_exit(VcpuExit::IoOut(0x3f8, b"abcd"), 1, &ctx);
+        let log = &dev.lock().unwrap().log;
+        let expect: Vec<(bool, Vec<u8>)> = b"abcd".iter().map(|b| (true, vec![*b])).collect();
+        assert_eq!(*log, expect);
+        assert_eq!(ctx.counters.pio.load(Ordering::Relaxed), 1);
+        assert_eq!(ctx.counters.unhandled.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn rep_insw_fills_the_buffer_with_one_read_per_word() {
+        let (ctx, dev) = context();
+        let mut buf = [0u8; 6];
+        handle_exit(VcpuExit::IoIn(0x3f8, &mut buf), 2, &ctx);
+        assert_eq!(buf, [1, 2, 3, 4, 5, 6]);
+        let sizes: Vec<usize> = dev.lock().unwrap().log.iter().map(|a| a.1.len()).collect();
+        assert_eq!(sizes, vec![2, 2, 2]);
+    }
+
+    #[test]
+    fn single_port_access_is_one_access_of_its_width() {
+        let (ctx, dev) = context();
+        handle_exit(VcpuExit::IoOut(0x3f8, &[1, 2, 3, 4]), 4, &ctx);
+        assert_eq!(dev.lock().unwrap().log, vec![(true, vec![1, 2, 3, 4])]);
     }
 }

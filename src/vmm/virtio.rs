@@ -321,9 +321,14 @@ impl VirtioWorker {
     ) -> Result<Self, VmmError> {
         let ctl = EventFd::new(EFD_NONBLOCK).os("create virtio worker eventfd")?;
         let ctl_fd = ctl.try_clone().os("duplicate virtio worker eventfd")?;
+        let wake = EventFd::new(EFD_NONBLOCK).os("create virtio worker wake eventfd")?;
+        lock(&device).set_host_fds_waker(
+            wake.try_clone()
+                .os("duplicate virtio worker wake eventfd")?,
+        );
         let thread = std::thread::Builder::new()
             .name(format!("virtio-{name}"))
-            .spawn(move || worker_loop(&device, &queues, &ctl_fd))
+            .spawn(move || worker_loop(&device, &queues, &ctl_fd, &wake))
             .os("spawn virtio worker thread")?;
         Ok(VirtioWorker {
             ctl,
@@ -375,24 +380,35 @@ fn serve_pending(device: &Mutex<dyn VirtioTransport>, queues: &[EventFd]) -> boo
     any
 }
 
-/// Polls `ctl`, the queue eventfds and the device's host fds until `ctl`
-/// is written. The host fd set is asked for again after every round (a
+/// Polls `ctl`, `wake`, the queue eventfds and the device's host fds until
+/// `ctl` is written. The host fd set is asked for again after every round (a
 /// console's socket client may come or go, and a backend whose input buffer
-/// is full leaves its input fd out until the guest takes some).
+/// is full leaves its input fd out until the guest takes some); the device
+/// writes `wake` when a guest access on a vCPU thread changed it (e.g. the
+/// driver started the device: no host fds are offered before).
 ///
 /// No busy-polling after a request (QEMU's iothreads poll up to 32 µs): a
 /// trial with an adaptive window of up to 64 µs made the host benchmark's
 /// round trip slower, not faster (`benches/virtio_notify.rs`), and on a
 /// single-CPU host polling only keeps the vCPU from running.
-fn worker_loop(device: &Mutex<dyn VirtioTransport>, queues: &[EventFd], ctl: &EventFd) {
+fn worker_loop(
+    device: &Mutex<dyn VirtioTransport>,
+    queues: &[EventFd],
+    ctl: &EventFd,
+    wake: &EventFd,
+) {
     let pollfd = |fd: RawFd| libc::pollfd {
         fd,
         events: libc::POLLIN,
         revents: 0,
     };
+    // fds[0] is ctl, fds[1] wake, then the queues, then the host fds.
+    let first_queue = 2;
+    let first_host = first_queue + queues.len();
     loop {
-        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(queues.len() + 3);
+        let mut fds: Vec<libc::pollfd> = Vec::with_capacity(first_host + 2);
         fds.push(pollfd(ctl.as_raw_fd()));
+        fds.push(pollfd(wake.as_raw_fd()));
         fds.extend(queues.iter().map(|q| pollfd(q.as_raw_fd())));
         fds.extend(lock(device).host_fds().into_iter().map(pollfd));
         // SAFETY: `fds` is a valid array of `fds.len()` pollfds; every fd is
@@ -411,10 +427,14 @@ fn worker_loop(device: &Mutex<dyn VirtioTransport>, queues: &[EventFd], ctl: &Ev
         if fds[0].revents != 0 {
             return;
         }
-        if fds[1..=queues.len()].iter().any(|p| p.revents != 0) {
+        if fds[1].revents != 0 {
+            // Only resets the counter: the next round asks for the new set.
+            let _ = wake.read();
+        }
+        if fds[first_queue..first_host].iter().any(|p| p.revents != 0) {
             serve_pending(device, queues);
         }
-        if fds[1 + queues.len()..].iter().any(|p| p.revents != 0) {
+        if fds[first_host..].iter().any(|p| p.revents != 0) {
             lock(device).process_host_input();
         }
     }
@@ -430,6 +450,9 @@ mod tests {
         queues: usize,
         tx: mpsc::Sender<String>,
         input: Option<std::os::unix::net::UnixStream>,
+        /// Whether `input` is offered (like a device the driver runs).
+        open: bool,
+        waker: Option<EventFd>,
     }
 
     impl VirtioTransport for Recorder {
@@ -440,7 +463,13 @@ mod tests {
             let _ = self.tx.send(format!("queue {index}"));
         }
         fn host_fds(&self) -> Vec<RawFd> {
+            if !self.open {
+                return Vec::new();
+            }
             self.input.iter().map(|s| s.as_raw_fd()).collect()
+        }
+        fn set_host_fds_waker(&mut self, waker: EventFd) {
+            self.waker = Some(waker);
         }
         fn process_host_input(&mut self) {
             use std::io::Read;
@@ -471,6 +500,8 @@ mod tests {
             queues: 2,
             tx,
             input: Some(guest_side),
+            open: true,
+            waker: None,
         }));
         let queues: Vec<EventFd> = (0..2)
             .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
@@ -493,12 +524,49 @@ mod tests {
     }
 
     #[test]
+    fn worker_watches_host_fds_the_device_offers_after_it_started_polling() {
+        use std::io::Write;
+        let (tx, rx) = mpsc::channel();
+        let (mut host, guest_side) = std::os::unix::net::UnixStream::pair().unwrap();
+        let recorder = Arc::new(Mutex::new(Recorder {
+            queues: 1,
+            tx,
+            input: Some(guest_side),
+            open: false,
+            waker: None,
+        }));
+        let device: Arc<Mutex<dyn VirtioTransport>> = recorder.clone();
+        let q = EventFd::new(EFD_NONBLOCK).unwrap();
+        let kick = q.try_clone().unwrap();
+        let worker = VirtioWorker::spawn("gate", device, vec![q]).unwrap();
+        // Input the device does not offer yet (its driver is not running).
+        host.write_all(b"early").unwrap();
+        // A served queue proves the worker polled without the input fd.
+        kick.write(1).unwrap();
+        assert_eq!(recv(&rx), "queue 0");
+        {
+            // What a transport does when a guest write starts the device.
+            let mut r = recorder.lock().unwrap();
+            r.open = true;
+            r.waker
+                .as_ref()
+                .expect("the worker gave the device a waker")
+                .write(1)
+                .unwrap();
+        }
+        assert_eq!(recv(&rx), "input early");
+        worker.stop();
+    }
+
+    #[test]
     fn stopping_a_worker_joins_its_thread() {
         let (tx, _rx) = mpsc::channel();
         let device: Arc<Mutex<dyn VirtioTransport>> = Arc::new(Mutex::new(Recorder {
             queues: 1,
             tx,
             input: None,
+            open: true,
+            waker: None,
         }));
         let q = EventFd::new(EFD_NONBLOCK).unwrap();
         let mut worker = VirtioWorker::spawn("join", device.clone(), vec![q]).unwrap();

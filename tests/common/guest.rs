@@ -53,6 +53,29 @@ impl Asm {
         self.emit(&[0x48, 0xbb]);
         self.emit(&v.to_le_bytes())
     }
+    /// movabs rsi, imm64
+    pub fn mov_rsi(&mut self, v: u64) -> &mut Self {
+        self.emit(&[0x48, 0xbe]);
+        self.emit(&v.to_le_bytes())
+    }
+    /// mov ecx, imm32
+    pub fn mov_ecx(&mut self, v: u32) -> &mut Self {
+        self.emit(&[0xb9]);
+        self.emit(&v.to_le_bytes())
+    }
+    /// cld; rep outsb (RCX bytes from [RSI] to port DX)
+    pub fn rep_outsb(&mut self) -> &mut Self {
+        self.emit(&[0xfc, 0xf3, 0x6e])
+    }
+    /// movabs rdi, imm64
+    pub fn mov_rdi(&mut self, v: u64) -> &mut Self {
+        self.emit(&[0x48, 0xbf]);
+        self.emit(&v.to_le_bytes())
+    }
+    /// cld; rep insb (RCX bytes from port DX to [RDI])
+    pub fn rep_insb(&mut self) -> &mut Self {
+        self.emit(&[0xfc, 0xf3, 0x6c])
+    }
     /// movabs rax, imm64
     pub fn mov_rax(&mut self, v: u64) -> &mut Self {
         self.emit(&[0x48, 0xb8]);
