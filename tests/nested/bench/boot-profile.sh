@@ -1,0 +1,34 @@
+#!/bin/sh
+# Boot profile (not a test; scripts/bench-boot-profile.sh runs it): boots the
+# boot benchmark's guest under cellvm and under QEMU microvm with
+# cellvm.mode=bootlog, which prints the guest kernel's log with timestamps and
+# its interrupt counts, to see where boot time goes in each VMM.
+# Needs an L1 built with scripts/build-l1.sh --with-qemu.
+# cellvm-timeout: 600
+cell=/cellvm/cells/bench-boot.toml
+dtb=/tmp/bench-boot.dtb
+append="console=ttyS0 quiet panic=-1 cellvm.mode=report cellvm.echo_timeout=30 cellvm.mode=bootlog"
+kernel=/cellvm/build/guest/bzImage
+initrd=/cellvm/build/guest/initramfs.cpio.gz
+runs=3
+echo "L1 THP: enabled=$(cat /sys/kernel/mm/transparent_hugepage/enabled) defrag=$(cat /sys/kernel/mm/transparent_hugepage/defrag)"
+echo "L1 clocksource: $(cat /sys/devices/system/clocksource/clocksource0/current_clocksource)"
+cellvm dtb "$cell" -o "$dtb" || exit 1
+microvm="microvm,x-option-roms=off,rtc=off,isa-serial=on,pit=off,pic=off,acpi=off"
+i=0
+while [ "$i" -lt "$runs" ]; do
+    i=$((i + 1))
+    echo "== cellvm run $i"
+    start="$(cut -d' ' -f1 /proc/uptime)"
+    CELLVM_LOG=debug cellvm run --no-api --cmdline-append cellvm.mode=bootlog "$cell" 2>&1
+    echo "== cellvm run $i rc=$? (L1 uptime $start -> $(cut -d' ' -f1 /proc/uptime))"
+    echo "== cellvm-vmlinux run $i"
+    start="$(cut -d' ' -f1 /proc/uptime)"
+    CELLVM_LOG=debug cellvm run --no-api --kernel /cellvm/build/guest/vmlinux --cmdline-append cellvm.mode=bootlog "$cell" 2>&1
+    echo "== cellvm-vmlinux run $i rc=$? (L1 uptime $start -> $(cut -d' ' -f1 /proc/uptime))"
+    echo "== qemu-microvm run $i"
+    start="$(cut -d' ' -f1 /proc/uptime)"
+    timeout 60 qemu-system-x86_64 -M "$microvm" -accel kvm -cpu host -m 256 -smp 1 -nodefaults -no-user-config \
+        -nographic -no-reboot -serial stdio -kernel "$kernel" -initrd "$initrd" -append "$append" -dtb "$dtb" 2>&1 | sed "/CELLVM-BOOTLOG-END/q"
+    echo "== qemu-microvm run $i rc=$? (L1 uptime $start -> $(cut -d' ' -f1 /proc/uptime))"
+done
