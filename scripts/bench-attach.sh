@@ -32,7 +32,7 @@ mkdir -p "$out_dir"
 run_log="$out_dir/attach-run.log"
 log "== booting L1 once: scenario bench/attach, $cycles timed cycles, $rss_cycles RSS cycles (log: $run_log)"
 set +e
-"$REPO_ROOT/scripts/run-l1.sh" --scenarios bench/attach --timeout $((300 + rss_cycles / 5)) \
+"$REPO_ROOT/scripts/run-l1.sh" --scenarios bench/attach --timeout $((300 + rss_cycles)) \
     --append "cellvm.bench_cycles=$cycles cellvm.bench_rss_cycles=$rss_cycles" 2>&1 | tee "$run_log" >&2
 l1_rc="${PIPESTATUS[0]}"
 set -e
@@ -53,7 +53,11 @@ read -r dm dp dmin dmax dn <<<"$(stats detach_ms)"
 fails="$(grep -c 'attach_ms=fail\|detach_ms=fail' "$run_log" || true)"
 before="$(sed -n 's/^bench-rss before_kib=\([0-9]*\).*/\1/p' "$run_log")"
 after="$(sed -n 's/^bench-rss after_kib=\([0-9]*\).*/\1/p' "$run_log")"
-rss_fail="$(sed -n 's/^bench-rss after_kib=[0-9]* failures=\([0-9]*\).*/\1/p' "$run_log")"
+rss_fail="$(sed -n 's/^bench-rss after_kib=.* failures=\([0-9]*\).*/\1/p' "$run_log")"
+own_before="$(sed -n 's/^bench-rss before_kib=[0-9]* own_kib=\([0-9]*\).*/\1/p' "$run_log")"
+own_after="$(sed -n 's/^bench-rss after_kib=[0-9]* own_kib=\([0-9]*\).*/\1/p' "$run_log")"
+anon_before="$(sed -n 's/^bench-rss before_kib=.* own_anon_kib=\([0-9]*\).*/\1/p' "$run_log")"
+anon_after="$(sed -n 's/^bench-rss after_kib=.* own_anon_kib=\([0-9]*\).*/\1/p' "$run_log")"
 
 echo
 echo "runtime attach of a PCI host bridge with one test device, nested rig (L2 on KVM inside QEMU TCG)"
@@ -64,4 +68,7 @@ echo "| detach (API request -> guest ACK, bus removed) | ${dm} ms | ${dp} ms | [
 echo
 echo "failed cycles: ${fails}"
 echo "cellvm VmRSS before ${rss_cycles} cycles: ${before:-?} KiB, after: ${after:-?} KiB, drift $(( ${after:-0} - ${before:-0} )) KiB (failures: ${rss_fail:-?}; target: 0)"
+echo "cellvm's own memory (VmRSS - resident guest RAM) before: ${own_before:-?} KiB, after: ${own_after:-?} KiB, drift $(( ${own_after:-0} - ${own_before:-0} )) KiB (target: 0)"
+echo "  of which anonymous (heap, stacks, device state): before ${anon_before:-?} KiB, after ${anon_after:-?} KiB, drift $(( ${anon_after:-0} - ${anon_before:-0} )) KiB; the rest is cellvm's code paged back in"
+echo "checkpoints (cycle: own / own anonymous KiB): $(sed -n 's/^bench-rss-at cycle=\([0-9]*\) kib=[0-9]* own_kib=\([0-9]*\) own_anon_kib=\([0-9]*\).*/\1: \2 \/ \3;/p' "$run_log" | tr '\n' ' ')"
 log "done in $(elapsed_since "$start") s"

@@ -5,8 +5,9 @@
 # request to the guest's acknowledgement (the agent ACKs after
 # of_overlay_fdt_apply returns, i.e. after pci-host-generic probed and
 # enumerated the bus). Prints raw samples; scripts/bench-attach.sh makes the
-# table. Also reports cellvm's VmRSS before and after CELLVM_BENCH_RSS_CYCLES.
-# cellvm-timeout: 600
+# table. Also reports cellvm's VmRSS, and its own memory (VmRSS minus the
+# resident guest RAM), before, during and after CELLVM_BENCH_RSS_CYCLES.
+# cellvm-timeout: 1500
 cell=/cellvm/cells/test-agent.toml
 name=test-agent
 param() { # param NAME DEFAULT: NAME=value from L1's kernel command line
@@ -51,15 +52,25 @@ while [ "$n" -lt "$cycles" ]; do
     n=$((n + 1))
 done
 rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status"; }
-echo "bench-rss before_kib=$(rss) cycles=$rss_cycles"
+# cellvm's own memory: VmRSS minus the resident guest RAM (the 256 MiB
+# mapping; the same rule as the boot benchmark's overhead). RssAnon alone
+# would count guest pages the guest touches for the devices it probes.
+own() {
+    awk -v vmrss="$(rss)" -v anon="$(awk '/^RssAnon:/ { print $2 }' "/proc/$pid/status")" -v guest=262144 '
+        /^Size:/ { size = $2 }
+        /^Rss:/ { if (size >= guest && size <= guest + 4096) g += $2 }
+        END { printf "own_kib=%d own_anon_kib=%d", vmrss - g, anon - g }' "/proc/$pid/smaps"
+}
+echo "bench-rss before_kib=$(rss) $(own) cycles=$rss_cycles"
 n=0
 fail=0
 while [ "$n" -lt "$rss_cycles" ]; do
     cellvm attach "$name" "$dir/pci.toml" >/dev/null 2>&1 || fail=$((fail + 1))
     cellvm detach "$name" bench0 >/dev/null 2>&1 || fail=$((fail + 1))
     n=$((n + 1))
+    case "$n" in 10 | 100 | 250 | 500 | 750) echo "bench-rss-at cycle=$n kib=$(rss) $(own)" ;; esac
 done
-echo "bench-rss after_kib=$(rss) failures=$fail"
+echo "bench-rss after_kib=$(rss) $(own) failures=$fail"
 printf 'exit\n' >&3
 wait $pid
 rc=$?
