@@ -119,14 +119,7 @@ fn load_elf(
     kernel: &KernelConfig,
     dtb: &[u8],
 ) -> Result<EntryPoint, VmmError> {
-    let mut file = open(&kernel.path)?;
-    let res =
-        Elf::load(mem, None, &mut file, Some(GuestAddress(addrs::HIMEM))).map_err(|source| {
-            VmmError::KernelLoad {
-                path: kernel.path.clone(),
-                source,
-            }
-        })?;
+    let res = load_elf_segments(mem, kernel)?;
     if !dtb.is_empty() {
         write_dtb_area(dtb)?;
         mem.write_slice(dtb, GuestAddress(addrs::SETUP_DATA))
@@ -137,6 +130,21 @@ fn load_elf(
         rsi: 0,
         rdi: addrs::SETUP_DATA,
         rsp: addrs::ELF_STACK_TOP,
+    })
+}
+
+/// Loads an ELF64 image's segments at their physical addresses (at or above
+/// 1 MiB); the result's `kernel_load` is the ELF entry point.
+fn load_elf_segments(
+    mem: &GuestMemoryMmap,
+    kernel: &KernelConfig,
+) -> Result<KernelLoaderResult, VmmError> {
+    let mut file = open(&kernel.path)?;
+    Elf::load(mem, None, &mut file, Some(GuestAddress(addrs::HIMEM))).map_err(|source| {
+        VmmError::KernelLoad {
+            path: kernel.path.clone(),
+            source,
+        }
     })
 }
 
@@ -199,14 +207,7 @@ fn load_bzimage(mem: &GuestMemoryMmap, kernel: &KernelConfig) -> Result<LinuxIma
 /// file, so cellvm writes one claiming boot protocol 2.15 with the limits a
 /// current x86_64 kernel has.
 fn load_vmlinux(mem: &GuestMemoryMmap, kernel: &KernelConfig) -> Result<LinuxImage, VmmError> {
-    let mut file = open(&kernel.path)?;
-    let res =
-        Elf::load(mem, None, &mut file, Some(GuestAddress(addrs::HIMEM))).map_err(|source| {
-            VmmError::KernelLoad {
-                path: kernel.path.clone(),
-                source,
-            }
-        })?;
+    let res = load_elf_segments(mem, kernel)?;
     let hdr = setup_header {
         header: HDRS_MAGIC,
         version: VMLINUX_BOOT_PROTOCOL,

@@ -1,8 +1,9 @@
 #!/bin/sh
-# Boot a 1-vCPU cell in report mode (cells/test-boot-1cpu.toml).
+# Boot a 1-vCPU cell in report mode (cells/test-boot-1cpu.toml, or the cell
+# given as $1).
 # The host harness expects CELLVM-READY, a report with cpus=1, the boot-timer
 # log line and rc=0.
-cell=/cellvm/cells/test-boot-1cpu.toml
+cell="${1:-/cellvm/cells/test-boot-1cpu.toml}"
 echo "scenario: cellvm run $cell"
 start="$(cut -d' ' -f1 /proc/uptime)"
 cellvm run "$cell" 2>&1
