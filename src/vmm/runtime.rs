@@ -95,6 +95,7 @@ impl ControlTarget for CellRuntime {
                 "uptime_ms": self.started.elapsed().as_millis() as u64,
                 "api_version": API_VERSION,
                 "agent": self.hotplug.agent(),
+                "memory": memory_status(),
             })),
             Request::Devices {} => Ok(self.devices()),
             Request::Attach { device, timeout_ms } => {
@@ -107,4 +108,29 @@ impl ControlTarget for CellRuntime {
             } => self.hotplug.detach(&id, force, timeout(timeout_ms)),
         }
     }
+}
+
+/// cellvm's own memory, for `cellvm status`: the process's resident set
+/// (guest RAM included) and the heap's live bytes, so a user (or the attach
+/// benchmark) can tell a leak (live heap growing) from allocator slack.
+fn memory_status() -> Value {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let kib = |key: &str| -> Option<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+    };
+    let mut v = json!({
+        "vm_rss_kib": kib("VmRSS:"),
+        "rss_anon_kib": kib("RssAnon:"),
+    });
+    #[cfg(target_env = "gnu")]
+    {
+        // SAFETY: mallinfo2 only reads the allocator's statistics.
+        let info = unsafe { libc::mallinfo2() };
+        v["heap_in_use_bytes"] = json!(info.uordblks);
+        v["heap_free_bytes"] = json!(info.fordblks);
+    }
+    v
 }

@@ -61,16 +61,21 @@ own() {
         /^Rss:/ { if (size >= guest && size <= guest + 4096) g += $2 }
         END { printf "own_kib=%d own_anon_kib=%d", vmrss - g, anon - g }' "/proc/$pid/smaps"
 }
-echo "bench-rss before_kib=$(rss) $(own) cycles=$rss_cycles"
+# Live heap bytes as cellvm reports them (mallinfo2): a leak grows them,
+# allocator slack does not.
+heap() { cellvm status "$name" --json 2>/dev/null | tr -d ' \n' | sed -n 's/.*"heap_in_use_bytes":\([0-9]*\).*/heap_bytes=\1/p'; }
+echo "bench-rss before_kib=$(rss) $(own) cycles=$rss_cycles $(heap)"
 n=0
 fail=0
 while [ "$n" -lt "$rss_cycles" ]; do
     cellvm attach "$name" "$dir/pci.toml" >/dev/null 2>&1 || fail=$((fail + 1))
     cellvm detach "$name" bench0 >/dev/null 2>&1 || fail=$((fail + 1))
     n=$((n + 1))
-    case "$n" in 10 | 100 | 250 | 500 | 750) echo "bench-rss-at cycle=$n kib=$(rss) $(own)" ;; esac
+    if [ "$n" -eq 10 ] || [ "$n" -eq 100 ] || { [ $((n % 250)) -eq 0 ] && [ "$n" -lt "$rss_cycles" ]; }; then
+        echo "bench-rss-at cycle=$n kib=$(rss) $(own) $(heap)"
+    fi
 done
-echo "bench-rss after_kib=$(rss) $(own) failures=$fail"
+echo "bench-rss after_kib=$(rss) $(own) failures=$fail $(heap)"
 printf 'exit\n' >&3
 wait $pid
 rc=$?
