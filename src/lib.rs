@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod devices;
 pub mod fdt;
+pub mod heap;
 pub mod ivshmem;
 pub mod layout;
 pub mod logger;

@@ -111,8 +111,9 @@ impl ControlTarget for CellRuntime {
 }
 
 /// cellvm's own memory, for `cellvm status`: the process's resident set
-/// (guest RAM included) and the heap's live bytes, so a user (or the attach
-/// benchmark) can tell a leak (live heap growing) from allocator slack.
+/// (guest RAM included), the bytes Rust code holds on the heap
+/// ([`crate::heap`]; a leak grows them) and the C allocator's view (which
+/// also counts its per-thread caches as in use).
 fn memory_status() -> Value {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kib = |key: &str| -> Option<u64> {
@@ -124,6 +125,7 @@ fn memory_status() -> Value {
     let mut v = json!({
         "vm_rss_kib": kib("VmRSS:"),
         "rss_anon_kib": kib("RssAnon:"),
+        "heap_live_bytes": crate::heap::live_bytes(),
     });
     #[cfg(target_env = "gnu")]
     {

@@ -61,9 +61,9 @@ own() {
         /^Rss:/ { if (size >= guest && size <= guest + 4096) g += $2 }
         END { printf "own_kib=%d own_anon_kib=%d", vmrss - g, anon - g }' "/proc/$pid/smaps"
 }
-# Live heap bytes as cellvm reports them (mallinfo2): a leak grows them,
-# allocator slack does not.
-heap() { cellvm status "$name" --json 2>/dev/null | tr -d ' \n' | sed -n 's/.*"heap_in_use_bytes":\([0-9]*\).*/heap_bytes=\1/p'; }
+# Heap bytes cellvm's code holds (cellvm status, src/heap.rs): a leak grows
+# them; the allocator's caches and fragments do not.
+heap() { cellvm status "$name" --json 2>/dev/null | tr -d ' \n' | sed -n 's/.*"heap_live_bytes":\([0-9]*\).*/heap_bytes=\1/p'; }
 echo "bench-rss before_kib=$(rss) $(own) cycles=$rss_cycles $(heap)"
 n=0
 fail=0
