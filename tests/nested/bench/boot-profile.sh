@@ -1,9 +1,11 @@
 #!/bin/sh
-# Boot profile (not a test; scripts/bench-boot-profile.sh runs it): boots the
-# boot benchmark's guest under cellvm and under QEMU microvm with
+# Boot profile (not a test): boots the boot benchmark's guest under cellvm
+# (bzImage and vmlinux) and under QEMU microvm with
 # cellvm.mode=bootlog, which prints the guest kernel's log with timestamps and
 # its interrupt counts, to see where boot time goes in each VMM.
-# Needs an L1 built with scripts/build-l1.sh --with-qemu.
+# Run: CELLVM_L1_WITH_QEMU=1 scripts/setup.sh, then
+#      scripts/run-l1.sh --scenarios bench/boot-profile
+# (cellvm's side also logs at debug level).
 # cellvm-timeout: 600
 cell=/cellvm/cells/bench-boot.toml
 dtb=/tmp/bench-boot.dtb
