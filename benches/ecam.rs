@@ -88,6 +88,8 @@ fn cellvm_run(addr: u64, op: Op, n: u64) -> Duration {
                 kind: PciDeviceKind::Test,
             }],
         }],
+        uarts: vec![],
+        origins: Default::default(),
     };
     let io = CellIo {
         console_out: Box::new(std::io::sink()),

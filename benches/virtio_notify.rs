@@ -96,6 +96,8 @@ fn run(ioeventfd: bool, n: u64) -> Duration {
             },
         }],
         pci_bridges: vec![],
+        uarts: vec![],
+        origins: Default::default(),
     };
     let io = CellIo {
         console_out: Box::new(std::io::sink()),

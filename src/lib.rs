@@ -16,6 +16,7 @@ pub mod ivshmem;
 pub mod layout;
 pub mod logger;
 pub mod pci;
+pub mod platform;
 pub mod ratelimit;
 pub mod stop;
 pub mod virtio;

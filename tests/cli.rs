@@ -155,8 +155,8 @@ fn shipped_device_descriptions_are_valid() {
     let mut seen = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        let text = std::fs::read_to_string(&path).unwrap();
-        if let Err(e) = cellvm::attach::DeviceRequest::from_toml_str(&text) {
+        let opts = cellvm::config::LoadOptions { check_files: true };
+        if let Err(e) = cellvm::config::load_device(&path, &opts) {
             panic!("{}: {e}", path.display());
         }
         seen += 1;

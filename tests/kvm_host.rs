@@ -49,6 +49,8 @@ fn config_for(kernel: std::path::PathBuf, vcpus: u8) -> CellConfig {
         },
         virtio_mmio: vec![],
         pci_bridges: vec![],
+        uarts: vec![],
+        origins: Default::default(),
     }
 }
 
@@ -637,7 +639,7 @@ fn virtio_mmio_queue_notify_exits_to_cellvm_with_ioeventfd_off() {
 #[test]
 fn channel_mailboxes_are_guest_memory_and_the_host_mailbox_is_read_only() {
     use cellvm::channel::protocol as proto;
-    use cellvm::layout::consts::CHANNEL_BASE;
+    use cellvm::platform::CHANNEL_BASE;
     let h2g = CHANNEL_BASE + proto::H2G_OFFSET;
     let g2h = CHANNEL_BASE + proto::G2H_OFFSET;
     let mut asm = Asm::new();

@@ -379,7 +379,7 @@ fn colliding_unknown_and_boot_time_requests_are_refused_with_typed_errors() {
         "{bad}"
     );
     assert!(
-        bad.contains("path: disk image /nonexistent/disk.img: No such file or directory"),
+        bad.contains("virtio_mmio[0].path: disk image /nonexistent/disk.img does not exist"),
         "{bad}"
     );
     assert_eq!(bad.matches("rc=1").count(), 4, "{bad}");

@@ -7,7 +7,7 @@
 pub mod client;
 pub mod protocol;
 
-use protocol::{parse_request, ApiError, ErrorKind, Request, Response, MAX_REQUEST};
+use protocol::{parse_request, ApiError, ErrorKind, Reply, Request, Response, MAX_REQUEST};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -71,7 +71,7 @@ pub fn socket_path(name: &str) -> PathBuf {
 /// What the API serves; implemented by the VMM.
 pub trait ControlTarget: Send + Sync {
     /// Handles one parsed request.
-    fn handle(&self, request: Request) -> Result<serde_json::Value, ApiError>;
+    fn handle(&self, request: Request) -> Result<Reply, ApiError>;
 }
 
 /// A bound control socket; the file is removed on drop.
@@ -227,8 +227,12 @@ pub fn serve_connection(stream: UnixStream, target: &dyn ControlTarget) {
                 Ok(text) if text.trim().is_empty() => continue,
                 Ok(text) => match parse_request(text.trim()) {
                     Err(e) => Response::err(e),
-                    Ok(req) => match target.handle(req) {
-                        Ok(v) => Response::ok(v),
+                    Ok(req) => match target.handle(req).map(|r| serde_json::to_value(&r)) {
+                        Ok(Ok(v)) => Response::ok(v),
+                        Ok(Err(e)) => Response::err(ApiError::new(
+                            ErrorKind::Internal,
+                            format!("cannot serialise the result: {e}"),
+                        )),
                         Err(e) => Response::err(e),
                     },
                 },

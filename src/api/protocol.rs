@@ -22,10 +22,18 @@ pub enum Request {
     Status {},
     /// Every device of the cell with its state.
     Devices {},
-    /// Attach a device described by a device description (docs/overlays.md).
+    /// Attach a device described by a device description (docs/overlays.md):
+    /// one device table of a cell file, as JSON
+    /// (`{"virtio_mmio": [{"id": "rng1", "kind": "rng"}]}`).
     Attach {
-        /// The description, as JSON.
-        device: serde_json::Value,
+        /// The description, parsed once from the request line into a value
+        /// tree that cellvm's config validator reads.
+        device: toml::Value,
+        /// The directory relative paths in the description resolve against
+        /// (the CLI sends the description file's); without it, paths must
+        /// be absolute.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base_dir: Option<std::path::PathBuf>,
         /// How long to wait for the guest (default 10 s).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
@@ -119,6 +127,144 @@ impl Response {
             error: Some(error),
         }
     }
+}
+
+/// A successful request's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    /// `status`.
+    Status(StatusInfo),
+    /// `devices`.
+    Devices(Vec<DeviceInfo>),
+    /// `attach`.
+    Attached(AttachResult),
+    /// `detach`.
+    Detached(DetachResult),
+}
+
+/// The cell's state (`status`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StatusInfo {
+    /// The cell's name.
+    pub name: String,
+    /// `running` (the API serves only running cells).
+    pub state: &'static str,
+    /// Number of vCPUs.
+    pub vcpus: u8,
+    /// Time since the cell was created.
+    pub uptime_ms: u64,
+    /// [`API_VERSION`].
+    pub api_version: u32,
+    /// The guest agent.
+    pub agent: AgentInfo,
+    /// cellvm's own memory.
+    pub memory: MemoryInfo,
+}
+
+/// The guest agent's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AgentInfo {
+    /// `not-seen`, `ready`, `incompatible` or `gone`.
+    pub state: &'static str,
+    /// The agent's protocol version, once it said hello.
+    pub version: Option<u32>,
+    /// The agent's capability bits, when ready.
+    pub capabilities: Option<u32>,
+    /// Guest messages refused so far.
+    pub rejected_messages: u64,
+    /// The last refused message (`-errno: what`).
+    pub last_error: Option<String>,
+}
+
+/// cellvm's memory: the resident set (guest RAM included), the bytes Rust
+/// code holds on the heap, and the C allocator's view.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MemoryInfo {
+    /// VmRSS.
+    pub vm_rss_kib: Option<u64>,
+    /// RssAnon.
+    pub rss_anon_kib: Option<u64>,
+    /// Bytes live on the heap ([`crate::heap`]).
+    pub heap_live_bytes: usize,
+    /// glibc's bytes in use (includes per-thread caches).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heap_in_use_bytes: Option<usize>,
+    /// glibc's free bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heap_free_bytes: Option<usize>,
+}
+
+/// One device of a cell (`devices`) or one just attached (`attach`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Default)]
+pub struct DeviceInfo {
+    /// Device id.
+    pub id: String,
+    /// `uart`, `platform`, `virtio-mmio` or `pci-bridge`.
+    pub kind: &'static str,
+    /// `boot` or `attached` (absent in an attach result).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<&'static str>,
+    /// MMIO base (`0xd0100000`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<String>,
+    /// MMIO size.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<String>,
+    /// First I/O port (`0x2f8`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    /// IOAPIC pin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub irq: Option<u32>,
+    /// A bridge's configuration window (`base+size`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// A bridge's bus range (`08-08`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub buses: Option<String>,
+    /// A bridge's 32-bit window (`base+size`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mmio32: Option<String>,
+    /// A bridge's IOAPIC pins for INTA..INTD.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub intx: Option<[u32; 4]>,
+    /// The guest agent's id of the overlay that added it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<u32>,
+    /// The node paths that overlay added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<Vec<String>>,
+    /// How long ago it was attached.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attached_ms_ago: Option<u64>,
+}
+
+/// The result of `attach`: the device as placed, and the time it took.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AttachResult {
+    /// The device.
+    #[serde(flatten)]
+    pub device: DeviceInfo,
+    /// From the request to the guest's acknowledgement.
+    pub elapsed_ms: f64,
+}
+
+/// The result of `detach`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DetachResult {
+    /// The device id.
+    pub id: String,
+    /// Always true (a refused detach is an error).
+    pub detached: bool,
+    /// Torn down although the guest failed (`--force`).
+    pub forced: bool,
+    /// The guest agent that applied it was gone: the guest had dropped it.
+    pub guest_already_dropped: bool,
+    /// What the guest said, when it failed.
+    pub guest_error: Option<String>,
+    /// From the request to the end of the teardown.
+    pub elapsed_ms: f64,
 }
 
 /// Parses one request line; every failure is a `BadRequest` naming the problem.

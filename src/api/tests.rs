@@ -6,14 +6,17 @@ use std::time::Duration;
 struct Echo;
 
 impl ControlTarget for Echo {
-    fn handle(&self, request: Request) -> Result<serde_json::Value, ApiError> {
+    fn handle(&self, request: Request) -> Result<Reply, ApiError> {
         match request {
-            Request::Status {} => Ok(serde_json::json!({"state": "running"})),
             Request::Detach { id, .. } => Err(ApiError::new(
                 ErrorKind::NotFound,
                 format!("no device {id}"),
             )),
-            other => Ok(serde_json::to_value(other).unwrap()),
+            _ => Ok(Reply::Devices(vec![DeviceInfo {
+                id: "console".into(),
+                kind: "uart",
+                ..DeviceInfo::default()
+            }])),
         }
     }
 }
@@ -49,7 +52,10 @@ fn an_idle_client_does_not_keep_another_clients_request_waiting() {
     let mut idle = UnixStream::connect(&path).unwrap();
     // Bounded far above the idle timeout; without one this never returns.
     let r = client::call(&path, &Request::Status {}, Duration::from_secs(10)).unwrap();
-    assert_eq!(r, Response::ok(serde_json::json!({"state": "running"})));
+    assert_eq!(
+        r,
+        Response::ok(serde_json::json!([{"id": "console", "kind": "uart"}]))
+    );
     // The idle connection was closed by the server.
     idle.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
@@ -61,7 +67,10 @@ fn an_idle_client_does_not_keep_another_clients_request_waiting() {
 fn status_request_gets_the_targets_answer() {
     let (_d, path, _g) = server();
     let r = client::call(&path, &Request::Status {}, Duration::from_secs(5)).unwrap();
-    assert_eq!(r, Response::ok(serde_json::json!({"state": "running"})));
+    assert_eq!(
+        r,
+        Response::ok(serde_json::json!([{"id": "console", "kind": "uart"}]))
+    );
 }
 
 #[test]
@@ -171,7 +180,8 @@ fn requests_round_trip_through_json() {
         Request::Status {},
         Request::Devices {},
         Request::Attach {
-            device: serde_json::json!({"kind": "uart", "id": "u1"}),
+            device: toml::Value::try_from(serde_json::json!({"uart": [{"id": "u1"}]})).unwrap(),
+            base_dir: Some("/cells".into()),
             timeout_ms: Some(500),
         },
         Request::Detach {

@@ -648,9 +648,9 @@ fn classify_reply(request: Op, msg: &Message) -> (Result<Reply, ChannelError>, O
 }
 
 /// The channel's MMIO device: register it on the MMIO bus at
-/// [`CHANNEL_BASE`](crate::layout::consts::CHANNEL_BASE) with length
-/// [`CHANNEL_SIZE`](crate::layout::consts::CHANNEL_SIZE). Its IRQ line is
-/// IOAPIC pin [`CHANNEL_IRQ`](crate::layout::consts::CHANNEL_IRQ), level-high.
+/// [`CHANNEL_BASE`](crate::platform::CHANNEL_BASE) with length
+/// [`CHANNEL_SIZE`](crate::platform::CHANNEL_SIZE). Its IRQ line is
+/// IOAPIC pin [`CHANNEL_IRQ`](crate::platform::CHANNEL_IRQ), level-high.
 pub struct ChannelDevice {
     shared: Arc<Shared>,
 }

@@ -1,7 +1,7 @@
 //! The paravirtual channel between cellvm and a guest agent: an MMIO device
 //! (`cellvm,channel-v1`, 64 KiB at
-//! [`CHANNEL_BASE`](crate::layout::consts::CHANNEL_BASE), level-high IRQ
-//! [`CHANNEL_IRQ`](crate::layout::consts::CHANNEL_IRQ)) carrying device-tree
+//! [`CHANNEL_BASE`](crate::platform::CHANNEL_BASE), level-high IRQ
+//! [`CHANNEL_IRQ`](crate::platform::CHANNEL_IRQ)) carrying device-tree
 //! overlays to the guest and the guest agent's answers back.
 //!
 //! - [`protocol`]: the wire format (registers, mailboxes, message header,

@@ -65,7 +65,7 @@ pub const H2G_SIZE: u64 = 0xd000;
 pub const G2H_OFFSET: u64 = 0xe000;
 /// Guest→host mailbox: size (8 KiB).
 pub const G2H_SIZE: u64 = 0x2000;
-/// The whole window (matches `layout::consts::CHANNEL_SIZE`).
+/// The whole window (matches `platform::CHANNEL_SIZE`).
 pub const WINDOW_SIZE: u64 = 0x1_0000;
 
 /// `INT_STATUS` bit 0: a message was posted in the host→guest mailbox.

@@ -243,7 +243,7 @@ fn registers_describe_the_device() {
     assert_eq!(g.r32(regs::G2H_SIZE), 0x2000);
     assert_eq!(
         u64::from(g.r32(regs::G2H_OFFSET) + g.r32(regs::G2H_SIZE)),
-        crate::layout::consts::CHANNEL_SIZE
+        crate::platform::CHANNEL_SIZE
     );
     assert_eq!(g.r32(regs::INT_ENABLE), 0);
     assert_eq!(g.r32(regs::H2G_STATE), 0);

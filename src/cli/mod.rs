@@ -5,7 +5,7 @@ use crate::config::{self, CellConfig, LoadOptions};
 use crate::layout::CellLayout;
 use crate::vmm::{control, Cell, CellIo};
 use clap::{Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -205,8 +205,12 @@ pub fn main_with(cli: Cli, start: Instant) -> ExitCode {
     }
 }
 
-fn load(path: &std::path::Path, check_files: bool) -> Result<CellConfig, String> {
-    config::load(path, &LoadOptions { check_files }).map_err(|e| e.to_string())
+/// Reads, validates and lays out a cell file; errors name file, line,
+/// column and key.
+fn load(path: &std::path::Path, check_files: bool) -> Result<(CellConfig, CellLayout), String> {
+    let cfg = config::load(path, &LoadOptions { check_files }).map_err(|e| e.to_string())?;
+    let layout = crate::layout::place_cell(&cfg).map_err(|e| e.to_string())?;
+    Ok((cfg, layout))
 }
 
 fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
@@ -221,7 +225,7 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
         } => {
             control::block_termination_signals()
                 .map_err(|e| format!("cannot block SIGINT/SIGTERM: {e}"))?;
-            let mut cfg = load(&cell, kernel.is_none())?;
+            let (mut cfg, _) = load(&cell, kernel.is_none())?;
             if let Some(k) = kernel {
                 cfg.kernel.path = k;
                 cfg.kernel.format =
@@ -265,30 +269,27 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             device,
             timeout,
         } => {
-            let text = std::fs::read_to_string(&device)
-                .map_err(|e| format!("cannot read {}: {e}", device.display()))?;
-            let is_json = device.extension().is_some_and(|e| e == "json");
-            // Validate locally first, so errors carry this file's line numbers.
-            let parsed = if is_json {
-                crate::attach::DeviceRequest::from_json_str(&text)
-            } else {
-                crate::attach::DeviceRequest::from_toml_str(&text)
+            // Parsed and validated once, here, so errors carry this file's
+            // lines; the cell validates the same table again with the same
+            // code (it cannot trust a client) and places it.
+            let opts = crate::config::LoadOptions { check_files: true };
+            let description =
+                crate::config::load_device(&device, &opts).map_err(|e| e.to_string())?;
+            let value = description
+                .to_value()
+                .map_err(|e| format!("{}: {e}", device.display()))?;
+            let dir = match device.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
             };
-            if let Err(e) = parsed {
-                return Err(format!("{}: {e}", device.display()));
-            }
-            let value: serde_json::Value = if is_json {
-                serde_json::from_str(&text).map_err(|e| format!("{}: {e}", device.display()))?
-            } else {
-                let v: toml::Value =
-                    toml::from_str(&text).map_err(|e| format!("{}: {e}", device.display()))?;
-                serde_json::to_value(v).map_err(|e| e.to_string())?
-            };
+            let base_dir =
+                std::fs::canonicalize(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             let (guest_ms, answer_within) = guest_wait(timeout);
             let r = api_call(
                 &cell,
                 &Request::Attach {
                     device: value,
+                    base_dir: Some(base_dir),
                     timeout_ms: Some(guest_ms),
                 },
                 answer_within,
@@ -316,8 +317,7 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             Ok(0)
         }
         Command::Check { cell } => {
-            let cfg = load(&cell, true)?;
-            let layout = CellLayout::new(&cfg).map_err(|e| e.to_string())?;
+            let (cfg, layout) = load(&cell, true)?;
             println!(
                 "{}: cell {} is valid ({} vCPU(s), {} MiB)",
                 cell.display(),
@@ -334,11 +334,19 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
                     r.owner
                 );
             }
+            println!("I/O ports:");
+            for r in layout.ports.entries() {
+                println!(
+                    "  {:#06x}..{:#06x}  {}",
+                    r.window.base,
+                    r.window.end(),
+                    r.owner
+                );
+            }
             Ok(0)
         }
         Command::Dtb { cell, output } => {
-            let cfg = load(&cell, false)?;
-            let layout = CellLayout::new(&cfg).map_err(|e| e.to_string())?;
+            let (cfg, layout) = load(&cell, false)?;
             let dtb = crate::fdt::build_base_dtb(&cfg, &layout).map_err(|e| e.to_string())?;
             std::fs::write(&output, dtb)
                 .map_err(|e| format!("cannot write {}: {e}", output.display()))?;

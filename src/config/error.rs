@@ -1,7 +1,6 @@
 //! Configuration errors. Every one prints as a single line
 //! `file:line:column: field: message`.
 
-use crate::layout::LayoutError;
 use std::fmt;
 use std::io;
 use std::path::PathBuf;
@@ -36,8 +35,23 @@ impl Location {
     }
 }
 
+impl Location {
+    /// A place in `file` whose line is not known (a JSON value: serde_json
+    /// reports no positions); it prints as the file name alone.
+    pub fn unknown(file: &str) -> Self {
+        Location {
+            file: file.to_string(),
+            line: 0,
+            column: 0,
+        }
+    }
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            return write!(f, "{}", self.file);
+        }
         write!(f, "{}:{}:{}", self.file, self.line, self.column)
     }
 }
@@ -132,16 +146,16 @@ pub enum ConfigError {
         /// What went wrong.
         error: io::Error,
     },
-    /// Fixed addresses or IRQs collide, or an allocation pool is full.
-    #[error("{at}: {field}: {error}")]
+    /// Fixed addresses or IRQs collide, or an allocation pool is full
+    /// (found when the cell is laid out, `layout::place_cell`).
+    #[error("{at}: {field}: {message}")]
     Layout {
         /// The config entry that could not be placed.
         at: Location,
         /// Its path.
         field: String,
-        /// What the layout said (memory indices are the file's). Boxed to
-        /// keep `ConfigError` small.
-        error: Box<LayoutError>,
+        /// What the layout said.
+        message: String,
     },
 }
 

@@ -2,6 +2,7 @@
 //! later stages (layout, fdt, vmm) may rely on the invariants documented on
 //! each field without checking them again.
 
+use super::origins::Origins;
 use std::path::PathBuf;
 
 /// A validated cell configuration, produced by [`crate::config::load`] or
@@ -25,6 +26,92 @@ pub struct CellConfig {
     pub virtio_mmio: Vec<VirtioMmioConfig>,
     /// Statically configured virtual PCI host bridges.
     pub pci_bridges: Vec<PciBridgeConfig>,
+    /// Extra 16550 UARTs under the ISA bus (the console is not one of them).
+    pub uarts: Vec<UartConfig>,
+    /// Where each entry came from, for errors found after validation
+    /// (placement collisions).
+    pub origins: Origins,
+}
+
+impl CellConfig {
+    /// The RAM regions as address windows (sorted by base).
+    pub fn memory_windows(&self) -> Vec<Window> {
+        self.memory
+            .iter()
+            .map(|r| Window {
+                base: r.base,
+                size: r.size,
+            })
+            .collect()
+    }
+
+    /// Every configured device, in placement order: virtio-mmio devices,
+    /// PCI host bridges, UARTs (each in file order).
+    pub fn devices(&self) -> Vec<DeviceConfig> {
+        let virtio = self
+            .virtio_mmio
+            .iter()
+            .cloned()
+            .map(DeviceConfig::VirtioMmio);
+        let bridges = self
+            .pci_bridges
+            .iter()
+            .cloned()
+            .map(DeviceConfig::PciBridge);
+        let uarts = self.uarts.iter().cloned().map(DeviceConfig::Uart);
+        virtio.chain(bridges).chain(uarts).collect()
+    }
+}
+
+/// One device, as a table of a cell file (`[[virtio_mmio]]`,
+/// `[[pci_bridge]]`, `[[uart]]`) or a device description file (which holds
+/// exactly one such table). Boot-time devices and runtime attachments are
+/// the same type, validated by the same code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeviceConfig {
+    /// A virtio-mmio transport.
+    VirtioMmio(VirtioMmioConfig),
+    /// A generic PCI host bridge with functions behind it.
+    PciBridge(PciBridgeConfig),
+    /// A 16550 UART under the ISA bus.
+    Uart(UartConfig),
+}
+
+impl DeviceConfig {
+    /// The device id.
+    pub fn id(&self) -> &str {
+        match self {
+            DeviceConfig::VirtioMmio(d) => &d.id,
+            DeviceConfig::PciBridge(d) => &d.id,
+            DeviceConfig::Uart(d) => &d.id,
+        }
+    }
+
+    /// The kind as `cellvm devices` shows it: `virtio-mmio`, `pci-bridge`
+    /// or `uart`.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            DeviceConfig::VirtioMmio(_) => "virtio-mmio",
+            DeviceConfig::PciBridge(_) => "pci-bridge",
+            DeviceConfig::Uart(_) => "uart",
+        }
+    }
+}
+
+/// An extra 16550 UART at an I/O port, under the device tree's ISA bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UartConfig {
+    /// Unique device id.
+    pub id: String,
+    /// First of its 8 I/O ports (a multiple of 8), or the first free of
+    /// [`crate::platform::DEFAULT_UART_PORTS`].
+    pub port: Option<u16>,
+    /// IOAPIC pin, or [`crate::platform::DEFAULT_UART_IRQ`] if free, else
+    /// allocated.
+    pub irq: Option<u32>,
+    /// Where its output is appended (resolved), or `None` for
+    /// `RUNTIME_DIR/CELL.ID.out`.
+    pub path: Option<PathBuf>,
 }
 
 /// vCPU configuration.
@@ -205,7 +292,8 @@ pub struct PciBridgeConfig {
     pub bus_start: u8,
     /// Last bus number (>= `bus_start`).
     pub bus_end: u8,
-    /// Fixed 32-bit MMIO window, or allocated.
+    /// Fixed 32-bit MMIO window; with `base` 0 only a size (the layout
+    /// allocates it); `None`: 16 MiB, allocated.
     pub mmio32: Option<Window>,
     /// Optional 64-bit prefetchable MMIO window size or fixed window.
     pub mmio64: Option<Window>,

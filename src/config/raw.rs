@@ -7,7 +7,7 @@
 //! are strings.
 
 use serde::de::{self, DeserializeSeed, Deserializer, IntoDeserializer, MapAccess, Visitor};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 use std::fmt;
 use std::marker::PhantomData;
 use std::ops::Range;
@@ -36,6 +36,14 @@ const SPANNED_FIELDS: &[&str] = &[SPANNED_START, SPANNED_END, SPANNED_VALUE];
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Sp<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         d.deserialize_struct(SPANNED_NAME, SPANNED_FIELDS, SpVisitor(PhantomData))
+    }
+}
+
+/// A spanned value serializes as the value alone (a description sent to a
+/// running cell is the table as written, without positions).
+impl<T: Serialize> Serialize for Sp<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(s)
     }
 }
 
@@ -407,7 +415,8 @@ pub(crate) fn textual_path(text: &str, offset: usize) -> String {
 }
 
 /// A size: integer bytes or a size string (parsed during validation).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
 pub(crate) enum RawSize {
     Bytes(i64),
     Text(String),
@@ -451,6 +460,33 @@ pub(crate) struct RawCell {
     pub console: Option<Sp<RawConsole>>,
     pub virtio_mmio: Option<Sp<Vec<Sp<RawVirtioMmio>>>>,
     pub pci_bridge: Option<Sp<Vec<Sp<RawPciBridge>>>>,
+    pub uart: Option<Sp<Vec<Sp<RawUart>>>>,
+}
+
+/// A device description file: one device table in the cell file's syntax.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawDevices {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub virtio_mmio: Option<Sp<Vec<Sp<RawVirtioMmio>>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pci_bridge: Option<Sp<Vec<Sp<RawPciBridge>>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uart: Option<Sp<Vec<Sp<RawUart>>>>,
+}
+
+/// `[[uart]]`
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUart {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub port: Option<Sp<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub irq: Option<Sp<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<Sp<String>>,
 }
 
 /// `[cpus]`
@@ -489,19 +525,30 @@ pub(crate) struct RawConsole {
 }
 
 /// `[[virtio_mmio]]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawVirtioMmio {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub base: Option<Sp<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub irq: Option<Sp<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub read_only: Option<Sp<bool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub serial: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub socket: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pty: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_size: Option<Sp<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ioeventfd: Option<Sp<bool>>,
 }
 
@@ -531,38 +578,62 @@ pub(crate) struct RawBackendKeys<'a> {
 }
 
 /// `[[pci_bridge]]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPciBridge {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub config_base: Option<Sp<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bus_start: Option<Sp<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub bus_end: Option<Sp<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mmio32: Option<Sp<RawWindow>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub mmio64: Option<Sp<RawWindow>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub device: Option<Sp<Vec<Sp<RawPciDevice>>>>,
 }
 
 /// `[[pci_bridge.device]]`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPciDevice {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub slot: Option<Sp<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub function: Option<Sp<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub peer_id: Option<Sp<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_peers: Option<Sp<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rw_size: Option<Sp<RawSize>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub output_size: Option<Sp<RawSize>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub virtio: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub path: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub read_only: Option<Sp<bool>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub serial: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub socket: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub pty: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub queue_size: Option<Sp<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub ioeventfd: Option<Sp<bool>>,
 }
 
@@ -581,9 +652,11 @@ impl RawPciDevice {
 }
 
 /// `{ base = ..., size = ... }`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawWindow {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub base: Option<Sp<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<Sp<RawSize>>,
 }

@@ -3,21 +3,22 @@
 
 use super::error::{ConfigError, Location};
 use super::kernel_image::{identify, read_head};
+use super::origins::{Origin, Origins};
 use super::raw::{
-    textual_path, Node, RawBackendKeys, RawCell, RawConsole, RawCpus, RawKernel, RawMemory,
-    RawPciBridge, RawPciDevice, RawSize, RawVirtioMmio, RawWindow, Sp, Span,
+    textual_path, Node, RawBackendKeys, RawCell, RawConsole, RawCpus, RawDevices, RawKernel,
+    RawMemory, RawPciBridge, RawPciDevice, RawSize, RawUart, RawVirtioMmio, RawWindow, Sp, Span,
 };
 use super::size::{human_size, parse_size, GIB, KIB, MIB};
 use super::{
-    CellConfig, ConsoleConfig, ConsoleInput, ConsoleOutput, CpuConfig, IvshmemConfig, KernelConfig,
-    KernelFormat, MemoryRegion, PciBridgeConfig, PciDeviceConfig, PciDeviceKind, PciHostKind,
-    VirtioBackendConfig, VirtioKind, VirtioMmioConfig, VirtioPciConfig, Window, MAX_VCPUS,
+    CellConfig, ConsoleConfig, ConsoleInput, ConsoleOutput, CpuConfig, DeviceConfig, IvshmemConfig,
+    KernelConfig, KernelFormat, MemoryRegion, PciBridgeConfig, PciDeviceConfig, PciDeviceKind,
+    PciHostKind, UartConfig, VirtioBackendConfig, VirtioKind, VirtioMmioConfig, VirtioPciConfig,
+    Window, MAX_VCPUS,
 };
-use crate::layout::consts::{
+use crate::platform::{
     CAM_BUS_SIZE, DEVICE_WINDOW_END, DEVICE_WINDOW_START, ECAM_BUS_SIZE, IOAPIC_BASE, IOAPIC_PINS,
-    VIRTIO_MMIO_SIZE,
+    UART_PORT_COUNT, VIRTIO_MMIO_SIZE,
 };
-use crate::layout::{CellLayout, LayoutError};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -46,7 +47,9 @@ pub(crate) struct Ctx<'a> {
     /// The source path as given, or `<config>`.
     pub file: String,
     pub tree: &'a Node,
-    pub base_dir: &'a Path,
+    /// Where relative paths resolve; `None`: only absolute paths are
+    /// accepted (a description sent to the API without a directory).
+    pub base_dir: Option<&'a Path>,
     pub check_files: bool,
 }
 
@@ -57,9 +60,20 @@ impl Ctx<'_> {
         let offset = span
             .as_ref()
             .map(|s| s.start)
-            .or_else(|| self.tree.position_of(field))
-            .unwrap_or(0);
-        Location::from_offset(&self.file, self.text, offset)
+            .or_else(|| self.tree.position_of(field));
+        match offset {
+            Some(offset) => Location::from_offset(&self.file, self.text, offset),
+            // A value without text (a description received as JSON).
+            None if self.text.is_empty() => Location::unknown(&self.file),
+            None => Location::from_offset(&self.file, self.text, 0),
+        }
+    }
+
+    fn origin(&self, span: &Span, field: &str) -> Origin {
+        Origin {
+            at: self.at(span, field),
+            field: field.to_string(),
+        }
     }
 
     fn invalid(&self, span: &Span, field: &str, message: impl Into<String>) -> ConfigError {
@@ -134,7 +148,19 @@ impl Ctx<'_> {
         if v.value.is_empty() {
             return Err(self.invalid(&v.span, field, "must not be empty"));
         }
-        Ok(self.base_dir.join(&v.value))
+        let path = Path::new(&v.value);
+        match self.base_dir {
+            Some(dir) => Ok(dir.join(path)),
+            None if path.is_absolute() => Ok(path.to_path_buf()),
+            None => Err(self.invalid(
+                &v.span,
+                field,
+                format!(
+                    "{:?} is relative, but this description has no directory to resolve it against; give an absolute path",
+                    v.value
+                ),
+            )),
+        }
     }
 
     fn id(&self, v: &Sp<String>, field: &str) -> Result<String, ConfigError> {
@@ -153,8 +179,8 @@ impl Ctx<'_> {
     }
 }
 
-/// `[A-Za-z0-9_-]{1,32}`
-fn valid_id(s: &str) -> bool {
+/// `[A-Za-z0-9_-]{1,32}`: device ids, cell names and ivshmem region names.
+pub(crate) fn valid_id(s: &str) -> bool {
     (1..=32).contains(&s.len())
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
@@ -216,7 +242,11 @@ pub(crate) fn schema_error(
     e: &toml::de::Error,
 ) -> ConfigError {
     let span = e.span();
-    let at = Location::from_offset(file, text, span.as_ref().map_or(0, |s| s.start));
+    let at = if text.is_empty() {
+        Location::unknown(file)
+    } else {
+        Location::from_offset(file, text, span.as_ref().map_or(0, |s| s.start))
+    };
     let mut field = span
         .as_ref()
         .and_then(|s| tree.path_at(s))
@@ -261,33 +291,44 @@ pub(crate) fn schema_error(
     }
 }
 
-/// Where each configured entry is, for reporting layout errors.
+/// Where each entry is: RAM regions for their origins, device ids for the
+/// uniqueness check, and the origins collected so far.
 #[derive(Debug, Default)]
 struct Spans {
     /// Per memory region in file order: its `base` span, or its table.
     memory: Vec<Span>,
-    /// File index of each region of the sorted `CellConfig::memory`.
-    memory_order: Vec<usize>,
-    virtio: Vec<EntrySpans>,
-    bridges: Vec<EntrySpans>,
+    /// Every device id: (field of its table, id, span of the id).
+    ids: Vec<(String, String, Span)>,
+    origins: Origins,
 }
 
-/// Spans of one `[[virtio_mmio]]` or `[[pci_bridge]]` entry.
-#[derive(Debug, Default)]
-struct EntrySpans {
-    /// `virtio_mmio[2]`
-    field: String,
-    id: String,
-    id_span: Span,
-    table: Span,
-    base: Option<Span>,
-    irq: Option<Span>,
-    config_base: Option<Span>,
-    mmio32: Option<Span>,
-    mmio64: Option<Span>,
+impl Spans {
+    /// Records a device entry: its id for [`unique_ids`], its table and its
+    /// placement keys for [`Origins`].
+    fn device(
+        &mut self,
+        ctx: &Ctx<'_>,
+        field: &str,
+        id: (&str, &Span),
+        table: &Span,
+        keys: &[(&'static str, Option<&Span>)],
+    ) {
+        self.ids
+            .push((field.to_string(), id.0.to_string(), id.1.clone()));
+        let mut origins = vec![("id", ctx.origin(id.1, &format!("{field}.id")))];
+        for (key, span) in keys {
+            if let Some(span) = span {
+                origins.push((*key, ctx.origin(span, &format!("{field}.{key}"))));
+            }
+        }
+        self.origins
+            .add_device(id.0, ctx.origin(table, field), origins);
+    }
 }
 
-/// Validates a parsed file and checks that everything in it can be placed.
+/// Validates a parsed cell file. Placement (collisions, full pools) is
+/// checked later by `layout::place_cell`, which points its errors at the
+/// keys recorded in [`CellConfig::origins`].
 pub(crate) fn validate(
     raw: RawCell,
     ctx: &Ctx<'_>,
@@ -318,30 +359,16 @@ pub(crate) fn validate(
     for (i, dev) in raw.virtio_mmio.iter().flat_map(|v| &v.value).enumerate() {
         virtio_mmio.push(virtio(ctx, i, dev, &mut spans)?);
     }
-    let mut pci_bridges: Vec<PciBridgeConfig> = Vec::new();
+    let mut pci_bridges = Vec::new();
     for (i, br) in raw.pci_bridge.iter().flat_map(|v| &v.value).enumerate() {
-        let bridge = bridge(ctx, i, br, &mut spans)?;
-        if let Some(j) = pci_bridges
-            .iter()
-            .position(|b| b.bus_start == bridge.bus_start)
-        {
-            let field = format!("pci_bridge[{i}].bus_start");
-            let span = br.value.bus_start.as_ref().map_or(&br.span, |b| &b.span);
-            return Err(ctx.invalid(
-                span,
-                &field,
-                format!(
-                    "bus {} is already the first bus of pci_bridge[{j}]; \
-                     host bridges need distinct bus_start values",
-                    bridge.bus_start
-                ),
-            ));
-        }
-        pci_bridges.push(bridge);
+        pci_bridges.push(bridge(ctx, i, br, &mut spans)?);
+    }
+    let mut uarts = Vec::new();
+    for (i, u) in raw.uart.iter().flat_map(|v| &v.value).enumerate() {
+        uarts.push(uart(ctx, i, u, &mut spans)?);
     }
     unique_ids(ctx, &spans)?;
-
-    let cfg = CellConfig {
+    Ok(CellConfig {
         name,
         source: source.map(Path::to_path_buf),
         cpus,
@@ -350,11 +377,35 @@ pub(crate) fn validate(
         console,
         virtio_mmio,
         pci_bridges,
-    };
-    if let Err(e) = CellLayout::new(&cfg) {
-        return Err(layout_error(ctx, &spans, e));
+        uarts,
+        origins: spans.origins,
+    })
+}
+
+/// Validates a device description: exactly one device table, checked by
+/// the same code as that table in a cell file (same keys, defaults and
+/// messages; fields are named `virtio_mmio[0].path` as in a cell file).
+pub(crate) fn device(raw: &RawDevices, ctx: &Ctx<'_>) -> Result<DeviceConfig, ConfigError> {
+    let mut spans = Spans::default();
+    let virtios: Vec<_> = raw.virtio_mmio.iter().flat_map(|v| &v.value).collect();
+    let bridges: Vec<_> = raw.pci_bridge.iter().flat_map(|v| &v.value).collect();
+    let uarts: Vec<_> = raw.uart.iter().flat_map(|v| &v.value).collect();
+    match (virtios.as_slice(), bridges.as_slice(), uarts.as_slice()) {
+        ([dev], [], []) => Ok(DeviceConfig::VirtioMmio(virtio(ctx, 0, dev, &mut spans)?)),
+        ([], [br], []) => Ok(DeviceConfig::PciBridge(bridge(ctx, 0, br, &mut spans)?)),
+        ([], [], [u]) => Ok(DeviceConfig::Uart(uart(ctx, 0, u, &mut spans)?)),
+        _ => {
+            let n = virtios.len() + bridges.len() + uarts.len();
+            Err(ctx.invalid(
+                &None,
+                "<root>",
+                format!(
+                    "a device description holds exactly one device table \
+                     ([[virtio_mmio]], [[pci_bridge]] or [[uart]]), found {n}"
+                ),
+            ))
+        }
     }
-    Ok(cfg)
 }
 
 fn cpus(ctx: &Ctx<'_>, c: &Sp<RawCpus>) -> Result<CpuConfig, ConfigError> {
@@ -567,7 +618,14 @@ fn memory(
             ));
         }
     }
-    spans.memory_order = regions.iter().map(|r| r.index).collect();
+    let sorted = regions
+        .iter()
+        .map(|r| {
+            let span = spans.memory.get(r.index).cloned().flatten();
+            ctx.origin(&span, &format!("memory[{}]", r.index))
+        })
+        .collect();
+    spans.origins.set_memory(sorted);
     Ok(regions
         .iter()
         .map(|r| MemoryRegion {
@@ -808,36 +866,22 @@ fn virtio(
             Some(base)
         }
     };
-    let irq = match &v.irq {
-        None => None,
-        Some(q) => {
-            let pin = u32::try_from(q.value)
-                .ok()
-                .filter(|&p| p < IOAPIC_PINS)
-                .ok_or_else(|| {
-                    ctx.invalid(
-                        &q.span,
-                        &format!("{f}.irq"),
-                        format!(
-                            "IOAPIC pin {} does not exist (pins are 0 to {})",
-                            q.value,
-                            IOAPIC_PINS - 1
-                        ),
-                    )
-                })?;
-            Some(pin)
-        }
-    };
+    let irq = v
+        .irq
+        .as_ref()
+        .map(|q| ioapic_pin(ctx, q, &format!("{f}.irq")))
+        .transpose()?;
     let backend = virtio_backend(ctx, &f, &v.backend_keys(), kind, &dev.span)?;
-    spans.virtio.push(EntrySpans {
-        field: f,
-        id: id.clone(),
-        id_span: id_v.span.clone(),
-        table: dev.span.clone(),
-        base: v.base.as_ref().map(|b| b.span.clone()),
-        irq: v.irq.as_ref().map(|q| q.span.clone()),
-        ..EntrySpans::default()
-    });
+    spans.device(
+        ctx,
+        &f,
+        (&id, &id_v.span),
+        &dev.span,
+        &[
+            ("base", v.base.as_ref().map(|b| &b.span)),
+            ("irq", v.irq.as_ref().map(|q| &q.span)),
+        ],
+    );
     Ok(VirtioMmioConfig {
         id,
         kind,
@@ -983,13 +1027,9 @@ fn bus_number(ctx: &Ctx<'_>, v: &Sp<i64>, field: &str) -> Result<u8, ConfigError
 }
 
 /// A validated `{ base, size }`: size a power of two >= 1 MiB, base (if
-/// any) aligned to it. Returns the base and size.
-fn window(
-    ctx: &Ctx<'_>,
-    w: &Sp<RawWindow>,
-    f: &str,
-    base_required: bool,
-) -> Result<(Option<u64>, u64), ConfigError> {
+/// any; without one the layout allocates the window) aligned to it.
+/// Returns the base and size.
+fn window(ctx: &Ctx<'_>, w: &Sp<RawWindow>, f: &str) -> Result<(Option<u64>, u64), ConfigError> {
     let Some(size_v) = &w.value.size else {
         return Err(ctx.missing(&w.span, &format!("{f}.size"), ""));
     };
@@ -1010,9 +1050,6 @@ fn window(
         ));
     }
     let base = match &w.value.base {
-        None if base_required => {
-            return Err(ctx.missing(&w.span, &format!("{f}.base"), ""));
-        }
         None => None,
         Some(b) => {
             let field = format!("{f}.base");
@@ -1125,7 +1162,7 @@ fn bridge(
         None => None,
         Some(w) => {
             let field = format!("{f}.mmio32");
-            let (base, size) = window(ctx, w, &field, true)?;
+            let (base, size) = window(ctx, w, &field)?;
             let base = base.unwrap_or(0);
             let end = base.saturating_add(size);
             if end > FOUR_GIB {
@@ -1142,7 +1179,7 @@ fn bridge(
         None => None,
         Some(w) => {
             let field = format!("{f}.mmio64");
-            let (base, size) = window(ctx, w, &field, false)?;
+            let (base, size) = window(ctx, w, &field)?;
             if let (Some(base), Some(b)) = (base, &w.value.base) {
                 if base < FOUR_GIB {
                     return Err(ctx.invalid(
@@ -1159,16 +1196,18 @@ fn bridge(
         }
     };
     let devices = pci_devices(ctx, &f, br)?;
-    spans.bridges.push(EntrySpans {
-        field: f,
-        id: id.clone(),
-        id_span: id_v.span.clone(),
-        table: br.span.clone(),
-        config_base: v.config_base.as_ref().map(|c| c.span.clone()),
-        mmio32: v.mmio32.as_ref().map(|w| w.span.clone()),
-        mmio64: v.mmio64.as_ref().map(|w| w.span.clone()),
-        ..EntrySpans::default()
-    });
+    spans.device(
+        ctx,
+        &f,
+        (&id, &id_v.span),
+        &br.span,
+        &[
+            ("config_base", v.config_base.as_ref().map(|c| &c.span)),
+            ("mmio32", v.mmio32.as_ref().map(|w| &w.span)),
+            ("mmio64", v.mmio64.as_ref().map(|w| &w.span)),
+            ("bus_start", v.bus_start.as_ref().map(|b| &b.span)),
+        ],
+    );
     Ok(PciBridgeConfig {
         id,
         kind,
@@ -1377,93 +1416,100 @@ fn ivshmem(ctx: &Ctx<'_>, f: &str, d: &Sp<RawPciDevice>) -> Result<IvshmemConfig
     })
 }
 
-/// Device ids are unique across `virtio_mmio` and `pci_bridge`; the later
-/// one in the file is reported.
+/// Device ids are unique across a file's device tables; the later one in
+/// the file is reported. (The layout refuses a duplicate too, which is what
+/// catches a runtime attach whose id a running cell already has.)
 fn unique_ids(ctx: &Ctx<'_>, spans: &Spans) -> Result<(), ConfigError> {
-    let mut all: Vec<&EntrySpans> = spans.virtio.iter().chain(&spans.bridges).collect();
-    all.sort_by_key(|e| e.id_span.as_ref().map_or(0, |s| s.start));
-    for (n, e) in all.iter().enumerate() {
-        if let Some(first) = all.iter().take(n).find(|o| o.id == e.id) {
+    let mut all: Vec<&(String, String, Span)> = spans.ids.iter().collect();
+    all.sort_by_key(|(_, _, span)| span.as_ref().map_or(0, |s| s.start));
+    for (n, (field, id, span)) in all.iter().enumerate() {
+        if let Some((first, _, _)) = all.iter().take(n).find(|(_, o, _)| o == id) {
             return Err(ctx.invalid(
-                &e.id_span,
-                &format!("{}.id", e.field),
-                format!("duplicate id {:?} (already used by {})", e.id, first.field),
+                span,
+                &format!("{field}.id"),
+                format!("duplicate id {id:?} (already used by {first})"),
             ));
         }
     }
     Ok(())
 }
 
-/// `memory[i]` → `i`.
-fn memory_index(owner: &str) -> Option<usize> {
-    owner
-        .strip_prefix("memory[")?
-        .strip_suffix(']')?
-        .parse()
+/// `[[uart]]`: an extra 16550 under the ISA bus.
+fn uart(
+    ctx: &Ctx<'_>,
+    i: usize,
+    u: &Sp<RawUart>,
+    spans: &mut Spans,
+) -> Result<UartConfig, ConfigError> {
+    let f = format!("uart[{i}]");
+    let v = &u.value;
+    let Some(id_v) = &v.id else {
+        return Err(ctx.missing(&u.span, &format!("{f}.id"), ""));
+    };
+    let id = ctx.id(id_v, &format!("{f}.id"))?;
+    let port = match &v.port {
+        None => None,
+        Some(p) => {
+            let field = format!("{f}.port");
+            let last = u16::MAX - (UART_PORT_COUNT - 1);
+            let port = u16::try_from(p.value)
+                .ok()
+                .filter(|port| port % UART_PORT_COUNT == 0 && *port <= last)
+                .ok_or_else(|| {
+                    ctx.invalid(
+                        &p.span,
+                        &field,
+                        format!(
+                            "{:#x} is not a multiple of 8 from 0 to {last:#x} (a 16550 decodes 8 ports)",
+                            p.value
+                        ),
+                    )
+                })?;
+            Some(port)
+        }
+    };
+    let irq = v
+        .irq
+        .as_ref()
+        .map(|q| ioapic_pin(ctx, q, &format!("{f}.irq")))
+        .transpose()?;
+    let path = v
+        .path
+        .as_ref()
+        .map(|p| ctx.path(p, &format!("{f}.path")))
+        .transpose()?;
+    spans.device(
+        ctx,
+        &f,
+        (&id, &id_v.span),
+        &u.span,
+        &[
+            ("port", v.port.as_ref().map(|p| &p.span)),
+            ("irq", v.irq.as_ref().map(|q| &q.span)),
+        ],
+    );
+    Ok(UartConfig {
+        id,
+        port,
+        irq,
+        path,
+    })
+}
+
+/// A fixed IOAPIC pin.
+fn ioapic_pin(ctx: &Ctx<'_>, q: &Sp<i64>, field: &str) -> Result<u32, ConfigError> {
+    u32::try_from(q.value)
         .ok()
-}
-
-/// Rewrites layout's `memory[i]` (index into the sorted regions) to the
-/// index the region has in the file.
-fn renumber(owner: &mut String, order: &[usize]) {
-    if let Some(&file_index) = memory_index(owner).and_then(|i| order.get(i)) {
-        *owner = format!("memory[{file_index}]");
-    }
-}
-
-/// The config entry a layout owner string names, and the key to point at.
-fn locate_owner(spans: &Spans, owner: &str, irq: bool) -> (Span, String) {
-    if let Some(i) = memory_index(owner) {
-        let span = spans.memory.get(i).cloned().flatten();
-        return (span, format!("memory[{i}]"));
-    }
-    let pick = |e: &EntrySpans, key: Option<(&Span, &str)>| match key {
-        Some((span @ Some(_), name)) => (span.clone(), format!("{}.{name}", e.field)),
-        _ => (e.table.clone(), e.field.clone()),
-    };
-    if let Some(id) = owner.strip_prefix("virtio-mmio ") {
-        if let Some(e) = spans.virtio.iter().find(|e| e.id == id) {
-            let key = if irq {
-                e.irq.as_ref().map(|s| (s, "irq"))
-            } else {
-                e.base.as_ref().map(|s| (s, "base"))
-            };
-            return pick(e, key);
-        }
-    }
-    if let Some(rest) = owner.strip_prefix("pci bridge ") {
-        let (id, part) = rest.split_once(' ').unwrap_or((rest, ""));
-        if let Some(e) = spans.bridges.iter().find(|e| e.id == id) {
-            let key = match part {
-                "config space" => e.config_base.as_ref().map(|s| (s, "config_base")),
-                "mmio32 window" => e.mmio32.as_ref().map(|s| (s, "mmio32")),
-                "mmio64 window" => e.mmio64.as_ref().map(|s| (s, "mmio64")),
-                _ => None,
-            };
-            return pick(e, key);
-        }
-    }
-    (None, "<root>".to_string())
-}
-
-fn layout_error(ctx: &Ctx<'_>, spans: &Spans, mut error: LayoutError) -> ConfigError {
-    let order = &spans.memory_order;
-    let (owner, irq) = match &mut error {
-        LayoutError::Collision { what, other, .. } => {
-            renumber(what, order);
-            renumber(other, order);
-            (what.clone(), false)
-        }
-        LayoutError::Exhausted { what, .. } => {
-            renumber(what, order);
-            (what.clone(), false)
-        }
-        LayoutError::Irq { what, .. } | LayoutError::IrqsExhausted(what) => (what.clone(), true),
-    };
-    let (span, field) = locate_owner(spans, &owner, irq);
-    ConfigError::Layout {
-        at: ctx.at(&span, &field),
-        field,
-        error: Box::new(error),
-    }
+        .filter(|&p| p < IOAPIC_PINS)
+        .ok_or_else(|| {
+            ctx.invalid(
+                &q.span,
+                field,
+                format!(
+                    "IOAPIC pin {} does not exist (pins are 0 to {})",
+                    q.value,
+                    IOAPIC_PINS - 1
+                ),
+            )
+        })
 }

@@ -3,7 +3,7 @@
 //! since it started. From a Linux guest: `devmem 0xd0001000 32 0x12345678`.
 
 use super::{le_value, BusDevice};
-use crate::layout::consts::BOOT_TIMER_MAGIC;
+use crate::platform::BOOT_TIMER_MAGIC;
 use crate::ratelimit::RateLimiter;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

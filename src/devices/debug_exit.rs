@@ -1,5 +1,5 @@
 //! Debug-exit device: the guest writes a byte, the cell stops, and cellvm
-//! exits with that byte as its status. At [`crate::layout::consts::DEBUG_EXIT_BASE`];
+//! exits with that byte as its status. At [`crate::platform::DEBUG_EXIT_BASE`];
 //! from a Linux guest: `devmem 0xd0000000 8 N`.
 
 use super::BusDevice;

@@ -13,9 +13,9 @@ pub struct I8042 {
 
 impl I8042 {
     /// First port of the device (length 5).
-    pub const BASE: u64 = 0x60;
+    pub const BASE: u64 = crate::platform::I8042_PORT as u64;
     /// Number of ports.
-    pub const LEN: u64 = 5;
+    pub const LEN: u64 = crate::platform::I8042_PORT_COUNT as u64;
 
     /// A controller whose reset command stops the cell through `stop`.
     pub fn new(stop: StopHandle) -> Self {
@@ -58,9 +58,9 @@ impl Default for Cmos {
 
 impl Cmos {
     /// First port.
-    pub const BASE: u64 = 0x70;
+    pub const BASE: u64 = crate::platform::CMOS_PORT as u64;
     /// Number of ports.
-    pub const LEN: u64 = 2;
+    pub const LEN: u64 = crate::platform::CMOS_PORT_COUNT as u64;
 
     fn time_register(reg: u8) -> Option<u8> {
         let secs = std::time::SystemTime::now()

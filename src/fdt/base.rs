@@ -10,8 +10,8 @@ use super::template::{Template, Vars};
 use super::tree::{child_path, Cell, Node};
 use super::FdtError;
 use crate::config::{CellConfig, PciHostKind, Window};
-use crate::layout::consts::*;
-use crate::layout::{CellLayout, PciBridgeSlot, VirtioMmioSlot};
+use crate::layout::{CellLayout, PciBridgeSlot, UartSlot, VirtioMmioSlot};
+use crate::platform::*;
 
 /// Label (and so phandle) of the IOAPIC node; every interrupt refers to it.
 pub const IOAPIC_LABEL: &str = "ioapic";
@@ -120,16 +120,28 @@ pub fn ioapic_node() -> Result<Node, FdtError> {
     }))
 }
 
-/// The ISA bus with the console UART.
-fn isa_node() -> Result<Node, FdtError> {
-    let mut isa = t::ISA.instantiate(&Vars::new())?;
-    let uart = t::NS16550.instantiate(
+/// A 16550 under the ISA bus at `port` with IOAPIC pin `irq`.
+fn ns16550_node(port: u16, irq: u32) -> Result<Node, FdtError> {
+    t::NS16550.instantiate(
         &Vars::new()
-            .raw("unit", format!("1,{:x}", UART_PORT))
-            .cells("port", [u32::from(UART_PORT)])
-            .cells("irq", [UART_IRQ]),
-    )?;
-    isa.add_child(uart)?;
+            .raw("unit", format!("1,{port:x}"))
+            .cells("port", [u32::from(port)])
+            .cells("irq", [irq]),
+    )
+}
+
+/// An extra UART (a child of the ISA bus node).
+pub fn uart_node(slot: &UartSlot) -> Result<Node, FdtError> {
+    ns16550_node(slot.port, slot.irq)
+}
+
+/// The ISA bus with the console UART and the cell's extra UARTs.
+fn isa_node(uarts: &[UartSlot]) -> Result<Node, FdtError> {
+    let mut isa = t::ISA.instantiate(&Vars::new())?;
+    isa.add_child(ns16550_node(UART_PORT, UART_IRQ)?)?;
+    for slot in uarts {
+        isa.add_child(uart_node(slot)?)?;
+    }
     Ok(isa)
 }
 
@@ -263,7 +275,7 @@ pub(super) fn build(cfg: &CellConfig, layout: &CellLayout) -> Result<Node, FdtEr
 
     root.add_child(ioapic_node()?)?;
     root.add_child(t::MSI.instantiate(&Vars::new())?)?;
-    root.add_child(isa_node()?)?;
+    root.add_child(isa_node(&layout.uarts)?)?;
     root.add_child(debug_exit_node()?)?;
     root.add_child(boot_timer_node()?)?;
     root.add_child(channel_node()?)?;

@@ -47,6 +47,8 @@ pub(crate) fn test_config(
         },
         virtio_mmio,
         pci_bridges,
+        uarts: vec![],
+        origins: Default::default(),
     }
 }
 

@@ -5,8 +5,8 @@ use crate::config::{
     CellConfig, ConsoleConfig, ConsoleInput, ConsoleOutput, CpuConfig, KernelConfig, KernelFormat,
     MemoryRegion, PciBridgeConfig, PciHostKind, VirtioKind, VirtioMmioConfig, Window,
 };
-use crate::layout::consts::*;
 use crate::layout::CellLayout;
+use crate::platform::*;
 use std::collections::BTreeMap;
 use std::process::Command;
 
@@ -39,6 +39,8 @@ fn config(
         },
         virtio_mmio,
         pci_bridges,
+        uarts: vec![],
+        origins: Default::default(),
     }
 }
 

@@ -1,13 +1,13 @@
-//! Guest-physical range reservations.
+//! Range reservations: guest-physical addresses, or I/O ports.
 
-use super::LayoutError;
+use super::{LayoutError, Owner};
 use crate::config::Window;
 
 /// One reserved range and who owns it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reservation {
-    /// Human-readable owner (used in collision messages and for release).
-    pub owner: String,
+    /// Who holds it (named in collision messages; the key for release).
+    pub owner: Owner,
     /// The range.
     pub window: Window,
 }
@@ -26,7 +26,7 @@ impl AddressMap {
 
     /// Reserves exactly `window` for `owner`, failing on any overlap or on an
     /// empty or wrapping range.
-    pub fn reserve(&mut self, owner: String, window: Window) -> Result<Window, LayoutError> {
+    pub fn reserve(&mut self, owner: Owner, window: Window) -> Result<Window, LayoutError> {
         let end = window
             .base
             .checked_add(window.size)
@@ -36,7 +36,7 @@ impl AddressMap {
                 what: owner,
                 base: window.base,
                 end: window.base,
-                other: "the end of the address space".into(),
+                other: None,
             });
         };
         if let Some(other) = self.overlapping(window.base, end) {
@@ -44,7 +44,7 @@ impl AddressMap {
                 what: owner,
                 base: window.base,
                 end,
-                other: other.owner.clone(),
+                other: Some(other.owner.clone()),
             });
         }
         let at = self
@@ -58,7 +58,7 @@ impl AddressMap {
     /// `pool` and reserves it.
     pub fn allocate(
         &mut self,
-        owner: String,
+        owner: Owner,
         size: u64,
         align: u64,
         pool: (u64, u64),
@@ -91,15 +91,15 @@ impl AddressMap {
     }
 
     /// Releases every reservation owned by `owner`; returns how many there were.
-    pub fn release(&mut self, owner: &str) -> usize {
+    pub fn release(&mut self, owner: &Owner) -> usize {
         let before = self.entries.len();
-        self.entries.retain(|r| r.owner != owner);
+        self.entries.retain(|r| r.owner != *owner);
         before - self.entries.len()
     }
 
     /// The reservations owned by `owner`, sorted by base.
-    pub fn owned_by<'a>(&'a self, owner: &'a str) -> impl Iterator<Item = &'a Reservation> + 'a {
-        self.entries.iter().filter(move |r| r.owner == owner)
+    pub fn owned_by<'a>(&'a self, owner: &'a Owner) -> impl Iterator<Item = &'a Reservation> + 'a {
+        self.entries.iter().filter(move |r| r.owner == *owner)
     }
 
     /// The first reservation overlapping `[base, end)`, if any.

@@ -1,11 +1,11 @@
 //! IOAPIC pin allocation.
 
-use super::LayoutError;
+use super::{LayoutError, Owner};
 
 /// Tracks which IOAPIC pins are in use and by whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IrqAllocator {
-    owners: Vec<Option<String>>,
+    owners: Vec<Option<Owner>>,
     first_dynamic: u32,
 }
 
@@ -19,25 +19,28 @@ impl IrqAllocator {
     }
 
     /// Takes a specific pin.
-    pub fn reserve(&mut self, owner: &str, pin: u32) -> Result<u32, LayoutError> {
-        let slot = self.owners.get_mut(pin as usize).ok_or(LayoutError::Irq {
-            what: owner.to_string(),
-            pin,
-            reason: "out of range (the IOAPIC has 24 pins)",
-        })?;
-        if slot.is_some() {
-            return Err(LayoutError::Irq {
-                what: owner.to_string(),
+    pub fn reserve(&mut self, owner: &Owner, pin: u32) -> Result<u32, LayoutError> {
+        let pins = self.owners.len();
+        let Some(slot) = self.owners.get_mut(pin as usize) else {
+            return Err(LayoutError::IrqOutOfRange {
+                what: owner.clone(),
                 pin,
-                reason: "already in use",
+                pins,
+            });
+        };
+        if let Some(holder) = slot {
+            return Err(LayoutError::IrqTaken {
+                what: owner.clone(),
+                pin,
+                holder: holder.clone(),
             });
         }
-        *slot = Some(owner.to_string());
+        *slot = Some(owner.clone());
         Ok(pin)
     }
 
     /// Takes the lowest free dynamic pin.
-    pub fn allocate(&mut self, owner: &str) -> Result<u32, LayoutError> {
+    pub fn allocate(&mut self, owner: &Owner) -> Result<u32, LayoutError> {
         let first = self.first_dynamic as usize;
         let free = self
             .owners
@@ -46,39 +49,39 @@ impl IrqAllocator {
             .skip(first)
             .find(|(_, o)| o.is_none())
             .map(|(i, _)| i);
-        match free {
-            Some(i) => {
-                self.owners[i] = Some(owner.to_string());
+        match free.and_then(|i| Some((i, self.owners.get_mut(i)?))) {
+            Some((i, slot)) => {
+                *slot = Some(owner.clone());
                 Ok(i as u32)
             }
-            None => Err(LayoutError::IrqsExhausted(owner.to_string())),
+            None => Err(LayoutError::IrqsExhausted(owner.clone())),
         }
     }
 
     /// Frees every pin held by `owner`.
-    pub fn release(&mut self, owner: &str) {
+    pub fn release(&mut self, owner: &Owner) {
         for o in self.owners.iter_mut() {
-            if o.as_deref() == Some(owner) {
+            if o.as_ref() == Some(owner) {
                 *o = None;
             }
         }
     }
 
     /// Who holds `pin`, if anyone.
-    pub fn owner(&self, pin: u32) -> Option<&str> {
-        self.owners.get(pin as usize).and_then(|o| o.as_deref())
+    pub fn owner(&self, pin: u32) -> Option<&Owner> {
+        self.owners.get(pin as usize).and_then(Option::as_ref)
     }
 
     /// Every pin in use, with its owner, by pin number.
-    pub fn owners(&self) -> impl Iterator<Item = (u32, &str)> + '_ {
+    pub fn owners(&self) -> impl Iterator<Item = (u32, &Owner)> + '_ {
         self.owners
             .iter()
             .enumerate()
-            .filter_map(|(pin, o)| Some((u32::try_from(pin).ok()?, o.as_deref()?)))
+            .filter_map(|(pin, o)| Some((u32::try_from(pin).ok()?, o.as_ref()?)))
     }
 
     /// The pins held by `owner`, in ascending order.
-    pub fn pins_of(&self, owner: &str) -> Vec<u32> {
+    pub fn pins_of(&self, owner: &Owner) -> Vec<u32> {
         self.owners()
             .filter(|(_, o)| *o == owner)
             .map(|(pin, _)| pin)

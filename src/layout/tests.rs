@@ -28,6 +28,8 @@ fn cfg() -> CellConfig {
         },
         virtio_mmio: vec![],
         pci_bridges: vec![],
+        uarts: vec![],
+        origins: Default::default(),
     }
 }
 
@@ -57,7 +59,12 @@ fn bridge(id: &str, kind: PciHostKind, base: Option<u64>, buses: (u8, u8)) -> Pc
 #[test]
 fn fixed_platform_devices_and_irqs_are_reserved() {
     let l = CellLayout::new(&cfg()).unwrap();
-    let owners: Vec<_> = l.map.entries().iter().map(|r| r.owner.as_str()).collect();
+    let owners: Vec<_> = l
+        .map
+        .entries()
+        .iter()
+        .map(|r| r.owner.to_string())
+        .collect();
     assert_eq!(
         owners,
         [
@@ -69,8 +76,14 @@ fn fixed_platform_devices_and_irqs_are_reserved() {
             "lapic"
         ]
     );
-    assert_eq!(l.irqs.owner(consts::UART_IRQ), Some("console"));
-    assert_eq!(l.irqs.owner(consts::CHANNEL_IRQ), Some("channel"));
+    assert_eq!(
+        l.irqs.owner(crate::platform::UART_IRQ),
+        Some(&Owner::Platform(Platform::Console))
+    );
+    assert_eq!(
+        l.irqs.owner(crate::platform::CHANNEL_IRQ),
+        Some(&Owner::Platform(Platform::Channel))
+    );
     assert_eq!(l.ram_end(), 256 << 20);
 }
 
@@ -79,13 +92,16 @@ fn virtio_devices_get_consecutive_pages_and_dynamic_irqs() {
     let mut c = cfg();
     c.virtio_mmio = vec![virtio("a", None, None), virtio("b", None, None)];
     let l = CellLayout::new(&c).unwrap();
-    assert_eq!(l.virtio_mmio[0].window.base, consts::VIRTIO_MMIO_POOL.0);
+    assert_eq!(
+        l.virtio_mmio[0].window.base,
+        crate::platform::VIRTIO_MMIO_POOL.0
+    );
     assert_eq!(
         l.virtio_mmio[1].window.base,
-        consts::VIRTIO_MMIO_POOL.0 + 0x1000
+        crate::platform::VIRTIO_MMIO_POOL.0 + 0x1000
     );
-    assert_eq!(l.virtio_mmio[0].irq, consts::FIRST_DYNAMIC_IRQ);
-    assert_eq!(l.virtio_mmio[1].irq, consts::FIRST_DYNAMIC_IRQ + 1);
+    assert_eq!(l.virtio_mmio[0].irq, crate::platform::FIRST_DYNAMIC_IRQ);
+    assert_eq!(l.virtio_mmio[1].irq, crate::platform::FIRST_DYNAMIC_IRQ + 1);
 }
 
 #[test]
@@ -94,17 +110,17 @@ fn allocation_skips_fixed_reservations() {
     c.virtio_mmio = vec![
         virtio(
             "fixed",
-            Some(consts::VIRTIO_MMIO_POOL.0),
-            Some(consts::FIRST_DYNAMIC_IRQ),
+            Some(crate::platform::VIRTIO_MMIO_POOL.0),
+            Some(crate::platform::FIRST_DYNAMIC_IRQ),
         ),
         virtio("auto", None, None),
     ];
     let l = CellLayout::new(&c).unwrap();
     assert_eq!(
         l.virtio_mmio[1].window.base,
-        consts::VIRTIO_MMIO_POOL.0 + 0x1000
+        crate::platform::VIRTIO_MMIO_POOL.0 + 0x1000
     );
-    assert_eq!(l.virtio_mmio[1].irq, consts::FIRST_DYNAMIC_IRQ + 1);
+    assert_eq!(l.virtio_mmio[1].irq, crate::platform::FIRST_DYNAMIC_IRQ + 1);
 }
 
 #[test]
@@ -121,10 +137,10 @@ fn fixed_device_over_ram_is_a_collision_naming_both() {
 #[test]
 fn taken_irq_is_refused() {
     let mut c = cfg();
-    c.virtio_mmio = vec![virtio("a", None, Some(consts::UART_IRQ))];
+    c.virtio_mmio = vec![virtio("a", None, Some(crate::platform::UART_IRQ))];
     assert_eq!(
         CellLayout::new(&c).unwrap_err().to_string(),
-        "IOAPIC pin 4 for virtio-mmio a is already in use"
+        "IOAPIC pin 4 for virtio-mmio a is already used by console"
     );
 }
 
@@ -134,7 +150,7 @@ fn out_of_range_irq_is_refused() {
     c.virtio_mmio = vec![virtio("a", None, Some(24))];
     assert!(matches!(
         CellLayout::new(&c).unwrap_err(),
-        LayoutError::Irq { pin: 24, .. }
+        LayoutError::IrqOutOfRange { pin: 24, .. }
     ));
 }
 
@@ -146,7 +162,7 @@ fn irqs_run_out_with_a_clear_error() {
         .collect();
     assert_eq!(
         CellLayout::new(&c).unwrap_err(),
-        LayoutError::IrqsExhausted("virtio-mmio v18".into())
+        LayoutError::IrqsExhausted(Owner::VirtioMmio("v18".into()))
     );
 }
 
@@ -180,7 +196,7 @@ fn allocated_mmio64_window_is_in_the_64bit_pool_and_aligned() {
     c.pci_bridges = vec![b];
     let l = CellLayout::new(&c).unwrap();
     let w = l.pci_bridges[0].mmio64.unwrap();
-    assert!(w.base >= consts::PCI_MMIO64_POOL.0);
+    assert!(w.base >= crate::platform::PCI_MMIO64_POOL.0);
     assert_eq!(w.base % (1 << 30), 0);
 }
 
@@ -188,14 +204,32 @@ fn allocated_mmio64_window_is_in_the_64bit_pool_and_aligned() {
 fn address_map_release_frees_space_for_reuse() {
     let mut m = AddressMap::default();
     let w = m
-        .allocate("a".into(), 0x1000, 0x1000, (0x1000, 0x3000), "pool")
+        .allocate(
+            Owner::Uart("a".into()),
+            0x1000,
+            0x1000,
+            (0x1000, 0x3000),
+            "pool",
+        )
         .unwrap();
     assert!(m
-        .allocate("b".into(), 0x2000, 0x1000, (0x1000, 0x3000), "pool")
+        .allocate(
+            Owner::Uart("b".into()),
+            0x2000,
+            0x1000,
+            (0x1000, 0x3000),
+            "pool"
+        )
         .is_err());
-    assert_eq!(m.release("a"), 1);
+    assert_eq!(m.release(&Owner::Uart("a".into())), 1);
     let again = m
-        .allocate("b".into(), 0x2000, 0x1000, (0x1000, 0x3000), "pool")
+        .allocate(
+            Owner::Uart("b".into()),
+            0x2000,
+            0x1000,
+            (0x1000, 0x3000),
+            "pool",
+        )
         .unwrap();
     assert_eq!(again.base, w.base);
 }
@@ -205,7 +239,7 @@ fn address_map_rejects_empty_and_wrapping_ranges() {
     let mut m = AddressMap::default();
     assert!(m
         .reserve(
-            "z".into(),
+            Owner::Uart("z".into()),
             Window {
                 base: 0x1000,
                 size: 0
@@ -214,7 +248,7 @@ fn address_map_rejects_empty_and_wrapping_ranges() {
         .is_err());
     assert!(m
         .reserve(
-            "w".into(),
+            Owner::Uart("w".into()),
             Window {
                 base: u64::MAX,
                 size: 2
@@ -222,16 +256,16 @@ fn address_map_rejects_empty_and_wrapping_ranges() {
         )
         .is_err());
     assert!(m
-        .allocate("h".into(), u64::MAX, 1, (1, u64::MAX), "pool")
+        .allocate(Owner::Uart("h".into()), u64::MAX, 1, (1, u64::MAX), "pool")
         .is_err());
 }
 
 #[test]
 fn irq_release_frees_pins() {
     let mut irqs = IrqAllocator::new(8, 6);
-    assert_eq!(irqs.allocate("a"), Ok(6));
-    assert_eq!(irqs.allocate("b"), Ok(7));
-    assert!(irqs.allocate("c").is_err());
-    irqs.release("a");
-    assert_eq!(irqs.allocate("c"), Ok(6));
+    assert_eq!(irqs.allocate(&Owner::Uart("a".into())), Ok(6));
+    assert_eq!(irqs.allocate(&Owner::Uart("b".into())), Ok(7));
+    assert!(irqs.allocate(&Owner::Uart("c".into())).is_err());
+    irqs.release(&Owner::Uart("a".into()));
+    assert_eq!(irqs.allocate(&Owner::Uart("c".into())), Ok(6));
 }

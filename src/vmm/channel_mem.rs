@@ -2,7 +2,7 @@
 //! ([`MailboxMemory`]): the guest copies messages without VM exits.
 
 use crate::channel::{protocol as proto, MailboxMemory};
-use crate::layout::consts::CHANNEL_BASE;
+use crate::platform::CHANNEL_BASE;
 use kvm_bindings::{kvm_userspace_memory_region, KVM_MEM_READONLY};
 use kvm_ioctls::VmFd;
 use std::sync::Arc;

@@ -57,6 +57,12 @@ pub enum VmmError {
     /// Registering a device failed.
     #[error("device bus: {0}")]
     Bus(#[from] crate::devices::BusError),
+    /// A device kind that can only be configured at boot was attached.
+    #[error("{what} can only be configured at boot for now")]
+    NotAtRuntime {
+        /// The device.
+        what: String,
+    },
     /// A vCPU could not be pinned.
     #[error("cpus.pin: vCPU {vcpu} cannot be pinned to host CPU {cpu}: {reason}")]
     Pin {

@@ -5,6 +5,7 @@ pub mod boot;
 mod channel_mem;
 pub mod control;
 pub mod cpu;
+pub mod devices;
 mod error;
 mod hotplug;
 mod irq;
@@ -18,16 +19,15 @@ mod virtio;
 pub use error::VmmError;
 use error::{KvmContext, OsContext};
 
-use crate::config::PciDeviceKind;
 use crate::config::{CellConfig, ConsoleInput};
 use crate::devices::boot_timer::BootTimer;
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::legacy::{Cmos, I8042};
 use crate::devices::serial::{InputSpace, SerialConsole};
-use crate::devices::{Bus, BusKind};
-use crate::layout::{consts, CellLayout, PciBridgeSlot};
-use crate::pci::{InterruptLine, PciAddress, PciHostBridge, PciTestDevice};
+use crate::layout::CellLayout;
+use crate::platform;
 use crate::stop::{StopHandle, StopReason};
+use devices::{DeviceManager, DeviceManagerParts, DeviceModel};
 use event_manager::{EventManager, SubscriberOps};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use std::fs::File;
@@ -126,17 +126,15 @@ pub struct RunOutcome {
 /// guest memory they map.
 pub struct Cell {
     vcpus: Vec<VcpuFd>,
-    bridges: Vec<Arc<Mutex<PciHostBridge>>>,
     hotplug: Arc<hotplug::Hotplug>,
-    virtio: Vec<virtio::VirtioModel>,
-    ivshmem_subs: Vec<crate::ivshmem::IvshmemSubscriber>,
+    /// The boot-time configurable devices' models.
+    models: Vec<DeviceModel>,
+    devices: Arc<DeviceManager>,
     _vm: Arc<VmFd>,
     _kvm: Kvm,
     _memory: GuestMemoryMmap,
     cfg: CellConfig,
     layout: CellLayout,
-    mmio: Arc<Bus>,
-    pio: Arc<Bus>,
     stop: StopHandle,
     console: Arc<Mutex<SerialConsole>>,
     input_space: Arc<InputSpace>,
@@ -161,22 +159,36 @@ impl Cell {
             .kvm("set TSS address")?;
         vm.create_irq_chip().kvm("create in-kernel irqchip")?;
         let memory = memory::create_guest_memory(&vm, &layout.memory)?;
+        let readonly_mem = kvm.check_extension(kvm_ioctls::Cap::ReadonlyMem);
+        let devices = Arc::new(DeviceManager::new(DeviceManagerParts {
+            vm: vm.clone(),
+            router: Arc::new(irq::GsiRouter::new(vm.clone())),
+            memory: memory.clone(),
+            readonly_mem,
+            first_slot: layout.memory.len() as u32,
+            cell: cfg.name.clone(),
+            output_dir: crate::api::runtime_dir(),
+        }));
+        let (mmio, pio) = (&devices.mmio, &devices.pio);
 
         let stop = StopHandle::new().os("create stop event")?;
-        let mmio = Arc::new(Bus::new(BusKind::Mmio));
-        let pio = Arc::new(Bus::new(BusKind::Pio));
         let boot_marks = Arc::new(Mutex::new(Vec::new()));
 
         let out = std::mem::replace(&mut io.console_out, Box::new(std::io::sink()));
         let (serial, serial_irq, input_space) =
             SerialConsole::new(out).os("create console UART")?;
-        vm.register_irqfd(&serial_irq, consts::UART_IRQ)
+        vm.register_irqfd(&serial_irq, platform::UART_IRQ)
             .kvm("register console irqfd")?;
         // The irqfd stays registered for the VM's lifetime; KVM holds its own
         // reference to the eventfd, so this handle may go.
         drop(serial_irq);
         let console = Arc::new(Mutex::new(serial));
-        pio.insert("console", u64::from(consts::UART_PORT), 8, console.clone())?;
+        pio.insert(
+            "console",
+            u64::from(platform::UART_PORT),
+            8,
+            console.clone(),
+        )?;
         pio.insert(
             "i8042",
             I8042::BASE,
@@ -191,65 +203,35 @@ impl Cell {
         )?;
         mmio.insert(
             "debug-exit",
-            consts::DEBUG_EXIT_BASE,
-            consts::PLATFORM_DEVICE_SIZE,
+            platform::DEBUG_EXIT_BASE,
+            platform::PLATFORM_DEVICE_SIZE,
             Arc::new(Mutex::new(DebugExit::new(stop.clone()))),
         )?;
-        let readonly_mem = kvm.check_extension(kvm_ioctls::Cap::ReadonlyMem);
-        let mut next_slot = layout.memory.len() as u32;
-        let channel_line = Arc::new(irq::KvmIrqLine::new(vm.clone(), consts::CHANNEL_IRQ));
+        let channel_line = Arc::new(irq::KvmIrqLine::new(vm.clone(), platform::CHANNEL_IRQ));
+        let channel_slots = devices.allocate_slots(channel_mem::SLOTS);
         let (channel, channel_handle) =
-            match channel_mem::map_mailboxes(&vm, readonly_mem, next_slot) {
-                Some(mem) => {
-                    next_slot += channel_mem::SLOTS;
-                    crate::channel::ChannelDevice::with_mailbox_memory(channel_line, mem)
-                }
+            match channel_mem::map_mailboxes(&vm, readonly_mem, channel_slots) {
+                Some(mem) => crate::channel::ChannelDevice::with_mailbox_memory(channel_line, mem),
                 None => crate::channel::ChannelDevice::new(channel_line),
             };
         mmio.insert(
             "channel",
-            consts::CHANNEL_BASE,
-            consts::CHANNEL_SIZE,
+            platform::CHANNEL_BASE,
+            platform::CHANNEL_SIZE,
             Arc::new(Mutex::new(channel)),
         )?;
         mmio.insert(
             "boot-timer",
-            consts::BOOT_TIMER_BASE,
-            consts::PLATFORM_DEVICE_SIZE,
+            platform::BOOT_TIMER_BASE,
+            platform::PLATFORM_DEVICE_SIZE,
             Arc::new(Mutex::new(BootTimer::new(start, boot_marks.clone()))),
         )?;
-        let router = Arc::new(irq::GsiRouter::new(vm.clone()));
-        let mut virtio_models = Vec::new();
-        for (slot, dev_cfg) in layout.virtio_mmio.iter().zip(&cfg.virtio_mmio) {
-            let (dev, model) = virtio::build_virtio_mmio(slot, dev_cfg, &memory, &vm)?;
-            mmio.insert(
-                &format!("virtio-mmio {}", slot.id),
-                slot.window.base,
-                slot.window.size,
-                dev,
-            )?;
-            virtio_models.push(model);
-        }
-        let mut bridges = Vec::with_capacity(layout.pci_bridges.len());
-        let mut pci_ctx = PciBuildContext {
-            mmio: &mmio,
-            vm: &vm,
-            router: &router,
-            readonly_mem,
-            next_slot,
-            ivshmem_subs: Vec::new(),
-            memory: &memory,
-            virtio: Vec::new(),
-        };
-        for (slot, br_cfg) in layout.pci_bridges.iter().zip(&cfg.pci_bridges) {
-            let bridge = build_bridge(slot, br_cfg, &mut pci_ctx)?;
-            mmio.insert(
-                &format!("pci bridge {}", slot.id),
-                slot.config.base,
-                slot.config.size,
-                bridge.clone(),
-            )?;
-            bridges.push(bridge);
+        let mut models = Vec::new();
+        for dev in cfg.devices() {
+            let slot = layout.device(dev.id()).ok_or_else(|| {
+                VmmError::Boot(format!("{} was not placed in the layout", dev.id()))
+            })?;
+            models.push(devices.build(&dev, &slot, false)?);
         }
 
         cpu::write_boot_tables(&memory)?;
@@ -271,33 +253,22 @@ impl Cell {
             }
             vcpus.push(vcpu);
         }
-        let ivshmem_subs = pci_ctx.ivshmem_subs;
-        virtio_models.extend(pci_ctx.virtio);
         let hotplug = Arc::new(hotplug::Hotplug::new(
-            cfg.name.clone(),
             layout.clone(),
             base_tree,
-            mmio.clone(),
-            pio.clone(),
-            vm.clone(),
-            router,
+            devices.clone(),
             channel_handle,
-            crate::api::runtime_dir(),
-            memory.clone(),
         ));
         Ok(Cell {
             vcpus,
-            bridges,
             hotplug,
-            virtio: virtio_models,
-            ivshmem_subs,
+            models,
+            devices,
             _vm: vm,
             _kvm: kvm,
             _memory: memory,
             cfg,
             layout,
-            mmio,
-            pio,
             stop,
             console,
             input_space,
@@ -307,14 +278,17 @@ impl Cell {
         })
     }
 
-    /// The cell's layout (address map and IRQs).
+    /// The cell's layout (address map and IRQs) as booted.
     pub fn layout(&self) -> &CellLayout {
         &self.layout
     }
 
-    /// The cell's PCI host bridges, in config order.
-    pub fn pci_bridges(&self) -> &[Arc<Mutex<PciHostBridge>>] {
-        &self.bridges
+    /// The cell's boot-time PCI host bridges, in config order.
+    pub fn pci_bridges(&self) -> Vec<Arc<Mutex<crate::pci::PciHostBridge>>> {
+        self.models
+            .iter()
+            .filter_map(|m| m.bridge().cloned())
+            .collect()
     }
 
     /// A handle that stops the cell from another thread.
@@ -347,9 +321,8 @@ impl Cell {
             spawn_input_pump(input, self.console.clone(), self.input_space.clone())?;
         }
 
-        let mut workers = Vec::with_capacity(self.virtio.len());
-        for model in &self.virtio {
-            workers.push(model.start()?);
+        for model in &mut self.models {
+            model.start_workers()?;
         }
         let mut threads = Vec::with_capacity(self.vcpus.len());
         let pins = self.cfg.cpus.pin.clone();
@@ -357,8 +330,8 @@ impl Cell {
             let ctx = VcpuContext {
                 index,
                 pin: pins.as_ref().and_then(|p| p.get(index).copied()),
-                mmio: self.mmio.clone(),
-                pio: self.pio.clone(),
+                mmio: self.devices.mmio.clone(),
+                pio: self.devices.pio.clone(),
                 stop: self.stop.clone(),
                 counters: self.counters.clone(),
             };
@@ -380,8 +353,10 @@ impl Cell {
             self.stop.clone(),
             signals,
         )));
-        for sub in std::mem::take(&mut self.ivshmem_subs) {
-            events.add_subscriber(Box::new(sub));
+        for model in &mut self.models {
+            for sub in model.take_ivshmem_subscribers() {
+                events.add_subscriber(Box::new(sub));
+            }
         }
         // Setup is over: its code need not stay resident (vmm::trim).
         let dropped = trim::drop_startup_code();
@@ -406,8 +381,8 @@ impl Cell {
                 log::error!("a vCPU thread panicked");
             }
         }
-        for w in workers {
-            w.stop();
+        for model in &mut self.models {
+            model.stop_workers();
         }
         self.hotplug.shutdown();
 
@@ -428,77 +403,6 @@ impl Cell {
             unhandled_exits: self.counters.unhandled.load(Ordering::Relaxed),
         })
     }
-}
-
-/// What building PCI functions needs from the VM.
-struct PciBuildContext<'a> {
-    mmio: &'a Arc<Bus>,
-    vm: &'a Arc<VmFd>,
-    /// The VM's GSI routes (MSI-X irqfds).
-    router: &'a Arc<irq::GsiRouter>,
-    /// Whether KVM supports read-only slots (for ivshmem's read-only sections).
-    readonly_mem: bool,
-    /// Next free KVM memory slot (RAM uses 0..n).
-    next_slot: u32,
-    /// Doorbell receivers to add to the control loop.
-    ivshmem_subs: Vec<crate::ivshmem::IvshmemSubscriber>,
-    /// Guest memory (virtio queues).
-    memory: &'a GuestMemoryMmap,
-    /// Virtio functions built (each needs its worker thread).
-    virtio: Vec<virtio::VirtioModel>,
-}
-
-/// A host bridge with its configured functions and INTx lines.
-fn build_bridge(
-    slot: &PciBridgeSlot,
-    cfg: &crate::config::PciBridgeConfig,
-    ctx: &mut PciBuildContext<'_>,
-) -> Result<Arc<Mutex<PciHostBridge>>, VmmError> {
-    let mut bridge = PciHostBridge::new(slot, ctx.mmio);
-    let vm = ctx.vm;
-    let lines: [Arc<dyn InterruptLine>; 4] = slot
-        .intx
-        .map(|gsi| Arc::new(irq::KvmIrqLine::new(vm.clone(), gsi)) as _);
-    bridge.connect_intx(lines);
-    for dev in &cfg.devices {
-        let address = PciAddress::new(slot.bus_start, dev.slot, dev.function)?;
-        let function: crate::pci::SharedFunction = match &dev.kind {
-            PciDeviceKind::Test => Arc::new(Mutex::new(PciTestDevice::new()?)),
-            PciDeviceKind::Ivshmem(iv) => {
-                let boot = |e: crate::ivshmem::IvshmemError| {
-                    VmmError::Boot(format!("pci bridge {}: ivshmem at {address}: {e}", slot.id))
-                };
-                let region = Arc::new(
-                    crate::ivshmem::IvshmemRegion::open(&crate::ivshmem::runtime_dir(), iv)
-                        .map_err(boot)?,
-                );
-                // Without read-only slots BAR2 is served through MMIO exits.
-                let mapper: Option<Arc<dyn crate::pci::BarMapper>> = if ctx.readonly_mem {
-                    let m = ivshmem::KvmShmemMapper::new(vm.clone(), region.clone(), ctx.next_slot);
-                    ctx.next_slot += crate::ivshmem::region::MAX_GUEST_SLOTS as u32;
-                    Some(Arc::new(m))
-                } else {
-                    None
-                };
-                let device = Arc::new(Mutex::new(
-                    crate::ivshmem::IvshmemDevice::new(region, mapper).map_err(boot)?,
-                ));
-                ctx.ivshmem_subs
-                    .push(crate::ivshmem::IvshmemDevice::subscriber(&device));
-                device
-            }
-            PciDeviceKind::Virtio(v) => {
-                let name = format!("{}-{:02x}.{}", slot.id, dev.slot, dev.function);
-                let (device, model) = virtio::build_virtio_pci(
-                    &name, v.kind, &v.backend, ctx.memory, vm, ctx.router,
-                )?;
-                ctx.virtio.push(model);
-                device
-            }
-        };
-        bridge.add_function(address, function)?;
-    }
-    Ok(Arc::new(Mutex::new(bridge)))
 }
 
 fn check_pins(cfg: &CellConfig) -> Result<(), VmmError> {

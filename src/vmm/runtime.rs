@@ -1,11 +1,13 @@
 //! The running cell as the control API sees it: status, the device list,
 //! and runtime attach/detach (delegated to [`super::hotplug::Hotplug`]).
 
-use super::hotplug::{Hotplug, DEFAULT_GUEST_TIMEOUT};
-use crate::api::protocol::{ApiError, Request, API_VERSION};
+use super::hotplug::{placement, Hotplug, DEFAULT_GUEST_TIMEOUT};
+use crate::api::protocol::{
+    ApiError, DeviceInfo, MemoryInfo, Reply, Request, StatusInfo, API_VERSION,
+};
 use crate::api::ControlTarget;
-use crate::layout::consts;
-use serde_json::{json, Value};
+use crate::layout::PlacedDevice;
+use crate::platform;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,56 +30,64 @@ impl CellRuntime {
         }
     }
 
-    fn devices(&self) -> Value {
+    /// Every device: the platform's, the boot-time ones, then the attached
+    /// ones in attach order.
+    fn devices(&self) -> Vec<DeviceInfo> {
         let layout = self.hotplug.layout();
         let attached = self.hotplug.attached();
-        let attached_ids: Vec<&str> = attached.iter().filter_map(|d| d["id"].as_str()).collect();
-        let mut out = vec![json!({
-            "id": "console", "kind": "uart", "state": "boot",
-            "port": format!("{:#x}", consts::UART_PORT), "irq": consts::UART_IRQ,
-        })];
+        let is_attached = |id: &str| attached.iter().any(|d| d.id == id);
+        let mut out = vec![DeviceInfo {
+            id: "console".into(),
+            kind: "uart",
+            state: Some("boot"),
+            port: Some(format!("{:#x}", platform::UART_PORT)),
+            irq: Some(platform::UART_IRQ),
+            ..DeviceInfo::default()
+        }];
         for (id, base, size) in [
             (
                 "debug-exit",
-                consts::DEBUG_EXIT_BASE,
-                consts::PLATFORM_DEVICE_SIZE,
+                platform::DEBUG_EXIT_BASE,
+                platform::PLATFORM_DEVICE_SIZE,
             ),
             (
                 "boot-timer",
-                consts::BOOT_TIMER_BASE,
-                consts::PLATFORM_DEVICE_SIZE,
+                platform::BOOT_TIMER_BASE,
+                platform::PLATFORM_DEVICE_SIZE,
             ),
-            ("channel", consts::CHANNEL_BASE, consts::CHANNEL_SIZE),
+            ("channel", platform::CHANNEL_BASE, platform::CHANNEL_SIZE),
         ] {
-            out.push(json!({
-                "id": id, "kind": "platform", "state": "boot",
-                "base": format!("{base:#x}"), "size": format!("{size:#x}"),
-            }));
+            out.push(DeviceInfo {
+                id: id.into(),
+                kind: "platform",
+                state: Some("boot"),
+                base: Some(format!("{base:#x}")),
+                size: Some(format!("{size:#x}")),
+                ..DeviceInfo::default()
+            });
         }
-        for v in layout
+        let placed = layout
             .virtio_mmio
             .iter()
-            .filter(|v| !attached_ids.contains(&v.id.as_str()))
-        {
-            out.push(json!({
-                "id": v.id, "kind": "virtio-mmio", "state": "boot",
-                "base": format!("{:#x}", v.window.base), "irq": v.irq,
-            }));
-        }
-        for b in layout
-            .pci_bridges
-            .iter()
-            .filter(|b| !attached_ids.contains(&b.id.as_str()))
-        {
-            out.push(json!({
-                "id": b.id, "kind": "pci-bridge", "state": "boot",
-                "config": format!("{:#x}+{:#x}", b.config.base, b.config.size),
-                "buses": format!("{:02x}-{:02x}", b.bus_start, b.bus_end),
-                "intx": b.intx,
-            }));
+            .cloned()
+            .map(PlacedDevice::VirtioMmio)
+            .chain(
+                layout
+                    .pci_bridges
+                    .iter()
+                    .cloned()
+                    .map(PlacedDevice::PciBridge),
+            )
+            .chain(layout.uarts.iter().cloned().map(PlacedDevice::Uart));
+        for slot in placed.filter(|s| !is_attached(s.id())) {
+            out.push(DeviceInfo {
+                state: Some("boot"),
+                mmio32: None,
+                ..placement(&slot)
+            });
         }
         out.extend(attached);
-        Value::Array(out)
+        out
     }
 }
 
@@ -86,26 +96,34 @@ fn timeout(ms: Option<u64>) -> Duration {
 }
 
 impl ControlTarget for CellRuntime {
-    fn handle(&self, request: Request) -> Result<Value, ApiError> {
+    fn handle(&self, request: Request) -> Result<Reply, ApiError> {
         match request {
-            Request::Status {} => Ok(json!({
-                "name": self.name,
-                "state": "running",
-                "vcpus": self.vcpus,
-                "uptime_ms": self.started.elapsed().as_millis() as u64,
-                "api_version": API_VERSION,
-                "agent": self.hotplug.agent(),
-                "memory": memory_status(),
+            Request::Status {} => Ok(Reply::Status(StatusInfo {
+                name: self.name.clone(),
+                state: "running",
+                vcpus: self.vcpus,
+                uptime_ms: self.started.elapsed().as_millis() as u64,
+                api_version: API_VERSION,
+                agent: self.hotplug.agent(),
+                memory: memory_status(),
             })),
-            Request::Devices {} => Ok(self.devices()),
-            Request::Attach { device, timeout_ms } => {
-                self.hotplug.attach(&device, timeout(timeout_ms))
-            }
+            Request::Devices {} => Ok(Reply::Devices(self.devices())),
+            Request::Attach {
+                device,
+                base_dir,
+                timeout_ms,
+            } => self
+                .hotplug
+                .attach(device, base_dir.as_deref(), timeout(timeout_ms))
+                .map(Reply::Attached),
             Request::Detach {
                 id,
                 force,
                 timeout_ms,
-            } => self.hotplug.detach(&id, force, timeout(timeout_ms)),
+            } => self
+                .hotplug
+                .detach(&id, force, timeout(timeout_ms))
+                .map(Reply::Detached),
         }
     }
 }
@@ -114,7 +132,7 @@ impl ControlTarget for CellRuntime {
 /// (guest RAM included), the bytes Rust code holds on the heap
 /// ([`crate::heap`]; a leak grows them) and the C allocator's view (which
 /// also counts its per-thread caches as in use).
-fn memory_status() -> Value {
+fn memory_status() -> MemoryInfo {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     let kib = |key: &str| -> Option<u64> {
         status
@@ -122,17 +140,20 @@ fn memory_status() -> Value {
             .find_map(|l| l.strip_prefix(key))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     };
-    let mut v = json!({
-        "vm_rss_kib": kib("VmRSS:"),
-        "rss_anon_kib": kib("RssAnon:"),
-        "heap_live_bytes": crate::heap::live_bytes(),
-    });
+    #[allow(unused_mut)]
+    let mut info = MemoryInfo {
+        vm_rss_kib: kib("VmRSS:"),
+        rss_anon_kib: kib("RssAnon:"),
+        heap_live_bytes: crate::heap::live_bytes(),
+        heap_in_use_bytes: None,
+        heap_free_bytes: None,
+    };
     #[cfg(target_env = "gnu")]
     {
         // SAFETY: mallinfo2 only reads the allocator's statistics.
-        let info = unsafe { libc::mallinfo2() };
-        v["heap_in_use_bytes"] = json!(info.uordblks);
-        v["heap_free_bytes"] = json!(info.fordblks);
+        let m = unsafe { libc::mallinfo2() };
+        info.heap_in_use_bytes = Some(m.uordblks);
+        info.heap_free_bytes = Some(m.fordblks);
     }
-    v
+    info
 }

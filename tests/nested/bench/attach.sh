@@ -33,11 +33,11 @@ until grep -q "CELLVM-AGENT-READY\|CELLVM-AGENT-ERROR" "$log" 2>/dev/null || [ "
 done
 grep "CELLVM-AGENT" "$log"
 cat >"$dir/pci.toml" <<'DESC'
-kind = "pci-bridge"
+[[pci_bridge]]
 id = "bench0"
-bridge = "ecam"
+kind = "ecam"
 bus_start = 8
-[[device]]
+[[pci_bridge.device]]
 slot = 1
 kind = "test"
 DESC

@@ -36,62 +36,62 @@ step() { echo "step: $*"; }
 api() { echo "\$ cellvm $*"; cellvm "$@" 2>&1; echo "rc=$?"; }
 
 cat >"$dir/pci.toml" <<'DESC'
-kind = "pci-bridge"
+[[pci_bridge]]
 id = "hot0"
-bridge = "ecam"
+kind = "ecam"
 bus_start = 8
-[[device]]
+[[pci_bridge.device]]
 slot = 1
 kind = "test"
-[[device]]
+[[pci_bridge.device]]
 slot = 2
 kind = "test"
 DESC
 cat >"$dir/cam.toml" <<'DESC'
-kind = "pci-bridge"
+[[pci_bridge]]
 id = "hotcam"
-bridge = "cam"
+kind = "cam"
 bus_start = 12
-[[device]]
+[[pci_bridge.device]]
 slot = 4
 kind = "test"
 DESC
 cat >"$dir/virtio.toml" <<'DESC'
-kind = "virtio-mmio"
+[[virtio_mmio]]
 id = "vio0"
-virtio = "rng"
+kind = "rng"
 DESC
 dd if=/dev/zero of="$dir/hot.img" bs=1024 count=512 2>/dev/null
 cat >"$dir/virtio-pci.toml" <<DESC
-kind = "pci-bridge"
+[[pci_bridge]]
 id = "hotvio"
-bridge = "ecam"
+kind = "ecam"
 bus_start = 16
-[[device]]
+[[pci_bridge.device]]
 slot = 1
 kind = "virtio"
 virtio = "block"
 path = "$dir/hot.img"
-[[device]]
+[[pci_bridge.device]]
 slot = 2
 kind = "virtio"
 virtio = "console"
 pty = "$dir/hot.pty"
 DESC
 cat >"$dir/missing-image.toml" <<'DESC'
-kind = "virtio-mmio"
+[[virtio_mmio]]
 id = "vdisk"
-virtio = "block"
+kind = "block"
 path = "/nonexistent/disk.img"
 DESC
 cat >"$dir/uart.toml" <<'DESC'
-kind = "uart"
+[[uart]]
 id = "ser1"
 DESC
 cat >"$dir/collide.toml" <<'DESC'
-kind = "pci-bridge"
+[[pci_bridge]]
 id = "bad0"
-bridge = "ecam"
+kind = "ecam"
 bus_start = 9
 config_base = 0xd0000000
 DESC

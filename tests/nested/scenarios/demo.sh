@@ -30,11 +30,11 @@ say() { printf '\n== %s\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@" 2>&1; }
 
 cat >"$dir/hot-pci.toml" <<'DESC'
-kind = "pci-bridge"
+[[pci_bridge]]
 id = "hot0"
-bridge = "ecam"
+kind = "ecam"
 bus_start = 8
-[[device]]
+[[pci_bridge.device]]
 slot = 1
 kind = "test"
 DESC

@@ -1,0 +1,128 @@
+//! Who holds a reservation in the layout: a typed owner, printed the same
+//! way in every message and in `cellvm check`'s map.
+
+use std::fmt;
+
+/// cellvm's fixed platform devices, whose ids no configured or attached
+/// device may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Platform {
+    /// The console UART at 0x3f8.
+    Console,
+    /// The debug-exit device.
+    DebugExit,
+    /// The boot-timer device.
+    BootTimer,
+    /// The paravirtual channel.
+    Channel,
+    /// The IOAPIC.
+    Ioapic,
+    /// The local APIC.
+    Lapic,
+    /// The i8042 (reset only).
+    I8042,
+    /// The CMOS RTC.
+    Cmos,
+}
+
+impl Platform {
+    /// Every platform device.
+    pub const ALL: [Platform; 8] = [
+        Platform::Console,
+        Platform::DebugExit,
+        Platform::BootTimer,
+        Platform::Channel,
+        Platform::Ioapic,
+        Platform::Lapic,
+        Platform::I8042,
+        Platform::Cmos,
+    ];
+
+    /// The device's id (`debug-exit`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Platform::Console => "console",
+            Platform::DebugExit => "debug-exit",
+            Platform::BootTimer => "boot-timer",
+            Platform::Channel => "channel",
+            Platform::Ioapic => "ioapic",
+            Platform::Lapic => "lapic",
+            Platform::I8042 => "i8042",
+            Platform::Cmos => "cmos",
+        }
+    }
+}
+
+/// The part of a PCI host bridge a reservation is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BridgePart {
+    /// The ECAM/CAM configuration window.
+    ConfigSpace,
+    /// The 32-bit MMIO window.
+    Mmio32,
+    /// The 64-bit prefetchable window.
+    Mmio64,
+    /// The IOAPIC pin of INTA (0) .. INTD (3).
+    Intx(u8),
+}
+
+/// The holder of an address range, an I/O port range or an IOAPIC pin.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Owner {
+    /// The `n`th RAM region (in address order).
+    Memory(usize),
+    /// A platform device.
+    Platform(Platform),
+    /// A virtio-mmio device (its window and its pin).
+    VirtioMmio(String),
+    /// A part of a PCI host bridge.
+    PciBridge(String, BridgePart),
+    /// An extra UART (its ports and its pin).
+    Uart(String),
+}
+
+impl Owner {
+    /// The id of the configured or attached device this belongs to (not
+    /// RAM, not a platform device).
+    pub fn device_id(&self) -> Option<&str> {
+        match self {
+            Owner::VirtioMmio(id) | Owner::PciBridge(id, _) | Owner::Uart(id) => Some(id),
+            Owner::Memory(_) | Owner::Platform(_) => None,
+        }
+    }
+
+    /// The key of the device's table that placed this reservation (`base`,
+    /// `irq`, `config_base`, `mmio32`, `mmio64`, `port`); `irq` says the
+    /// reservation at issue is an IOAPIC pin.
+    pub fn config_key(&self, irq: bool) -> &'static str {
+        match (self, irq) {
+            (Owner::VirtioMmio(_) | Owner::Uart(_), true) => "irq",
+            (Owner::VirtioMmio(_), false) => "base",
+            (Owner::Uart(_), false) => "port",
+            (Owner::PciBridge(_, BridgePart::ConfigSpace), _) => "config_base",
+            (Owner::PciBridge(_, BridgePart::Mmio32), _) => "mmio32",
+            (Owner::PciBridge(_, BridgePart::Mmio64), _) => "mmio64",
+            (Owner::PciBridge(_, BridgePart::Intx(_)), _)
+            | (Owner::Memory(_) | Owner::Platform(_), _) => "",
+        }
+    }
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Owner::Memory(i) => write!(f, "memory[{i}]"),
+            Owner::Platform(p) => f.write_str(p.name()),
+            Owner::VirtioMmio(id) => write!(f, "virtio-mmio {id}"),
+            Owner::PciBridge(id, part) => match part {
+                BridgePart::ConfigSpace => write!(f, "pci bridge {id} config space"),
+                BridgePart::Mmio32 => write!(f, "pci bridge {id} mmio32 window"),
+                BridgePart::Mmio64 => write!(f, "pci bridge {id} mmio64 window"),
+                BridgePart::Intx(n) => {
+                    write!(f, "pci bridge {id} INT{}", char::from(b'A' + (n % 4)))
+                }
+            },
+            Owner::Uart(id) => write!(f, "uart {id}"),
+        }
+    }
+}

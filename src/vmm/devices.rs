@@ -1,0 +1,311 @@
+//! The device manager: owns the cell's MMIO and PIO buses, its KVM
+//! memory-slot numbers, the GSI router for MSI-X, and the construction of
+//! every configurable device model, for boot-time devices and runtime
+//! attachments alike.
+//!
+//! [`DeviceManager::build`] turns a validated [`DeviceConfig`] and the slot
+//! the layout placed it in into a [`DeviceModel`]: the model registered on
+//! its bus, its interrupt lines (irqfds, INTx lines, MSI-X routes) and its
+//! notify ioeventfds connected. [`DeviceManager::remove`] undoes all of
+//! it. A build that fails part-way removes what it had registered, so a
+//! failed build leaves the buses as they were.
+//!
+//! Platform devices (console, debug-exit, boot timer, channel, i8042,
+//! CMOS) are not configurable and are registered by [`super::Cell::new`].
+
+use super::irq::{GsiRouter, KvmIrqLine};
+use super::virtio::{build_virtio_mmio, build_virtio_pci, VirtioModel, VirtioWorker};
+use super::{ivshmem, VmmError};
+use crate::config::{DeviceConfig, PciBridgeConfig, PciDeviceKind, UartConfig};
+use crate::devices::serial::SerialConsole;
+use crate::devices::Bus;
+use crate::ivshmem::{IvshmemDevice, IvshmemRegion, IvshmemSubscriber};
+use crate::layout::{PciBridgeSlot, PlacedDevice, UartSlot};
+use crate::pci::{InterruptLine, PciAddress, PciHostBridge, PciTestDevice, SharedFunction};
+use crate::platform::UART_PORT_COUNT;
+use kvm_ioctls::VmFd;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
+
+/// Builds and removes the cell's device models.
+pub struct DeviceManager {
+    /// The MMIO bus (vCPU exits are dispatched on it).
+    pub mmio: Arc<Bus>,
+    /// The port I/O bus.
+    pub pio: Arc<Bus>,
+    vm: Arc<VmFd>,
+    router: Arc<GsiRouter>,
+    memory: GuestMemoryMmap,
+    /// Whether KVM maps read-only memory slots (ivshmem's read-only sections).
+    readonly_mem: bool,
+    /// The next unused KVM memory-slot number.
+    next_slot: AtomicU32,
+    /// The cell's name (default output file names of extra UARTs).
+    cell: String,
+    /// Where extra UARTs without a `path` write (`CELL.ID.out`).
+    output_dir: PathBuf,
+}
+
+/// A device's model and everything registered for it; give it back to
+/// [`DeviceManager::remove`] to unregister.
+#[derive(Default)]
+pub struct DeviceModel {
+    /// Names of its MMIO bus entries.
+    mmio: Vec<String>,
+    /// Names of its PIO bus entries.
+    pio: Vec<String>,
+    /// An irqfd registered for it (UARTs), with its GSI.
+    irqfd: Option<(EventFd, u32)>,
+    /// A PCI host bridge: dropping it unmaps its functions' BARs.
+    bridge: Option<Arc<Mutex<PciHostBridge>>>,
+    /// Its virtio devices (their ioeventfds stay registered while these
+    /// live), and their worker threads once started.
+    virtio: Vec<VirtioModel>,
+    workers: Vec<VirtioWorker>,
+    /// Doorbell receivers of its ivshmem functions, for the control loop.
+    ivshmem: Vec<IvshmemSubscriber>,
+}
+
+impl DeviceModel {
+    /// The ivshmem doorbell receivers, for the control loop (taken once).
+    pub fn take_ivshmem_subscribers(&mut self) -> Vec<IvshmemSubscriber> {
+        std::mem::take(&mut self.ivshmem)
+    }
+
+    /// The PCI host bridge, if this is one.
+    pub fn bridge(&self) -> Option<&Arc<Mutex<PciHostBridge>>> {
+        self.bridge.as_ref()
+    }
+
+    /// Starts a worker thread for each virtio device (not yet started).
+    pub fn start_workers(&mut self) -> Result<(), VmmError> {
+        for v in self.virtio.iter().skip(self.workers.len()) {
+            self.workers.push(v.start()?);
+        }
+        Ok(())
+    }
+
+    /// Stops the worker threads (the cell is stopping).
+    pub fn stop_workers(&mut self) {
+        for w in self.workers.drain(..) {
+            w.stop();
+        }
+    }
+}
+
+/// What [`DeviceManager::new`] needs from the VM.
+pub struct DeviceManagerParts {
+    /// The VM.
+    pub vm: Arc<VmFd>,
+    /// The VM's GSI routes (MSI-X irqfds).
+    pub router: Arc<GsiRouter>,
+    /// Guest memory (virtio queues).
+    pub memory: GuestMemoryMmap,
+    /// Whether KVM supports read-only memory slots.
+    pub readonly_mem: bool,
+    /// The first KVM memory-slot number devices may use.
+    pub first_slot: u32,
+    /// The cell's name.
+    pub cell: String,
+    /// Where extra UARTs without a `path` write.
+    pub output_dir: PathBuf,
+}
+
+impl DeviceManager {
+    /// A device manager with empty buses.
+    pub fn new(parts: DeviceManagerParts) -> Self {
+        DeviceManager {
+            mmio: Arc::new(Bus::new(crate::devices::BusKind::Mmio)),
+            pio: Arc::new(Bus::new(crate::devices::BusKind::Pio)),
+            vm: parts.vm,
+            router: parts.router,
+            memory: parts.memory,
+            readonly_mem: parts.readonly_mem,
+            next_slot: AtomicU32::new(parts.first_slot),
+            cell: parts.cell,
+            output_dir: parts.output_dir,
+        }
+    }
+
+    /// Hands out `count` consecutive KVM memory-slot numbers. Slots are
+    /// not reused: a cell has thousands (KVM_CAP_NR_MEMSLOTS) and only
+    /// boot-time ivshmem functions and the channel take any.
+    pub fn allocate_slots(&self, count: u32) -> u32 {
+        self.next_slot.fetch_add(count, Ordering::Relaxed)
+    }
+
+    /// Builds `dev`, placed at `slot`, and registers it. `runtime` says the
+    /// cell is running (an attach): device kinds that can only be built at
+    /// boot are refused with [`VmmError::NotAtRuntime`].
+    pub fn build(
+        &self,
+        dev: &DeviceConfig,
+        slot: &PlacedDevice,
+        runtime: bool,
+    ) -> Result<DeviceModel, VmmError> {
+        let mut model = DeviceModel::default();
+        let built = match (dev, slot) {
+            (DeviceConfig::VirtioMmio(cfg), PlacedDevice::VirtioMmio(s)) => {
+                let (device, virtio) = build_virtio_mmio(s, cfg, &self.memory, &self.vm)?;
+                model.virtio.push(virtio);
+                let name = format!("virtio-mmio {}", s.id);
+                self.mmio
+                    .insert(&name, s.window.base, s.window.size, device)
+                    .map(|()| model.mmio.push(name))
+                    .map_err(VmmError::from)
+            }
+            (DeviceConfig::PciBridge(cfg), PlacedDevice::PciBridge(s)) => {
+                self.build_bridge(cfg, s, runtime, &mut model)
+            }
+            (DeviceConfig::Uart(cfg), PlacedDevice::Uart(s)) => self.build_uart(cfg, s, &mut model),
+            _ => Err(VmmError::Boot(format!(
+                "{}: the placed slot is not a {}",
+                dev.id(),
+                dev.kind_name()
+            ))),
+        };
+        match built {
+            Ok(()) => Ok(model),
+            Err(e) => {
+                self.remove(model);
+                Err(e)
+            }
+        }
+    }
+
+    /// Unregisters everything `model` registered and stops its workers.
+    pub fn remove(&self, mut model: DeviceModel) {
+        model.stop_workers();
+        for name in &model.mmio {
+            if let Err(e) = self.mmio.remove(name) {
+                log::warn!("unregister {name}: {e}");
+            }
+        }
+        for name in &model.pio {
+            if let Err(e) = self.pio.remove(name) {
+                log::warn!("unregister {name}: {e}");
+            }
+        }
+        if let Some((fd, gsi)) = &model.irqfd {
+            if let Err(e) = self.vm.unregister_irqfd(fd, *gsi) {
+                log::warn!("unregister irqfd on pin {gsi}: {e}");
+            }
+        }
+        // Dropping the bridge unmaps its BARs (and so the virtio-pci notify
+        // ioeventfds); dropping the virtio models unregisters virtio-mmio's.
+    }
+
+    /// A host bridge with its functions and INTx lines, registered at its
+    /// configuration window.
+    fn build_bridge(
+        &self,
+        cfg: &PciBridgeConfig,
+        slot: &PciBridgeSlot,
+        runtime: bool,
+        model: &mut DeviceModel,
+    ) -> Result<(), VmmError> {
+        let mut bridge = PciHostBridge::new(slot, &self.mmio);
+        let lines: [Arc<dyn InterruptLine>; 4] = slot
+            .intx
+            .map(|gsi| Arc::new(KvmIrqLine::new(self.vm.clone(), gsi)) as _);
+        bridge.connect_intx(lines);
+        for dev in &cfg.devices {
+            let address = PciAddress::new(slot.bus_start, dev.slot, dev.function)?;
+            let function: SharedFunction = match &dev.kind {
+                PciDeviceKind::Test => Arc::new(Mutex::new(PciTestDevice::new()?)),
+                PciDeviceKind::Ivshmem(_) if runtime => {
+                    return Err(VmmError::NotAtRuntime {
+                        what: format!("{}: ivshmem function at {address}", slot.id),
+                    })
+                }
+                PciDeviceKind::Ivshmem(iv) => {
+                    let boot = |e: crate::ivshmem::IvshmemError| {
+                        VmmError::Boot(format!("pci bridge {}: ivshmem at {address}: {e}", slot.id))
+                    };
+                    let region = Arc::new(
+                        IvshmemRegion::open(&crate::ivshmem::runtime_dir(), iv).map_err(boot)?,
+                    );
+                    // Without read-only slots BAR2 is served through MMIO exits.
+                    let mapper: Option<Arc<dyn crate::pci::BarMapper>> = if self.readonly_mem {
+                        let count = crate::ivshmem::region::MAX_GUEST_SLOTS as u32;
+                        let first = self.allocate_slots(count);
+                        let m =
+                            ivshmem::KvmShmemMapper::new(self.vm.clone(), region.clone(), first);
+                        Some(Arc::new(m))
+                    } else {
+                        None
+                    };
+                    let device = Arc::new(Mutex::new(
+                        IvshmemDevice::new(region, mapper).map_err(boot)?,
+                    ));
+                    model.ivshmem.push(IvshmemDevice::subscriber(&device));
+                    device
+                }
+                PciDeviceKind::Virtio(v) => {
+                    let name = format!("{}-{:02x}.{}", slot.id, dev.slot, dev.function);
+                    let (device, virtio) = build_virtio_pci(
+                        &name,
+                        v.kind,
+                        &v.backend,
+                        &self.memory,
+                        &self.vm,
+                        &self.router,
+                    )?;
+                    model.virtio.push(virtio);
+                    device
+                }
+            };
+            bridge.add_function(address, function)?;
+        }
+        let bridge = Arc::new(Mutex::new(bridge));
+        let name = format!("pci bridge {}", slot.id);
+        self.mmio
+            .insert(&name, slot.config.base, slot.config.size, bridge.clone())?;
+        model.mmio.push(name);
+        model.bridge = Some(bridge);
+        Ok(())
+    }
+
+    /// An extra 16550: output appended to its `path` (or
+    /// `OUTPUT_DIR/CELL.ID.out`), interrupt on an irqfd, no input.
+    fn build_uart(
+        &self,
+        cfg: &UartConfig,
+        slot: &UartSlot,
+        model: &mut DeviceModel,
+    ) -> Result<(), VmmError> {
+        let path = cfg.path.clone().unwrap_or_else(|| {
+            self.output_dir
+                .join(format!("{}.{}.out", self.cell, slot.id))
+        });
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|source| VmmError::File { path, source })?;
+        let (uart, irq, _space) =
+            SerialConsole::new(Box::new(file)).map_err(|source| VmmError::Os {
+                what: "create UART",
+                source,
+            })?;
+        self.vm
+            .register_irqfd(&irq, slot.irq)
+            .map_err(|source| VmmError::Kvm {
+                what: "register UART irqfd",
+                source,
+            })?;
+        model.irqfd = Some((irq, slot.irq));
+        let name = format!("uart {}", slot.id);
+        self.pio.insert(
+            &name,
+            u64::from(slot.port),
+            u64::from(UART_PORT_COUNT),
+            Arc::new(Mutex::new(uart)),
+        )?;
+        model.pio.push(name);
+        Ok(())
+    }
+}
