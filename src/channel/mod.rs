@@ -28,6 +28,8 @@ mod mailbox_mem;
 pub mod protocol;
 
 #[cfg(test)]
+mod agent_protocol_tests;
+#[cfg(test)]
 mod tests;
 
 pub use device::ChannelDevice;
