@@ -5,6 +5,9 @@
 //! Run: `cargo bench --bench ecam` (needs /dev/kvm). Each figure is
 //! (t(2N) - t(N)) / N, which cancels VM setup and boot.
 
+// Test and benchmark code: a failed step should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[allow(dead_code)]
 #[path = "../tests/common/guest.rs"]
 mod guest;

@@ -11,6 +11,9 @@
 //! worker run on different host CPUs (the nested rig's L1 has one CPU; the
 //! virtio-blk benchmark shows that case, docs/benchmarks.md).
 
+// Test and benchmark code: a failed step should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 #[allow(dead_code)]
 #[path = "../tests/common/guest.rs"]
 mod guest;

@@ -1,6 +1,9 @@
 //! The `cellvm` binary end to end on the host's KVM with tiny guests:
 //! exit codes, config errors, `dtb`, and the control API commands.
 
+// Test and benchmark code: a failed step should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::guest::{write_elf, Asm};

@@ -4,6 +4,9 @@
 //! kvm-pvm of the development machines). A missing /dev/kvm fails every
 //! test with a clear message; nothing is skipped.
 
+// Test and benchmark code: a failed step should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use cellvm::config::{

@@ -2,6 +2,9 @@
 //! halted with a deliverable interrupt pending (QEMU TCG's lost wake-up,
 //! docs/rig.md) and leaves a merely idle one alone.
 
+// Test and benchmark code: a failed step should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::process::{Child, Command, Stdio};

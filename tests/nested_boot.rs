@@ -5,6 +5,9 @@
 //! Needs the rig built by scripts/setup.sh (the README's test command runs
 //! it); a missing rig, QEMU or /dev/kvm inside L1 fails loudly.
 
+// Test and benchmark code: a failed step should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::rig::{cell_dtb, flatten_dtb, hex, repo_root, report_lines, rig};
