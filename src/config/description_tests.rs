@@ -6,16 +6,7 @@ use std::path::Path;
 
 const NO_FILES: LoadOptions = LoadOptions { check_files: false };
 
-/// The seven-line cell the tables are appended to in `cells/x.toml`.
-const HEAD: &str = "\
-name = \"t\"
-[cpus]
-count = 1
-[[memory]]
-size = \"256M\"
-[kernel]
-path = \"bzImage\"
-";
+use super::tests::HEAD;
 
 fn cell_with(table: &str) -> Result<CellConfig, ConfigError> {
     parse(

@@ -7,7 +7,7 @@ const NO_FILES: LoadOptions = LoadOptions { check_files: false };
 const SRC: &str = "cells/x.toml";
 
 /// A valid cell in seven lines; tests append tables after line 7.
-const HEAD: &str = "\
+pub(crate) const HEAD: &str = "\
 name = \"t\"
 [cpus]
 count = 1
@@ -45,7 +45,7 @@ fn assert_err(text: &str, expected: &str) {
 }
 
 /// `HEAD` plus `tail`.
-fn head(tail: &str) -> String {
+pub(crate) fn head(tail: &str) -> String {
     format!("{HEAD}{tail}")
 }
 
@@ -1013,7 +1013,7 @@ fn rejects_negative_pin() {
 // memory
 
 /// A cell whose memory tables are `memory` (starting on line 4).
-fn memory_cell(memory: &str) -> String {
+pub(crate) fn memory_cell(memory: &str) -> String {
     format!("name = \"t\"\n[cpus]\ncount = 1\n{memory}[kernel]\npath = \"bzImage\"\n")
 }
 
@@ -1429,7 +1429,7 @@ fn rejects_virtio_irq_above_23() {
 // pci_bridge
 
 /// `HEAD` plus one bridge `pci0` with extra `lines` (from line 11).
-fn bridge_cell(kind: &str, lines: &str) -> String {
+pub(crate) fn bridge_cell(kind: &str, lines: &str) -> String {
     head(&format!(
         "[[pci_bridge]]\nid = \"pci0\"\nkind = \"{kind}\"\n{lines}"
     ))

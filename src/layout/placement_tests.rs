@@ -2,33 +2,9 @@
 //! line, column and key that caused it.
 
 use super::place_cell;
+use crate::config::tests::{bridge_cell, head, memory_cell};
 use crate::config::{parse, LoadOptions};
 use std::path::Path;
-
-/// A valid cell in seven lines; tests append tables after line 7.
-const HEAD: &str = "\
-name = \"t\"
-[cpus]
-count = 1
-[[memory]]
-size = \"256M\"
-[kernel]
-path = \"bzImage\"
-";
-
-fn head(tail: &str) -> String {
-    format!("{HEAD}{tail}")
-}
-
-fn bridge_cell(kind: &str, lines: &str) -> String {
-    head(&format!(
-        "[[pci_bridge]]\nid = \"pci0\"\nkind = \"{kind}\"\n{lines}"
-    ))
-}
-
-fn memory_cell(memory: &str) -> String {
-    format!("name = \"t\"\n[cpus]\ncount = 1\n{memory}[kernel]\npath = \"bzImage\"\n")
-}
 
 #[track_caller]
 fn assert_err(text: &str, expected: &str) {
