@@ -664,3 +664,25 @@ fn channel_mailboxes_are_guest_memory_and_the_host_mailbox_is_read_only() {
     // the 16 mailbox loads, the guest→host store and load did not exit.
     assert_eq!(outcome.mmio_exits, 2, "{outcome:?}");
 }
+
+#[test]
+fn a_boot_time_uart_table_serves_its_port_and_writes_its_output_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("com2.log");
+    let mut asm = Asm::new();
+    for b in b"to com2" {
+        asm.mov_dx(0x2f8).mov_al(*b).out_dx_al();
+    }
+    asm.exit(0);
+    let path = out.clone();
+    let (outcome, _) = run_with_config(&asm, move |cfg| {
+        cfg.uarts.push(cellvm::config::UartConfig {
+            id: "com2".into(),
+            port: None,
+            irq: None,
+            path: Some(path),
+        });
+    });
+    assert_eq!(outcome.reason.exit_code(), 0);
+    assert_eq!(std::fs::read_to_string(&out).unwrap(), "to com2");
+}

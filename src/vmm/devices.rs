@@ -277,10 +277,23 @@ impl DeviceManager {
         slot: &UartSlot,
         model: &mut DeviceModel,
     ) -> Result<(), VmmError> {
-        let path = cfg.path.clone().unwrap_or_else(|| {
-            self.output_dir
-                .join(format!("{}.{}.out", self.cell, slot.id))
-        });
+        let path = match &cfg.path {
+            Some(path) => path.clone(),
+            None => {
+                // The runtime directory, as the control API creates it.
+                use std::os::unix::fs::DirBuilderExt;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&self.output_dir)
+                    .map_err(|source| VmmError::File {
+                        path: self.output_dir.clone(),
+                        source,
+                    })?;
+                self.output_dir
+                    .join(format!("{}.{}.out", self.cell, slot.id))
+            }
+        };
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
