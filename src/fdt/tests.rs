@@ -7,6 +7,7 @@ use crate::config::{
 };
 use crate::layout::consts::*;
 use crate::layout::CellLayout;
+use crate::pci::pci_intx_pin;
 use std::collections::BTreeMap;
 use std::process::Command;
 

@@ -10,7 +10,6 @@ use super::test_device::{
 use super::*;
 use crate::config::{PciHostKind, Window};
 use crate::devices::{Bus, BusDevice, BusKind};
-use crate::fdt::pci_intx_pin;
 use crate::layout::PciBridgeSlot;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
