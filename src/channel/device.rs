@@ -11,8 +11,7 @@
 use super::mailbox_mem::MailboxMemory;
 use super::protocol::{self as proto, errno, regs, Hello, Message, Op};
 use super::{AgentInfo, AgentState, AgentStatus, ChannelError, ChannelHandle, GuestError};
-use crate::devices::{le_value, BusDevice};
-use crate::pci::InterruptLine;
+use crate::devices::{le_value, BusDevice, InterruptLine};
 use crate::ratelimit::RateLimiter;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};

@@ -9,12 +9,12 @@
 //! [`Bus::remove`] and [`BarMapper`]s with no function lock held.
 
 use super::bar::{BarAdapter, BarKind, BarMapper, BarRegion};
-use super::config_space::{InterruptLine, SharedFunction};
+use super::config_space::SharedFunction;
 use super::decode::{BadAccess, ConfigDecoder, Decoded, PciAddress};
 use super::intx::pci_intx_pin;
 use super::PciError;
 use crate::config::Window;
-use crate::devices::{fill_le, le_value, Bus, BusDevice};
+use crate::devices::{fill_le, le_value, Bus, BusDevice, InterruptLine};
 use crate::layout::PciBridgeSlot;
 use crate::ratelimit::RateLimiter;
 use std::collections::{BTreeMap, BTreeSet};

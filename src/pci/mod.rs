@@ -28,7 +28,7 @@ pub mod msix;
 pub mod test_device;
 
 pub use bar::{BarKind, BarMapError, BarMapper, BarRegion, BarSpec};
-pub use config_space::{ConfigSpace, InterruptLine, IntxPin, PciFunction, PciIds, SharedFunction};
+pub use config_space::{ConfigSpace, IntxPin, PciFunction, PciIds, SharedFunction};
 pub use decode::{BadAccess, ConfigDecoder, Decoded, PciAddress};
 pub use host_bridge::PciHostBridge;
 pub use intx::pci_intx_pin;

@@ -9,7 +9,7 @@ use super::test_device::{
 };
 use super::*;
 use crate::config::{PciHostKind, Window};
-use crate::devices::{Bus, BusDevice, BusKind};
+use crate::devices::{Bus, BusDevice, BusKind, InterruptLine};
 use crate::layout::PciBridgeSlot;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

@@ -2,7 +2,7 @@
 //! `KVM_IRQ_LINE`, edge-triggered pins and MSI-X vectors signalled through
 //! irqfds, and the GSI routing table the MSI irqfds need.
 
-use crate::pci::InterruptLine;
+use crate::devices::InterruptLine;
 use kvm_bindings::{
     kvm_irq_routing_entry, KvmIrqRouting, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
     KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI,
