@@ -8,7 +8,7 @@
 //! INTx pin → VMM line, and the bridge calls [`Bus::insert`] /
 //! [`Bus::remove`] and [`BarMapper`]s with no function lock held.
 
-use super::bar::{BarAdapter, BarKind, BarMapper, BarRegion};
+use super::bar::{BarKind, BarMapper, BarRegion};
 use super::config_space::SharedFunction;
 use super::decode::{BadAccess, ConfigDecoder, Decoded, PciAddress};
 use super::intx::pci_intx_pin;
@@ -76,6 +76,31 @@ struct IntxSource {
 impl InterruptLine for IntxSource {
     fn set_level(&self, level: bool) {
         self.pin.set(self.source, level);
+    }
+}
+
+/// The [`BusDevice`] registered on the MMIO bus for a mapped BAR: forwards
+/// each access to the function's BAR handler. It holds the function, not the
+/// bridge, so a BAR access takes only the function's lock (see `docs/pci.md`).
+pub struct BarAdapter {
+    function: SharedFunction,
+    index: usize,
+}
+
+impl BarAdapter {
+    /// An adapter for BAR `index` of `function`.
+    pub fn new(function: SharedFunction, index: usize) -> Self {
+        BarAdapter { function, index }
+    }
+}
+
+impl BusDevice for BarAdapter {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        lock(&self.function).read_bar(self.index, offset, data);
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        lock(&self.function).write_bar(self.index, offset, data);
     }
 }
 

@@ -1,8 +1,8 @@
-use super::bar::BarAdapter;
 use super::config_space::{
     regs, COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, COMMAND_IO, COMMAND_MEMORY, COMMAND_WRITABLE,
     STATUS_CAPABILITIES, STATUS_INTERRUPT, STATUS_RECEIVED_MASTER_ABORT, STATUS_W1C,
 };
+use super::host_bridge::BarAdapter;
 use super::test_device::{
     regs as td, TEST_DEVICE_BAR_SIZE, TEST_DEVICE_DEVICE_ID, TEST_DEVICE_MAGIC,
     TEST_DEVICE_VENDOR_ID,
