@@ -18,5 +18,6 @@ pub mod logger;
 pub mod pci;
 pub mod ratelimit;
 pub mod stop;
+pub mod sync;
 pub mod virtio;
 pub mod vmm;

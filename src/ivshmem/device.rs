@@ -57,6 +57,7 @@ use crate::pci::config_space::{
 };
 use crate::pci::{BarMapper, BarSpec, ConfigSpace, IntxPin, PciFunction, PciIds};
 use crate::ratelimit::RateLimiter;
+use crate::sync;
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use std::path::Path;
 use std::sync::{Arc, Mutex, Weak};
@@ -233,11 +234,7 @@ impl IvshmemDevice {
     /// The receiving end of this device's doorbell socket, for the VMM's
     /// control loop. It keeps the device only weakly.
     pub fn subscriber(device: &Arc<Mutex<IvshmemDevice>>) -> IvshmemSubscriber {
-        let socket = device
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .socket
-            .clone();
+        let socket = sync::lock(device).socket.clone();
         IvshmemSubscriber::new(socket, Arc::downgrade(device))
     }
 
@@ -620,10 +617,7 @@ impl MutEventSubscriber for IvshmemSubscriber {
             }
         }
         if interrupt {
-            device
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .deliver_interrupt();
+            sync::lock(&device).deliver_interrupt();
         }
     }
 }
