@@ -19,5 +19,6 @@ pub mod pci;
 pub mod platform;
 pub mod ratelimit;
 pub mod stop;
+pub mod sync;
 pub mod virtio;
 pub mod vmm;

@@ -1,5 +1,6 @@
 //! Why a cell stopped, and the handle devices and threads use to stop it.
 
+use crate::sync;
 use std::sync::{Arc, Mutex};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
@@ -70,7 +71,7 @@ impl StopHandle {
 
     /// Requests a stop. Only the first reason is kept; later ones are logged.
     pub fn stop(&self, reason: StopReason) {
-        let mut slot = self.inner.reason.lock().unwrap_or_else(|e| e.into_inner());
+        let mut slot = sync::lock(&self.inner.reason);
         match &*slot {
             None => {
                 *slot = Some(reason);
@@ -89,11 +90,7 @@ impl StopHandle {
 
     /// The reason, once a stop was requested.
     pub fn reason(&self) -> Option<StopReason> {
-        self.inner
-            .reason
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
+        sync::lock(&self.inner.reason).clone()
     }
 
     /// An eventfd that becomes readable when a stop is requested.

@@ -11,9 +11,9 @@
 use super::mailbox_mem::MailboxMemory;
 use super::protocol::{self as proto, errno, regs, Hello, Message, Op};
 use super::{AgentInfo, AgentState, AgentStatus, ChannelError, ChannelHandle, GuestError};
-use crate::devices::{le_value, BusDevice};
-use crate::pci::InterruptLine;
+use crate::devices::{le_value, BusDevice, InterruptLine};
 use crate::ratelimit::RateLimiter;
+use crate::sync;
 use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -243,7 +243,7 @@ pub(super) struct Shared {
 
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        sync::lock(&self.state)
     }
 
     /// Sleeps on the condvar until notified or `deadline` (spurious wakeups
@@ -257,10 +257,7 @@ impl Shared {
         if left.is_zero() {
             return guard;
         }
-        self.cond
-            .wait_timeout(guard, left)
-            .unwrap_or_else(|e| e.into_inner())
-            .0
+        sync::wait_timeout(&self.cond, guard, left).0
     }
 
     /// Drives the line to `INT_STATUS & INT_ENABLE != 0` (only on changes).

@@ -14,7 +14,7 @@
 //! ```no_run
 //! # use cellvm::channel::{ChannelDevice, ChannelError};
 //! # use std::{sync::Arc, time::Duration};
-//! # fn demo(line: Arc<dyn cellvm::pci::InterruptLine>, dtbo: &[u8]) -> Result<(), ChannelError> {
+//! # fn demo(line: Arc<dyn cellvm::devices::InterruptLine>, dtbo: &[u8]) -> Result<(), ChannelError> {
 //! let (device, channel) = ChannelDevice::new(line);
 //! // mmio.insert("channel", CHANNEL_BASE, CHANNEL_SIZE, Arc::new(Mutex::new(device)))?;
 //! channel.wait_for_agent(Duration::from_secs(10))?;

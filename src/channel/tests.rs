@@ -5,8 +5,7 @@
 
 use super::protocol::{self as proto, errno, regs, Header, Hello, Message, Op};
 use super::*;
-use crate::devices::BusDevice;
-use crate::pci::InterruptLine;
+use crate::devices::{BusDevice, InterruptLine};
 use std::sync::{Condvar, Mutex};
 use std::thread;
 use std::time::Instant;

@@ -5,6 +5,7 @@
 use super::{le_value, BusDevice};
 use crate::platform::BOOT_TIMER_MAGIC;
 use crate::ratelimit::RateLimiter;
+use crate::sync;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -47,7 +48,7 @@ impl BusDevice for BootTimer {
                 elapsed.as_secs_f64() * 1000.0
             );
         }
-        let mut marks = self.marks.lock().unwrap_or_else(|e| e.into_inner());
+        let mut marks = sync::lock(&self.marks);
         if marks.len() < MAX_MARKS {
             marks.push(elapsed);
         }

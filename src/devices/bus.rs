@@ -2,6 +2,7 @@
 
 use super::BusDevice;
 use crate::ratelimit::RateLimiter;
+use crate::sync;
 use std::sync::{Arc, Mutex, RwLock};
 use thiserror::Error;
 
@@ -93,7 +94,7 @@ impl Bus {
                 name: name.to_string(),
             });
         };
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let mut entries = sync::write(&self.entries);
         if let Some(other) = entries
             .iter()
             .find(|e| e.base < end && base < e.base + e.len)
@@ -121,7 +122,7 @@ impl Bus {
 
     /// Unregisters the device named `name`.
     pub fn remove(&self, name: &str) -> Result<(), BusError> {
-        let mut entries = self.entries.write().unwrap_or_else(|e| e.into_inner());
+        let mut entries = sync::write(&self.entries);
         let before = entries.len();
         entries.retain(|e| e.name != name);
         if entries.len() == before {
@@ -132,7 +133,7 @@ impl Bus {
 
     /// Names and ranges of all registered devices, sorted by base.
     pub fn devices(&self) -> Vec<(String, u64, u64)> {
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let entries = sync::read(&self.entries);
         entries
             .iter()
             .map(|e| (e.name.clone(), e.base, e.len))
@@ -143,7 +144,7 @@ impl Bus {
         if !matches!(len, 1 | 2 | 4 | 8) {
             return None;
         }
-        let entries = self.entries.read().unwrap_or_else(|e| e.into_inner());
+        let entries = sync::read(&self.entries);
         let idx = entries.partition_point(|e| e.base <= addr).checked_sub(1)?;
         let e = entries.get(idx)?;
         let offset = addr - e.base;
@@ -160,9 +161,7 @@ impl Bus {
     pub fn read(&self, addr: u64, data: &mut [u8]) -> bool {
         match self.lookup(addr, data.len()) {
             Some((dev, offset)) => {
-                dev.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .read(offset, data);
+                sync::lock(&dev).read(offset, data);
                 true
             }
             None => {
@@ -184,9 +183,7 @@ impl Bus {
     pub fn write(&self, addr: u64, data: &[u8]) -> bool {
         match self.lookup(addr, data.len()) {
             Some((dev, offset)) => {
-                dev.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .write(offset, data);
+                sync::lock(&dev).write(offset, data);
                 true
             }
             None => {

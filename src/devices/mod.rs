@@ -1,4 +1,4 @@
-//! Device models and the buses they sit on.
+//! Device models, the buses they sit on, and the [`InterruptLine`] they drive.
 //!
 //! Every guest access arrives through [`Bus::read`] / [`Bus::write`], which
 //! validate size and range before a device sees it, so device code only ever
@@ -22,6 +22,14 @@ pub trait BusDevice: Send {
     fn read(&mut self, offset: u64, data: &mut [u8]);
     /// Guest write of `data` at `offset`.
     fn write(&mut self, offset: u64, data: &[u8]);
+}
+
+/// An interrupt line a device model drives: a PCI function's INTx, a
+/// virtio-mmio device's or the channel's IOAPIC pin. The VMM implements it
+/// on KVM (`KVM_IRQ_LINE`, irqfds on IOAPIC pins); tests with a recorder.
+pub trait InterruptLine: Send + Sync {
+    /// Drives the line: `true` asserted, `false` deasserted.
+    fn set_level(&self, level: bool);
 }
 
 /// Little-endian value of an access of up to 8 bytes.

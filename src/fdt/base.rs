@@ -11,6 +11,7 @@ use super::tree::{child_path, Cell, Node};
 use super::FdtError;
 use crate::config::{CellConfig, PciHostKind, Window};
 use crate::layout::{CellLayout, PciBridgeSlot, UartSlot, VirtioMmioSlot};
+use crate::pci::pci_intx_pin;
 use crate::platform::*;
 
 /// Label (and so phandle) of the IOAPIC node; every interrupt refers to it.
@@ -214,12 +215,6 @@ pub fn pci_host_node(slot: &PciBridgeSlot) -> Result<Node, FdtError> {
             .cells("ranges", ranges)
             .cells("interrupt_map", pci_interrupt_map(&slot.intx)),
     )
-}
-
-/// The IOAPIC pin a device's INTx line reaches: the standard swizzle
-/// `(device + pin - 1) % 4` over the bridge's four pins (`pin` 1 = INTA).
-pub fn pci_intx_pin(intx: &[u32; 4], device: u32, pin: u32) -> u32 {
-    intx[((device % 4 + pin.wrapping_sub(1) % 4) % 4) as usize]
 }
 
 /// `interrupt-map` cells for devices 0..31 × INTA..INTD:

@@ -31,8 +31,8 @@ mod tests;
 pub(crate) mod overlay_tests;
 
 pub use base::{
-    boot_timer_node, channel_node, debug_exit_node, ioapic_node, pci_host_node, pci_intx_pin,
-    templates, uart_node, uart_path, virtio_mmio_node, IOAPIC_LABEL, MSI_LABEL,
+    boot_timer_node, channel_node, debug_exit_node, ioapic_node, pci_host_node, templates,
+    uart_node, uart_path, virtio_mmio_node, IOAPIC_LABEL, MSI_LABEL,
 };
 pub use template::{Template, Value, Vars};
 pub use tree::{Cell, Chunk, Node, Phandles, Property, Reference};

@@ -6,6 +6,7 @@ use crate::config::{
     MemoryRegion, PciBridgeConfig, PciHostKind, VirtioKind, VirtioMmioConfig, Window,
 };
 use crate::layout::CellLayout;
+use crate::pci::pci_intx_pin;
 use crate::platform::*;
 use std::collections::BTreeMap;
 use std::process::Command;

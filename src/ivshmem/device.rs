@@ -1,4 +1,8 @@
-//! [`IvshmemDevice`]: the ivshmem 2.0 PCI function.
+//! [`IvshmemDevice`]: the ivshmem 2.0 PCI function, and
+//! [`IvshmemSubscriber`], the receiving end of its doorbell socket in the
+//! VMM's control loop: it drains the socket (at most 64 datagrams per
+//! wake-up, so a flooding sender cannot starve the loop) and, if any message
+//! was valid, has the device deliver one interrupt.
 //!
 //! Header: vendor:device 110a:4106 (subsystem the same), revision 0, class
 //! 0xff with the 16-bit protocol in prog-if (low byte) and subclass (high
@@ -44,7 +48,7 @@
 //! guest turning memory decode off (Interrupt Control becomes unreachable),
 //! clears the latch.
 
-use super::doorbell::{DoorbellSocket, IvshmemSubscriber, Message, SendOutcome};
+use super::doorbell::{DoorbellSocket, Message, SendOutcome, VECTORS};
 use super::region::IvshmemRegion;
 use super::IvshmemError;
 use crate::devices::{fill_le, le_value};
@@ -53,8 +57,10 @@ use crate::pci::config_space::{
 };
 use crate::pci::{BarMapper, BarSpec, ConfigSpace, IntxPin, PciFunction, PciIds};
 use crate::ratelimit::RateLimiter;
+use crate::sync;
+use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 /// Vendor ID (Siemens, as the specification assigns).
 pub const IVSHMEM_VENDOR_ID: u16 = 0x110a;
@@ -72,12 +78,13 @@ pub const REGISTER_BAR: usize = 0;
 pub const REGISTER_BAR_SIZE: u64 = 0x1000;
 /// BAR with the shared memory (64-bit: registers 2 and 3).
 pub const MEMORY_BAR: usize = 2;
-/// Interrupt vectors: one (INTx).
-pub const VECTORS: u16 = 1;
 /// Capability id of the vendor-specific capability.
 pub const CAP_VENDOR_SPECIFIC: u8 = 0x09;
 /// Interrupt Control bit 0: interrupts enabled.
 pub const INT_CONTROL_ENABLE: u32 = 1;
+/// Datagrams the subscriber handles per wake-up, so a flooding sender
+/// cannot starve the control loop.
+const MAX_BATCH: usize = 64;
 
 /// BAR0 register offsets.
 pub mod regs {
@@ -227,11 +234,7 @@ impl IvshmemDevice {
     /// The receiving end of this device's doorbell socket, for the VMM's
     /// control loop. It keeps the device only weakly.
     pub fn subscriber(device: &Arc<Mutex<IvshmemDevice>>) -> IvshmemSubscriber {
-        let socket = device
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .socket
-            .clone();
+        let socket = sync::lock(device).socket.clone();
         IvshmemSubscriber::new(socket, Arc::downgrade(device))
     }
 
@@ -507,5 +510,114 @@ impl Drop for IvshmemDevice {
         // the socket unreachable.
         self.socket.wake();
         self.socket.unlink();
+    }
+}
+
+/// The receiving end of a device's doorbell socket, for the VMM's
+/// `event-manager` control loop. It holds the device weakly: once the
+/// device is dropped (which wakes it), it stops watching and closes the
+/// socket.
+pub struct IvshmemSubscriber {
+    socket: Option<Arc<DoorbellSocket>>,
+    device: Weak<Mutex<IvshmemDevice>>,
+    received: u64,
+    rejected: u64,
+    log: RateLimiter,
+}
+
+impl IvshmemSubscriber {
+    fn new(socket: Arc<DoorbellSocket>, device: Weak<Mutex<IvshmemDevice>>) -> Self {
+        IvshmemSubscriber {
+            socket: Some(socket),
+            device,
+            received: 0,
+            rejected: 0,
+            log: RateLimiter::new(10),
+        }
+    }
+
+    /// Valid messages received.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    /// Datagrams rejected.
+    pub fn rejected(&self) -> u64 {
+        self.rejected
+    }
+
+    /// Whether the device is gone and the socket closed.
+    pub fn is_closed(&self) -> bool {
+        self.socket.is_none()
+    }
+
+    fn close(&mut self, ops: &mut EventOps) {
+        if let Some(socket) = self.socket.take() {
+            let _ = ops.remove(Events::new(socket.as_ref(), EventSet::IN));
+            log::debug!(
+                "ivshmem region {:?} peer {}: device gone, socket closed",
+                socket.region(),
+                socket.peer_id()
+            );
+        }
+    }
+}
+
+impl MutEventSubscriber for IvshmemSubscriber {
+    fn init(&mut self, ops: &mut EventOps) {
+        if let Some(socket) = &self.socket {
+            if let Err(e) = ops.add(Events::new(socket.as_ref(), EventSet::IN)) {
+                log::error!(
+                    "ivshmem region {:?} peer {}: cannot watch {}: {e:?}",
+                    socket.region(),
+                    socket.peer_id(),
+                    socket.path().display()
+                );
+            }
+        }
+    }
+
+    fn process(&mut self, _events: Events, ops: &mut EventOps) {
+        let Some(socket) = self.socket.clone() else {
+            return;
+        };
+        let Some(device) = self.device.upgrade() else {
+            self.close(ops);
+            return;
+        };
+        let mut interrupt = false;
+        for _ in 0..MAX_BATCH {
+            match socket.receive() {
+                Ok(None) => break,
+                Ok(Some(Ok(msg))) => {
+                    self.received += 1;
+                    interrupt = true;
+                    log::trace!("ivshmem region {:?}: {msg:?}", socket.region());
+                }
+                Ok(Some(Err(e))) => {
+                    self.rejected += 1;
+                    if self.log.allow() {
+                        log::warn!(
+                            "ivshmem region {:?} peer {}: dropped a datagram: {e}",
+                            socket.region(),
+                            socket.peer_id()
+                        );
+                    }
+                }
+                Err(e) => {
+                    if self.log.allow() {
+                        log::warn!(
+                            "ivshmem region {:?} peer {}: receive failed: {e}",
+                            socket.region(),
+                            socket.peer_id()
+                        );
+                    }
+                    break;
+                }
+            }
+        }
+        if interrupt {
+            sync::lock(&device).deliver_interrupt();
+        }
     }
 }

@@ -23,16 +23,12 @@
 //! counted and logged (rate-limited); nothing a datagram contains can panic
 //! the receiver.
 //!
-//! [`IvshmemSubscriber`] is the receiving end in the VMM's control loop: it
-//! drains the socket (at most 64 datagrams per wake-up, so a flooding
-//! sender cannot starve the loop) and, if any message was valid, has the
-//! device deliver one interrupt.
+//! The receiving end in the VMM's control loop is
+//! [`IvshmemSubscriber`](super::device::IvshmemSubscriber), next to the
+//! device it interrupts; this file knows nothing of the device.
 
-use super::device::{IvshmemDevice, VECTORS};
 use super::region::{effective_uid, IvshmemRegion};
 use super::IvshmemError;
-use crate::ratelimit::RateLimiter;
-use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use std::ffi::OsStr;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
@@ -41,15 +37,15 @@ use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
 use thiserror::Error;
 
 /// Length of every datagram.
 pub const MESSAGE_LEN: usize = 16;
 /// First four bytes of every datagram.
 pub const MESSAGE_MAGIC: [u8; 4] = *b"CVDB";
-/// Datagrams handled per wake-up of the subscriber.
-const MAX_BATCH: usize = 64;
+/// Interrupt vectors a doorbell may name: one (the device interrupts
+/// through INTx).
+pub const VECTORS: u16 = 1;
 
 /// File name of `peer`'s doorbell socket in region `region`.
 pub fn socket_file_name(region: &str, peer: u16) -> String {
@@ -350,6 +346,16 @@ impl DoorbellSocket {
         &self.path
     }
 
+    /// Name of the region this socket belongs to.
+    pub fn region(&self) -> &str {
+        &self.region
+    }
+
+    /// This peer's id.
+    pub fn peer_id(&self) -> u16 {
+        self.peer_id
+    }
+
     /// Where `peer`'s socket lives.
     pub fn peer_path(&self, peer: u16) -> PathBuf {
         self.dir.join(socket_file_name(&self.region, peer))
@@ -440,117 +446,5 @@ impl DoorbellSocket {
 impl Drop for DoorbellSocket {
     fn drop(&mut self) {
         self.unlink();
-    }
-}
-
-/// The receiving end of a device's doorbell socket, for the VMM's
-/// `event-manager` control loop. It holds the device weakly: once the
-/// device is dropped (which wakes it), it stops watching and closes the
-/// socket.
-pub struct IvshmemSubscriber {
-    socket: Option<Arc<DoorbellSocket>>,
-    device: Weak<Mutex<IvshmemDevice>>,
-    received: u64,
-    rejected: u64,
-    log: RateLimiter,
-}
-
-impl IvshmemSubscriber {
-    pub(crate) fn new(socket: Arc<DoorbellSocket>, device: Weak<Mutex<IvshmemDevice>>) -> Self {
-        IvshmemSubscriber {
-            socket: Some(socket),
-            device,
-            received: 0,
-            rejected: 0,
-            log: RateLimiter::new(10),
-        }
-    }
-
-    /// Valid messages received.
-    pub fn received(&self) -> u64 {
-        self.received
-    }
-
-    /// Datagrams rejected.
-    pub fn rejected(&self) -> u64 {
-        self.rejected
-    }
-
-    /// Whether the device is gone and the socket closed.
-    pub fn is_closed(&self) -> bool {
-        self.socket.is_none()
-    }
-
-    fn close(&mut self, ops: &mut EventOps) {
-        if let Some(socket) = self.socket.take() {
-            let _ = ops.remove(Events::new(socket.as_ref(), EventSet::IN));
-            log::debug!(
-                "ivshmem region {:?} peer {}: device gone, socket closed",
-                socket.region,
-                socket.peer_id
-            );
-        }
-    }
-}
-
-impl MutEventSubscriber for IvshmemSubscriber {
-    fn init(&mut self, ops: &mut EventOps) {
-        if let Some(socket) = &self.socket {
-            if let Err(e) = ops.add(Events::new(socket.as_ref(), EventSet::IN)) {
-                log::error!(
-                    "ivshmem region {:?} peer {}: cannot watch {}: {e:?}",
-                    socket.region,
-                    socket.peer_id,
-                    socket.path.display()
-                );
-            }
-        }
-    }
-
-    fn process(&mut self, _events: Events, ops: &mut EventOps) {
-        let Some(socket) = self.socket.clone() else {
-            return;
-        };
-        let Some(device) = self.device.upgrade() else {
-            self.close(ops);
-            return;
-        };
-        let mut interrupt = false;
-        for _ in 0..MAX_BATCH {
-            match socket.receive() {
-                Ok(None) => break,
-                Ok(Some(Ok(msg))) => {
-                    self.received += 1;
-                    interrupt = true;
-                    log::trace!("ivshmem region {:?}: {msg:?}", socket.region);
-                }
-                Ok(Some(Err(e))) => {
-                    self.rejected += 1;
-                    if self.log.allow() {
-                        log::warn!(
-                            "ivshmem region {:?} peer {}: dropped a datagram: {e}",
-                            socket.region,
-                            socket.peer_id
-                        );
-                    }
-                }
-                Err(e) => {
-                    if self.log.allow() {
-                        log::warn!(
-                            "ivshmem region {:?} peer {}: receive failed: {e}",
-                            socket.region,
-                            socket.peer_id
-                        );
-                    }
-                    break;
-                }
-            }
-        }
-        if interrupt {
-            device
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .deliver_interrupt();
-        }
     }
 }

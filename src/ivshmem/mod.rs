@@ -12,11 +12,11 @@
 //!   open-file-description locks on that file.
 //! - [`doorbell`]: the notification transport, one Unix datagram socket per
 //!   peer (`<runtime dir>/cellvm-ivshmem-<region>.<peer>.sock`, mode 0600),
-//!   the 16-byte [`Message`] sent over it, and [`IvshmemSubscriber`], the
-//!   `event-manager` subscriber that turns received messages into INTx.
+//!   and the 16-byte [`Message`] sent over it.
 //! - [`device`]: [`IvshmemDevice`], the [`PciFunction`](crate::pci::PciFunction):
 //!   IDs 110a:4106, class 0xff, BAR0 registers, BAR2 shared memory, the
-//!   vendor-specific capability, INTx.
+//!   vendor-specific capability, INTx; and [`IvshmemSubscriber`], the
+//!   `event-manager` subscriber that turns received messages into INTx.
 //!
 //! Wiring into a VMM:
 //!
@@ -43,8 +43,8 @@ pub mod device;
 pub mod doorbell;
 pub mod region;
 
-pub use device::{IvshmemDevice, IvshmemStats};
-pub use doorbell::{DoorbellSocket, IvshmemSubscriber, Message, MessageError, MessageKind};
+pub use device::{IvshmemDevice, IvshmemStats, IvshmemSubscriber};
+pub use doorbell::{DoorbellSocket, Message, MessageError, MessageKind};
 pub use region::{GuestSlot, IvshmemRegion, RegionLayout};
 
 use crate::pci::PciError;

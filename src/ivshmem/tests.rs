@@ -8,11 +8,12 @@ use super::doorbell::{socket_file_name, MESSAGE_LEN, MESSAGE_MAGIC};
 use super::region::{region_file_name, HEADER_SIZE, STATE_TABLE_SIZE};
 use super::*;
 use crate::config::IvshmemConfig;
+use crate::devices::InterruptLine;
 use crate::pci::config_space::{
     regs as header, COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, COMMAND_MEMORY, STATUS_CAPABILITIES,
     STATUS_INTERRUPT,
 };
-use crate::pci::{BarMapError, BarMapper, InterruptLine, PciFunction};
+use crate::pci::{BarMapError, BarMapper, PciFunction};
 use event_manager::{EventManager, SubscriberId, SubscriberOps};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};

@@ -1,16 +1,16 @@
 //! Base address registers: what a function declares ([`BarSpec`]), what the
-//! guest has programmed ([`BarRegion`]), and how a programmed BAR reaches the
-//! function ([`BarAdapter`] on the MMIO bus, plus an optional [`BarMapper`]
-//! that puts host resources at the BAR's address: memory slots, ioeventfds).
+//! guest has programmed ([`BarRegion`]), and the optional [`BarMapper`] that
+//! puts host resources at the BAR's address (memory slots, ioeventfds). The
+//! bus device that forwards a mapped BAR's accesses to the function is
+//! [`BarAdapter`](super::host_bridge::BarAdapter), in the host bridge: this
+//! file describes BARs and knows nothing of functions.
 //!
 //! Sizing needs no special code: the address bits of a BAR register are
 //! writable only above the BAR's size (`!(size - 1)`), and the type bits are
 //! read-only, so after the guest writes all ones it reads back
 //! `!(size - 1) | type bits`, which is the PCI sizing protocol.
 
-use super::config_space::SharedFunction;
 use super::PciError;
-use crate::devices::BusDevice;
 use std::fmt;
 use std::sync::Arc;
 
@@ -254,36 +254,5 @@ impl BarRegion {
     /// One past the last address.
     pub fn end(&self) -> u64 {
         self.base.saturating_add(self.size)
-    }
-}
-
-/// The [`BusDevice`] registered on the MMIO bus for a mapped BAR: forwards
-/// each access to the function's BAR handler. It holds the function, not the
-/// bridge, so a BAR access takes only the function's lock (see `docs/pci.md`).
-pub struct BarAdapter {
-    function: SharedFunction,
-    index: usize,
-}
-
-impl BarAdapter {
-    /// An adapter for BAR `index` of `function`.
-    pub fn new(function: SharedFunction, index: usize) -> Self {
-        BarAdapter { function, index }
-    }
-}
-
-impl BusDevice for BarAdapter {
-    fn read(&mut self, offset: u64, data: &mut [u8]) {
-        self.function
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .read_bar(self.index, offset, data);
-    }
-
-    fn write(&mut self, offset: u64, data: &[u8]) {
-        self.function
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .write_bar(self.index, offset, data);
     }
 }

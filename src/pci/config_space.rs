@@ -15,6 +15,7 @@
 
 use super::bar::{BarKind, BarRegion, BarSpec};
 use super::PciError;
+use crate::devices::InterruptLine;
 use std::sync::{Arc, Mutex};
 
 /// Register byte offsets of the type-0 header.
@@ -106,13 +107,6 @@ pub const HEADER_MULTI_FUNCTION: u8 = 0x80;
 pub const CONFIG_SPACE_SIZE: usize = 256;
 const DWORDS: usize = CONFIG_SPACE_SIZE / 4;
 const BAR_DWORD: usize = regs::BAR0 / 4;
-
-/// A level-triggered interrupt line (INTx). The VMM implements it with an
-/// irqfd and a resample eventfd on an IOAPIC pin; tests with a recorder.
-pub trait InterruptLine: Send + Sync {
-    /// Drives the line: `true` asserted, `false` deasserted.
-    fn set_level(&self, level: bool);
-}
 
 /// A function's interrupt pin register value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

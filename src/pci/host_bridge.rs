@@ -8,21 +8,18 @@
 //! INTx pin → VMM line, and the bridge calls [`Bus::insert`] /
 //! [`Bus::remove`] and [`BarMapper`]s with no function lock held.
 
-use super::bar::{BarAdapter, BarKind, BarMapper, BarRegion};
-use super::config_space::{InterruptLine, SharedFunction};
+use super::bar::{BarKind, BarMapper, BarRegion};
+use super::config_space::SharedFunction;
 use super::decode::{BadAccess, ConfigDecoder, Decoded, PciAddress};
+use super::intx::pci_intx_pin;
 use super::PciError;
 use crate::config::Window;
-use crate::devices::{fill_le, le_value, Bus, BusDevice};
-use crate::fdt::pci_intx_pin;
+use crate::devices::{fill_le, le_value, Bus, BusDevice, InterruptLine};
 use crate::layout::PciBridgeSlot;
 use crate::ratelimit::RateLimiter;
+use crate::sync;
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-
-fn lock<T: ?Sized>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
+use std::sync::{Arc, Mutex, Weak};
 
 #[derive(Default)]
 struct PinState {
@@ -41,7 +38,7 @@ struct SharedPin {
 
 impl SharedPin {
     fn set(&self, source: u16, level: bool) {
-        let mut st = lock(&self.state);
+        let mut st = sync::lock(&self.state);
         if level {
             st.sources.insert(source);
         } else {
@@ -57,13 +54,13 @@ impl SharedPin {
     }
 
     fn connect(&self, line: Arc<dyn InterruptLine>) {
-        let mut st = lock(&self.state);
+        let mut st = sync::lock(&self.state);
         line.set_level(st.level);
         st.line = Some(line);
     }
 
     fn level(&self) -> bool {
-        lock(&self.state).level
+        sync::lock(&self.state).level
     }
 }
 
@@ -76,6 +73,31 @@ struct IntxSource {
 impl InterruptLine for IntxSource {
     fn set_level(&self, level: bool) {
         self.pin.set(self.source, level);
+    }
+}
+
+/// The [`BusDevice`] registered on the MMIO bus for a mapped BAR: forwards
+/// each access to the function's BAR handler. It holds the function, not the
+/// bridge, so a BAR access takes only the function's lock (see `docs/pci.md`).
+pub struct BarAdapter {
+    function: SharedFunction,
+    index: usize,
+}
+
+impl BarAdapter {
+    /// An adapter for BAR `index` of `function`.
+    pub fn new(function: SharedFunction, index: usize) -> Self {
+        BarAdapter { function, index }
+    }
+}
+
+impl BusDevice for BarAdapter {
+    fn read(&mut self, offset: u64, data: &mut [u8]) {
+        sync::lock(&self.function).read_bar(self.index, offset, data);
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) {
+        sync::lock(&self.function).write_bar(self.index, offset, data);
     }
 }
 
@@ -261,7 +283,7 @@ impl PciHostBridge {
     /// function there using INTx.
     pub fn intx_gsi(&self, address: PciAddress) -> Option<u32> {
         let slot = self.functions.get(&address)?;
-        let pin = lock(&slot.function).config().interrupt_pin();
+        let pin = sync::lock(&slot.function).config().interrupt_pin();
         (1..=4)
             .contains(&pin)
             .then(|| pci_intx_pin(&self.intx_gsis, u32::from(address.device), u32::from(pin)))
@@ -288,7 +310,7 @@ impl PciHostBridge {
             return Err(PciError::Occupied(address));
         }
         {
-            let mut f = lock(&function);
+            let mut f = sync::lock(&function);
             let pin = f.config().interrupt_pin();
             let line: Option<Arc<dyn InterruptLine>> = if (1..=4).contains(&pin) {
                 let index = Self::intx_index(address.device, pin);
@@ -320,7 +342,7 @@ impl PciHostBridge {
             return Err(PciError::NoFunction(address));
         };
         self.unmap_all(&mut slot);
-        lock(&slot.function).config_mut().connect_intx(None);
+        sync::lock(&slot.function).config_mut().connect_intx(None);
         self.update_multi_function(address.bus, address.device);
         Ok(slot.function)
     }
@@ -358,7 +380,7 @@ impl PciHostBridge {
         let addresses = self.addresses();
         for a in &addresses {
             if let Some(slot) = self.functions.get(a) {
-                lock(&slot.function).reset();
+                sync::lock(&slot.function).reset();
             }
         }
         for a in addresses {
@@ -377,7 +399,7 @@ impl PciHostBridge {
             device,
             function: 0,
         }) {
-            lock(&slot.function)
+            sync::lock(&slot.function)
                 .config_mut()
                 .set_multi_function(on_device > 1);
         }
@@ -398,7 +420,7 @@ impl PciHostBridge {
         let mut want: [Option<BarRegion>; 6] = [None; 6];
         let mut memory: [Option<Arc<dyn BarMapper>>; 6] = Default::default();
         {
-            let f = lock(&slot.function);
+            let f = sync::lock(&slot.function);
             let config = f.config();
             for region in config.active_bars() {
                 if let Some(w) = want.get_mut(region.index) {
@@ -455,7 +477,7 @@ impl PciHostBridge {
     /// (a decoded access); `None` if no function or beyond its config space.
     fn config_read(&self, address: PciAddress, register: u16) -> Option<u32> {
         let slot = self.functions.get(&address)?;
-        let mut f = lock(&slot.function);
+        let mut f = sync::lock(&slot.function);
         let reg = usize::from(register);
         (reg < f.config_size()).then(|| f.read_config(reg / 4))
     }
@@ -490,7 +512,7 @@ impl BusDevice for PciHostBridge {
                 };
                 let value = (le_value(data) as u32) << shift;
                 let wrote = {
-                    let mut f = lock(&slot.function);
+                    let mut f = sync::lock(&slot.function);
                     let reg = usize::from(register);
                     let inside = reg < f.config_size();
                     if inside {
@@ -513,7 +535,7 @@ impl Drop for PciHostBridge {
         let mut slots = std::mem::take(&mut self.functions);
         for slot in slots.values_mut() {
             self.unmap_all(slot);
-            lock(&slot.function).config_mut().connect_intx(None);
+            sync::lock(&slot.function).config_mut().connect_intx(None);
         }
     }
 }

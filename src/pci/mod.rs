@@ -11,6 +11,8 @@
 //! - [`host_bridge`]: [`PciHostBridge`], the [`BusDevice`](crate::devices::BusDevice)
 //!   for the config window; it maps and unmaps BARs on the MMIO [`Bus`](crate::devices::Bus)
 //!   as the guest programs them, and routes INTx to the bridge's four IOAPIC pins.
+//! - [`intx`]: [`pci_intx_pin`], the INTx swizzle the bridge and the device
+//!   tree's `interrupt-map` share.
 //! - [`msix`]: [`Msix`], the MSI-X capability, vector table and pending bits.
 //! - [`test_device`]: [`PciTestDevice`], a tiny function for end-to-end tests.
 //!
@@ -21,13 +23,15 @@ pub mod bar;
 pub mod config_space;
 pub mod decode;
 pub mod host_bridge;
+pub mod intx;
 pub mod msix;
 pub mod test_device;
 
 pub use bar::{BarKind, BarMapError, BarMapper, BarRegion, BarSpec};
-pub use config_space::{ConfigSpace, InterruptLine, IntxPin, PciFunction, PciIds, SharedFunction};
+pub use config_space::{ConfigSpace, IntxPin, PciFunction, PciIds, SharedFunction};
 pub use decode::{BadAccess, ConfigDecoder, Decoded, PciAddress};
 pub use host_bridge::PciHostBridge;
+pub use intx::pci_intx_pin;
 pub use msix::{MsiSender, Msix};
 pub use test_device::PciTestDevice;
 

@@ -1,16 +1,15 @@
-use super::bar::BarAdapter;
 use super::config_space::{
     regs, COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, COMMAND_IO, COMMAND_MEMORY, COMMAND_WRITABLE,
     STATUS_CAPABILITIES, STATUS_INTERRUPT, STATUS_RECEIVED_MASTER_ABORT, STATUS_W1C,
 };
+use super::host_bridge::BarAdapter;
 use super::test_device::{
     regs as td, TEST_DEVICE_BAR_SIZE, TEST_DEVICE_DEVICE_ID, TEST_DEVICE_MAGIC,
     TEST_DEVICE_VENDOR_ID,
 };
 use super::*;
 use crate::config::{PciHostKind, Window};
-use crate::devices::{Bus, BusDevice, BusKind};
-use crate::fdt::pci_intx_pin;
+use crate::devices::{Bus, BusDevice, BusKind, InterruptLine};
 use crate::layout::PciBridgeSlot;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};

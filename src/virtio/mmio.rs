@@ -10,8 +10,7 @@
 
 use super::state::{QueueField, Signals, VirtioState};
 use super::{HostFdsWaker, VirtioBackend};
-use crate::devices::{fill_le, le_value, BusDevice};
-use crate::pci::InterruptLine;
+use crate::devices::{fill_le, le_value, BusDevice, InterruptLine};
 use std::sync::Arc;
 use virtio_queue::QueueT;
 use vm_memory::GuestMemoryMmap;

@@ -3,8 +3,9 @@
 
 use super::pci::{common, layout, VirtioPciFunction, NO_VECTOR};
 use super::*;
+use crate::devices::InterruptLine;
 use crate::pci::config_space::{regs as cfg, COMMAND_BUS_MASTER, COMMAND_MEMORY, STATUS_INTERRUPT};
-use crate::pci::{InterruptLine, MsiSender, PciFunction};
+use crate::pci::{MsiSender, PciFunction};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use virtio_bindings::virtio_config::{

@@ -3,8 +3,7 @@
 
 use super::mmio::{regs, INT_CONFIG, INT_USED_RING, MAGIC, VENDOR_ID};
 use super::*;
-use crate::devices::BusDevice;
-use crate::pci::InterruptLine;
+use crate::devices::{BusDevice, InterruptLine};
 use std::io::{Read, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};

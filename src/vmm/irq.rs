@@ -2,7 +2,8 @@
 //! `KVM_IRQ_LINE`, edge-triggered pins and MSI-X vectors signalled through
 //! irqfds, and the GSI routing table the MSI irqfds need.
 
-use crate::pci::InterruptLine;
+use crate::devices::InterruptLine;
+use crate::sync;
 use kvm_bindings::{
     kvm_irq_routing_entry, KvmIrqRouting, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
     KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI,
@@ -125,7 +126,7 @@ impl GsiRouter {
     }
 
     fn lock(&self) -> MutexGuard<'_, BTreeMap<u32, (u64, u32)>> {
-        self.routes.lock().unwrap_or_else(|e| e.into_inner())
+        sync::lock(&self.routes)
     }
 
     /// A GSI for a new MSI route, pointing at `address`/`data`.
@@ -322,7 +323,7 @@ impl IrqfdMsiSender {
 
 impl crate::pci::MsiSender for IrqfdMsiSender {
     fn send(&self, vector: u16, address: u64, data: u32) {
-        let mut vectors = self.vectors.lock().unwrap_or_else(|e| e.into_inner());
+        let mut vectors = sync::lock(&self.vectors);
         let route = match vectors.entry(vector) {
             std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
             std::collections::btree_map::Entry::Vacant(e) => match self.install(address, data) {
@@ -357,7 +358,7 @@ impl crate::pci::MsiSender for IrqfdMsiSender {
 
 impl Drop for IrqfdMsiSender {
     fn drop(&mut self) {
-        let vectors = std::mem::take(self.vectors.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let vectors = std::mem::take(sync::get_mut(&mut self.vectors));
         for route in vectors.values() {
             if let Err(e) = self.fallback.vm.unregister_irqfd(&route.fd, route.gsi) {
                 log::warn!("unregister MSI irqfd on GSI {}: {e}", route.gsi);

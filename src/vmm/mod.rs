@@ -390,11 +390,7 @@ impl Cell {
             .stop
             .reason()
             .unwrap_or_else(|| StopReason::Error("stopped without a reason".into()));
-        let boot_marks = self
-            .boot_marks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone();
+        let boot_marks = crate::sync::lock(&self.boot_marks).clone();
         Ok(RunOutcome {
             reason,
             boot_marks,
@@ -449,10 +445,7 @@ fn spawn_input_pump(
                 };
                 let mut done = 0;
                 while done < n {
-                    let took = console
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .enqueue_input(&buf[done..n]);
+                    let took = crate::sync::lock(&console).enqueue_input(&buf[done..n]);
                     done += took;
                     if took == 0 && !wait_readable(space.event()) {
                         return;

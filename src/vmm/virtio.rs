@@ -16,6 +16,7 @@ use super::error::{OsContext, VmmError};
 use super::irq::{self, GsiRouter};
 use crate::config::{VirtioBackendConfig, VirtioKind};
 use crate::pci::{BarMapError, BarMapper};
+use crate::sync;
 use crate::virtio::{
     BlockBackend, ConsoleBackend, ConsoleHost, RngBackend, VirtioBackend, VirtioMmioDevice,
     VirtioPciFunction, VirtioTransport,
@@ -199,7 +200,7 @@ impl QueueEvents {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
-        self.registered_at.lock().unwrap_or_else(|e| e.into_inner())
+        sync::lock(&self.registered_at)
     }
 
     fn change(&self, base: u64, assign: bool) -> Result<(), kvm_ioctls::Error> {
@@ -322,7 +323,7 @@ impl VirtioWorker {
         let ctl = EventFd::new(EFD_NONBLOCK).os("create virtio worker eventfd")?;
         let ctl_fd = ctl.try_clone().os("duplicate virtio worker eventfd")?;
         let wake = EventFd::new(EFD_NONBLOCK).os("create virtio worker wake eventfd")?;
-        lock(&device).set_host_fds_waker(
+        sync::lock(&device).set_host_fds_waker(
             wake.try_clone()
                 .os("duplicate virtio worker wake eventfd")?,
         );
@@ -360,12 +361,6 @@ impl Drop for VirtioWorker {
     }
 }
 
-fn lock<'a>(
-    device: &'a Mutex<dyn VirtioTransport + 'static>,
-) -> std::sync::MutexGuard<'a, dyn VirtioTransport + 'static> {
-    device.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 /// Reads every queue eventfd once without blocking and serves the queues
 /// that were notified; true if any was.
 fn serve_pending(device: &Mutex<dyn VirtioTransport>, queues: &[EventFd]) -> bool {
@@ -373,7 +368,7 @@ fn serve_pending(device: &Mutex<dyn VirtioTransport>, queues: &[EventFd]) -> boo
     for (i, q) in queues.iter().enumerate() {
         if q.read().is_ok() {
             // Queue indices fit u16 (backends have a handful of queues).
-            lock(device).queue_notified(i as u16);
+            sync::lock(device).queue_notified(i as u16);
             any = true;
         }
     }
@@ -410,7 +405,7 @@ fn worker_loop(
         fds.push(pollfd(ctl.as_raw_fd()));
         fds.push(pollfd(wake.as_raw_fd()));
         fds.extend(queues.iter().map(|q| pollfd(q.as_raw_fd())));
-        fds.extend(lock(device).host_fds().into_iter().map(pollfd));
+        fds.extend(sync::lock(device).host_fds().into_iter().map(pollfd));
         // SAFETY: `fds` is a valid array of `fds.len()` pollfds; every fd is
         // open: ours are owned by this thread, the host fds by the device,
         // which cannot close them while we wait (it is only changed under
@@ -435,7 +430,7 @@ fn worker_loop(
             serve_pending(device, queues);
         }
         if fds[first_host..].iter().any(|p| p.revents != 0) {
-            lock(device).process_host_input();
+            sync::lock(device).process_host_input();
         }
     }
 }

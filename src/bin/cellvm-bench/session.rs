@@ -2,6 +2,7 @@
 //! stderr line by line, wait for a line, sample its memory, kill it.
 
 use crate::Vmm;
+use cellvm::sync;
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, Stdio};
@@ -123,7 +124,7 @@ impl Session {
     /// `what` plus the last lines of both outputs.
     pub fn failure(&self, what: String) -> String {
         let join = |t: &Tail| {
-            let t = t.lock().unwrap_or_else(|e| e.into_inner());
+            let t = sync::lock(t);
             t.iter().map(|l| format!("\n    | {l}")).collect::<String>()
         };
         format!(
@@ -145,7 +146,7 @@ impl Drop for Session {
 }
 
 fn remember(tail: &Tail, line: &str) {
-    let mut t = tail.lock().unwrap_or_else(|e| e.into_inner());
+    let mut t = sync::lock(tail);
     if t.len() == TAIL_LINES {
         t.pop_front();
     }
