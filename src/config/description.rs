@@ -5,10 +5,11 @@
 //! defaults, rules and messages are the cell file's (docs/overlays.md,
 //! "Description files").
 
-use super::{
-    parse_toml, raw, read_source, source_dir, validate, ConfigError, DeviceConfig, LoadOptions,
-    Location,
-};
+use super::error::{ConfigError, Location};
+use super::model::{DeviceConfig, LoadOptions};
+use super::raw;
+use super::source::{parse_toml, read_source, source_dir};
+use super::validate;
 use std::path::Path;
 
 /// Reads and validates the device description file at `path`: one device

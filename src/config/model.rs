@@ -352,3 +352,21 @@ impl Default for VirtioBackendConfig {
         }
     }
 }
+
+/// Largest vCPU count a cell may have.
+pub const MAX_VCPUS: u8 = 64;
+
+/// How [`crate::config::load`] and [`crate::config::parse`] treat the files a config names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Check that the kernel and initrd exist and are readable, and detect
+    /// the kernel format from the image. When `false` (e.g. `cellvm dtb`),
+    /// nothing is read and the format defaults to bzImage unless given.
+    pub check_files: bool,
+}
+
+impl Default for LoadOptions {
+    fn default() -> Self {
+        LoadOptions { check_files: true }
+    }
+}

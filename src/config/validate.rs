@@ -3,18 +3,18 @@
 
 use super::error::{ConfigError, Location};
 use super::kernel_image::{identify, read_head};
+use super::model::{
+    CellConfig, ConsoleConfig, ConsoleInput, ConsoleOutput, CpuConfig, DeviceConfig, IvshmemConfig,
+    KernelConfig, KernelFormat, MemoryRegion, PciBridgeConfig, PciDeviceConfig, PciDeviceKind,
+    PciHostKind, UartConfig, VirtioBackendConfig, VirtioKind, VirtioMmioConfig, VirtioPciConfig,
+    Window, MAX_VCPUS,
+};
 use super::origins::{Origin, Origins};
 use super::raw::{
     textual_path, Node, RawBackendKeys, RawCell, RawConsole, RawCpus, RawDevices, RawKernel,
     RawMemory, RawPciBridge, RawPciDevice, RawSize, RawUart, RawVirtioMmio, RawWindow, Sp, Span,
 };
 use super::size::{human_size, parse_size, GIB, KIB, MIB};
-use super::{
-    CellConfig, ConsoleConfig, ConsoleInput, ConsoleOutput, CpuConfig, DeviceConfig, IvshmemConfig,
-    KernelConfig, KernelFormat, MemoryRegion, PciBridgeConfig, PciDeviceConfig, PciDeviceKind,
-    PciHostKind, UartConfig, VirtioBackendConfig, VirtioKind, VirtioMmioConfig, VirtioPciConfig,
-    Window, MAX_VCPUS,
-};
 use crate::platform::{
     CAM_BUS_SIZE, DEVICE_WINDOW_END, DEVICE_WINDOW_START, ECAM_BUS_SIZE, IOAPIC_BASE, IOAPIC_PINS,
     UART_PORT_COUNT, VIRTIO_MMIO_SIZE,

@@ -1,6 +1,7 @@
 //! Range reservations: guest-physical addresses, or I/O ports.
 
-use super::{LayoutError, Owner};
+use super::error::LayoutError;
+use super::owner::Owner;
 use crate::config::Window;
 
 /// One reserved range and who owns it.

@@ -1,6 +1,7 @@
 //! IOAPIC pin allocation.
 
-use super::{LayoutError, Owner};
+use super::error::LayoutError;
+use super::owner::Owner;
 
 /// Tracks which IOAPIC pins are in use and by whom.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 use super::*;
 use crate::config::{
     CellConfig, ConsoleConfig, ConsoleInput, ConsoleOutput, CpuConfig, KernelConfig, KernelFormat,
-    MemoryRegion, PciBridgeConfig, VirtioKind, VirtioMmioConfig,
+    MemoryRegion, PciBridgeConfig, PciHostKind, VirtioKind, VirtioMmioConfig, Window,
 };
 
 fn cfg() -> CellConfig {
