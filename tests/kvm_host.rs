@@ -686,3 +686,85 @@ fn a_boot_time_uart_table_serves_its_port_and_writes_its_output_file() {
     assert_eq!(outcome.reason.exit_code(), 0);
     assert_eq!(std::fs::read_to_string(&out).unwrap(), "to com2");
 }
+
+/// Runs a halting guest with its control API at `socket` on a thread; the
+/// returned handle stops it.
+fn serve_halting_cell(
+    socket: &std::path::Path,
+    elf_dir: &std::path::Path,
+) -> (
+    cellvm::stop::StopHandle,
+    std::thread::JoinHandle<RunOutcome>,
+) {
+    require_kvm();
+    let mut asm = Asm::new();
+    asm.halt_forever();
+    let elf = write_elf(elf_dir, "guest.elf", &asm);
+    let cfg = config_for(elf, 1);
+    let (capture, _first) = Capture::new();
+    let mut cell_io = io(&capture, None);
+    cell_io.api_socket = Some(socket.to_path_buf());
+    let cell = Cell::new(cfg, cell_io, Instant::now()).expect("build cell");
+    let stop = cell.stop_handle();
+    let runner = std::thread::spawn(move || cell.run().expect("run cell"));
+    // Wait (bounded) until the API answers.
+    let ready = (0..500).any(|_| {
+        let ok = cellvm::api::client::call(
+            socket,
+            &cellvm::api::Request::Status {},
+            std::time::Duration::from_secs(1),
+        )
+        .is_ok();
+        if !ok {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        ok
+    });
+    assert!(ready, "the control API never answered");
+    (stop, runner)
+}
+
+#[test]
+fn a_refused_attach_leaves_no_file_behind_and_keeps_files_it_did_not_create() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("run").join("cell.sock");
+    let (stop, runner) = serve_halting_cell(&socket, dir.path());
+    let attach = |device: serde_json::Value| {
+        cellvm::api::client::call(
+            &socket,
+            &cellvm::api::Request::Attach {
+                device: toml::Value::try_from(device).unwrap(),
+                base_dir: Some(dir.path().to_path_buf()),
+                timeout_ms: Some(500),
+            },
+            std::time::Duration::from_secs(10),
+        )
+        .unwrap()
+    };
+    // No agent in this guest: every attach is refused after its model was
+    // built (files created), and must be rolled back.
+    let r = attach(serde_json::json!({"uart": [{"id": "u1", "path": "u1.out"}]}));
+    assert!(!r.ok, "{r:?}");
+    let r = attach(
+        serde_json::json!({"virtio_mmio": [{"id": "c1", "kind": "console", "socket": "c1.sock"}]}),
+    );
+    assert!(!r.ok, "{r:?}");
+    let r = attach(
+        serde_json::json!({"virtio_mmio": [{"id": "c2", "kind": "console", "path": "c2.log"}]}),
+    );
+    assert!(!r.ok, "{r:?}");
+    for f in ["u1.out", "c1.sock", "c2.log"] {
+        assert!(!dir.path().join(f).exists(), "{f} was left behind");
+    }
+    // A file that was there before is the user's: kept.
+    std::fs::write(dir.path().join("mine.log"), "keep me").unwrap();
+    let r = attach(serde_json::json!({"uart": [{"id": "u2", "path": "mine.log"}]}));
+    assert!(!r.ok);
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("mine.log")).unwrap(),
+        "keep me"
+    );
+    stop.stop(StopReason::Error("test over".into()));
+    runner.join().unwrap();
+    assert!(!socket.exists(), "the control socket goes with the cell");
+}

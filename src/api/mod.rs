@@ -1,24 +1,39 @@
-//! The control API of a running cell: a Unix stream socket (owner-only)
-//! speaking line-delimited JSON ([`protocol`]). Requests are served one at a
-//! time, so concurrent changes to one cell are serialised; a connection that
-//! sends nothing for [`DEFAULT_IDLE_TIMEOUT`] is closed, so an idle client
-//! cannot keep the others waiting.
+//! The control API of a running cell: a Unix stream socket (owner-only, in
+//! an owner-only runtime directory) speaking line-delimited JSON
+//! ([`protocol`]).
+//!
+//! Concurrency: each connection is served on its own thread, at most
+//! [`MAX_CONNECTIONS`] at a time (one more is told `busy` and closed).
+//! Read-only requests (`status`, `devices`) are answered while a change
+//! (`attach`, `detach`) waits for the guest; changes to one cell are
+//! serialised by the cell (`vmm::hotplug`). Every request line must arrive
+//! whole within [`DEFAULT_IDLE_TIMEOUT`] of the previous answer (a total
+//! deadline, not one per read), so a client that trickles bytes cannot hold
+//! a connection; a guest wait is bounded by
+//! [`protocol::MAX_GUEST_TIMEOUT_MS`].
 
 pub mod client;
+pub mod line;
 pub mod protocol;
 
-use protocol::{parse_request, ApiError, ErrorKind, Reply, Request, Response, MAX_REQUEST};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use line::{LineError, LineReader};
+use protocol::{parse_request, ApiError, ErrorKind, Response, MAX_REQUEST};
+pub use protocol::{Reply, Request};
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use thiserror::Error;
 
 /// How long a connection may wait between requests (or take to send one, or
 /// to take an answer) before it is closed.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections served at once; one more is answered `busy` and closed.
+pub const MAX_CONNECTIONS: usize = 16;
 
 /// Errors setting up the API socket.
 #[derive(Debug, Error)]
@@ -31,6 +46,20 @@ pub enum ApiSetupError {
         /// Why.
         source: std::io::Error,
     },
+    /// The runtime directory exists but another user owns it, or others may
+    /// write to it: a socket there could be replaced under us.
+    #[error("control socket directory {path} is not safe: {why} (cellvm wants a directory owned by this user with mode 0700)")]
+    UnsafeDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// Something that is not a socket is at the socket path.
+    #[error(
+        "{0} exists and is not a socket: cellvm only replaces a stale socket, never another file"
+    )]
+    NotASocket(PathBuf),
     /// Another live cell owns the socket.
     #[error("control socket {0} is in use: is a cell with this name already running?")]
     InUse(PathBuf),
@@ -82,24 +111,25 @@ pub struct ApiServer {
 }
 
 impl ApiServer {
-    /// Binds `path` (mode 0600, in a directory created with mode 0700).
-    /// A stale socket (nobody listening) is replaced; a live one is an error.
+    /// Binds `path` (mode 0600, in a directory created with mode 0700, or
+    /// an existing one that this user owns and nobody else may write to).
+    /// A stale socket (nobody listening) is replaced; a live one, or a file
+    /// that is not a socket, is an error.
     pub fn bind(path: &Path) -> Result<Self, ApiSetupError> {
-        if let Some(dir) = path.parent() {
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|source| ApiSetupError::Dir {
-                    path: dir.to_path_buf(),
-                    source,
-                })?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            ensure_private_dir(dir)?;
         }
-        if path.exists() {
-            if UnixStream::connect(path).is_ok() {
-                return Err(ApiSetupError::InUse(path.to_path_buf()));
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if !meta.file_type().is_socket() => {
+                return Err(ApiSetupError::NotASocket(path.to_path_buf()));
             }
-            let _ = std::fs::remove_file(path);
+            Ok(_) => {
+                if UnixStream::connect(path).is_ok() {
+                    return Err(ApiSetupError::InUse(path.to_path_buf()));
+                }
+                let _ = std::fs::remove_file(path);
+            }
+            Err(_) => {}
         }
         let bind_err = |source| ApiSetupError::Bind {
             path: path.to_path_buf(),
@@ -126,32 +156,98 @@ impl ApiServer {
         &self.path
     }
 
-    /// Serves connections on a background thread until the process ends.
+    /// Accepts connections on a background thread until the process ends,
+    /// serving each on a thread of its own (at most [`MAX_CONNECTIONS`]).
     /// The returned guard removes the socket file when dropped.
     pub fn spawn(self, target: Arc<dyn ControlTarget>) -> std::io::Result<SocketGuard> {
         let listener = self.listener.try_clone()?;
         let guard = SocketGuard {
             path: self.path.clone(),
         };
-        let idle = Some(self.idle_timeout);
+        let idle = self.idle_timeout;
+        let open = Arc::new(AtomicUsize::new(0));
         std::thread::Builder::new()
             .name("api".into())
             .spawn(move || {
                 for conn in listener.incoming() {
-                    let stream = conn.and_then(|s| {
-                        s.set_read_timeout(idle)?;
-                        s.set_write_timeout(idle)?;
-                        Ok(s)
-                    });
-                    match stream {
-                        Ok(stream) => serve_connection(stream, target.as_ref()),
+                    match conn.and_then(|s| s.set_write_timeout(Some(idle)).map(|()| s)) {
+                        Ok(stream) => accept(stream, &target, &open, idle),
                         Err(e) => log::warn!("api: accept failed: {e}"),
                     }
-                    release_free_heap();
                 }
             })?;
         Ok(guard)
     }
+}
+
+/// Serves `stream` on a thread of its own, or tells it `busy` when
+/// [`MAX_CONNECTIONS`] are open.
+fn accept(
+    mut stream: UnixStream,
+    target: &Arc<dyn ControlTarget>,
+    open: &Arc<AtomicUsize>,
+    idle: Duration,
+) {
+    if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
+        open.fetch_sub(1, Ordering::AcqRel);
+        let busy = ApiError::new(
+            ErrorKind::Busy,
+            format!("{MAX_CONNECTIONS} connections are open; try again"),
+        );
+        let _ = send(&mut stream, &Response::err(busy));
+        return;
+    }
+    let target = target.clone();
+    let done = open.clone();
+    let spawned = std::thread::Builder::new()
+        .name("api-conn".into())
+        .spawn(move || {
+            serve_connection(stream, target.as_ref(), idle);
+            done.fetch_sub(1, Ordering::AcqRel);
+            release_free_heap();
+        });
+    if let Err(e) = spawned {
+        open.fetch_sub(1, Ordering::AcqRel);
+        log::warn!("api: cannot start a connection thread: {e}");
+    }
+}
+
+/// Creates `dir` with mode 0700, or accepts an existing one only if this
+/// user owns it and neither group nor others may write to it (a directory
+/// someone else controls could have its socket swapped).
+fn ensure_private_dir(dir: &Path) -> Result<(), ApiSetupError> {
+    let io = |source| ApiSetupError::Dir {
+        path: dir.to_path_buf(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io)?;
+    let meta = std::fs::symlink_metadata(dir).map_err(io)?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    let unsafe_dir = |why: String| ApiSetupError::UnsafeDir {
+        path: dir.to_path_buf(),
+        why,
+    };
+    if !meta.is_dir() {
+        return Err(unsafe_dir("it is not a directory".into()));
+    }
+    if meta.uid() != me {
+        return Err(unsafe_dir(format!(
+            "it is owned by uid {}, not by this user (uid {me})",
+            meta.uid()
+        )));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(unsafe_dir(format!(
+            "its mode is {:o}: group or others may write to it",
+            meta.mode() & 0o7777
+        )));
+    }
+    Ok(())
 }
 
 /// Removes the socket file when dropped.
@@ -182,63 +278,48 @@ fn release_free_heap() {
 }
 
 /// Serves one connection: a response line per request line, until the
-/// client closes it, or a read or write fails or times out (the stream's
-/// own timeouts).
-pub fn serve_connection(stream: UnixStream, target: &dyn ControlTarget) {
-    let Ok(write_half) = stream.try_clone() else {
-        return;
-    };
-    let mut writer = write_half;
-    let mut reader = BufReader::new(stream);
+/// client closes it, a request line does not arrive whole within `idle` of
+/// the previous answer (or is longer than [`MAX_REQUEST`]), or an answer
+/// cannot be written within `idle`.
+pub fn serve_connection(mut stream: UnixStream, target: &dyn ControlTarget, idle: Duration) {
+    let mut reader = LineReader::default();
     loop {
-        let mut line = Vec::new();
-        let limited = (&mut reader)
-            .take(MAX_REQUEST as u64 + 1)
-            .read_until(b'\n', &mut line);
-        match limited {
-            Ok(0) => return,
-            Ok(_) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                ) =>
-            {
-                log::info!("api: closing a connection that sent no request in time");
+        let line = match reader.read_line(&mut stream, MAX_REQUEST, Instant::now() + idle) {
+            Ok(line) => line,
+            Err(LineError::TooLong) => {
+                let r = Response::err(ApiError::new(
+                    ErrorKind::BadRequest,
+                    format!("request longer than {MAX_REQUEST} bytes"),
+                ));
+                let _ = send(&mut stream, &r);
                 return;
             }
-            Err(e) => {
-                log::debug!("api: read failed: {e}");
+            Err(LineError::TimedOut) => {
+                log::info!("api: closing a connection whose request did not arrive in time");
                 return;
             }
-        }
-        let response = if line.len() > MAX_REQUEST {
-            let r = Response::err(ApiError::new(
-                ErrorKind::BadRequest,
-                format!("request longer than {MAX_REQUEST} bytes"),
-            ));
-            let _ = send(&mut writer, &r);
-            return;
-        } else {
-            match std::str::from_utf8(&line) {
-                Err(_) => {
-                    Response::err(ApiError::new(ErrorKind::BadRequest, "request is not UTF-8"))
-                }
-                Ok(text) if text.trim().is_empty() => continue,
-                Ok(text) => match parse_request(text.trim()) {
-                    Err(e) => Response::err(e),
-                    Ok(req) => match target.handle(req).map(|r| serde_json::to_value(&r)) {
-                        Ok(Ok(v)) => Response::ok(v),
-                        Ok(Err(e)) => Response::err(ApiError::new(
-                            ErrorKind::Internal,
-                            format!("cannot serialise the result: {e}"),
-                        )),
-                        Err(e) => Response::err(e),
-                    },
-                },
+            Err(LineError::Closed { .. }) => return,
+            Err(LineError::Io(kind)) => {
+                log::debug!("api: read failed: {kind:?}");
+                return;
             }
         };
-        if send(&mut writer, &response).is_err() {
+        let response = match std::str::from_utf8(&line) {
+            Err(_) => Response::err(ApiError::new(ErrorKind::BadRequest, "request is not UTF-8")),
+            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) => match parse_request(text.trim()) {
+                Err(e) => Response::err(e),
+                Ok(req) => match target.handle(req).map(|r| serde_json::to_value(&r)) {
+                    Ok(Ok(v)) => Response::ok(v),
+                    Ok(Err(e)) => Response::err(ApiError::new(
+                        ErrorKind::Internal,
+                        format!("cannot serialise the result: {e}"),
+                    )),
+                    Err(e) => Response::err(e),
+                },
+            },
+        };
+        if send(&mut stream, &response).is_err() {
             return;
         }
     }

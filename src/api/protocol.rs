@@ -14,6 +14,12 @@ pub const API_VERSION: u32 = 1;
 /// Largest request line accepted (bytes).
 pub const MAX_REQUEST: usize = 1 << 20;
 
+/// Largest response line a client accepts (bytes).
+pub const MAX_RESPONSE: usize = 16 << 20;
+
+/// Longest guest wait a request may ask for (`timeout_ms`): 5 minutes.
+pub const MAX_GUEST_TIMEOUT_MS: u64 = 300_000;
+
 /// A request to a running cell.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -75,6 +81,8 @@ pub enum ErrorKind {
     Stopping,
     /// cellvm failed internally.
     Internal,
+    /// Too many connections are open; try again.
+    Busy,
 }
 
 /// A typed error for the response.

@@ -1,6 +1,8 @@
 use super::protocol::*;
 use super::*;
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::sync::{mpsc, Mutex};
 use std::time::Duration;
 
 struct Echo;
@@ -193,4 +195,148 @@ fn requests_round_trip_through_json() {
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(parse_request(&text).unwrap(), r);
     }
+}
+
+#[test]
+fn a_regular_file_at_the_socket_path_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cell.toml");
+    std::fs::write(&path, "name = \"precious\"\n").unwrap();
+    assert!(matches!(
+        ApiServer::bind(&path),
+        Err(ApiSetupError::NotASocket(_))
+    ));
+    assert_eq!(
+        std::fs::read_to_string(&path).unwrap(),
+        "name = \"precious\"\n"
+    );
+}
+
+#[test]
+fn a_runtime_directory_others_may_write_to_or_own_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let e = ApiServer::bind(&open.join("t.sock"))
+        .err()
+        .expect("refused");
+    assert!(matches!(e, ApiSetupError::UnsafeDir { .. }), "{e}");
+    assert!(e.to_string().contains("mode is 777"), "{e}");
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        let theirs = dir.path().join("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        let e = ApiServer::bind(&theirs.join("t.sock"))
+            .err()
+            .expect("refused");
+        assert!(e.to_string().contains("owned by uid 65534"), "{e}");
+    }
+    assert!(!open.join("t.sock").exists());
+}
+
+#[test]
+fn a_client_that_trickles_bytes_is_cut_off_at_the_request_deadline() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run").join("t.sock");
+    let _guard = ApiServer::bind(&path)
+        .unwrap()
+        .with_idle_timeout(Duration::from_millis(300))
+        .spawn(Arc::new(Echo))
+        .unwrap();
+    let mut s = UnixStream::connect(&path).unwrap();
+    let started = std::time::Instant::now();
+    // One byte every 50 ms never completes a line; each read alone is fast.
+    let mut closed = false;
+    for _ in 0..100 {
+        if s.write_all(b" ").is_err() {
+            closed = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(closed, "the server kept a trickling connection for 5 s");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+/// A target whose `attach` waits until released, as an attach waits for
+/// the guest.
+struct SlowAttach {
+    release: Mutex<mpsc::Receiver<()>>,
+}
+
+impl ControlTarget for SlowAttach {
+    fn handle(&self, request: Request) -> Result<Reply, ApiError> {
+        if let Request::Attach { .. } = request {
+            let _ = self.release.lock().unwrap().recv();
+        }
+        Ok(Reply::Devices(vec![]))
+    }
+}
+
+#[test]
+fn status_is_answered_while_a_change_waits_for_the_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.sock");
+    let (release, wait) = mpsc::channel();
+    let _guard = ApiServer::bind(&path)
+        .unwrap()
+        .spawn(Arc::new(SlowAttach {
+            release: Mutex::new(wait),
+        }))
+        .unwrap();
+    let attach = Request::Attach {
+        device: toml::Value::try_from(serde_json::json!({"uart": [{"id": "u"}]})).unwrap(),
+        base_dir: None,
+        timeout_ms: None,
+    };
+    let p = path.clone();
+    let waiting = std::thread::spawn(move || client::call(&p, &attach, Duration::from_secs(10)));
+    let r = client::call(&path, &Request::Status {}, Duration::from_secs(5)).unwrap();
+    assert!(r.ok);
+    assert!(!waiting.is_finished(), "the attach is still waiting");
+    release.send(()).unwrap();
+    assert!(waiting.join().unwrap().unwrap().ok);
+}
+
+#[test]
+fn connections_beyond_the_limit_are_told_busy() {
+    let (_d, path, _g) = server();
+    let idle: Vec<UnixStream> = (0..MAX_CONNECTIONS)
+        .map(|_| UnixStream::connect(&path).unwrap())
+        .collect();
+    // The accept loop handles connections in order: by the time this one is
+    // accepted the others hold every slot.
+    let reply = raw_exchange(&path, b"{\"op\": \"status\"}\n");
+    assert!(reply.contains("\"busy\""), "{reply}");
+    drop(idle);
+}
+
+/// A fake cell that answers with `answer` (and then stays silent).
+fn fake_cell(answer: Vec<u8>) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fake.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        if let Ok((mut s, _)) = listener.accept() {
+            let _ = s.write_all(&answer);
+            // Keep the connection open without a newline.
+            let mut sink = [0u8; 64];
+            while s.read(&mut sink).is_ok_and(|n| n > 0) {}
+        }
+    });
+    (dir, path)
+}
+
+#[test]
+fn the_client_refuses_an_endless_answer_and_bounds_a_silent_one() {
+    let (_d, path) = fake_cell(vec![b'x'; protocol::MAX_RESPONSE + 10]);
+    let e = client::call(&path, &Request::Status {}, Duration::from_secs(20)).unwrap_err();
+    assert!(e.contains("answer longer than"), "{e}");
+    let (_d, path) = fake_cell(b"{\"ok\": tr".to_vec());
+    let started = std::time::Instant::now();
+    let e = client::call(&path, &Request::Status {}, Duration::from_millis(300)).unwrap_err();
+    assert!(e.contains("no answer within"), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(3));
 }

@@ -160,8 +160,8 @@ pub enum Command {
         cell: String,
         /// Device description (docs/overlays.md).
         device: PathBuf,
-        /// How long to wait for the guest, in seconds.
-        #[arg(long, default_value_t = 10)]
+        /// How long to wait for the guest, in seconds (1 to 300).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
         timeout: u64,
     },
     /// Detach a runtime-attached device from a running cell.
@@ -174,8 +174,8 @@ pub enum Command {
         /// (unsafe for the guest: its drivers may still use the device).
         #[arg(long)]
         force: bool,
-        /// How long to wait for the guest, in seconds.
-        #[arg(long, default_value_t = 10)]
+        /// How long to wait for the guest, in seconds (1 to 300).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
         timeout: u64,
     },
     /// Validate a cell configuration and print its address map.
@@ -370,5 +370,17 @@ mod tests {
             guest_wait(u64::MAX),
             (u64::MAX, Duration::from_secs(u64::MAX))
         );
+    }
+
+    #[test]
+    fn timeouts_above_five_minutes_are_refused_by_the_parser() {
+        use clap::Parser;
+        for cmd in [
+            vec!["cellvm", "attach", "c", "d.toml", "--timeout", "301"],
+            vec!["cellvm", "detach", "c", "x", "--timeout", "0"],
+        ] {
+            assert!(Cli::try_parse_from(&cmd).is_err(), "{cmd:?}");
+        }
+        assert!(Cli::try_parse_from(["cellvm", "detach", "c", "x", "--timeout", "300"]).is_ok());
     }
 }

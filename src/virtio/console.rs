@@ -27,8 +27,8 @@ use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::FileTypeExt;
 use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use virtio_queue::{Queue, QueueT};
@@ -62,6 +62,9 @@ enum Host {
     Socket {
         listener: UnixListener,
         client: Option<UnixStream>,
+        /// The socket file bound (path, device, inode), removed on drop if
+        /// it is still this one.
+        bound: (PathBuf, u64, u64),
     },
     Pty {
         master: File,
@@ -166,9 +169,11 @@ impl ConsoleBackend {
                 }
                 let listener = UnixListener::bind(p).map_err(err)?;
                 listener.set_nonblocking(true).map_err(err)?;
+                let meta = std::fs::symlink_metadata(p).map_err(err)?;
                 Host::Socket {
                     listener,
                     client: None,
+                    bound: (p.clone(), meta.dev(), meta.ino()),
                 }
             }
             ConsoleHost::Pty(link) => {
@@ -226,7 +231,10 @@ impl ConsoleBackend {
 
     /// Accepts a waiting client if none is connected.
     fn accept(&mut self) {
-        let Host::Socket { listener, client } = &mut self.host else {
+        let Host::Socket {
+            listener, client, ..
+        } = &mut self.host
+        else {
             return;
         };
         if client.is_some() {
@@ -438,6 +446,7 @@ impl VirtioBackend for ConsoleBackend {
             Host::Socket {
                 listener,
                 client: None,
+                ..
             } => vec![listener.as_raw_fd()],
         }
     }
@@ -456,16 +465,29 @@ impl VirtioBackend for ConsoleBackend {
 }
 
 impl Drop for ConsoleBackend {
-    /// Removes the pty symlink (the terminal goes with the backend) unless
-    /// a newer backend has replaced it.
+    /// Removes the pty symlink (the terminal goes with the backend) or the
+    /// socket file this backend bound, unless something else has replaced
+    /// it since.
     fn drop(&mut self) {
-        if let Host::Pty {
-            link, slave_path, ..
-        } = &self.host
-        {
-            if std::fs::read_link(link).is_ok_and(|t| &t == slave_path) {
-                let _ = std::fs::remove_file(link);
+        match &self.host {
+            Host::Pty {
+                link, slave_path, ..
+            } => {
+                if std::fs::read_link(link).is_ok_and(|t| &t == slave_path) {
+                    let _ = std::fs::remove_file(link);
+                }
             }
+            Host::Socket {
+                bound: (path, dev, ino),
+                ..
+            } => {
+                let ours = std::fs::symlink_metadata(path)
+                    .is_ok_and(|m| m.file_type().is_socket() && m.dev() == *dev && m.ino() == *ino);
+                if ours {
+                    let _ = std::fs::remove_file(path);
+                }
+            }
+            Host::Out(_) => {}
         }
     }
 }

@@ -16,7 +16,9 @@
 use super::irq::{GsiRouter, KvmIrqLine};
 use super::virtio::{build_virtio_mmio, build_virtio_pci, VirtioModel, VirtioWorker};
 use super::{ivshmem, VmmError};
-use crate::config::{DeviceConfig, PciBridgeConfig, PciDeviceKind, UartConfig};
+use crate::config::{
+    DeviceConfig, PciBridgeConfig, PciDeviceKind, UartConfig, VirtioBackendConfig, VirtioKind,
+};
 use crate::devices::serial::SerialConsole;
 use crate::devices::Bus;
 use crate::devices::InterruptLine;
@@ -68,6 +70,9 @@ pub struct DeviceModel {
     workers: Vec<VirtioWorker>,
     /// Doorbell receivers of its ivshmem functions, for the control loop.
     ivshmem: Vec<IvshmemSubscriber>,
+    /// Output files this build created (they did not exist before): a
+    /// refused attach removes them again ([`DeviceManager::discard`]).
+    created_files: Vec<PathBuf>,
 }
 
 impl DeviceModel {
@@ -147,7 +152,14 @@ impl DeviceManager {
         slot: &PlacedDevice,
         runtime: bool,
     ) -> Result<DeviceModel, VmmError> {
-        let mut model = DeviceModel::default();
+        let mut model = DeviceModel {
+            created_files: self
+                .output_files(dev)
+                .into_iter()
+                .filter(|p| std::fs::symlink_metadata(p).is_err())
+                .collect(),
+            ..DeviceModel::default()
+        };
         let built = match (dev, slot) {
             (DeviceConfig::VirtioMmio(cfg), PlacedDevice::VirtioMmio(s)) => {
                 let (device, virtio) = build_virtio_mmio(s, cfg, &self.memory, &self.vm)?;
@@ -171,8 +183,55 @@ impl DeviceManager {
         match built {
             Ok(()) => Ok(model),
             Err(e) => {
-                self.remove(model);
+                self.discard(model);
                 Err(e)
+            }
+        }
+    }
+
+    /// The files a device appends its output to (created if missing):
+    /// a UART's, a virtio console's `path`. Sockets and pty links are
+    /// removed by their backends when the model goes.
+    fn output_files(&self, dev: &DeviceConfig) -> Vec<PathBuf> {
+        let console = |kind: VirtioKind, backend: &VirtioBackendConfig| {
+            (kind == VirtioKind::Console)
+                .then(|| backend.path.clone())
+                .flatten()
+        };
+        match dev {
+            DeviceConfig::Uart(u) => vec![self.uart_output(u)],
+            DeviceConfig::VirtioMmio(v) => console(v.kind, &v.backend).into_iter().collect(),
+            DeviceConfig::PciBridge(b) => b
+                .devices
+                .iter()
+                .filter_map(|d| match &d.kind {
+                    PciDeviceKind::Virtio(v) => console(v.kind, &v.backend),
+                    _ => None,
+                })
+                .collect(),
+        }
+    }
+
+    /// Where a UART's output goes.
+    fn uart_output(&self, cfg: &UartConfig) -> PathBuf {
+        cfg.path.clone().unwrap_or_else(|| {
+            self.output_dir
+                .join(format!("{}.{}.out", self.cell, cfg.id))
+        })
+    }
+
+    /// Undoes a build that is not kept (a refused attach): [`Self::remove`],
+    /// then the output files the build created are deleted, so nothing of
+    /// the attempt is left on the host. Files that existed before are kept.
+    pub fn discard(&self, mut model: DeviceModel) {
+        let created = std::mem::take(&mut model.created_files);
+        self.remove(model);
+        for path in created {
+            let is_file = std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file());
+            if is_file {
+                if let Err(e) = std::fs::remove_file(&path) {
+                    log::warn!("remove {}: {e}", path.display());
+                }
             }
         }
     }
@@ -278,23 +337,19 @@ impl DeviceManager {
         slot: &UartSlot,
         model: &mut DeviceModel,
     ) -> Result<(), VmmError> {
-        let path = match &cfg.path {
-            Some(path) => path.clone(),
-            None => {
-                // The runtime directory, as the control API creates it.
-                use std::os::unix::fs::DirBuilderExt;
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(&self.output_dir)
-                    .map_err(|source| VmmError::File {
-                        path: self.output_dir.clone(),
-                        source,
-                    })?;
-                self.output_dir
-                    .join(format!("{}.{}.out", self.cell, slot.id))
-            }
-        };
+        if cfg.path.is_none() {
+            // The runtime directory, as the control API creates it.
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.output_dir)
+                .map_err(|source| VmmError::File {
+                    path: self.output_dir.clone(),
+                    source,
+                })?;
+        }
+        let path = self.uart_output(cfg);
         let file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

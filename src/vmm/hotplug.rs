@@ -6,7 +6,9 @@
 //! NAK, a timeout or no agent, unregister the model and keep the old layout.
 //! Detach: ask the guest to remove the overlay → on ACK unregister the model
 //! and release its reservations; on failure keep everything unless `force`.
-//! One lock around the whole sequence serialises changes to a cell.
+//! A change lock serialises changes to a cell; the state lock is held only
+//! to read or commit, never across the guest's answer, so `status` and
+//! `devices` are answered while a change waits for the guest.
 
 use super::devices::{DeviceManager, DeviceModel};
 use super::VmmError;
@@ -47,6 +49,9 @@ pub struct Hotplug {
     base_tree: Node,
     devices: Arc<DeviceManager>,
     channel: ChannelHandle,
+    /// Held for a whole attach or detach: one change at a time.
+    change: Mutex<()>,
+    /// Held briefly: to read, to plan from, to commit.
     state: Mutex<State>,
 }
 
@@ -98,6 +103,7 @@ impl Hotplug {
             base_tree,
             devices,
             channel,
+            change: Mutex::new(()),
             state: Mutex::new(State {
                 layout,
                 attached: Vec::new(),
@@ -175,23 +181,27 @@ impl Hotplug {
         timeout: Duration,
     ) -> Result<AttachResult, ApiError> {
         let started = Instant::now();
-        let mut st = self.lock();
-        let plan = attach::plan(device, &st.layout, &self.base_tree, &st.attached)
-            .map_err(attach_error)?;
+        let _change = crate::sync::lock(&self.change);
+        let (layout, attached) = {
+            let st = self.lock();
+            (st.layout.clone(), st.attached.clone())
+        };
+        let plan =
+            attach::plan(device, &layout, &self.base_tree, &attached).map_err(attach_error)?;
         let model = self
             .devices
             .build(device, &plan.slot, true)
             .map_err(build_error)?;
         let mut model = model;
         if let Err(e) = model.start_workers() {
-            self.devices.remove(model);
+            self.devices.discard(model);
             return Err(ApiError::new(ErrorKind::Internal, e.to_string()));
         }
         let generation = self.channel.agent_status().generation;
         let overlay = match self.channel.apply_overlay(&plan.overlay, timeout) {
             Ok(id) => id,
             Err(e) => {
-                self.devices.remove(model);
+                self.devices.discard(model);
                 log::warn!("attach {} refused: {e}; nothing changed", plan.id);
                 return Err(channel_error(&e));
             }
@@ -199,6 +209,7 @@ impl Hotplug {
         let id = plan.id.clone();
         let slot = plan.slot.clone();
         let nodes = plan.nodes.clone();
+        let mut st = self.lock();
         let State {
             layout,
             attached,
@@ -207,7 +218,7 @@ impl Hotplug {
         if let Err(e) = plan.commit(layout, attached) {
             // Cannot happen under the lock; undo in the guest too.
             let _ = self.channel.remove_overlay(overlay, timeout);
-            self.devices.remove(model);
+            self.devices.discard(model);
             return Err(attach_error(e));
         }
         live.insert(
@@ -237,9 +248,13 @@ impl Hotplug {
         timeout: Duration,
     ) -> Result<DetachResult, ApiError> {
         let started = Instant::now();
-        let mut st = self.lock();
-        let plan = attach::plan_detach(id, &st.layout, &st.attached).map_err(attach_error)?;
-        let Some((overlay, generation)) = st.live.get(id).map(|l| (l.overlay, l.generation)) else {
+        let _change = crate::sync::lock(&self.change);
+        let (plan, live) = {
+            let st = self.lock();
+            let plan = attach::plan_detach(id, &st.layout, &st.attached).map_err(attach_error)?;
+            (plan, st.live.get(id).map(|l| (l.overlay, l.generation)))
+        };
+        let Some((overlay, generation)) = live else {
             return Err(ApiError::new(
                 ErrorKind::Internal,
                 format!("{id} is attached but has no device model"),
@@ -263,6 +278,7 @@ impl Hotplug {
             }
             log::warn!("detach {id}: guest failed ({e}); tearing down anyway (--force)");
         }
+        let mut st = self.lock();
         let State {
             layout,
             attached,

@@ -3,7 +3,8 @@
 
 use super::hotplug::{placement, Hotplug, DEFAULT_GUEST_TIMEOUT};
 use crate::api::protocol::{
-    ApiError, DeviceInfo, MemoryInfo, Reply, Request, StatusInfo, API_VERSION,
+    ApiError, DeviceInfo, ErrorKind, MemoryInfo, Reply, Request, StatusInfo, API_VERSION,
+    MAX_GUEST_TIMEOUT_MS,
 };
 use crate::api::ControlTarget;
 use crate::layout::PlacedDevice;
@@ -91,8 +92,18 @@ impl CellRuntime {
     }
 }
 
-fn timeout(ms: Option<u64>) -> Duration {
-    ms.map_or(DEFAULT_GUEST_TIMEOUT, Duration::from_millis)
+/// The guest wait a request asks for: the default, or its `timeout_ms` up
+/// to [`MAX_GUEST_TIMEOUT_MS`] (more is refused: a change holds the cell's
+/// change lock while it waits).
+fn timeout(ms: Option<u64>) -> Result<Duration, ApiError> {
+    match ms {
+        None => Ok(DEFAULT_GUEST_TIMEOUT),
+        Some(ms) if ms <= MAX_GUEST_TIMEOUT_MS => Ok(Duration::from_millis(ms)),
+        Some(ms) => Err(ApiError::new(
+            ErrorKind::BadRequest,
+            format!("timeout_ms {ms} is above the limit of {MAX_GUEST_TIMEOUT_MS}"),
+        )),
+    }
 }
 
 impl ControlTarget for CellRuntime {
@@ -114,7 +125,7 @@ impl ControlTarget for CellRuntime {
                 timeout_ms,
             } => self
                 .hotplug
-                .attach(device, base_dir.as_deref(), timeout(timeout_ms))
+                .attach(device, base_dir.as_deref(), timeout(timeout_ms)?)
                 .map(Reply::Attached),
             Request::Detach {
                 id,
@@ -122,7 +133,7 @@ impl ControlTarget for CellRuntime {
                 timeout_ms,
             } => self
                 .hotplug
-                .detach(&id, force, timeout(timeout_ms))
+                .detach(&id, force, timeout(timeout_ms)?)
                 .map(Reply::Detached),
         }
     }
@@ -156,4 +167,22 @@ fn memory_status() -> MemoryInfo {
         info.heap_free_bytes = Some(m.fordblks);
     }
     info
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guest_waits_above_the_limit_are_bad_requests() {
+        assert_eq!(timeout(None).unwrap(), DEFAULT_GUEST_TIMEOUT);
+        assert_eq!(
+            timeout(Some(MAX_GUEST_TIMEOUT_MS)).unwrap(),
+            Duration::from_millis(MAX_GUEST_TIMEOUT_MS)
+        );
+        let e = timeout(Some(MAX_GUEST_TIMEOUT_MS + 1)).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::BadRequest);
+        let e = timeout(Some(u64::MAX)).unwrap_err();
+        assert!(e.message.contains("above the limit"), "{}", e.message);
+    }
 }
