@@ -47,12 +47,33 @@ impl Location {
     }
 }
 
+/// `path` for a one-line message: control characters (a newline in a file
+/// name) are shown escaped (`\n`), so every error stays one line.
+pub fn shown(path: &std::path::Path) -> String {
+    one_line(&path.display().to_string())
+}
+
+/// `text` with control characters escaped.
+pub fn one_line(text: &str) -> String {
+    text.chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let file = one_line(&self.file);
         if self.line == 0 {
-            return write!(f, "{}", self.file);
+            return write!(f, "{file}");
         }
-        write!(f, "{}:{}:{}", self.file, self.line, self.column)
+        write!(f, "{file}:{}:{}", self.line, self.column)
     }
 }
 
@@ -63,7 +84,7 @@ impl fmt::Display for Location {
 #[derive(Debug, Error)]
 pub enum ConfigError {
     /// The config file itself could not be read.
-    #[error("{}:1:1: <file>: cannot read config file: {error}", .path.display())]
+    #[error("{}:1:1: <file>: cannot read config file: {error}", shown(.path))]
     Io {
         /// The path as given.
         path: PathBuf,
@@ -121,7 +142,7 @@ pub enum ConfigError {
         message: String,
     },
     /// A file named by the config does not exist.
-    #[error("{at}: {field}: {what} {} does not exist", .path.display())]
+    #[error("{at}: {field}: {what} {} does not exist", shown(.path))]
     FileNotFound {
         /// Where the path is given.
         at: Location,
@@ -133,7 +154,7 @@ pub enum ConfigError {
         path: PathBuf,
     },
     /// A file named by the config exists but cannot be read.
-    #[error("{at}: {field}: cannot read {what} {}: {error}", .path.display())]
+    #[error("{at}: {field}: cannot read {what} {}: {error}", shown(.path))]
     FileUnreadable {
         /// Where the path is given.
         at: Location,

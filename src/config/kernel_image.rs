@@ -151,10 +151,10 @@ pub(super) fn identify(path: &Path) -> io::Result<Option<KernelFormat>> {
 #[derive(Debug, Error)]
 pub enum KernelFileError {
     /// The file does not exist.
-    #[error("kernel image {} does not exist", .0.display())]
+    #[error("kernel image {} does not exist", super::error::shown(.0))]
     NotFound(PathBuf),
     /// The file exists but cannot be read.
-    #[error("cannot read kernel image {}: {error}", .path.display())]
+    #[error("cannot read kernel image {}: {error}", super::error::shown(.path))]
     Unreadable {
         /// The image.
         path: PathBuf,
@@ -162,7 +162,7 @@ pub enum KernelFileError {
         error: io::Error,
     },
     /// Neither a bzImage nor an ELF64 x86_64 image.
-    #[error("{} is neither a bzImage (\"HdrS\" at 0x202) nor an ELF64 x86_64 image", .0.display())]
+    #[error("{} is neither a bzImage (\"HdrS\" at 0x202) nor an ELF64 x86_64 image", super::error::shown(.0))]
     UnknownFormat(PathBuf),
 }
 

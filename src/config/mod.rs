@@ -27,6 +27,12 @@ pub use error::{ConfigError, Location};
 pub use kernel_image::{detect_kernel_format, kernel_format_from_header, KernelFileError};
 pub use model::*;
 pub use origins::{Origin, Origins};
+
+/// CPUs this host has (configured, not only online), which `cpus.pin` may
+/// name.
+pub fn host_cpu_count() -> usize {
+    validate::host_cpu_count()
+}
 pub use size::{human_size, parse_size, HumanSize, SizeError};
 
 /// Kernel command line used when the config gives none.

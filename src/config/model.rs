@@ -359,8 +359,10 @@ pub const MAX_VCPUS: u8 = 64;
 /// How [`crate::config::load`] and [`crate::config::parse`] treat the files a config names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoadOptions {
-    /// Check that the kernel and initrd exist and are readable, and detect
-    /// the kernel format from the image. When `false` (e.g. `cellvm dtb`),
+    /// Check the host: that the kernel, initrd and disk images exist and are
+    /// readable (and detect the kernel format from the image), that the
+    /// directories of output files, sockets and pty links exist, and that
+    /// pinned host CPUs exist. When `false` (e.g. `cellvm dtb`),
     /// nothing is read and the format defaults to bzImage unless given.
     pub check_files: bool,
 }

@@ -1845,3 +1845,79 @@ fn rejects_pty_on_a_block_device() {
         "cells/x.toml:12:7: virtio_mmio[0].pty: a block device takes no \"pty\" key",
     );
 }
+
+// ---------------------------------------------------------------------------
+// What only the host can tell (checked with LoadOptions::check_files)
+
+#[test]
+fn a_pin_to_a_host_cpu_that_does_not_exist_is_refused_when_the_host_is_checked() {
+    let dir = kernel_dir();
+    let text = "name = \"t\"\n[cpus]\ncount = 1\npin = [1023]\n[[memory]]\nsize = \"256M\"\n[kernel]\npath = \"bzImage\"\n";
+    let host = host_cpu_count();
+    assert!(
+        host < 1024,
+        "this test needs a host with fewer than 1024 CPUs"
+    );
+    assert_err_in(
+        dir.path(),
+        text,
+        &format!(
+            "cells/x.toml:4:8: cpus.pin[0]: host CPU 1023 does not exist: this host has {host} CPUs (0..={})",
+            host - 1
+        ),
+    );
+    // Without the host checks (cellvm dtb) the pin is only range-checked.
+    ok(&text.replace("bzImage", "/k/bzImage"));
+}
+
+#[test]
+fn an_output_file_in_a_directory_that_does_not_exist_is_refused_when_the_host_is_checked() {
+    let dir = kernel_dir();
+    let cell = |tail: &str| {
+        format!("name = \"t\"\n[cpus]\ncount = 1\n[[memory]]\nsize = \"256M\"\n[kernel]\npath = \"bzImage\"\n{tail}")
+    };
+    assert_err_in(
+        dir.path(),
+        &cell("[console]\noutput = \"file\"\npath = \"nodir/console.log\"\n"),
+        &format!(
+            "cells/x.toml:10:8: console.path: directory {}/nodir does not exist",
+            dir.path().display()
+        ),
+    );
+    assert_err_in(
+        dir.path(),
+        &cell("[[uart]]\nid = \"u\"\npath = \"nodir/u.out\"\n"),
+        &format!(
+            "cells/x.toml:10:8: uart[0].path: directory {}/nodir does not exist",
+            dir.path().display()
+        ),
+    );
+    assert_err_in(
+        dir.path(),
+        &cell("[[virtio_mmio]]\nid = \"c\"\nkind = \"console\"\nsocket = \"nodir/c.sock\"\n"),
+        &format!(
+            "cells/x.toml:11:10: virtio_mmio[0].socket: directory {}/nodir does not exist",
+            dir.path().display()
+        ),
+    );
+    parse_in(
+        dir.path(),
+        &cell("[console]\noutput = \"file\"\npath = \"console.log\"\n"),
+    )
+    .expect("an output file next to the config is fine");
+}
+
+#[test]
+fn a_path_with_a_newline_gives_a_one_line_error() {
+    let dir = kernel_dir();
+    let text = "name = \"t\"\n[cpus]\ncount = 1\n[[memory]]\nsize = \"256M\"\n[kernel]\npath = \"bz\\nImage\"\n";
+    let e = parse_in(dir.path(), text)
+        .expect_err("no such kernel")
+        .to_string();
+    assert!(!e.contains('\n'), "{e}");
+    assert!(e.contains("bz\\nImage does not exist"), "{e}");
+    let e = load(Path::new("/no/such\ndir/x.toml"), &NO_FILES)
+        .expect_err("no such file")
+        .to_string();
+    assert!(!e.contains('\n'), "{e}");
+}

@@ -1,7 +1,7 @@
 //! Raw, spanned TOML values → validated [`CellConfig`], with every error
 //! pointing at the offending key.
 
-use super::error::{ConfigError, Location};
+use super::error::{shown, ConfigError, Location};
 use super::kernel_image::{identify, read_head};
 use super::model::{
     CellConfig, ConsoleConfig, ConsoleInput, ConsoleOutput, CpuConfig, DeviceConfig, IvshmemConfig,
@@ -163,6 +163,27 @@ impl Ctx<'_> {
         }
     }
 
+    /// A path cellvm creates or writes (an output file, a socket, a pty
+    /// link): resolved like [`Self::path`], and with the host checked, its
+    /// directory must exist (else the cell would only fail at `run`).
+    fn output_path(&self, v: &Sp<String>, field: &str) -> Result<PathBuf, ConfigError> {
+        let path = self.path(v, field)?;
+        if self.check_files {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d,
+                _ => Path::new("."),
+            };
+            if !dir.is_dir() {
+                return Err(self.invalid(
+                    &v.span,
+                    field,
+                    format!("directory {} does not exist", shown(dir)),
+                ));
+            }
+        }
+        Ok(path)
+    }
+
     fn id(&self, v: &Sp<String>, field: &str) -> Result<String, ConfigError> {
         if valid_id(&v.value) {
             Ok(v.value.clone())
@@ -177,6 +198,15 @@ impl Ctx<'_> {
             ))
         }
     }
+}
+
+/// CPUs this host has (configured, not only online: an offline CPU can
+/// come back).
+pub(crate) fn host_cpu_count() -> usize {
+    let online = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let configured = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
+    usize::try_from(configured).unwrap_or(online).max(online)
 }
 
 /// `[A-Za-z0-9_-]{1,32}`: device ids, cell names and ivshmem region names.
@@ -463,6 +493,19 @@ fn cpus(ctx: &Ctx<'_>, c: &Sp<RawCpus>) -> Result<CpuConfig, ConfigError> {
                             ),
                         )
                     })?;
+                if ctx.check_files {
+                    let host = host_cpu_count();
+                    if cpu >= host {
+                        return Err(ctx.invalid(
+                            &p.span,
+                            &field,
+                            format!(
+                                "host CPU {cpu} does not exist: this host has {host} CPUs (0..={})",
+                                host.saturating_sub(1)
+                            ),
+                        ));
+                    }
+                }
                 if let Some(j) = cpus.iter().position(|&c| c == cpu) {
                     return Err(ctx.invalid(
                         &p.span,
@@ -687,7 +730,7 @@ fn kernel(ctx: &Ctx<'_>, k: &Sp<RawKernel>) -> Result<KernelConfig, ConfigError>
                 return Err(ctx.invalid(
                     &f.span,
                     "kernel.format",
-                    format!("{:?} given, but {} {what}", format_name(g), path.display()),
+                    format!("{:?} given, but {} {what}", format_name(g), shown(&path)),
                 ));
             }
             _ => {
@@ -696,7 +739,7 @@ fn kernel(ctx: &Ctx<'_>, k: &Sp<RawKernel>) -> Result<KernelConfig, ConfigError>
                     "kernel.path",
                     format!(
                         "{} is neither a bzImage (\"HdrS\" at 0x202) nor an ELF64 x86_64 image",
-                        path.display()
+                        shown(&path)
                     ),
                 ))
             }
@@ -769,7 +812,7 @@ fn console(ctx: &Ctx<'_>, c: &Sp<RawConsole>) -> Result<ConsoleConfig, ConfigErr
                     " (console.output = \"file\" needs a path)",
                 ));
             };
-            ConsoleOutput::File(ctx.path(p, "console.path")?)
+            ConsoleOutput::File(ctx.output_path(p, "console.path")?)
         }
         "stdout" | "none" => {
             if let Some(p) = &v.path {
@@ -927,6 +970,7 @@ fn virtio_backend(
     }
     let path = match v.path {
         None => None,
+        Some(p) if kind == VirtioKind::Console => Some(ctx.output_path(p, &format!("{f}.path"))?),
         Some(p) => Some(ctx.path(p, &format!("{f}.path"))?),
     };
     if kind == VirtioKind::Block {
@@ -970,11 +1014,11 @@ fn virtio_backend(
     };
     let socket = match v.socket {
         None => None,
-        Some(p) => Some(ctx.path(p, &format!("{f}.socket"))?),
+        Some(p) => Some(ctx.output_path(p, &format!("{f}.socket"))?),
     };
     let pty = match v.pty {
         None => None,
-        Some(p) => Some(ctx.path(p, &format!("{f}.pty"))?),
+        Some(p) => Some(ctx.output_path(p, &format!("{f}.pty"))?),
     };
     let queue_size = match v.queue_size {
         None => None,
@@ -1476,7 +1520,7 @@ fn uart(
     let path = v
         .path
         .as_ref()
-        .map(|p| ctx.path(p, &format!("{f}.path")))
+        .map(|p| ctx.output_path(p, &format!("{f}.path")))
         .transpose()?;
     spans.device(
         ctx,

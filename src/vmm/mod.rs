@@ -405,12 +405,7 @@ fn check_pins(cfg: &CellConfig) -> Result<(), VmmError> {
     let Some(pins) = &cfg.cpus.pin else {
         return Ok(());
     };
-    let online = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let configured = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_CONF) };
-    let host_cpus = usize::try_from(configured).unwrap_or(online).max(online);
+    let host_cpus = crate::config::host_cpu_count();
     for (vcpu, cpu) in pins.iter().enumerate() {
         if *cpu >= host_cpus || *cpu >= libc::CPU_SETSIZE as usize {
             return Err(VmmError::Pin {
