@@ -15,11 +15,11 @@ cellvm run "$cell" <"$dir/in" >"$log" 2>&1 &
 pid=$!
 
 # count PATTERN: matching console lines so far. wait_count PATTERN N: until
-# there are at least N (checked every 20 ms, up to ~6 s).
+# there are at least N (checked every 20 ms, up to ~30 s: a loaded host is slow).
 count() { grep -c -- "$1" "$log" 2>/dev/null; true; }
 wait_count() {
     _i=0
-    while [ "$(count "$1")" -lt "$2" ] && [ "$_i" -lt 300 ]; do
+    while [ "$(count "$1")" -lt "$2" ] && [ "$_i" -lt 1500 ]; do
         _i=$((_i + 1))
         usleep 20000
     done
@@ -31,6 +31,15 @@ act_and_wait() {
     _c="$(count "$_pat")"
     "$@"
     wait_count "$_pat" $((_c + 1))
+}
+# agent_ready: until the cell reports its guest agent ready (after an
+# insmod), checked every 50 ms, up to ~60 s: the host's view, not a log line.
+agent_ready() {
+    _i=0
+    until cellvm status "$name" --json 2>/dev/null | grep -q '"agent":{"state":"ready"' || [ "$_i" -ge 1200 ]; do
+        _i=$((_i + 1))
+        usleep 50000
+    done
 }
 step() { echo "step: $*"; }
 api() { echo "\$ cellvm $*"; cellvm "$@" 2>&1; echo "rc=$?"; }
@@ -159,7 +168,8 @@ step no-agent
 act_and_wait "CELLVM-AGENT-RMMOD" printf 'rmmod\n' >&3
 api attach "$name" "$dir/pci.toml"
 api devices "$name"
-act_and_wait "guest agent HELLO" printf 'insmod\n' >&3
+printf 'insmod\n' >&3
+agent_ready
 step re-attach
 act_and_wait "CELLVM-DEV+ .*:08:02.0" api attach "$name" "$dir/pci.toml"
 act_and_wait "CELLVM-DEV- e[0-9a-f]*\.pci" api detach "$name" hot0
@@ -170,7 +180,8 @@ step reload
 # must not send its stale overlay id (it would name hotcam's overlay now).
 act_and_wait "CELLVM-DEV+ .*:08:02.0" api attach "$name" "$dir/pci.toml"
 act_and_wait "CELLVM-AGENT-RMMOD" printf 'rmmod\n' >&3
-act_and_wait "guest agent HELLO" printf 'insmod\n' >&3
+printf 'insmod\n' >&3
+agent_ready
 act_and_wait "CELLVM-DEV+ .*:0c:04.0" api attach "$name" "$dir/cam.toml"
 api detach "$name" hot0
 api devices "$name"
