@@ -166,3 +166,122 @@ fn shipped_device_descriptions_are_valid() {
     }
     assert!(seen >= 2);
 }
+
+/// `dtc -s` of a DTB: sorted DTS text, for comparing trees.
+fn sorted_dts(dtb: &Path) -> String {
+    let out = Command::new("dtc")
+        .args(["-q", "-s", "-I", "dtb", "-O", "dts"])
+        .arg(dtb)
+        .output()
+        .expect("dtc (apt-get install device-tree-compiler)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn overlay_and_dtb_with_give_what_fdtoverlay_makes_of_the_base_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cell = repo.join("cells/linux-demo.toml");
+    let arg = |p: &Path| p.to_str().unwrap().to_string();
+    let (base, pci, uart) = (
+        dir.path().join("base.dtb"),
+        dir.path().join("pci.dtbo"),
+        dir.path().join("uart.dtbo"),
+    );
+    let run = |args: &[String]| {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = cellvm(dir.path(), &args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    run(&["dtb".into(), arg(&cell), "-o".into(), arg(&base)]);
+    let pci_desc = repo.join("cells/devices/hot-pci.toml");
+    let uart_desc = repo.join("cells/devices/hot-uart.toml");
+    run(&[
+        "overlay".into(),
+        arg(&cell),
+        arg(&pci_desc),
+        "-o".into(),
+        arg(&pci),
+    ]);
+    let with = dir.path().join("with.dtb");
+    run(&[
+        "dtb".into(),
+        arg(&cell),
+        "--with".into(),
+        arg(&pci_desc),
+        "--with".into(),
+        arg(&uart_desc),
+        "-o".into(),
+        arg(&with),
+    ]);
+    let pci_only = dir.path().join("pci-only.dtb");
+    run(&[
+        "dtb".into(),
+        arg(&cell),
+        "--with".into(),
+        arg(&pci_desc),
+        "-o".into(),
+        arg(&pci_only),
+    ]);
+    run(&[
+        "overlay".into(),
+        arg(&cell),
+        arg(&uart_desc),
+        "-o".into(),
+        arg(&uart),
+    ]);
+    let merged = dir.path().join("merged.dtb");
+    let out = Command::new("fdtoverlay")
+        .arg("-i")
+        .arg(&base)
+        .arg("-o")
+        .arg(&merged)
+        .arg(&pci)
+        .arg(&uart)
+        .output()
+        .expect("fdtoverlay (apt-get install device-tree-compiler)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = sorted_dts(&merged);
+    assert_eq!(sorted_dts(&with), expected);
+    assert!(expected.contains("pci@e0100000"), "{expected}");
+    assert!(expected.contains("serial@1,2f8"), "{expected}");
+    assert!(!sorted_dts(&pci_only).contains("serial@1,2f8"));
+}
+
+#[test]
+fn overlay_of_a_colliding_device_fails_with_the_layouts_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let desc = dir.path().join("bad.toml");
+    std::fs::write(&desc, "[[uart]]\nid = \"u\"\nport = 0x3f8\n").unwrap();
+    let out = cellvm(
+        dir.path(),
+        &[
+            "overlay",
+            repo.join("cells/linux-demo.toml").to_str().unwrap(),
+            desc.to_str().unwrap(),
+            "-o",
+            dir.path().join("x.dtbo").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("uart u at ports 0x3f8..0x400 collides with console"),
+        "{err}"
+    );
+    assert!(!dir.path().join("x.dtbo").exists());
+}

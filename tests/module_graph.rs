@@ -51,7 +51,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "virtio",
         ],
     ),
-    ("cli", &["api", "config", "fdt", "layout", "logger", "vmm"]),
+    (
+        "cli",
+        &["api", "attach", "config", "fdt", "layout", "logger", "vmm"],
+    ),
 ];
 
 /// `text` without comments and without an inline test module (`#[cfg(test)]`

@@ -190,7 +190,46 @@ pub enum Command {
         /// Output file.
         #[arg(short, long, value_name = "FILE")]
         output: PathBuf,
+        /// Write the tree after attaching these devices (description files,
+        /// in order) to the freshly booted cell, planned offline.
+        #[arg(long = "with", value_name = "DEVICE")]
+        with: Vec<PathBuf>,
     },
+    /// Write the overlay that attaching DEVICE to the freshly booted CELL
+    /// would send to the guest (planned offline, no KVM).
+    Overlay {
+        /// The cell configuration (TOML).
+        cell: PathBuf,
+        /// The device description (TOML or JSON).
+        device: PathBuf,
+        /// Output file (a .dtbo).
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+    },
+}
+
+/// The cell as booted (its base tree and layout) with `devices` attached
+/// in order, planned exactly as a running cell plans an attach.
+fn plan_offline(
+    cell: &Path,
+    devices: &[PathBuf],
+) -> Result<(crate::fdt::Node, Vec<crate::attach::AttachedDevice>), String> {
+    let (cfg, mut layout) = load(cell, false)?;
+    let base = crate::fdt::build_base_tree(&cfg, &layout).map_err(|e| e.to_string())?;
+    let mut attached = Vec::new();
+    let opts = LoadOptions { check_files: false };
+    for path in devices {
+        let d = config::load_device(path, &opts).map_err(|e| e.to_string())?;
+        let plan = crate::attach::plan(&d.device, &layout, &base, &attached)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        plan.commit(&mut layout, &mut attached)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok((base, attached))
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    std::fs::write(path, bytes).map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Runs the CLI and returns the process exit status.
@@ -345,11 +384,29 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             }
             Ok(0)
         }
-        Command::Dtb { cell, output } => {
-            let (cfg, layout) = load(&cell, false)?;
-            let dtb = crate::fdt::build_base_dtb(&cfg, &layout).map_err(|e| e.to_string())?;
-            std::fs::write(&output, dtb)
-                .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+        Command::Dtb { cell, output, with } => {
+            let (base, attached) = plan_offline(&cell, &with)?;
+            let dtb = if attached.is_empty() {
+                crate::fdt::emit::to_dtb(&base).map_err(|e| e.to_string())?
+            } else {
+                crate::attach::current_tree(&base, &attached)
+                    .map_err(|e| e.to_string())?
+                    .to_dtb()
+            };
+            write_file(&output, &dtb)?;
+            Ok(0)
+        }
+        Command::Overlay {
+            cell,
+            device,
+            output,
+        } => {
+            let (_, attached) = plan_offline(&cell, std::slice::from_ref(&device))?;
+            let overlay = attached
+                .first()
+                .map(|d| d.overlay.clone())
+                .ok_or_else(|| "no overlay was planned".to_string())?;
+            write_file(&output, &overlay)?;
             Ok(0)
         }
     }
