@@ -72,7 +72,7 @@ use templates as t;
 
 /// Name of the ISA bus node under the root, as in `isa.dts` (Linux matches
 /// the part before `@`; see the template for the unit address).
-const ISA_NAME: &str = "isa@legacy";
+const ISA_NAME: &str = "isa@1";
 
 /// Interrupt type cell: level triggered, active high.
 const IRQ_LEVEL_HIGH: u32 = 1;
@@ -105,10 +105,10 @@ fn window_vars(w: Window) -> Vars {
 
 /// Node name of the console UART under `/isa`.
 fn uart_name() -> String {
-    format!("serial@1,{:x}", UART_PORT)
+    format!("serial@{:x}", UART_PORT)
 }
 
-/// Full path of the console UART node (`/isa/serial@1,3f8`).
+/// Full path of the console UART node (`/isa/serial@3f8`).
 pub fn uart_path() -> String {
     child_path(&child_path("/", ISA_NAME), &uart_name())
 }
@@ -125,7 +125,7 @@ pub fn ioapic_node() -> Result<Node, FdtError> {
 fn ns16550_node(port: u16, irq: u32) -> Result<Node, FdtError> {
     t::NS16550.instantiate(
         &Vars::new()
-            .raw("unit", format!("1,{port:x}"))
+            .raw("unit", format!("{port:x}"))
             .cells("port", [u32::from(port)])
             .cells("irq", [irq]),
     )

@@ -59,7 +59,7 @@ pub const MAX_OVERLAY_SIZE: usize = 16 << 20;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fragment {
     /// Absolute path of the node in the cell's tree the nodes go under
-    /// (`"/"`, `"/isa@legacy"`).
+    /// (`"/"`, `"/isa@1"`).
     pub target_path: String,
     /// The nodes to add, each with its children.
     pub nodes: Vec<Node>,

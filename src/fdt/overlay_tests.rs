@@ -265,7 +265,7 @@ fn uart_node(port: u16, irq: u32) -> Node {
     templates::NS16550
         .instantiate(
             &Vars::new()
-                .raw("unit", format!("1,{port:x}"))
+                .raw("unit", format!("{port:x}"))
                 .cells("port", [u32::from(port)])
                 .cells("irq", [irq]),
         )
@@ -354,12 +354,12 @@ fn uart_overlay_under_the_isa_node_equals_a_tree_with_the_uart_from_the_start() 
     let (base, _) = tree_and_layout(&small_config());
     let uart = uart_node(0x2f8, 3);
     let overlay =
-        build_overlay_for_base(&base, &[Fragment::new("/isa@legacy", vec![uart.clone()])])
+        build_overlay_for_base(&base, &[Fragment::new("/isa@1", vec![uart.clone()])])
             .expect("overlay");
-    assert_eq!(overlay.adds, ["/isa@legacy/serial@1,2f8"]);
+    assert_eq!(overlay.adds, ["/isa@1/serial@2f8"]);
     assert!(overlay.base_references.is_empty());
     let applied = apply_both_ways(&emit::to_dtb(&base).expect("dtb"), &[&overlay.blob]);
-    let expected = flatten(&emit::to_dtb(&with_child(&base, "isa@legacy", uart)).expect("dtb"));
+    let expected = flatten(&emit::to_dtb(&with_child(&base, "isa@1", uart)).expect("dtb"));
     assert_same_flat(&applied, &expected, "base + uart overlay vs static");
 }
 
@@ -436,14 +436,14 @@ fn overlay_blob_has_a_fragment_with_target_path_and_overlay_and_no_fixup_nodes()
     // &ioapic became the base tree's phandle, checked against the base DTB.
     let phandle = LiveTree::from_base(&base)
         .expect("live")
-        .phandle("/ioapic@fec00000");
+        .phandle("/interrupt-controller@fec00000");
     assert_eq!(phandle, Some(1));
     assert_eq!(
         overlay.base_references,
         [
             BaseReference {
                 label: IOAPIC_LABEL.into(),
-                path: "/ioapic@fec00000".into(),
+                path: "/interrupt-controller@fec00000".into(),
                 phandle: 1,
             },
             BaseReference {
@@ -544,11 +544,11 @@ fn reference_to_a_label_neither_in_the_base_nor_the_overlay_is_rejected() {
     let mut n = Node::new("x");
     n.add_property(Property::cells("clocks", vec![Cell::Ref("nowhere".into())]))
         .expect("prop");
-    let err = build_overlay_for_base(&base, &[Fragment::new("/isa@legacy", vec![n])])
+    let err = build_overlay_for_base(&base, &[Fragment::new("/isa@1", vec![n])])
         .expect_err("unresolved");
     assert_eq!(
         err.to_string(),
-        "/isa@legacy/x: property clocks references unknown label &nowhere"
+        "/isa@1/x: property clocks references unknown label &nowhere"
     );
 }
 
@@ -562,7 +562,7 @@ fn overlay_label_that_the_base_tree_already_has_is_rejected() {
         err,
         FdtError::DuplicateLabel {
             label: "ioapic".into(),
-            first: "/ioapic@fec00000".into(),
+            first: "/interrupt-controller@fec00000".into(),
             second: "/x".into(),
         }
     );
@@ -647,10 +647,10 @@ fn an_overlay_too_large_to_send_is_rejected_not_written() {
 fn fragments_list_the_paths_they_add_parents_first() {
     let mut a = Node::new("a@1");
     a.add_child(Node::new("b")).expect("child");
-    let f = Fragment::new("/isa@legacy", vec![a, Node::new("c")]);
+    let f = Fragment::new("/isa@1", vec![a, Node::new("c")]);
     assert_eq!(
         f.added_paths(),
-        ["/isa@legacy/a@1", "/isa@legacy/a@1/b", "/isa@legacy/c"]
+        ["/isa@1/a@1", "/isa@1/a@1/b", "/isa@1/c"]
     );
 }
 
@@ -717,11 +717,11 @@ fn live_tree_rejects_blobs_that_are_not_device_trees() {
 fn live_tree_matches_names_exactly_including_the_unit_address() {
     let (base, _) = tree_and_layout(&small_config());
     let live = LiveTree::from_base(&base).expect("live");
-    assert!(live.contains("/isa@legacy/serial@1,3f8"));
-    assert!(!live.contains("/isa/serial@1,3f8"));
-    assert!(!live.contains("/isa@legacy/serial"));
+    assert!(live.contains("/isa@1/serial@3f8"));
+    assert!(!live.contains("/isa/serial@3f8"));
+    assert!(!live.contains("/isa@1/serial"));
     assert!(live.contains("/"));
     assert!(!live.contains("relative"));
-    assert_eq!(live.phandle("/ioapic@fec00000"), Some(1));
-    assert_eq!(live.phandle("/isa@legacy"), None);
+    assert_eq!(live.phandle("/interrupt-controller@fec00000"), Some(1));
+    assert_eq!(live.phandle("/isa@1"), None);
 }

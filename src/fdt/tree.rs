@@ -279,7 +279,7 @@ impl Node {
         Ok(())
     }
 
-    /// The node at `path` below this one (`"/isa/serial@1,3f8"`; `"/"` is
+    /// The node at `path` below this one (`"/isa/serial@3f8"`; `"/"` is
     /// this node).
     pub fn find(&self, path: &str) -> Option<&Node> {
         path.split('/')
