@@ -353,9 +353,8 @@ fn cam_bridge_overlay_equals_the_static_tree() {
 fn uart_overlay_under_the_isa_node_equals_a_tree_with_the_uart_from_the_start() {
     let (base, _) = tree_and_layout(&small_config());
     let uart = uart_node(0x2f8, 3);
-    let overlay =
-        build_overlay_for_base(&base, &[Fragment::new("/isa@1", vec![uart.clone()])])
-            .expect("overlay");
+    let overlay = build_overlay_for_base(&base, &[Fragment::new("/isa@1", vec![uart.clone()])])
+        .expect("overlay");
     assert_eq!(overlay.adds, ["/isa@1/serial@2f8"]);
     assert!(overlay.base_references.is_empty());
     let applied = apply_both_ways(&emit::to_dtb(&base).expect("dtb"), &[&overlay.blob]);
@@ -544,8 +543,8 @@ fn reference_to_a_label_neither_in_the_base_nor_the_overlay_is_rejected() {
     let mut n = Node::new("x");
     n.add_property(Property::cells("clocks", vec![Cell::Ref("nowhere".into())]))
         .expect("prop");
-    let err = build_overlay_for_base(&base, &[Fragment::new("/isa@1", vec![n])])
-        .expect_err("unresolved");
+    let err =
+        build_overlay_for_base(&base, &[Fragment::new("/isa@1", vec![n])]).expect_err("unresolved");
     assert_eq!(
         err.to_string(),
         "/isa@1/x: property clocks references unknown label &nowhere"
@@ -648,10 +647,7 @@ fn fragments_list_the_paths_they_add_parents_first() {
     let mut a = Node::new("a@1");
     a.add_child(Node::new("b")).expect("child");
     let f = Fragment::new("/isa@1", vec![a, Node::new("c")]);
-    assert_eq!(
-        f.added_paths(),
-        ["/isa@1/a@1", "/isa@1/a@1/b", "/isa@1/c"]
-    );
+    assert_eq!(f.added_paths(), ["/isa@1/a@1", "/isa@1/a@1/b", "/isa@1/c"]);
 }
 
 // ---------------------------------------------------------------------------
