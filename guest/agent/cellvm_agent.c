@@ -125,11 +125,14 @@ struct cv_node {
 	char *path;
 };
 
-/* A host request held unanswered in test_mode 2: header + payload. */
+/*
+ * A host request held unanswered in test_mode 2: header + payload. The
+ * payload (an overlay FDT) must be 8-byte aligned for libfdt, like in rx.
+ */
 struct cv_held {
 	struct list_head list;
 	u32 size;
-	u8 msg[];
+	u8 msg[] __aligned(8);
 };
 
 /* An overlay this agent applied. */
