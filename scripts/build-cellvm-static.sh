@@ -3,7 +3,8 @@
 #
 # Output: target/x86_64-unknown-linux-gnu/release/cellvm (static, glibc crt-static)
 #         target/x86_64-unknown-linux-gnu/release/cellvm-bench (the boot
-#         benchmark driver, src/bin/cellvm-bench.rs; static too)
+#         benchmark driver, src/bin/cellvm-bench.rs; static too); both under
+#         $CARGO_TARGET_DIR instead of target/ when that is set
 # Cargo's own incremental build makes a second run fast.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -30,8 +31,10 @@ log "cargo build --release --target $TARGET (crt-static)"
     cargo build --release --target "$TARGET" --bin cellvm --bin cellvm-bench) ||
     die "cargo build of the static cellvm failed"
 
-bin="$REPO_ROOT/target/$TARGET/release/cellvm"
-for b in "$bin" "$REPO_ROOT/target/$TARGET/release/cellvm-bench"; do
+# Cargo puts its output under $CARGO_TARGET_DIR when that is set.
+out="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/$TARGET/release"
+bin="$out/cellvm"
+for b in "$bin" "$out/cellvm-bench"; do
     need_file "$b"
     if is_dynamic "$b"; then
         die "$b is dynamically linked (RUSTFLAGS crt-static not applied?)"

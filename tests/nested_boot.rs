@@ -271,7 +271,12 @@ fn ivshmem_doorbell_raises_an_interrupt_in_the_peer_guest() {
 
 /// The output of each `step: NAME` section of the attach scenario.
 fn attach_steps() -> std::collections::BTreeMap<String, String> {
-    let s = rig().scenario("attach");
+    scenario_steps("attach")
+}
+
+/// The output of each `step: NAME` section of a scenario that exited with 0.
+fn scenario_steps(name: &str) -> std::collections::BTreeMap<String, String> {
+    let s = rig().scenario(name);
     assert_eq!(s.rc, 0, "{}", s.output);
     let mut steps = std::collections::BTreeMap::new();
     let mut current = String::from("start");
@@ -506,4 +511,387 @@ fn detaching_a_device_after_the_agent_reloaded_never_sends_a_stale_overlay_id() 
     };
     assert_eq!(count("CELLVM-DEV+ "), count("CELLVM-DEV- "), "{console}");
     assert!(count("CELLVM-DEV+ ") >= 2, "{console}");
+}
+
+// ---- The rollback scenario: a guest agent that refuses, stays silent or
+// unloads mid-attach, and detach --force (tests/nested/scenarios/rollback.sh).
+
+/// The output of each `step: NAME` section of the rollback scenario.
+fn rollback_steps() -> std::collections::BTreeMap<String, String> {
+    scenario_steps("rollback")
+}
+
+/// The value of the first line `PREFIX VALUE` of `step`, trimmed.
+fn line_value<'a>(
+    steps: &'a std::collections::BTreeMap<String, String>,
+    step: &str,
+    prefix: &str,
+) -> &'a str {
+    steps[step]
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("step {step}: no line `{prefix} ...`:\n{}", steps[step]))
+}
+
+/// `cellvm devices --json` as printed by `host_devices TAG` in `step`.
+fn host_devices<'a>(
+    steps: &'a std::collections::BTreeMap<String, String>,
+    step: &str,
+    tag: &str,
+) -> &'a str {
+    line_value(steps, step, &format!("host: devices {tag}:"))
+}
+
+/// The guest's device snapshot printed by `guest_sync TAG` in `step`.
+fn guest_devices<'a>(
+    steps: &'a std::collections::BTreeMap<String, String>,
+    step: &str,
+    tag: &str,
+) -> &'a str {
+    line_value(steps, step, &format!("guest: CELLVM-DEVICES {tag}:"))
+}
+
+/// Exit statuses of the `cellvm` commands run with `api` in a step, in order.
+fn api_rcs(step: &str) -> Vec<i32> {
+    step.lines()
+        .filter_map(|l| l.strip_prefix("rc="))
+        .map(|rc| rc.trim().parse().unwrap())
+        .collect()
+}
+
+/// Lines of `text` containing `needle`.
+fn lines_with<'a>(text: &'a str, needle: &str) -> Vec<&'a str> {
+    text.lines().filter(|l| l.contains(needle)).collect()
+}
+
+/// The number after `key` in `line` (`seq 7 ...` → 7 for key `seq `).
+fn number_after(line: &str, key: &str) -> u64 {
+    let rest = line
+        .split(key)
+        .nth(1)
+        .unwrap_or_else(|| panic!("no `{key}` in {line}"));
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits
+        .parse()
+        .unwrap_or_else(|_| panic!("no number after `{key}` in {line}"))
+}
+
+/// The host and the guest as they were before the failures: boot devices
+/// only on the host, and a guest snapshot that lists the channel.
+fn rollback_baseline(steps: &std::collections::BTreeMap<String, String>) -> (&str, &str) {
+    let host = host_devices(steps, "control", "start");
+    let guest = guest_devices(steps, "control", "start");
+    assert!(
+        host.starts_with('[') && host.contains("\"state\":\"boot\""),
+        "{host}"
+    );
+    assert!(!host.contains("\"attached\""), "{host}");
+    assert!(guest.contains("d0010000.channel"), "{guest}");
+    (host, guest)
+}
+
+#[test]
+fn an_attach_the_guest_refuses_leaves_the_cell_its_files_and_the_guest_unchanged() {
+    let steps = rollback_steps();
+    let (host, guest) = rollback_baseline(&steps);
+    // The positive control: a normal attach of the same UART creates its
+    // output file, so its absence below is the rollback's doing.
+    let control = &steps["control"];
+    assert_eq!(api_rcs(control), [0, 0], "{control}");
+    assert_eq!(
+        lines_with(control, "host: u.out present").len(),
+        2,
+        "{control}"
+    );
+
+    let nak = &steps["nak"];
+    assert!(
+        nak.contains("guest: CELLVM-AGENT-MODE nak rc=0 test_mode=1"),
+        "{nak}"
+    );
+    assert_eq!(api_rcs(nak), [1, 1], "{nak}");
+    assert_eq!(
+        lines_with(
+            nak,
+            "guest_refused: the guest agent refused the request: -16 (EBUSY)"
+        )
+        .len(),
+        2,
+        "{nak}"
+    );
+    assert_eq!(
+        host_devices(&steps, "nak", "nak"),
+        host,
+        "the cell's device list changed"
+    );
+    assert!(nak.contains("host: u.out absent"), "{nak}");
+    // The agent refused both without touching its tree: no device came or went.
+    assert_eq!(
+        lines_with(nak, "test_mode nak: refusing APPLY_OVERLAY seq").len(),
+        2,
+        "{nak}"
+    );
+    for change in ["guest: CELLVM-DEV+", "guest: CELLVM-DEV-"] {
+        assert!(!nak.contains(change), "{nak}");
+    }
+    assert!(!nak.contains("applied overlay"), "{nak}");
+    assert_eq!(
+        guest_devices(&steps, "nak", "nak"),
+        guest,
+        "the guest's devices changed"
+    );
+}
+
+#[test]
+fn an_attach_the_guest_never_answers_times_out_and_leaves_everything_unchanged() {
+    let steps = rollback_steps();
+    let (host, guest) = rollback_baseline(&steps);
+    let timeout = &steps["timeout"];
+    assert!(
+        timeout.contains("guest: CELLVM-AGENT-MODE silent rc=0 test_mode=2"),
+        "{timeout}"
+    );
+    assert_eq!(api_rcs(timeout), [1, 1], "{timeout}");
+    assert_eq!(
+        lines_with(
+            timeout,
+            "guest_timeout: the guest agent did not answer in time"
+        )
+        .len(),
+        2,
+        "{timeout}"
+    );
+    assert_eq!(host_devices(&steps, "timeout", "timeout"), host);
+    assert!(timeout.contains("host: u.out absent"), "{timeout}");
+    // The guest took both requests and sits on them: nothing applied.
+    assert_eq!(
+        lines_with(timeout, "test_mode silent: holding APPLY_OVERLAY seq").len(),
+        2,
+        "{timeout}"
+    );
+    for change in ["guest: CELLVM-DEV+", "guest: CELLVM-DEV-"] {
+        assert!(!timeout.contains(change), "{timeout}");
+    }
+    assert_eq!(guest_devices(&steps, "timeout", "timeout"), guest);
+}
+
+/// docs/channel.md, "Sessions, requests, timeouts": a reply to a request the
+/// host gave up on is refused with -ETIMEDOUT and never taken for the answer
+/// to a newer request; an agent whose ACK of an apply is refused removes
+/// that overlay itself.
+#[test]
+fn late_answers_are_refused_and_never_taken_for_the_answer_to_a_newer_request() {
+    let steps = rollback_steps();
+    let (host, guest) = rollback_baseline(&steps);
+    let held: Vec<u64> = lines_with(&steps["timeout"], "holding APPLY_OVERLAY seq")
+        .iter()
+        .map(|l| number_after(l, "seq "))
+        .collect();
+    assert_eq!(held.len(), 2, "{}", steps["timeout"]);
+    let late = &steps["late-answers"];
+
+    // The third attach, held too and answered in time, succeeded: with the
+    // overlay the guest applied for it, not one of the late ones.
+    let rcs = api_rcs(late);
+    assert_eq!(rcs.first(), Some(&0), "the in-time attach failed:\n{late}");
+    let attached = lines_with(late, "kind=pci-bridge");
+    assert_eq!(attached.len(), 1, "{late}");
+    let overlay = number_after(attached[0], "overlay=");
+    let applied = lines_with(late, "applied overlay ");
+    assert_eq!(applied.len(), 1, "{late}");
+    assert_eq!(
+        number_after(applied[0], "applied overlay "),
+        overlay,
+        "{late}"
+    );
+    let third = number_after(
+        lines_with(late, "holding APPLY_OVERLAY seq")
+            .first()
+            .unwrap_or_else(|| panic!("third attach not held:\n{late}")),
+        "seq ",
+    );
+
+    // All three held requests were answered, in order.
+    let answered: Vec<u64> = lines_with(late, "answering held APPLY_OVERLAY seq")
+        .iter()
+        .map(|l| number_after(l, "seq "))
+        .collect();
+    assert_eq!(answered, [held[0], held[1], third], "{late}");
+    // cellvm refused exactly the two late ACKs, naming their requests...
+    let refused: Vec<u64> = lines_with(late, "host-log: ")
+        .iter()
+        .filter(|l| l.contains("late ACK for APPLY_OVERLAY seq") && l.contains("(timed out)"))
+        .map(|l| number_after(l, "late ACK for APPLY_OVERLAY seq "))
+        .collect();
+    assert_eq!(refused, held, "{late}");
+    // ... and the agent removed the two overlays nobody owns.
+    let orphans = lines_with(late, "host refused ACK of overlay")
+        .iter()
+        .filter(|l| l.contains("(-110): removing it"))
+        .count();
+    assert_eq!(orphans, 2, "{late}");
+    // (The guest reuses overlay ids, so the ids cannot tell the answers
+    // apart; the sequence numbers above and the guest's tree below do: had
+    // cellvm taken a late ACK for the third attach's answer, it would have
+    // refused the real one and the agent would have removed the bridge.)
+    assert!(
+        guest_devices(&steps, "late-answers", "late").contains("e0000000:08:01.0"),
+        "{late}"
+    );
+    assert!(!late.contains("cannot remove orphaned overlay"), "{late}");
+
+    // The host's view: the refusals are counted, the device list had hot0
+    // only, and after its detach the cell, its files and the guest are as
+    // before the failures.
+    let status: serde_json::Value = serde_json::from_str(
+        late.lines()
+            .find(|l| l.starts_with('{') && l.contains("\"agent\""))
+            .unwrap_or_else(|| panic!("no status line:\n{late}")),
+    )
+    .unwrap();
+    let agent = &status["agent"];
+    assert_eq!(agent["state"], "ready", "{agent}");
+    assert!(agent["rejected_messages"].as_u64().unwrap() >= 2, "{agent}");
+    assert!(
+        agent["last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("-110: late ACK for APPLY_OVERLAY")),
+        "{agent}"
+    );
+    let during = host_devices(&steps, "late-answers", "late");
+    assert_eq!(during.matches("\"attached\"").count(), 1, "{during}");
+    assert!(during.contains("\"id\":\"hot0\""), "{during}");
+    assert!(!during.contains("\"id\":\"ser1\""), "{during}");
+    assert_eq!(rcs.last(), Some(&0), "detach of hot0:\n{late}");
+    assert!(late.contains("host: u.out absent"), "{late}");
+    assert_eq!(host_devices(&steps, "late-answers", "late-done"), host);
+    assert_eq!(guest_devices(&steps, "late-answers", "late-done"), guest);
+}
+
+#[test]
+fn refused_and_timed_out_attaches_leave_nothing_on_the_buses() {
+    let steps = rollback_steps();
+    let (host, guest) = rollback_baseline(&steps);
+    let resync = &steps["resync"];
+    // A UART left registered at its port by a rolled-back attach would
+    // make this attach a conflict.
+    assert_eq!(api_rcs(resync), [0, 0], "{resync}");
+    assert!(resync.contains("host: u.out present"), "{resync}");
+    assert!(resync.contains("guest: CELLVM-DEV+ 2f8.serial"), "{resync}");
+    assert_eq!(host_devices(&steps, "resync", "resync"), host);
+    assert_eq!(guest_devices(&steps, "resync", "resync"), guest);
+}
+
+#[test]
+fn an_agent_that_unloads_mid_attach_fails_the_attach_at_once_with_no_agent() {
+    let steps = rollback_steps();
+    let (host, guest) = rollback_baseline(&steps);
+    let dies = &steps["agent-dies"];
+    assert!(dies.contains("holding APPLY_OVERLAY seq"), "{dies}");
+    assert_eq!(api_rcs(dies), [1], "{dies}");
+    assert!(
+        dies.contains(
+            "no_agent: the guest agent restarted or left while the request was outstanding"
+        ),
+        "{dies}"
+    );
+    // Its timeout was 60 s: the agent's BYE ended it.
+    let took = line_value(&steps, "agent-dies", "host: attach returned");
+    let secs: u64 = took
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read `{took}`"));
+    assert!(secs <= 20, "the attach took {secs} s after rmmod:\n{dies}");
+    assert!(dies.contains("guest: CELLVM-AGENT-RMMOD rc=0"), "{dies}");
+    assert!(
+        dies.contains("unload: dropping 1 held request(s) unanswered"),
+        "{dies}"
+    );
+    assert_eq!(host_devices(&steps, "agent-dies", "dies"), host);
+    assert_eq!(guest_devices(&steps, "agent-dies", "dies"), guest);
+    // The agent came back.
+    assert!(dies.contains("guest: CELLVM-AGENT-INSMOD rc=0"), "{dies}");
+    assert!(dies.contains("host: agent ready"), "{dies}");
+}
+
+#[test]
+fn a_detach_the_guest_refuses_keeps_the_device_and_force_tears_it_down_on_the_host() {
+    let steps = rollback_steps();
+    let (host, _) = rollback_baseline(&steps);
+    let refused = &steps["detach-refused"];
+    assert_eq!(api_rcs(refused), [0, 1, 0], "{refused}");
+    assert!(
+        refused.contains("guest: CELLVM-AGENT-MODE nak rc=0"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("guest_refused: the guest agent refused the request: -16 (EBUSY)"),
+        "{refused}"
+    );
+    assert!(
+        refused.contains("test_mode nak: refusing REMOVE_OVERLAY seq"),
+        "{refused}"
+    );
+    let listed = lines_with(refused, "id=hot0");
+    assert!(
+        listed.iter().any(|l| l.contains("state=attached")),
+        "hot0 is not listed after the refused detach:\n{refused}"
+    );
+    // The guest kept it too.
+    assert!(
+        guest_devices(&steps, "detach-refused", "refused").contains("e0000000:08:01.0"),
+        "{refused}"
+    );
+
+    let forced = &steps["detach-forced"];
+    assert_eq!(api_rcs(forced), [0, 0], "{forced}");
+    assert!(forced.contains("detached=true"), "{forced}");
+    assert!(forced.contains("forced=true"), "{forced}");
+    assert!(
+        forced.contains("guest_error=the guest agent refused the request: -16 (EBUSY)"),
+        "{forced}"
+    );
+    assert!(
+        !lines_with(forced, "id=hot0")
+            .iter()
+            .any(|l| l.contains("state=attached")),
+        "hot0 still listed:\n{forced}"
+    );
+    assert_eq!(host_devices(&steps, "detach-forced", "forced"), host);
+}
+
+#[test]
+fn after_a_forced_detach_the_guest_runs_on_and_the_same_id_attaches_again() {
+    let steps = rollback_steps();
+    // The guest answered a console command after the forced detach; its
+    // agent refused the removal, so it still has the bridge's nodes.
+    let forced = guest_devices(&steps, "detach-forced", "forced");
+    assert!(forced.contains("e0000000:08:01.0"), "{forced}");
+    let again = &steps["reattach"];
+    assert!(
+        again.contains("guest: CELLVM-AGENT-MODE normal rc=0 test_mode=0"),
+        "{again}"
+    );
+    assert_eq!(api_rcs(again), [0, 0, 0], "{again}");
+    assert!(
+        lines_with(again, "id=hot0")
+            .iter()
+            .any(|l| l.contains("state=attached")),
+        "{again}"
+    );
+    assert!(again.contains("guest: CELLVM-DEVICES reattach:"), "{again}");
+}
+
+#[test]
+fn the_cell_survives_every_failure_and_exits_cleanly() {
+    let s = rig().scenario("rollback");
+    assert_eq!(s.rc, 0, "{}", s.output);
+    assert!(s.output.contains("scenario: cellvm rc=0"), "{}", s.output);
+    let console = &scenario_steps("rollback")["console"];
+    assert!(console.contains("(exit status 0)"), "{console}");
+    for bad in ["Oops", "BUG:", "Call Trace", "Kernel panic"] {
+        assert!(!console.contains(bad), "guest kernel: {bad}:\n{console}");
+    }
 }

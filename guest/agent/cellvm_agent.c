@@ -14,6 +14,10 @@
  * Context rules: the hard IRQ handler only acknowledges the interrupt and
  * queues work; messages are copied, answered and overlays applied/removed in
  * an ordered workqueue, under agent->lock, never in IRQ context.
+ *
+ * TEST HOOK: the module parameter test_mode (below) makes the agent refuse
+ * or ignore the host's requests, for cellvm's rollback tests. It is 0
+ * (normal) unless someone writes it; never set it outside tests.
  */
 
 #include <linux/interrupt.h>
@@ -82,10 +86,53 @@ struct cv_hdr {
 
 #define CV_HDR_LEN sizeof(struct cv_hdr) /* 24 */
 
+/*
+ * ---- TEST HOOK: test_mode ----
+ *
+ * /sys/module/cellvm_agent/parameters/test_mode (writable at runtime, or
+ * test_mode=N at insmod) makes this agent misbehave the ways a real agent
+ * can, so that cellvm's rollback paths run against a real guest
+ * (tests/nested/scenarios/rollback.sh; docs/channel.md, "Test modes"):
+ *
+ *   0  normal.
+ *   1  nak: every APPLY_OVERLAY and REMOVE_OVERLAY is answered NAK -EBUSY
+ *      without touching the device tree (PING is answered as usual).
+ *   2  silent: every host request (APPLY_OVERLAY, REMOVE_OVERLAY, PING) is
+ *      taken off the mailbox and held unanswered (up to CV_TEST_MAX_HELD;
+ *      further ones are dropped). When test_mode leaves 2, the held requests
+ *      are carried out in order under the new mode and answered late, as a
+ *      slow agent would answer them (the host refuses such answers with
+ *      -ETIMEDOUT; the agent then removes an overlay nobody owns).
+ *
+ * Unloading the module drops held requests unanswered; a reloaded module
+ * starts in mode 0. The protocol is unchanged: a test mode only changes
+ * which valid answer is sent, and when. Not for production use.
+ */
+enum cv_test_mode {
+	CV_TEST_NORMAL = 0,
+	CV_TEST_NAK = 1,
+	CV_TEST_SILENT = 2,
+	CV_TEST_MAX_MODE = CV_TEST_SILENT,
+};
+
+enum { CV_TEST_MAX_HELD = 8 }; /* requests test_mode 2 holds at most */
+
+static int test_mode = CV_TEST_NORMAL;
+
 /* A node an overlay created (its path in the live tree). */
 struct cv_node {
 	struct list_head list;
 	char *path;
+};
+
+/*
+ * A host request held unanswered in test_mode 2: header + payload. The
+ * payload (an overlay FDT) must be 8-byte aligned for libfdt, like in rx.
+ */
+struct cv_held {
+	struct list_head list;
+	u32 size;
+	u8 msg[] __aligned(8);
 };
 
 /* An overlay this agent applied. */
@@ -108,6 +155,8 @@ struct cv_agent {
 	u32 hello_seq;
 	bool stopping;
 	u8 *rx; /* copy of the posted host message (h2g_size bytes) */
+	struct list_head held; /* struct cv_held, test_mode 2 only */
+	unsigned int n_held;
 	/* PRE_APPLY notifier: records the nodes an apply of ours creates. */
 	struct notifier_block nb;
 	struct task_struct *capture_task;
@@ -191,6 +240,112 @@ static int cv_send_hello(struct cv_agent *ag)
 
 	ag->hello_seq = ++ag->seq;
 	return cv_send(ag, CV_OP_HELLO, ag->hello_seq, 0, p, sizeof(p));
+}
+
+/* ---- test_mode (TEST HOOK, see the top of this file) ---- */
+
+/*
+ * The bound agent, so that a write to test_mode can wake it: held requests
+ * are answered as soon as the mode leaves 2. Set at the end of probe,
+ * cleared first thing in remove (before the workqueue goes), under
+ * cv_active_lock. One channel per guest.
+ */
+static struct cv_agent *cv_active;
+static DEFINE_MUTEX(cv_active_lock);
+
+static int cv_test_mode_set(const char *val, const struct kernel_param *kp)
+{
+	int mode, ret;
+
+	ret = kstrtoint(val, 0, &mode);
+	if (ret)
+		return ret;
+	if (mode < CV_TEST_NORMAL || mode > CV_TEST_MAX_MODE)
+		return -EINVAL;
+	WRITE_ONCE(test_mode, mode);
+	mutex_lock(&cv_active_lock);
+	if (cv_active) {
+		dev_info(cv_active->dev, "test_mode = %d\n", mode);
+		queue_work(cv_active->wq, &cv_active->work);
+	}
+	mutex_unlock(&cv_active_lock);
+	return 0;
+}
+
+static const struct kernel_param_ops cv_test_mode_ops = {
+	.set = cv_test_mode_set,
+	.get = param_get_int,
+};
+module_param_cb(test_mode, &cv_test_mode_ops, &test_mode, 0644);
+MODULE_PARM_DESC(test_mode,
+		 "TEST HOOK for cellvm's rollback tests: 0 normal, 1 NAK every apply/remove with -EBUSY, 2 hold requests unanswered (answered late when the mode leaves 2)");
+
+static const char *cv_op_name(u16 op)
+{
+	switch (op) {
+	case CV_OP_APPLY_OVERLAY:
+		return "APPLY_OVERLAY";
+	case CV_OP_REMOVE_OVERLAY:
+		return "REMOVE_OVERLAY";
+	case CV_OP_PING:
+		return "PING";
+	default:
+		return "other";
+	}
+}
+
+/* test_mode 1: answers an APPLY/REMOVE with NAK -EBUSY; true if it did. */
+static bool cv_test_refuse(struct cv_agent *ag, u16 op, u32 seq)
+{
+	if (READ_ONCE(test_mode) != CV_TEST_NAK)
+		return false;
+	dev_info(ag->dev, "test_mode nak: refusing %s seq %u with -EBUSY\n",
+		 cv_op_name(op), seq);
+	cv_send(ag, CV_OP_NAK, seq, -EBUSY, NULL, 0);
+	return true;
+}
+
+/*
+ * test_mode 2: keeps a copy of a host request (header + @len payload bytes
+ * at @msg) to answer later; true if the request was taken (held or dropped).
+ */
+static bool cv_test_hold(struct cv_agent *ag, const u8 *msg, u32 len)
+{
+	const struct cv_hdr *h = (const struct cv_hdr *)msg;
+	u16 op = le16_to_cpu(h->op);
+	u32 seq = le32_to_cpu(h->seq);
+	struct cv_held *m;
+
+	if (READ_ONCE(test_mode) != CV_TEST_SILENT ||
+	    (op != CV_OP_APPLY_OVERLAY && op != CV_OP_REMOVE_OVERLAY &&
+	     op != CV_OP_PING))
+		return false;
+	if (ag->n_held >= CV_TEST_MAX_HELD) {
+		dev_warn(ag->dev, "test_mode silent: dropping %s seq %u (%u held)\n",
+			 cv_op_name(op), seq, ag->n_held);
+		return true;
+	}
+	m = kvmalloc(struct_size(m, msg, CV_HDR_LEN + len), GFP_KERNEL);
+	if (!m)
+		return true; /* dropped; the allocator already said why */
+	m->size = CV_HDR_LEN + len;
+	memcpy(m->msg, msg, m->size);
+	list_add_tail(&m->list, &ag->held);
+	ag->n_held++;
+	dev_info(ag->dev, "test_mode silent: holding %s seq %u unanswered\n",
+		 cv_op_name(op), seq);
+	return true;
+}
+
+static void cv_free_held(struct cv_agent *ag)
+{
+	struct cv_held *m, *tmp;
+
+	list_for_each_entry_safe(m, tmp, &ag->held, list) {
+		list_del(&m->list);
+		kvfree(m);
+	}
+	ag->n_held = 0;
 }
 
 /* ---- overlays ---- */
@@ -436,10 +591,12 @@ static void cv_handle(struct cv_agent *ag, const struct cv_hdr *h,
 
 	switch (op) {
 	case CV_OP_APPLY_OVERLAY:
-		cv_handle_apply(ag, seq, payload, len);
+		if (!cv_test_refuse(ag, op, seq))
+			cv_handle_apply(ag, seq, payload, len);
 		break;
 	case CV_OP_REMOVE_OVERLAY:
-		cv_handle_remove(ag, seq, payload, len);
+		if (!cv_test_refuse(ag, op, seq))
+			cv_handle_remove(ag, seq, payload, len);
 		break;
 	case CV_OP_PING:
 		cv_handle_ping(ag, seq);
@@ -466,6 +623,27 @@ static void cv_handle(struct cv_agent *ag, const struct cv_hdr *h,
 }
 
 /*
+ * test_mode left 2: carries out the held requests in order, late (the host
+ * gave up on them long ago). Caller holds ag->lock.
+ */
+static void cv_answer_held(struct cv_agent *ag)
+{
+	struct cv_held *m;
+
+	while (!ag->stopping && READ_ONCE(test_mode) != CV_TEST_SILENT &&
+	       (m = list_first_entry_or_null(&ag->held, struct cv_held, list))) {
+		const struct cv_hdr *h = (const struct cv_hdr *)m->msg;
+
+		list_del(&m->list);
+		ag->n_held--;
+		dev_info(ag->dev, "test_mode: answering held %s seq %u late\n",
+			 cv_op_name(le16_to_cpu(h->op)), le32_to_cpu(h->seq));
+		cv_handle(ag, h, m->msg + CV_HDR_LEN, m->size - CV_HDR_LEN);
+		kvfree(m);
+	}
+}
+
+/*
  * Takes every posted host message: copy it out, release the mailbox with
  * its ticket, and only then act on it (a result other than 0 means the host
  * retracted it while we copied: discard the copy).
@@ -477,6 +655,7 @@ static void cv_work(struct work_struct *work)
 	void __iomem *mb = ag->base + ag->h2g_off;
 
 	mutex_lock(&ag->lock);
+	cv_answer_held(ag);
 	while (!ag->stopping && cv_read(ag, CV_REG_H2G_STATE) == 1) {
 		u32 ticket = cv_read(ag, CV_REG_H2G_TICKET), len;
 		bool ok;
@@ -498,6 +677,8 @@ static void cv_work(struct work_struct *work)
 					     le16_to_cpu(h->version), len);
 			continue;
 		}
+		if (cv_test_hold(ag, ag->rx, len))
+			continue;
 		cv_handle(ag, h, ag->rx + CV_HDR_LEN, len);
 	}
 	mutex_unlock(&ag->lock);
@@ -531,6 +712,7 @@ static int cv_probe(struct platform_device *pdev)
 	ag->dev = dev;
 	mutex_init(&ag->lock);
 	INIT_LIST_HEAD(&ag->overlays);
+	INIT_LIST_HEAD(&ag->held);
 	INIT_WORK(&ag->work, cv_work);
 
 	ag->base = devm_platform_get_and_ioremap_resource(pdev, 0, &res);
@@ -590,6 +772,9 @@ static int cv_probe(struct platform_device *pdev)
 	}
 	/* In case the host posted before the interrupt was enabled. */
 	queue_work(ag->wq, &ag->work);
+	mutex_lock(&cv_active_lock);
+	cv_active = ag;
+	mutex_unlock(&cv_active_lock);
 	dev_info(dev,
 		 "cellvm channel at %pR irq %d, host protocol %u: HELLO sent (protocol %u, capabilities %#x)\n",
 		 res, ag->irq, version, CV_PROTOCOL_VERSION, CV_AGENT_CAPS);
@@ -613,6 +798,10 @@ static void cv_remove(struct platform_device *pdev)
 	struct cv_overlay *ov, *tmp;
 	int ret;
 
+	mutex_lock(&cv_active_lock);
+	if (cv_active == ag)
+		cv_active = NULL;
+	mutex_unlock(&cv_active_lock);
 	cv_write(ag, CV_REG_INT_ENABLE, 0);
 	free_irq(ag->irq, ag);
 	mutex_lock(&ag->lock);
@@ -621,6 +810,10 @@ static void cv_remove(struct platform_device *pdev)
 	destroy_workqueue(ag->wq); /* waits for a running cv_work */
 
 	mutex_lock(&ag->lock);
+	if (ag->n_held)
+		dev_info(ag->dev, "unload: dropping %u held request(s) unanswered\n",
+			 ag->n_held);
+	cv_free_held(ag);
 	list_for_each_entry_safe_reverse(ov, tmp, &ag->overlays, list) {
 		int id = ov->id;
 

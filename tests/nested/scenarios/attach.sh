@@ -34,9 +34,11 @@ act_and_wait() {
 }
 # agent_ready: until the cell reports its guest agent ready (after an
 # insmod), checked every 50 ms, up to ~60 s: the host's view, not a log line.
+# (The JSON's keys are sorted, so the agent's "state" is not its first key:
+# a pattern anchored at '"agent":{' never matched and waited out the bound.)
 agent_ready() {
     _i=0
-    until cellvm status "$name" --json 2>/dev/null | grep -q '"agent":{"state":"ready"' || [ "$_i" -ge 1200 ]; do
+    until cellvm status "$name" --json 2>/dev/null | grep -q '"state":"ready"' || [ "$_i" -ge 1200 ]; do
         _i=$((_i + 1))
         usleep 50000
     done
