@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build a statically linked cellvm for the nested rig's L1 initramfs.
 #
-# Output: target/x86_64-unknown-linux-gnu/release/cellvm (static, glibc crt-static)
+# Output: target/x86_64-unknown-linux-gnu/release/cellvm (static, glibc crt-static;
+#         under $CARGO_TARGET_DIR instead of target/ when that is set)
 #         target/x86_64-unknown-linux-gnu/release/cellvm-bench (the boot
 #         benchmark driver, src/bin/cellvm-bench.rs; static too)
 # Cargo's own incremental build makes a second run fast.
@@ -30,8 +31,8 @@ log "cargo build --release --target $TARGET (crt-static)"
     cargo build --release --target "$TARGET" --bin cellvm --bin cellvm-bench) ||
     die "cargo build of the static cellvm failed"
 
-bin="$REPO_ROOT/target/$TARGET/release/cellvm"
-for b in "$bin" "$REPO_ROOT/target/$TARGET/release/cellvm-bench"; do
+bin="$TARGET_DIR/$TARGET/release/cellvm"
+for b in "$bin" "$TARGET_DIR/$TARGET/release/cellvm-bench"; do
     need_file "$b"
     if is_dynamic "$b"; then
         die "$b is dynamically linked (RUSTFLAGS crt-static not applied?)"
