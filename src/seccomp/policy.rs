@@ -79,7 +79,8 @@ mod ioctls {
 }
 
 /// KVM VM ioctls that raise interrupts: an INTx level, an MSI, and the
-/// irqfds and GSI routes that MSI-X vectors get on first use.
+/// irqfds and GSI routes that MSI-X vectors get on first use (on whichever
+/// thread sends a vector's first message: see [`raising_interrupts`]).
 fn interrupt_ioctls() -> Vec<u64> {
     vec![
         ioctls::KVM_IRQ_LINE(),
@@ -96,6 +97,13 @@ fn bar_ioctls() -> Vec<u64> {
         ioctls::KVM_SET_USER_MEMORY_REGION(),
         ioctls::KVM_IOEVENTFD(),
     ]
+}
+
+/// Besides [`interrupt_ioctls`], what a thread that raises interrupts needs:
+/// the first message of an MSI-X vector creates the vector's irqfd
+/// (`vmm::irq::IrqfdMsiSender`).
+fn raising_interrupts() -> Policy {
+    vec![(libc::SYS_eventfd2, When::Always)]
 }
 
 /// The socket ioctl `set_nonblocking` uses (a virtio console's accepted
@@ -157,7 +165,7 @@ fn vcpu() -> Policy {
     ioctl.extend(bar_ioctls());
     ioctl.extend(interrupt_ioctls());
     ioctl.extend(nonblocking_ioctl());
-    vec![
+    let mut list = vec![
         (SYS_ioctl, When::ArgIn(1, ioctl)),
         // Pinning (`cpus.pin`) happens on the thread itself.
         (SYS_sched_setaffinity, When::ArgIn(0, vec![0])),
@@ -168,7 +176,9 @@ fn vcpu() -> Policy {
         (SYS_accept4, When::Always),
         (SYS_recvfrom, When::Always),
         (SYS_sendto, When::Always),
-    ]
+    ];
+    list.extend(raising_interrupts());
+    list
 }
 
 /// A virtio device's worker: waits on queue eventfds and the backend's host
@@ -178,7 +188,7 @@ fn virtio_worker() -> Policy {
     use libc::*;
     let mut ioctl = interrupt_ioctls();
     ioctl.extend(nonblocking_ioctl());
-    vec![
+    let mut list = vec![
         (SYS_ioctl, When::ArgIn(1, ioctl)),
         (SYS_poll, When::Always),
         (SYS_ppoll, When::Always),
@@ -189,7 +199,9 @@ fn virtio_worker() -> Policy {
         (SYS_accept4, When::Always),
         (SYS_recvfrom, When::Always),
         (SYS_sendto, When::Always),
-    ]
+    ];
+    list.extend(raising_interrupts());
+    list
 }
 
 /// The console input pump: reads stdin, waits for UART FIFO space.
@@ -207,7 +219,7 @@ fn control(facts: ProcessFacts) -> Policy {
     use libc::*;
     let mut ioctl = interrupt_ioctls();
     ioctl.extend(bar_ioctls());
-    vec![
+    let mut list = vec![
         (SYS_ioctl, When::ArgIn(1, ioctl)),
         (SYS_epoll_wait, When::Always),
         (SYS_epoll_pwait, When::Always),
@@ -229,7 +241,9 @@ fn control(facts: ProcessFacts) -> Policy {
         (SYS_readlinkat, When::Always),
         (SYS_unlink, When::Always),
         (SYS_unlinkat, When::Always),
-    ]
+    ];
+    list.extend(raising_interrupts());
+    list
 }
 
 /// The control API: accepts connections and serves each on a thread of its
