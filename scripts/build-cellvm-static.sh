@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Build a statically linked cellvm for the nested rig's L1 initramfs.
 #
-# Output: target/x86_64-unknown-linux-gnu/release/cellvm (static, glibc crt-static)
+# Output: target/x86_64-unknown-linux-gnu/release/cellvm (static, glibc crt-static;
+#         under $CARGO_TARGET_DIR instead of target/ when that is set)
 #         target/x86_64-unknown-linux-gnu/release/cellvm-bench (the boot
-#         benchmark driver, src/bin/cellvm-bench.rs; static too); both under
-#         $CARGO_TARGET_DIR instead of target/ when that is set
+#         benchmark driver, src/bin/cellvm-bench.rs; static too)
 # Cargo's own incremental build makes a second run fast.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -31,10 +31,8 @@ log "cargo build --release --target $TARGET (crt-static)"
     cargo build --release --target "$TARGET" --bin cellvm --bin cellvm-bench) ||
     die "cargo build of the static cellvm failed"
 
-# Cargo puts its output under $CARGO_TARGET_DIR when that is set.
-out="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/$TARGET/release"
-bin="$out/cellvm"
-for b in "$bin" "$out/cellvm-bench"; do
+bin="$TARGET_DIR/$TARGET/release/cellvm"
+for b in "$bin" "$TARGET_DIR/$TARGET/release/cellvm-bench"; do
     need_file "$b"
     if is_dynamic "$b"; then
         die "$b is dynamically linked (RUSTFLAGS crt-static not applied?)"

@@ -10,8 +10,7 @@
 #         binary, cells, scenarios and guest artefacts are always used.
 #
 # Inputs (must exist; run scripts/setup.sh for all of them):
-#   target/x86_64-unknown-linux-gnu/release/cellvm   (scripts/build-cellvm-static.sh;
-#                                    under $CARGO_TARGET_DIR when that is set)
+#   target/x86_64-unknown-linux-gnu/release/cellvm   (scripts/build-cellvm-static.sh)
 #   build/guest/bzImage, build/guest/vmlinux, build/guest/initramfs.cpio.gz
 #   cells/*.toml, tests/nested/scenarios/*.sh, guest/l1/init
 #
@@ -56,7 +55,7 @@ need_busybox_static
 apt_ensure xz-utils kmod
 need_cmd apt-get apt-cache dpkg-deb xz modinfo
 
-CELLVM_BIN="${CELLVM_BIN:-${CARGO_TARGET_DIR:-$REPO_ROOT/target}/x86_64-unknown-linux-gnu/release/cellvm}"
+CELLVM_BIN="${CELLVM_BIN:-$TARGET_DIR/x86_64-unknown-linux-gnu/release/cellvm}"
 [ -x "$CELLVM_BIN" ] || die "no cellvm binary at $CELLVM_BIN (run scripts/build-cellvm-static.sh)"
 if is_dynamic "$CELLVM_BIN"; then
     die "$CELLVM_BIN is dynamically linked; L1 has no libc: build it with scripts/build-cellvm-static.sh"

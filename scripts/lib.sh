@@ -19,8 +19,15 @@ _lib_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_ROOT="$(cd "$_lib_dir/.." && pwd)"
 CELLVM_CACHE="${CELLVM_CACHE:-${HOME:-/root}/.cache/cellvm}"
 BUILD_DIR="$REPO_ROOT/build"
+# Where cargo puts its output: $CARGO_TARGET_DIR if set (relative to the
+# repository), else target/.
+case "${CARGO_TARGET_DIR:-}" in
+    "") TARGET_DIR="$REPO_ROOT/target" ;;
+    /*) TARGET_DIR="$CARGO_TARGET_DIR" ;;
+    *) TARGET_DIR="$REPO_ROOT/$CARGO_TARGET_DIR" ;;
+esac
 SCRIPT_NAME="$(basename "$0")"
-export REPO_ROOT CELLVM_CACHE BUILD_DIR
+export REPO_ROOT CELLVM_CACHE BUILD_DIR TARGET_DIR
 
 # No silent deaths under `set -e`: name the command that failed.
 # (The trap also fires under `set +e`: use `trap - ERR` around commands whose

@@ -18,6 +18,7 @@ pub mod logger;
 pub mod pci;
 pub mod platform;
 pub mod ratelimit;
+pub mod seccomp;
 pub mod stop;
 pub mod sync;
 pub mod virtio;

@@ -99,7 +99,20 @@ fn io(capture: &Capture, input: Option<std::fs::File>) -> CellIo {
         console_in: input,
         handle_signals: false,
         api_socket: None,
+        // Every test runs its cell as cellvm does: filtered.
+        seccomp: true,
     }
+}
+
+/// Runs `cell` on a thread of its own (seccomp leaves the thread that ran
+/// the control loop under the control filter) and returns how it ended.
+fn run_cell(cell: Cell) -> RunOutcome {
+    std::thread::Builder::new()
+        .name("cell-control".into())
+        .spawn(move || cell.run().expect("run cell"))
+        .unwrap()
+        .join()
+        .expect("the cell's control thread panicked")
 }
 
 fn run_program(asm: &Asm, vcpus: u8) -> (RunOutcome, String) {
@@ -114,7 +127,7 @@ fn run_with_config(asm: &Asm, tweak: impl FnOnce(&mut CellConfig)) -> (RunOutcom
     tweak(&mut cfg);
     let (capture, _first) = Capture::new();
     let cell = Cell::new(cfg, io(&capture, None), Instant::now()).expect("build cell");
-    let outcome = cell.run().expect("run cell");
+    let outcome = run_cell(cell);
     (outcome, capture.text())
 }
 
@@ -349,7 +362,7 @@ fn pci_walk(kind: PciHostKind, config_base: u64, devfn_shift: u32) {
     let (capture, _) = Capture::new();
     let cell = Cell::new(cfg, io(&capture, None), Instant::now()).unwrap();
     let bridge = cell.pci_bridges()[0].clone();
-    let outcome = cell.run().unwrap();
+    let outcome = run_cell(cell);
     assert_eq!(outcome.reason, StopReason::DebugExit(0));
     let bytes = capture.bytes.lock().unwrap().clone();
     let words: Vec<u32> = bytes
@@ -513,7 +526,7 @@ fn run_config(cfg: CellConfig) -> (RunOutcome, Vec<u8>) {
     require_kvm();
     let (capture, _first) = Capture::new();
     let cell = Cell::new(cfg, io(&capture, None), Instant::now()).expect("build cell");
-    let outcome = cell.run().expect("run cell");
+    let outcome = run_cell(cell);
     let bytes = capture.bytes.lock().unwrap().clone();
     (outcome, bytes)
 }

@@ -108,6 +108,7 @@ pub struct ApiServer {
     path: PathBuf,
     listener: UnixListener,
     idle_timeout: Duration,
+    seccomp: Option<Arc<crate::seccomp::Filters>>,
 }
 
 impl ApiServer {
@@ -141,6 +142,7 @@ impl ApiServer {
             path: path.to_path_buf(),
             listener,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            seccomp: None,
         })
     }
 
@@ -151,13 +153,22 @@ impl ApiServer {
         self
     }
 
+    /// The same with the API threads under `filters`' API filter
+    /// (docs/security.md): the accept thread installs it before it accepts,
+    /// and the connection threads it starts inherit it.
+    pub fn with_seccomp(mut self, filters: Arc<crate::seccomp::Filters>) -> Self {
+        self.seccomp = Some(filters);
+        self
+    }
+
     /// The socket path.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
     /// Accepts connections on a background thread until the process ends,
-    /// serving each on a thread of its own (at most [`MAX_CONNECTIONS`]).
+    /// serving each on a thread of its own (at most [`MAX_CONNECTIONS`]);
+    /// returns once that thread's seccomp filter (if any) is in place.
     /// The returned guard removes the socket file when dropped.
     pub fn spawn(self, target: Arc<dyn ControlTarget>) -> std::io::Result<SocketGuard> {
         let listener = self.listener.try_clone()?;
@@ -166,16 +177,21 @@ impl ApiServer {
         };
         let idle = self.idle_timeout;
         let open = Arc::new(AtomicUsize::new(0));
-        std::thread::Builder::new()
-            .name("api".into())
-            .spawn(move || {
-                for conn in listener.incoming() {
-                    match conn.and_then(|s| s.set_write_timeout(Some(idle)).map(|()| s)) {
-                        Ok(stream) => accept(stream, &target, &open, idle),
-                        Err(e) => log::warn!("api: accept failed: {e}"),
-                    }
+        let accept_loop = move || {
+            for conn in listener.incoming() {
+                match conn.and_then(|s| s.set_write_timeout(Some(idle)).map(|()| s)) {
+                    Ok(stream) => accept(stream, &target, &open, idle),
+                    Err(e) => log::warn!("api: accept failed: {e}"),
                 }
-            })?;
+            }
+        };
+        crate::seccomp::spawn(
+            std::thread::Builder::new().name("api".into()),
+            crate::seccomp::ThreadKind::Api,
+            self.seccomp.as_ref(),
+            accept_loop,
+        )
+        .map_err(std::io::Error::other)?;
         Ok(guard)
     }
 }
@@ -199,6 +215,7 @@ fn accept(
     }
     let target = target.clone();
     let done = open.clone();
+    // Started from the accept thread, so under its seccomp filter.
     let spawned = std::thread::Builder::new()
         .name("api-conn".into())
         .spawn(move || {

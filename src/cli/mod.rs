@@ -113,6 +113,15 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// A feature switch on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -135,6 +144,10 @@ pub enum Command {
         /// Do not serve the control API.
         #[arg(long)]
         no_api: bool,
+        /// Seccomp filters on every thread (docs/security.md); `off` only to
+        /// debug a suspected filter problem.
+        #[arg(long, value_enum, value_name = "on|off", default_value_t = Switch::On)]
+        seccomp: Switch,
     },
     /// List running cells (those with a live control socket).
     Cells,
@@ -261,6 +274,7 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             cmdline_append,
             api_socket,
             no_api,
+            seccomp,
         } => {
             control::block_termination_signals()
                 .map_err(|e| format!("cannot block SIGINT/SIGTERM: {e}"))?;
@@ -277,6 +291,10 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
                 cfg.kernel.cmdline = format!("{} {extra}", cfg.kernel.cmdline);
             }
             let mut io = CellIo::from_config(&cfg).map_err(|e| e.to_string())?;
+            io.seccomp = seccomp == Switch::On;
+            if !io.seccomp {
+                log::warn!("seccomp filters are off (--seccomp=off)");
+            }
             if no_api {
                 io.api_socket = None;
             } else if let Some(path) = api_socket {
@@ -426,6 +444,29 @@ mod tests {
         assert_eq!(
             guest_wait(u64::MAX),
             (u64::MAX, Duration::from_secs(u64::MAX))
+        );
+    }
+
+    #[test]
+    fn seccomp_is_on_unless_switched_off() {
+        use clap::Parser;
+        let seccomp = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Run { seccomp, .. }) => Ok(seccomp),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.kind()),
+        };
+        assert_eq!(seccomp(&["cellvm", "run", "c.toml"]), Ok(Switch::On));
+        assert_eq!(
+            seccomp(&["cellvm", "run", "c.toml", "--seccomp=off"]),
+            Ok(Switch::Off)
+        );
+        assert_eq!(
+            seccomp(&["cellvm", "run", "c.toml", "--seccomp", "on"]),
+            Ok(Switch::On)
+        );
+        assert_eq!(
+            seccomp(&["cellvm", "run", "c.toml", "--seccomp=maybe"]),
+            Err(clap::error::ErrorKind::InvalidValue)
         );
     }
 

@@ -26,6 +26,7 @@ use crate::ivshmem::{IvshmemDevice, IvshmemRegion, IvshmemSubscriber};
 use crate::layout::{PciBridgeSlot, PlacedDevice, UartSlot};
 use crate::pci::{PciAddress, PciHostBridge, PciTestDevice, SharedFunction};
 use crate::platform::UART_PORT_COUNT;
+use crate::seccomp::Filters;
 use kvm_ioctls::VmFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -50,6 +51,8 @@ pub struct DeviceManager {
     cell: String,
     /// Where extra UARTs without a `path` write (`CELL.ID.out`).
     output_dir: PathBuf,
+    /// The seccomp filters the worker threads of virtio devices install.
+    seccomp: Option<Arc<Filters>>,
 }
 
 /// A device's model and everything registered for it; give it back to
@@ -86,10 +89,11 @@ impl DeviceModel {
         self.bridge.as_ref()
     }
 
-    /// Starts a worker thread for each virtio device (not yet started).
-    pub fn start_workers(&mut self) -> Result<(), VmmError> {
+    /// Starts a worker thread for each virtio device (not yet started),
+    /// each under the virtio-worker filter of `seccomp` (if any).
+    pub fn start_workers(&mut self, seccomp: Option<&Arc<Filters>>) -> Result<(), VmmError> {
         for v in self.virtio.iter().skip(self.workers.len()) {
-            self.workers.push(v.start()?);
+            self.workers.push(v.start(seccomp)?);
         }
         Ok(())
     }
@@ -118,6 +122,9 @@ pub struct DeviceManagerParts {
     pub cell: String,
     /// Where extra UARTs without a `path` write.
     pub output_dir: PathBuf,
+    /// The seccomp filters for the worker threads it starts (`None`:
+    /// `--seccomp=off`).
+    pub seccomp: Option<Arc<Filters>>,
 }
 
 impl DeviceManager {
@@ -133,7 +140,14 @@ impl DeviceManager {
             next_slot: AtomicU32::new(parts.first_slot),
             cell: parts.cell,
             output_dir: parts.output_dir,
+            seccomp: parts.seccomp,
         }
+    }
+
+    /// The seccomp filters the cell's threads install (`None`:
+    /// `--seccomp=off`).
+    pub fn seccomp(&self) -> Option<&Arc<Filters>> {
+        self.seccomp.as_ref()
     }
 
     /// Hands out `count` consecutive KVM memory-slot numbers. Slots are

@@ -73,6 +73,10 @@ pub enum VmmError {
         /// Why.
         reason: String,
     },
+    /// A seccomp filter could not be built or installed, or a filtered
+    /// thread could not be started.
+    #[error("seccomp: {0}")]
+    Seccomp(#[from] crate::seccomp::SeccompError),
     /// An OS call (thread, eventfd, signal, epoll) failed.
     #[error("{what}: {source}")]
     Os {

@@ -193,7 +193,7 @@ impl Hotplug {
             .build(device, &plan.slot, true)
             .map_err(build_error)?;
         let mut model = model;
-        if let Err(e) = model.start_workers() {
+        if let Err(e) = model.start_workers(self.devices.seccomp()) {
             self.devices.discard(model);
             return Err(ApiError::new(ErrorKind::Internal, e.to_string()));
         }

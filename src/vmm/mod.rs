@@ -26,6 +26,7 @@ use crate::devices::legacy::{Cmos, I8042};
 use crate::devices::serial::{InputSpace, SerialConsole};
 use crate::layout::CellLayout;
 use crate::platform;
+use crate::seccomp::{Filters, ThreadKind};
 use crate::stop::{StopHandle, StopReason};
 use devices::{DeviceManager, DeviceManagerParts, DeviceModel};
 use event_manager::{EventManager, SubscriberOps};
@@ -57,6 +58,11 @@ pub struct CellIo {
     pub handle_signals: bool,
     /// Where to serve the control API, if anywhere.
     pub api_socket: Option<std::path::PathBuf>,
+    /// Whether every thread of the running cell installs its seccomp filter
+    /// (docs/security.md). [`Cell::run`] then installs the control filter
+    /// on the thread that calls it: run a cell on a thread that has nothing
+    /// else to do afterwards but end (or end the process).
+    pub seccomp: bool,
 }
 
 impl CellIo {
@@ -92,6 +98,7 @@ impl CellIo {
             console_in,
             handle_signals: true,
             api_socket: Some(crate::api::socket_path(&cfg.name)),
+            seccomp: true,
         })
     }
 }
@@ -151,6 +158,13 @@ impl Cell {
         let base_tree = crate::fdt::build_base_tree(&cfg, &layout)?;
         let dtb = crate::fdt::emit::to_dtb(&base_tree)?;
 
+        // Compiled before anything is created: a filter that does not build
+        // fails the boot, not a thread of the running cell.
+        let seccomp = if io.seccomp {
+            Some(Arc::new(Filters::compile(vcpu::kick_signal())?))
+        } else {
+            None
+        };
         let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
         let vm = Arc::new(kvm.create_vm().kvm("create VM")?);
         vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
@@ -168,6 +182,7 @@ impl Cell {
             first_slot: layout.memory.len() as u32,
             cell: cfg.name.clone(),
             output_dir: crate::api::runtime_dir(),
+            seccomp,
         }));
         let (mmio, pio) = (&devices.mmio, &devices.pio);
 
@@ -297,6 +312,12 @@ impl Cell {
     }
 
     /// Runs the cell until it stops, then returns why.
+    ///
+    /// With seccomp on ([`CellIo::seccomp`]) every thread it starts installs
+    /// its kind's filter first, and the calling thread installs the control
+    /// filter once everything is started: after this returns, the calling
+    /// thread may only do what that filter allows (docs/security.md), so
+    /// call it on a thread of its own, or last on the main thread.
     pub fn run(mut self) -> Result<RunOutcome, VmmError> {
         vcpu::install_kick_handler().map_err(|e| VmmError::Os {
             what: "install vCPU kick handler",
@@ -304,10 +325,14 @@ impl Cell {
         })?;
         let mut io = self.io.take();
         let handle_signals = io.as_ref().is_some_and(|io| io.handle_signals);
+        let seccomp = self.devices.seccomp().cloned();
         let _api_guard = match io.as_mut().and_then(|io| io.api_socket.take()) {
             None => None,
             Some(path) => {
-                let server = crate::api::ApiServer::bind(&path)?;
+                let mut server = crate::api::ApiServer::bind(&path)?;
+                if let Some(filters) = &seccomp {
+                    server = server.with_seccomp(filters.clone());
+                }
                 let runtime = Arc::new(runtime::CellRuntime::new(
                     self.cfg.name.clone(),
                     self.cfg.cpus.count,
@@ -318,11 +343,16 @@ impl Cell {
             }
         };
         if let Some(input) = io.and_then(|io| io.console_in) {
-            spawn_input_pump(input, self.console.clone(), self.input_space.clone())?;
+            spawn_input_pump(
+                input,
+                self.console.clone(),
+                self.input_space.clone(),
+                seccomp.as_ref(),
+            )?;
         }
 
         for model in &mut self.models {
-            model.start_workers()?;
+            model.start_workers(seccomp.as_ref())?;
         }
         let mut threads = Vec::with_capacity(self.vcpus.len());
         let pins = self.cfg.cpus.pin.clone();
@@ -335,11 +365,21 @@ impl Cell {
                 stop: self.stop.clone(),
                 counters: self.counters.clone(),
             };
-            let t = std::thread::Builder::new()
-                .name(format!("vcpu{index}"))
-                .spawn(move || vcpu::run_vcpu(vcpu, ctx))
-                .os("spawn vCPU thread")?;
-            threads.push(t);
+            let spawned = crate::seccomp::spawn(
+                std::thread::Builder::new().name(format!("vcpu{index}")),
+                ThreadKind::Vcpu,
+                seccomp.as_ref(),
+                move || vcpu::run_vcpu(vcpu, ctx),
+            );
+            match spawned {
+                Ok(t) => threads.push(t),
+                Err(e) => {
+                    // The vCPUs already running are stopped below.
+                    self.stop
+                        .stop(StopReason::Error(format!("vCPU {index}: {e}")));
+                    break;
+                }
+            }
         }
 
         let signals = if handle_signals {
@@ -364,6 +404,13 @@ impl Cell {
             "dropped {} KiB of startup code from the resident set",
             dropped / 1024
         );
+        // Every other thread is started: this one's filter comes last, so
+        // that none of them inherits it.
+        if let Some(filters) = &seccomp {
+            if let Err(e) = filters.apply(ThreadKind::Control) {
+                self.stop.stop(StopReason::Error(e.to_string()));
+            }
+        }
         while !self.stop.is_stopped() {
             if let Err(e) = events.run() {
                 self.stop
@@ -423,10 +470,13 @@ fn spawn_input_pump(
     mut input: File,
     console: Arc<Mutex<SerialConsole>>,
     space: Arc<InputSpace>,
+    seccomp: Option<&Arc<Filters>>,
 ) -> Result<(), VmmError> {
-    std::thread::Builder::new()
-        .name("console-in".into())
-        .spawn(move || {
+    crate::seccomp::spawn(
+        std::thread::Builder::new().name("console-in".into()),
+        ThreadKind::ConsoleInput,
+        seccomp,
+        move || {
             let mut buf = [0u8; 256];
             loop {
                 let n = match input.read(&mut buf) {
@@ -447,8 +497,8 @@ fn spawn_input_pump(
                     }
                 }
             }
-        })
-        .os("spawn console input thread")?;
+        },
+    )?;
     Ok(())
 }
 

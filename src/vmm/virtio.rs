@@ -16,6 +16,7 @@ use super::error::{OsContext, VmmError};
 use super::irq::{self, GsiRouter};
 use crate::config::{VirtioBackendConfig, VirtioKind};
 use crate::pci::{BarMapError, BarMapper};
+use crate::seccomp::{Filters, ThreadKind};
 use crate::sync;
 use crate::virtio::{
     BlockBackend, ConsoleBackend, ConsoleHost, RngBackend, VirtioBackend, VirtioMmioDevice,
@@ -80,10 +81,11 @@ pub(crate) struct VirtioModel {
 }
 
 impl VirtioModel {
-    /// Starts the device's worker thread.
-    pub fn start(&self) -> Result<VirtioWorker, VmmError> {
+    /// Starts the device's worker thread, under the virtio-worker filter of
+    /// `seccomp` (if any).
+    pub fn start(&self, seccomp: Option<&Arc<Filters>>) -> Result<VirtioWorker, VmmError> {
         let queues = self.events.clones().os("duplicate queue eventfds")?;
-        VirtioWorker::spawn(&self.name, self.device.clone(), queues)
+        VirtioWorker::spawn(&self.name, self.device.clone(), queues, seccomp)
     }
 }
 
@@ -315,10 +317,13 @@ pub(crate) struct VirtioWorker {
 
 impl VirtioWorker {
     /// Starts serving `device`; `queues[i]` is the eventfd of queue `i`.
+    /// The thread installs the virtio-worker filter of `seccomp` (if any)
+    /// before it serves anything.
     pub fn spawn(
         name: &str,
         device: Arc<Mutex<dyn VirtioTransport>>,
         queues: Vec<EventFd>,
+        seccomp: Option<&Arc<Filters>>,
     ) -> Result<Self, VmmError> {
         let ctl = EventFd::new(EFD_NONBLOCK).os("create virtio worker eventfd")?;
         let ctl_fd = ctl.try_clone().os("duplicate virtio worker eventfd")?;
@@ -327,10 +332,12 @@ impl VirtioWorker {
             wake.try_clone()
                 .os("duplicate virtio worker wake eventfd")?,
         );
-        let thread = std::thread::Builder::new()
-            .name(format!("virtio-{name}"))
-            .spawn(move || worker_loop(&device, &queues, &ctl_fd, &wake))
-            .os("spawn virtio worker thread")?;
+        let thread = crate::seccomp::spawn(
+            std::thread::Builder::new().name(format!("virtio-{name}")),
+            ThreadKind::VirtioWorker,
+            seccomp,
+            move || worker_loop(&device, &queues, &ctl_fd, &wake),
+        )?;
         Ok(VirtioWorker {
             ctl,
             thread: Some(thread),
@@ -502,7 +509,7 @@ mod tests {
             .map(|_| EventFd::new(EFD_NONBLOCK).unwrap())
             .collect();
         let kick: Vec<EventFd> = queues.iter().map(|q| q.try_clone().unwrap()).collect();
-        let worker = VirtioWorker::spawn("test", device, queues).unwrap();
+        let worker = VirtioWorker::spawn("test", device, queues, None).unwrap();
         kick[1].write(1).unwrap();
         assert_eq!(recv(&rx), "queue 1");
         // Two writes before the worker reads count as one notification.
@@ -533,7 +540,7 @@ mod tests {
         let device: Arc<Mutex<dyn VirtioTransport>> = recorder.clone();
         let q = EventFd::new(EFD_NONBLOCK).unwrap();
         let kick = q.try_clone().unwrap();
-        let worker = VirtioWorker::spawn("gate", device, vec![q]).unwrap();
+        let worker = VirtioWorker::spawn("gate", device, vec![q], None).unwrap();
         // Input the device does not offer yet (its driver is not running).
         host.write_all(b"early").unwrap();
         // A served queue proves the worker polled without the input fd.
@@ -564,7 +571,7 @@ mod tests {
             waker: None,
         }));
         let q = EventFd::new(EFD_NONBLOCK).unwrap();
-        let mut worker = VirtioWorker::spawn("join", device.clone(), vec![q]).unwrap();
+        let mut worker = VirtioWorker::spawn("join", device.clone(), vec![q], None).unwrap();
         worker.halt();
         assert!(worker.thread.is_none());
         // The thread's clone of the device is gone with it.

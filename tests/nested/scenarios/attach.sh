@@ -34,11 +34,19 @@ act_and_wait() {
 }
 # agent_ready: until the cell reports its guest agent ready (after an
 # insmod), checked every 50 ms, up to ~60 s: the host's view, not a log line.
-# (The JSON's keys are sorted, so the agent's "state" is not its first key:
-# a pattern anchored at '"agent":{' never matched and waited out the bound.)
+# The JSON's keys come sorted (serde_json's map), so the agent's "state"
+# is not its first key; the cell's own state is "running", never "ready".
+# A cellvm that is gone will never say so: then the scenario ends at once
+# with the console's tail (cellvm's last words are there).
 agent_ready() {
     _i=0
     until cellvm status "$name" --json 2>/dev/null | grep -q '"state":"ready"' || [ "$_i" -ge 1200 ]; do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            wait "$pid"
+            echo "scenario: cellvm exited (rc=$?) while waiting for the agent; console tail:"
+            tail -n 40 "$log"
+            exit 1
+        fi
         _i=$((_i + 1))
         usleep 50000
     done
