@@ -577,6 +577,11 @@ impl Shared {
             rejected_messages: st.rejected,
             dropped_messages: st.dropped,
             generation: st.hellos,
+            pending_request: st
+                .outstanding
+                .as_ref()
+                .filter(|o| o.reply.is_none())
+                .map(|o| o.seq),
         }
     }
 

@@ -101,6 +101,10 @@ pub struct AgentStatus {
     /// meaningful within the generation that applied them (an agent that
     /// unloads removes its overlays; a new one numbers them afresh).
     pub generation: u64,
+    /// The sequence number of the host request waiting for the agent's
+    /// reply, if one is outstanding and not yet answered (a caller is
+    /// blocked in [`ChannelHandle`] on it).
+    pub pending_request: Option<u32>,
 }
 
 /// Errors of [`ChannelHandle`] requests.

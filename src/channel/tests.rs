@@ -437,6 +437,22 @@ fn apply_nak_carries_the_kernel_errno() {
 }
 
 #[test]
+fn status_shows_the_request_waiting_for_the_agent() {
+    let (g, h) = ready();
+    assert_eq!(h.agent_status().pending_request, None);
+    let waiter = thread::spawn({
+        let h = h.clone();
+        move || h.apply_overlay(b"dtb", T)
+    });
+    let m = g.expect(Op::ApplyOverlay);
+    assert_eq!(h.agent_status().pending_request, Some(m.seq));
+    assert_eq!(g.send(&ack_id(m.seq, 7)), 0);
+    // Answered: no longer pending, even before the caller wakes.
+    assert_eq!(h.agent_status().pending_request, None);
+    assert_eq!(waiter.join().unwrap(), Ok(OverlayId(7)));
+}
+
+#[test]
 fn remove_sends_the_id_and_waits_for_the_ack() {
     let (g, h) = ready();
     let agent = thread::spawn(move || {
