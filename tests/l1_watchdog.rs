@@ -70,6 +70,10 @@ fn serve(stream: UnixStream, mut cpu: Cpu, polls: usize, seen: mpsc::Sender<Stri
                 cpu = Cpu::Running;
                 String::new()
             }
+            "quit" => {
+                let _ = seen.send(cmd);
+                return;
+            }
             _ => String::new(),
         };
         let _ = seen.send(cmd);
@@ -80,6 +84,16 @@ fn serve(stream: UnixStream, mut cpu: Cpu, polls: usize, seen: mpsc::Sender<Stri
 }
 
 fn start(cpu: Cpu, polls: usize) -> (Child, mpsc::Receiver<String>, tempfile::TempDir) {
+    start_with(cpu, polls, |_| Vec::new())
+}
+
+/// As [`start`], with extra watchdog arguments made from the temporary
+/// directory.
+fn start_with(
+    cpu: Cpu,
+    polls: usize,
+    extra: impl FnOnce(&std::path::Path) -> Vec<String>,
+) -> (Child, mpsc::Receiver<String>, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let sock = dir.path().join("monitor.sock");
     let listener = UnixListener::bind(&sock).expect("bind the fake monitor");
@@ -94,6 +108,7 @@ fn start(cpu: Cpu, polls: usize) -> (Child, mpsc::Receiver<String>, tempfile::Te
         .arg(script)
         .arg(&sock)
         .args(["--interval", "0.05"])
+        .args(extra(dir.path()))
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -140,5 +155,93 @@ fn watchdog_leaves_an_idle_vcpu_alone() {
         "it looked at the halted vCPU's LAPIC: {cmds:?}"
     );
     assert!(!cmds.iter().any(|c| c.starts_with("sendkey")), "{cmds:?}");
+    assert_eq!(stderr_of(child), "");
+}
+
+/// A heartbeat file that holds `beats` and never grows.
+fn silent_heartbeat(dir: &std::path::Path, beats: &str) -> Vec<String> {
+    let file = dir.join("heartbeat.log");
+    std::fs::write(&file, beats).unwrap();
+    vec!["--heartbeat".into(), file.display().to_string()]
+}
+
+#[test]
+fn watchdog_pokes_a_halted_vcpu_whose_heartbeat_stopped() {
+    let (child, rx, _dir) = start_with(Cpu::Idle, 1000, |d| {
+        let mut args = silent_heartbeat(d, "beat 1\n");
+        args.extend(["--poke-after", "0.2", "--hung-after", "60"].map(String::from));
+        args
+    });
+    // The first poke wakes the fake vCPU. The watchdog reports it before its
+    // next look at the vCPU; then stop it.
+    let cmds: Vec<String> = rx
+        .iter()
+        .take_while(|c| c != "sendkey shift")
+        .take(10_000)
+        .collect();
+    assert!(
+        cmds.iter().filter(|c| *c == "info registers").count() >= 1,
+        "{cmds:?}"
+    );
+    assert!(rx.iter().any(|c| c == "info registers"), "it went on watching");
+    let mut child = child;
+    child.kill().unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("halted with no heartbeat for") && stderr.contains("poked it (1 so far)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn watchdog_quits_qemu_when_the_heartbeat_stays_silent() {
+    let (child, rx, _dir) = start_with(Cpu::Running, 1000, |d| {
+        let mut args = silent_heartbeat(d, "beat 1\n");
+        args.extend(["--hung-after", "0.5"].map(String::from));
+        args
+    });
+    let cmds = commands_until_hangup(&rx);
+    assert_eq!(cmds.last().map(String::as_str), Some("quit"), "{cmds:?}");
+    assert!(!cmds.iter().any(|c| c.starts_with("sendkey")), "running: no poke: {cmds:?}");
+    let stderr = stderr_of(child);
+    assert!(stderr.contains("L1 HUNG: no heartbeat for"), "{stderr}");
+}
+
+#[test]
+fn watchdog_leaves_l1_alone_while_its_heartbeat_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("beats");
+    std::fs::write(&file, "").unwrap();
+    let writer_file = file.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_writer = stop.clone();
+    let writer = std::thread::spawn(move || {
+        let mut n = 0;
+        while !stop_writer.load(std::sync::atomic::Ordering::Relaxed) {
+            n += 1;
+            let mut f = std::fs::OpenOptions::new().append(true).open(&writer_file).unwrap();
+            writeln!(f, "beat {n}").unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    });
+    let path = file.display().to_string();
+    let (child, rx, _d) = start_with(Cpu::Idle, 40, move |_| {
+        vec![
+            "--heartbeat".into(),
+            path,
+            "--poke-after".into(),
+            "0.3".into(),
+            "--hung-after".into(),
+            "0.6".into(),
+        ]
+    });
+    let cmds = commands_until_hangup(&rx);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().unwrap();
+    assert!(
+        !cmds.iter().any(|c| c.starts_with("sendkey") || c == "quit"),
+        "{cmds:?}"
+    );
     assert_eq!(stderr_of(child), "");
 }
