@@ -183,7 +183,10 @@ fn watchdog_pokes_a_halted_vcpu_whose_heartbeat_stopped() {
         cmds.iter().filter(|c| *c == "info registers").count() >= 1,
         "{cmds:?}"
     );
-    assert!(rx.iter().any(|c| c == "info registers"), "it went on watching");
+    assert!(
+        rx.iter().any(|c| c == "info registers"),
+        "it went on watching"
+    );
     let mut child = child;
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
@@ -203,7 +206,10 @@ fn watchdog_quits_qemu_when_the_heartbeat_stays_silent() {
     });
     let cmds = commands_until_hangup(&rx);
     assert_eq!(cmds.last().map(String::as_str), Some("quit"), "{cmds:?}");
-    assert!(!cmds.iter().any(|c| c.starts_with("sendkey")), "running: no poke: {cmds:?}");
+    assert!(
+        !cmds.iter().any(|c| c.starts_with("sendkey")),
+        "running: no poke: {cmds:?}"
+    );
     let stderr = stderr_of(child);
     assert!(stderr.contains("L1 HUNG: no heartbeat for"), "{stderr}");
 }
@@ -220,7 +226,10 @@ fn watchdog_leaves_l1_alone_while_its_heartbeat_grows() {
         let mut n = 0;
         while !stop_writer.load(std::sync::atomic::Ordering::Relaxed) {
             n += 1;
-            let mut f = std::fs::OpenOptions::new().append(true).open(&writer_file).unwrap();
+            let mut f = std::fs::OpenOptions::new()
+                .append(true)
+                .open(&writer_file)
+                .unwrap();
             writeln!(f, "beat {n}").unwrap();
             std::thread::sleep(Duration::from_millis(20));
         }
