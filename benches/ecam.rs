@@ -61,6 +61,7 @@ fn cellvm_run(addr: u64, op: Op, n: u64) -> Duration {
         cpus: CpuConfig {
             count: 1,
             pin: None,
+            shared: false,
         },
         memory: vec![MemoryRegion {
             base: 0,

@@ -73,6 +73,7 @@ fn run(ioeventfd: bool, n: u64) -> Duration {
         cpus: CpuConfig {
             count: 1,
             pin: None,
+            shared: false,
         },
         memory: vec![MemoryRegion {
             base: 0,

@@ -15,6 +15,7 @@ pub mod heap;
 pub mod ivshmem;
 pub mod layout;
 pub mod logger;
+pub mod partition;
 pub mod pci;
 pub mod platform;
 pub mod ratelimit;

@@ -35,6 +35,7 @@ fn config_for(kernel: std::path::PathBuf, vcpus: u8) -> CellConfig {
         cpus: CpuConfig {
             count: vcpus,
             pin: None,
+            shared: false,
         },
         memory: vec![MemoryRegion {
             base: 0,

@@ -31,6 +31,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("virtio", &["devices", "pci", "ratelimit"]),
     ("attach", &["config", "fdt", "layout"]),
+    ("partition", &["config"]),
     ("api", &["seccomp"]),
     (
         "vmm",
@@ -44,6 +45,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "heap",
             "ivshmem",
             "layout",
+            "partition",
             "pci",
             "platform",
             "ratelimit",
@@ -55,7 +57,16 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     (
         "cli",
-        &["api", "attach", "config", "fdt", "layout", "logger", "vmm"],
+        &[
+            "api",
+            "attach",
+            "config",
+            "fdt",
+            "layout",
+            "logger",
+            "partition",
+            "vmm",
+        ],
     ),
 ];
 

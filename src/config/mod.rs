@@ -23,7 +23,7 @@ use source::{parse_toml, read_source, source_dir};
 use std::path::Path;
 
 pub use description::{device_from_value, load_device, parse_device, Description};
-pub use error::{ConfigError, Location};
+pub use error::{shown, ConfigError, Location};
 pub use kernel_image::{detect_kernel_format, kernel_format_from_header, KernelFileError};
 pub use model::*;
 pub use origins::{Origin, Origins};

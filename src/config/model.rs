@@ -121,6 +121,10 @@ pub struct CpuConfig {
     pub count: u8,
     /// Host CPU for each vCPU (same length as `count`), or `None` for no pinning.
     pub pin: Option<Vec<usize>>,
+    /// Whether the pinned host CPUs may also be pinned by other cells that
+    /// say so too (`cpus.shared = true`); by default a pinned host CPU is
+    /// the cell's alone (docs/partitioning.md).
+    pub shared: bool,
 }
 
 /// One guest RAM region.

@@ -27,6 +27,9 @@ pub struct Origins {
     /// Per RAM region, in the validated (sorted) order.
     memory: Vec<Origin>,
     devices: Vec<DeviceOrigin>,
+    /// Other fields that checks across cells point at (`name`,
+    /// `cpus.pin[0]`, `virtio_mmio[1].path`, `pci_bridge[0].device[2].region`).
+    fields: Vec<Origin>,
 }
 
 impl Origins {
@@ -53,6 +56,18 @@ impl Origins {
             at: dev.table.at.clone(),
             field,
         })
+    }
+
+    /// Where the field `path` (dotted, as in error messages) was written, if
+    /// it was recorded: the cell's `name`, `cpus.pin[i]`, `cpus.shared`,
+    /// block devices' `path` and ivshmem functions' `region`, `peer_id`,
+    /// `max_peers`, `rw_size` and `output_size`.
+    pub fn field(&self, path: &str) -> Option<&Origin> {
+        self.fields.iter().find(|o| o.field == path)
+    }
+
+    pub(crate) fn add_field(&mut self, origin: Origin) {
+        self.fields.push(origin);
     }
 
     pub(crate) fn set_memory(&mut self, sorted: Vec<Origin>) {

@@ -495,6 +495,7 @@ pub(crate) struct RawUart {
 pub(crate) struct RawCpus {
     pub count: Option<Sp<i64>>,
     pub pin: Option<Sp<Vec<Sp<i64>>>>,
+    pub shared: Option<Sp<bool>>,
 }
 
 /// `[[memory]]`

@@ -140,7 +140,8 @@ fn accepts_minimal_config_with_defaults() {
             source: Some(PathBuf::from(SRC)),
             cpus: CpuConfig {
                 count: 1,
-                pin: None
+                pin: None,
+                shared: false,
             },
             memory: vec![MemoryRegion {
                 base: 0,
@@ -279,8 +280,26 @@ fn accepts_pins_one_per_vcpu() {
         cfg.cpus,
         CpuConfig {
             count: 3,
-            pin: Some(vec![2, 0, 5])
+            pin: Some(vec![2, 0, 5]),
+            shared: false,
         }
+    );
+}
+
+#[test]
+fn accepts_shared_pinned_cpus() {
+    let cfg = ok(&format!(
+        "name = \"t\"\n[cpus]\ncount = 1\npin = [1]\nshared = true\n{AFTER_CPUS}"
+    ));
+    assert!(cfg.cpus.shared);
+}
+
+#[test]
+fn rejects_shared_cpus_without_pins() {
+    assert_err(
+        &format!("name = \"t\"\n[cpus]\ncount = 1\nshared = true\n{AFTER_CPUS}"),
+        "cells/x.toml:4:10: cpus.shared: only pinned host CPUs can be shared: \
+         give cpus.pin too, or drop cpus.shared",
     );
 }
 
@@ -675,7 +694,7 @@ fn names_the_source_config_when_there_is_no_file() {
 fn columns_count_characters_not_bytes() {
     assert_err(
         "name = \"t\" # é\n[cpus]\ncount = 1 # ééé\nbogus = 1\n",
-        "cells/x.toml:4:1: cpus.bogus: unknown key (expected `count` or `pin`)",
+        "cells/x.toml:4:1: cpus.bogus: unknown key (expected one of `count`, `pin`, `shared`)",
     );
     let at = Location::from_offset("f", "ééx", 4);
     assert_eq!((at.line, at.column), (1, 3));
@@ -739,7 +758,7 @@ fn rejects_unknown_top_level_key() {
 fn rejects_unknown_key_in_table() {
     assert_err(
         &format!("name = \"t\"\n[cpus]\ncount = 1\nthreads = 2\n{AFTER_CPUS}"),
-        "cells/x.toml:4:1: cpus.threads: unknown key (expected `count` or `pin`)",
+        "cells/x.toml:4:1: cpus.threads: unknown key (expected one of `count`, `pin`, `shared`)",
     );
 }
 

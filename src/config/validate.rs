@@ -398,7 +398,7 @@ pub(crate) fn validate(
         uarts.push(uart(ctx, i, u, &mut spans)?);
     }
     unique_ids(ctx, &spans)?;
-    Ok(CellConfig {
+    let mut cell = CellConfig {
         name,
         source: source.map(Path::to_path_buf),
         cpus,
@@ -409,7 +409,45 @@ pub(crate) fn validate(
         pci_bridges,
         uarts,
         origins: spans.origins,
-    })
+    };
+    for field in partition_fields(&cell) {
+        let origin = ctx.origin(&None, &field);
+        cell.origins.add_field(origin);
+    }
+    Ok(cell)
+}
+
+/// The fields that checks across cells (`crate::partition`) point at.
+fn partition_fields(cell: &CellConfig) -> Vec<String> {
+    let mut fields = vec!["name".to_string()];
+    if let Some(pin) = &cell.cpus.pin {
+        fields.extend((0..pin.len()).map(|i| format!("cpus.pin[{i}]")));
+    }
+    if cell.cpus.shared {
+        fields.push("cpus.shared".to_string());
+    }
+    for (i, dev) in cell.virtio_mmio.iter().enumerate() {
+        if dev.backend.path.is_some() {
+            fields.push(format!("virtio_mmio[{i}].path"));
+        }
+    }
+    for (i, bridge) in cell.pci_bridges.iter().enumerate() {
+        for (j, dev) in bridge.devices.iter().enumerate() {
+            let f = format!("pci_bridge[{i}].device[{j}]");
+            match &dev.kind {
+                PciDeviceKind::Virtio(v) if v.backend.path.is_some() => {
+                    fields.push(format!("{f}.path"));
+                }
+                PciDeviceKind::Ivshmem(_) => {
+                    for key in ["region", "peer_id", "max_peers", "rw_size", "output_size"] {
+                        fields.push(format!("{f}.{key}"));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    fields
 }
 
 /// Validates a device description: exactly one device table, checked by
@@ -518,7 +556,20 @@ fn cpus(ctx: &Ctx<'_>, c: &Sp<RawCpus>) -> Result<CpuConfig, ConfigError> {
             Some(cpus)
         }
     };
-    Ok(CpuConfig { count: n, pin })
+    let shared = c.value.shared.as_ref().is_some_and(|s| s.value);
+    if shared && pin.is_none() {
+        let span = c.value.shared.as_ref().and_then(|s| s.span.clone());
+        return Err(ctx.invalid(
+            &span,
+            "cpus.shared",
+            "only pinned host CPUs can be shared: give cpus.pin too, or drop cpus.shared",
+        ));
+    }
+    Ok(CpuConfig {
+        count: n,
+        pin,
+        shared,
+    })
 }
 
 /// One region, as validated so far.

@@ -33,6 +33,7 @@ pub(crate) fn test_config(
         cpus: CpuConfig {
             count: 2,
             pin: None,
+            shared: false,
         },
         memory,
         kernel: KernelConfig {

@@ -26,6 +26,7 @@ fn config(
         cpus: CpuConfig {
             count: cpus,
             pin: None,
+            shared: false,
         },
         memory,
         kernel: KernelConfig {

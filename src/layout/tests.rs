@@ -11,6 +11,7 @@ fn cfg() -> CellConfig {
         cpus: CpuConfig {
             count: 1,
             pin: None,
+            shared: false,
         },
         memory: vec![MemoryRegion {
             base: 0,
