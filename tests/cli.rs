@@ -285,3 +285,87 @@ fn overlay_of_a_colliding_device_fails_with_the_layouts_reason() {
     );
     assert!(!dir.path().join("x.dtbo").exists());
 }
+
+/// A cell file `NAME.toml` in `dir` pinning vCPU 0 to host CPU `pin`, with
+/// an optional extra table; its kernel is a tiny guest in `dir`.
+fn write_pinned_cell(dir: &Path, name: &str, pin: usize, table: &str) -> std::path::PathBuf {
+    let mut asm = Asm::new();
+    asm.exit(0);
+    let elf = write_elf(dir, &format!("{name}.elf"), &asm);
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"{name}\"\n[cpus]\ncount = 1\npin = [{pin}]\n[[memory]]\nsize = \"64M\"\n\
+             [kernel]\npath = \"{}\"\n{table}",
+            elf.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn check_of_several_cells_that_fit_says_they_can_share_the_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_pinned_cell(dir.path(), "a", 0, "");
+    let b = write_pinned_cell(dir.path(), "b", 1, "");
+    let out = cellvm(
+        dir.path(),
+        &["check", a.to_str().unwrap(), b.to_str().unwrap()],
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        stdout.contains("the 2 cells can share this host"),
+        "{stdout}"
+    );
+    assert!(!stdout.contains("address map"), "{stdout}");
+}
+
+#[test]
+fn check_of_cells_that_conflict_names_both_files_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("disk.img"), [0u8; 512]).unwrap();
+    let disk = "[[virtio_mmio]]\nid = \"d\"\nkind = \"block\"\npath = \"disk.img\"\n";
+    let a = write_pinned_cell(dir.path(), "a", 1, disk);
+    let b = write_pinned_cell(dir.path(), "b", 1, disk);
+    let out = cellvm(
+        dir.path(),
+        &["check", a.to_str().unwrap(), b.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let (a, b) = (a.display(), b.display());
+    assert!(
+        err.contains(&format!(
+            "{b}:4:8: cpus.pin[0]: host CPU 1 is pinned by cells a and b; pin it in one cell \
+             only, or say cpus.shared = true in both; cell a ({a}:4:8: cpus.pin[0])"
+        )),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("{b}:12:8: virtio_mmio[0].path: disk image")),
+        "{err}"
+    );
+    assert!(
+        err.contains("the 2 cells cannot share this host: 2 conflict(s)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_of_several_cells_reports_every_invalid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = write_pinned_cell(dir.path(), "a", 0, "bogus = 1\n");
+    let b = write_pinned_cell(dir.path(), "b", 1, "[oops]\n");
+    let out = cellvm(
+        dir.path(),
+        &["check", a.to_str().unwrap(), b.to_str().unwrap()],
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&format!("{}:", a.display())), "{err}");
+    assert!(err.contains(&format!("{}:", b.display())), "{err}");
+    assert!(err.contains("2 of the 2 cells are invalid"), "{err}");
+}

@@ -191,10 +191,13 @@ pub enum Command {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
         timeout: u64,
     },
-    /// Validate a cell configuration and print its address map.
+    /// Validate a cell configuration and print its address map; given
+    /// several, validate each and then whether they can share this host
+    /// (pinned CPUs, images, names, ivshmem peers, memory).
     Check {
-        /// The cell configuration (TOML).
-        cell: PathBuf,
+        /// The cell configurations (TOML).
+        #[arg(required = true, value_name = "CELL")]
+        cells: Vec<PathBuf>,
     },
     /// Write the cell's device tree blob.
     Dtb {
@@ -263,6 +266,83 @@ fn load(path: &std::path::Path, check_files: bool) -> Result<(CellConfig, CellLa
     let cfg = config::load(path, &LoadOptions { check_files }).map_err(|e| e.to_string())?;
     let layout = crate::layout::place_cell(&cfg).map_err(|e| e.to_string())?;
     Ok((cfg, layout))
+}
+
+/// One line saying `cfg`, read from `path`, is valid.
+fn valid_line(path: &std::path::Path, cfg: &CellConfig) -> String {
+    format!(
+        "{}: cell {} is valid ({} vCPU(s), {} MiB)",
+        path.display(),
+        cfg.name,
+        cfg.cpus.count,
+        cfg.memory.iter().map(|m| m.size).sum::<u64>() >> 20
+    )
+}
+
+/// `cellvm check CELL`: validates one cell and prints its address map.
+fn check_one(cell: &std::path::Path) -> Result<u8, String> {
+    let (cfg, layout) = load(cell, true)?;
+    println!("{}", valid_line(cell, &cfg));
+    println!("address map:");
+    for r in layout.map.entries() {
+        println!(
+            "  {:#012x}..{:#012x}  {}",
+            r.window.base,
+            r.window.end(),
+            r.owner
+        );
+    }
+    println!("I/O ports:");
+    for r in layout.ports.entries() {
+        println!(
+            "  {:#06x}..{:#06x}  {}",
+            r.window.base,
+            r.window.end(),
+            r.owner
+        );
+    }
+    Ok(0)
+}
+
+/// `cellvm check A B ...`: validates each cell (every invalid file is
+/// reported), then the set against each other and this host.
+fn check_set(paths: &[PathBuf]) -> Result<u8, String> {
+    let mut cells = Vec::new();
+    let mut invalid = 0;
+    for path in paths {
+        match load(path, true) {
+            Ok((cfg, _)) => {
+                println!("{}", valid_line(path, &cfg));
+                cells.push(cfg);
+            }
+            Err(e) => {
+                eprintln!("cellvm: error: {e}");
+                invalid += 1;
+            }
+        }
+    }
+    if invalid > 0 {
+        return Err(format!(
+            "{invalid} of the {} cells are invalid",
+            paths.len()
+        ));
+    }
+    let host = crate::partition::Host::this()
+        .map_err(|e| format!("cannot read this host's memory size: {e}"))?;
+    let conflicts = crate::partition::check_set(&cells, host);
+    for c in &conflicts {
+        eprintln!("cellvm: error: {c}");
+    }
+    if conflicts.is_empty() {
+        println!("the {} cells can share this host", cells.len());
+        Ok(0)
+    } else {
+        Err(format!(
+            "the {} cells cannot share this host: {} conflict(s)",
+            cells.len(),
+            conflicts.len()
+        ))
+    }
 }
 
 fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
@@ -373,35 +453,10 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             print_value(&r, false);
             Ok(0)
         }
-        Command::Check { cell } => {
-            let (cfg, layout) = load(&cell, true)?;
-            println!(
-                "{}: cell {} is valid ({} vCPU(s), {} MiB)",
-                cell.display(),
-                cfg.name,
-                cfg.cpus.count,
-                cfg.memory.iter().map(|m| m.size).sum::<u64>() >> 20
-            );
-            println!("address map:");
-            for r in layout.map.entries() {
-                println!(
-                    "  {:#012x}..{:#012x}  {}",
-                    r.window.base,
-                    r.window.end(),
-                    r.owner
-                );
-            }
-            println!("I/O ports:");
-            for r in layout.ports.entries() {
-                println!(
-                    "  {:#06x}..{:#06x}  {}",
-                    r.window.base,
-                    r.window.end(),
-                    r.owner
-                );
-            }
-            Ok(0)
-        }
+        Command::Check { cells } => match cells.as_slice() {
+            [cell] => check_one(cell),
+            _ => check_set(&cells),
+        },
         Command::Dtb { cell, output, with } => {
             let (base, attached) = plan_offline(&cell, &with)?;
             let dtb = if attached.is_empty() {
