@@ -66,6 +66,8 @@ fn cellvm_run(addr: u64, op: Op, n: u64) -> Duration {
         memory: vec![MemoryRegion {
             base: 0,
             size: 64 << 20,
+            prefault: false,
+            lock: false,
         }],
         kernel: KernelConfig {
             path,
@@ -102,6 +104,7 @@ fn cellvm_run(addr: u64, op: Op, n: u64) -> Duration {
         api_socket: None,
         // Measured as cells run: with their seccomp filters.
         seccomp: true,
+        claims: None,
     };
     let start = Instant::now();
     let cell = Cell::new(cfg, io, start).expect("build cell");

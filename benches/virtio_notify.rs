@@ -78,6 +78,8 @@ fn run(ioeventfd: bool, n: u64) -> Duration {
         memory: vec![MemoryRegion {
             base: 0,
             size: 64 << 20,
+            prefault: false,
+            lock: false,
         }],
         kernel: KernelConfig {
             path,
@@ -110,6 +112,7 @@ fn run(ioeventfd: bool, n: u64) -> Duration {
         api_socket: None,
         // Measured as cells run: with their seccomp filters.
         seccomp: true,
+        claims: None,
     };
     let start = Instant::now();
     let cell = Cell::new(cfg, io, start).expect("build cell");

@@ -28,9 +28,17 @@ fn require_kvm() {
     );
 }
 
+/// A cell name no other test of this process uses: cells claim their
+/// names host-wide (docs/partitioning.md) and these tests run in parallel.
+fn unique_name() -> String {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("kvm-test-{}-{n}", std::process::id())
+}
+
 fn config_for(kernel: std::path::PathBuf, vcpus: u8) -> CellConfig {
     CellConfig {
-        name: "kvm-test".into(),
+        name: unique_name(),
         source: None,
         cpus: CpuConfig {
             count: vcpus,
@@ -40,6 +48,8 @@ fn config_for(kernel: std::path::PathBuf, vcpus: u8) -> CellConfig {
         memory: vec![MemoryRegion {
             base: 0,
             size: 64 << 20,
+            prefault: false,
+            lock: false,
         }],
         kernel: KernelConfig {
             path: kernel,
@@ -102,6 +112,7 @@ fn io(capture: &Capture, input: Option<std::fs::File>) -> CellIo {
         api_socket: None,
         // Every test runs its cell as cellvm does: filtered.
         seccomp: true,
+        claims: None,
     }
 }
 

@@ -31,7 +31,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ),
     ("virtio", &["devices", "pci", "ratelimit"]),
     ("attach", &["config", "fdt", "layout"]),
-    ("partition", &["config"]),
+    ("partition", &["config", "sync"]),
     ("api", &["seccomp"]),
     (
         "vmm",

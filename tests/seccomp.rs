@@ -314,6 +314,7 @@ fn cell_threads(on: bool) {
         handle_signals: false,
         api_socket: Some(dir.path().join("cell.sock")),
         seccomp: on,
+        claims: None,
     };
     let cell = Cell::new(cfg, io, std::time::Instant::now()).unwrap();
     let stop = cell.stop_handle();

@@ -232,7 +232,7 @@ fn accept(
 /// Creates `dir` with mode 0700, or accepts an existing one only if this
 /// user owns it and neither group nor others may write to it (a directory
 /// someone else controls could have its socket swapped).
-fn ensure_private_dir(dir: &Path) -> Result<(), ApiSetupError> {
+pub fn ensure_private_dir(dir: &Path) -> Result<(), ApiSetupError> {
     let io = |source| ApiSetupError::Dir {
         path: dir.to_path_buf(),
         source,

@@ -708,10 +708,14 @@ fn memory_above_4g_does_not_confuse_the_64_bit_pool() {
             MemoryRegion {
                 base: 0,
                 size: 256 * MIB,
+                prefault: false,
+                lock: false,
             },
             MemoryRegion {
                 base: 4 * GIB,
                 size: 8 * GIB,
+                prefault: false,
+                lock: false,
             },
         ],
         vec![],

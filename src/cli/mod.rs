@@ -95,6 +95,18 @@ fn list_cells() -> Result<u8, String> {
             Err(_) => log::debug!("{name}: stale control socket"),
         }
     }
+    let holders = crate::partition::claims::running_cells(&dir.join("claims"));
+    if !holders.is_empty() {
+        println!("claims:");
+    }
+    for h in holders {
+        let what = if h.claims.is_empty() {
+            "its name only".to_string()
+        } else {
+            h.claims.join(", ")
+        };
+        println!("  {h}: {what}");
+    }
     Ok(0)
 }
 

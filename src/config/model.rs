@@ -134,6 +134,12 @@ pub struct MemoryRegion {
     pub base: u64,
     /// Size in bytes (page aligned, non-zero).
     pub size: u64,
+    /// Touch every page before the first vCPU runs: no page faults later,
+    /// the memory is taken from the host at start (docs/partitioning.md).
+    pub prefault: bool,
+    /// Lock the region in host RAM (`mlock`): never swapped; implies the
+    /// pages are faulted in at start.
+    pub lock: bool,
 }
 
 impl MemoryRegion {

@@ -504,6 +504,8 @@ pub(crate) struct RawCpus {
 pub(crate) struct RawMemory {
     pub base: Option<Sp<i64>>,
     pub size: Option<Sp<RawSize>>,
+    pub prefault: Option<Sp<bool>>,
+    pub lock: Option<Sp<bool>>,
 }
 
 /// `[kernel]`

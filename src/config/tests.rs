@@ -145,7 +145,9 @@ fn accepts_minimal_config_with_defaults() {
             },
             memory: vec![MemoryRegion {
                 base: 0,
-                size: 256 << 20
+                size: 256 << 20,
+                prefault: false,
+                lock: false,
             }],
             kernel: KernelConfig {
                 path: PathBuf::from("/cells/bzImage"),
@@ -238,15 +240,21 @@ path = \"bzImage\"
         vec![
             MemoryRegion {
                 base: 0,
-                size: 0x1000_0000
+                size: 0x1000_0000,
+                prefault: false,
+                lock: false,
             },
             MemoryRegion {
                 base: 0x1_0000_0000,
-                size: 0x4000_0000
+                size: 0x4000_0000,
+                prefault: false,
+                lock: false,
             },
             MemoryRegion {
                 base: 0x2_0000_0000,
-                size: 0x1_0000
+                size: 0x1_0000,
+                prefault: false,
+                lock: false,
             },
         ]
     );
@@ -300,6 +308,23 @@ fn rejects_shared_cpus_without_pins() {
         &format!("name = \"t\"\n[cpus]\ncount = 1\nshared = true\n{AFTER_CPUS}"),
         "cells/x.toml:4:10: cpus.shared: only pinned host CPUs can be shared: \
          give cpus.pin too, or drop cpus.shared",
+    );
+}
+
+#[test]
+fn accepts_prefaulted_and_locked_memory_per_region() {
+    let cfg = ok(
+        "name = \"t\"\n[cpus]\ncount = 1\n[[memory]]\nsize = \"256M\"\nprefault = true\n\
+         lock = true\n[kernel]\npath = \"bzImage\"\n",
+    );
+    assert_eq!(
+        cfg.memory,
+        [MemoryRegion {
+            base: 0,
+            size: 256 << 20,
+            prefault: true,
+            lock: true,
+        }]
     );
 }
 
@@ -645,7 +670,9 @@ fn linux_demo_cells_have_the_documented_shape() {
         demo.memory,
         vec![MemoryRegion {
             base: 0,
-            size: 256 << 20
+            size: 256 << 20,
+            prefault: false,
+            lock: false,
         }]
     );
     assert_eq!(demo.kernel.path, dir.join("../build/guest/bzImage"));
@@ -766,7 +793,7 @@ fn rejects_unknown_key_in_table() {
 fn rejects_unknown_key_in_array_of_tables() {
     assert_err(
         &head("[[memory]]\nbsae = 0x100000000\nsize = \"1G\"\n"),
-        "cells/x.toml:9:1: memory[1].bsae: unknown key (expected `base` or `size`)",
+        "cells/x.toml:9:1: memory[1].bsae: unknown key (expected one of `base`, `size`, `prefault`, `lock`)",
     );
 }
 

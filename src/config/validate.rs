@@ -578,6 +578,8 @@ struct Region {
     base: u64,
     size: u64,
     end: u64,
+    prefault: bool,
+    lock: bool,
 }
 
 fn memory(
@@ -670,6 +672,8 @@ fn memory(
             base,
             size,
             end,
+            prefault: r.value.prefault.as_ref().is_some_and(|v| v.value),
+            lock: r.value.lock.as_ref().is_some_and(|v| v.value),
         });
     }
     let total = regions.iter().fold(0u64, |t, r| t.saturating_add(r.size));
@@ -725,6 +729,8 @@ fn memory(
         .map(|r| MemoryRegion {
             base: r.base,
             size: r.size,
+            prefault: r.prefault,
+            lock: r.lock,
         })
         .collect())
 }

@@ -59,6 +59,8 @@ pub(crate) fn small_config() -> CellConfig {
         vec![MemoryRegion {
             base: 0,
             size: 256 * MIB,
+            prefault: false,
+            lock: false,
         }],
         vec![],
         vec![],
@@ -72,10 +74,14 @@ pub(crate) fn busy_config() -> CellConfig {
             MemoryRegion {
                 base: 0,
                 size: 2 * GIB,
+                prefault: false,
+                lock: false,
             },
             MemoryRegion {
                 base: 4 * GIB,
                 size: GIB,
+                prefault: false,
+                lock: false,
             },
         ],
         vec![VirtioMmioConfig {

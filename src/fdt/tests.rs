@@ -53,6 +53,8 @@ fn minimal_config() -> CellConfig {
         vec![MemoryRegion {
             base: 0,
             size: 256 * MIB,
+            prefault: false,
+            lock: false,
         }],
         vec![],
         vec![],
@@ -68,10 +70,14 @@ fn full_config() -> CellConfig {
             MemoryRegion {
                 base: 0,
                 size: 2 * GIB,
+                prefault: false,
+                lock: false,
             },
             MemoryRegion {
                 base: 4 * GIB,
                 size: GIB,
+                prefault: false,
+                lock: false,
             },
         ],
         vec![

@@ -16,6 +16,8 @@ fn cfg() -> CellConfig {
         memory: vec![MemoryRegion {
             base: 0,
             size: 256 << 20,
+            prefault: false,
+            lock: false,
         }],
         kernel: KernelConfig {
             path: "k".into(),

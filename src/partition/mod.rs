@@ -16,7 +16,11 @@
 //!   RAM together must fit the host's.
 //! - Each [`PartitionError`] is one line naming both cells and both places
 //!   (`file:line:column: field`), the later cell (in the order given) first.
+//! - [`claims`] takes the same uses as host-wide locks while a cell runs.
 
+pub mod claims;
+#[cfg(test)]
+mod claims_tests;
 #[cfg(test)]
 mod tests;
 

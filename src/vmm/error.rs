@@ -51,6 +51,9 @@ pub enum VmmError {
     /// The control API socket could not be set up.
     #[error("{0}")]
     Api(#[from] crate::api::ApiSetupError),
+    /// A host resource the cell needs is held by another cell.
+    #[error("{0}")]
+    Claim(#[from] crate::partition::claims::ClaimError),
     /// A virtio backend could not be set up.
     #[error("virtio: {0}")]
     Virtio(#[from] crate::virtio::VirtioError),

@@ -4,6 +4,8 @@
 //! against the current tree) → build and register the device model → send
 //! the overlay over the channel → on the guest's ACK commit the plan; on a
 //! NAK, a timeout or no agent, unregister the model and keep the old layout.
+//! A device's host resources (disk images) are claimed before its model is
+//! built and released when an attach fails or the device is detached.
 //! Detach: ask the guest to remove the overlay → on ACK unregister the model
 //! and release its reservations; on failure keep everything unless `force`.
 //! A change lock serialises changes to a cell; the state lock is held only
@@ -20,6 +22,7 @@ use crate::channel::{ChannelError, ChannelHandle, OverlayId};
 use crate::config::{ConfigError, DeviceConfig, LoadOptions};
 use crate::fdt::tree::Node;
 use crate::layout::{CellLayout, PlacedDevice};
+use crate::partition::claims::CellClaims;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -49,6 +52,8 @@ pub struct Hotplug {
     base_tree: Node,
     devices: Arc<DeviceManager>,
     channel: ChannelHandle,
+    /// The cell's host-wide claims; attached devices add theirs.
+    claims: Arc<CellClaims>,
     /// Held for a whole attach or detach: one change at a time.
     change: Mutex<()>,
     /// Held briefly: to read, to plan from, to commit.
@@ -98,11 +103,13 @@ impl Hotplug {
         base_tree: Node,
         devices: Arc<DeviceManager>,
         channel: ChannelHandle,
+        claims: Arc<CellClaims>,
     ) -> Self {
         Hotplug {
             base_tree,
             devices,
             channel,
+            claims,
             change: Mutex::new(()),
             state: Mutex::new(State {
                 layout,
@@ -188,13 +195,20 @@ impl Hotplug {
         };
         let plan =
             attach::plan(device, &layout, &self.base_tree, &attached).map_err(attach_error)?;
-        let model = self
-            .devices
-            .build(device, &plan.slot, true)
-            .map_err(build_error)?;
+        self.claims
+            .claim_device(device)
+            .map_err(|e| ApiError::new(ErrorKind::Conflict, e.to_string()))?;
+        let model = match self.devices.build(device, &plan.slot, true) {
+            Ok(model) => model,
+            Err(e) => {
+                self.claims.release_device(device.id());
+                return Err(build_error(e));
+            }
+        };
         let mut model = model;
         if let Err(e) = model.start_workers(self.devices.seccomp()) {
             self.devices.discard(model);
+            self.claims.release_device(device.id());
             return Err(ApiError::new(ErrorKind::Internal, e.to_string()));
         }
         let generation = self.channel.agent_status().generation;
@@ -202,6 +216,7 @@ impl Hotplug {
             Ok(id) => id,
             Err(e) => {
                 self.devices.discard(model);
+                self.claims.release_device(device.id());
                 log::warn!("attach {} refused: {e}; nothing changed", plan.id);
                 return Err(channel_error(&e));
             }
@@ -219,6 +234,7 @@ impl Hotplug {
             // Cannot happen under the lock; undo in the guest too.
             let _ = self.channel.remove_overlay(overlay, timeout);
             self.devices.discard(model);
+            self.claims.release_device(device.id());
             return Err(attach_error(e));
         }
         live.insert(
@@ -288,6 +304,7 @@ impl Hotplug {
         if let Some(dev) = live.remove(id) {
             self.devices.remove(dev.model);
         }
+        self.claims.release_device(id);
         Ok(DetachResult {
             id: id.to_string(),
             detached: true,

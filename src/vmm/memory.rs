@@ -1,7 +1,9 @@
-//! Guest RAM: anonymous mappings registered as KVM memory slots.
+//! Guest RAM: anonymous mappings registered as KVM memory slots, and the
+//! static memory a partitioning user asks for: regions faulted in
+//! (`prefault`) or locked in host RAM (`lock`) before the first vCPU runs.
 
 use super::error::{KvmContext, VmmError};
-use crate::config::Window;
+use crate::config::{MemoryRegion, Window};
 use kvm_bindings::kvm_userspace_memory_region;
 use kvm_ioctls::VmFd;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -58,4 +60,84 @@ fn advise_huge_pages(host: *mut u8, len: u64) {
             std::io::Error::last_os_error()
         );
     }
+}
+
+/// Why a region could not be prefaulted or locked.
+fn region_error(index: usize, what: &str, len: u64, e: &std::io::Error) -> VmmError {
+    let hint = match e.raw_os_error() {
+        Some(libc::ENOMEM) | Some(libc::EPERM) | Some(libc::EAGAIN) if what == "lock" => {
+            " (raise the locked-memory limit: ulimit -l, LimitMEMLOCK=, or run as root)"
+        }
+        Some(libc::ENOMEM) => " (the host has not enough free memory)",
+        _ => "",
+    };
+    VmmError::Memory(format!(
+        "memory[{index}].{what}: {} of guest RAM: {e}{hint}",
+        crate::config::human_size(len)
+    ))
+}
+
+/// Locks (`lock`) and faults in (`prefault`) the regions of `regions` that
+/// ask for it; `regions` are the config's, matched to `mem` by base. Call
+/// before any vCPU runs and before the guest image is loaded or after:
+/// prefaulting never changes the contents.
+pub fn settle_guest_memory(
+    mem: &GuestMemoryMmap,
+    regions: &[MemoryRegion],
+) -> Result<(), VmmError> {
+    for (index, r) in regions.iter().enumerate() {
+        if !r.prefault && !r.lock {
+            continue;
+        }
+        let Some(region) = mem.iter().find(|m| m.start_addr().0 == r.base) else {
+            return Err(VmmError::Memory(format!(
+                "memory[{index}] at {:#x} is not mapped",
+                r.base
+            )));
+        };
+        let host = region
+            .get_host_address(vm_memory::MemoryRegionAddress(0))
+            .map_err(|e| VmmError::Memory(e.to_string()))?;
+        let len = usize::try_from(region.len())
+            .map_err(|_| VmmError::Memory(format!("memory[{index}] too large")))?;
+        if r.lock {
+            // SAFETY: the range is a live mapping owned by `mem`; mlock
+            // changes residency only, never contents or validity.
+            if unsafe { libc::mlock(host.cast(), len) } != 0 {
+                let e = std::io::Error::last_os_error();
+                return Err(region_error(index, "lock", region.len(), &e));
+            }
+        }
+        if r.prefault {
+            prefault(host, len).map_err(|e| region_error(index, "prefault", region.len(), &e))?;
+        }
+    }
+    Ok(())
+}
+
+/// Faults in every page of `host..host+len` for writing: one
+/// `MADV_POPULATE_WRITE` (Linux 5.14), else a read and write back of one
+/// byte per page.
+fn prefault(host: *mut u8, len: usize) -> std::io::Result<()> {
+    // SAFETY: the range is a live anonymous mapping owned by the guest
+    // memory object; MADV_POPULATE_WRITE faults pages in without changing
+    // their contents.
+    if unsafe { libc::madvise(host.cast(), len, libc::MADV_POPULATE_WRITE) } == 0 {
+        return Ok(());
+    }
+    let e = std::io::Error::last_os_error();
+    if e.raw_os_error() != Some(libc::EINVAL) {
+        return Err(e);
+    }
+    let page = 4096;
+    for offset in (0..len).step_by(page) {
+        // SAFETY: `offset < len`, so the byte is inside the live, writable
+        // mapping; no vCPU runs yet, and writing back the value just read
+        // leaves the contents unchanged.
+        unsafe {
+            let p = host.add(offset);
+            std::ptr::write_volatile(p, std::ptr::read_volatile(p));
+        }
+    }
+    Ok(())
 }

@@ -25,6 +25,7 @@ use crate::devices::debug_exit::DebugExit;
 use crate::devices::legacy::{Cmos, I8042};
 use crate::devices::serial::{InputSpace, SerialConsole};
 use crate::layout::CellLayout;
+use crate::partition::claims::CellClaims;
 use crate::platform;
 use crate::seccomp::{Filters, ThreadKind};
 use crate::stop::{StopHandle, StopReason};
@@ -63,12 +64,19 @@ pub struct CellIo {
     /// on the thread that calls it: run a cell on a thread that has nothing
     /// else to do afterwards but end (or end the process).
     pub seccomp: bool,
+    /// The host resources the cell holds (docs/partitioning.md), when
+    /// claimed before the console was opened; [`Cell::new`] claims them
+    /// itself when this is `None`.
+    pub claims: Option<Arc<CellClaims>>,
 }
 
 impl CellIo {
     /// The console as the config says: stdout/file/none, stdin/none.
+    /// The cell's host resources are claimed first: a refused start creates
+    /// no console file.
     pub fn from_config(cfg: &CellConfig) -> Result<Self, VmmError> {
         use crate::config::ConsoleOutput;
+        let claims = Some(Arc::new(claim(cfg)?));
         let console_out: Box<dyn Write + Send> = match &cfg.console.output {
             ConsoleOutput::Stdout => Box::new(std::io::stdout()),
             ConsoleOutput::None => Box::new(std::io::sink()),
@@ -99,8 +107,23 @@ impl CellIo {
             handle_signals: true,
             api_socket: Some(crate::api::socket_path(&cfg.name)),
             seccomp: true,
+            claims,
         })
     }
+}
+
+/// The directory of host-wide claims: `RUNTIME_DIR/claims`, private.
+pub fn claims_dir() -> Result<std::path::PathBuf, VmmError> {
+    let runtime = crate::api::runtime_dir();
+    crate::api::ensure_private_dir(&runtime)?;
+    let dir = runtime.join("claims");
+    crate::api::ensure_private_dir(&dir)?;
+    Ok(dir)
+}
+
+/// Claims what `cfg` uses on this host (its name, pinned CPUs, images).
+fn claim(cfg: &CellConfig) -> Result<CellClaims, VmmError> {
+    Ok(CellClaims::take(cfg, &claims_dir()?)?)
 }
 
 trait DupFd {
@@ -134,6 +157,8 @@ pub struct RunOutcome {
 pub struct Cell {
     vcpus: Vec<VcpuFd>,
     hotplug: Arc<hotplug::Hotplug>,
+    /// Released last, when the cell is gone.
+    _claims: Arc<CellClaims>,
     /// The boot-time configurable devices' models.
     models: Vec<DeviceModel>,
     devices: Arc<DeviceManager>,
@@ -154,6 +179,10 @@ impl Cell {
     /// Builds the cell. `start` is when cellvm started (for the boot timer).
     pub fn new(cfg: CellConfig, mut io: CellIo, start: Instant) -> Result<Self, VmmError> {
         check_pins(&cfg)?;
+        let claims = match io.claims.take() {
+            Some(c) => c,
+            None => Arc::new(claim(&cfg)?),
+        };
         let layout = CellLayout::new(&cfg)?;
         let base_tree = crate::fdt::build_base_tree(&cfg, &layout)?;
         let dtb = crate::fdt::emit::to_dtb(&base_tree)?;
@@ -173,6 +202,7 @@ impl Cell {
             .kvm("set TSS address")?;
         vm.create_irq_chip().kvm("create in-kernel irqchip")?;
         let memory = memory::create_guest_memory(&vm, &layout.memory)?;
+        memory::settle_guest_memory(&memory, &cfg.memory)?;
         let readonly_mem = kvm.check_extension(kvm_ioctls::Cap::ReadonlyMem);
         let devices = Arc::new(DeviceManager::new(DeviceManagerParts {
             vm: vm.clone(),
@@ -273,10 +303,12 @@ impl Cell {
             base_tree,
             devices.clone(),
             channel_handle,
+            claims.clone(),
         ));
         Ok(Cell {
             vcpus,
             hotplug,
+            _claims: claims,
             models,
             devices,
             _vm: vm,

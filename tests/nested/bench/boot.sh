@@ -49,6 +49,7 @@ microvm="microvm,x-option-roms=off,rtc=off,isa-serial=on,pit=off,pic=off,acpi=of
 cellvm-bench boot --runs "$runs" --mem-mib "$mem_mib" --marker CELLVM-READY --timeout-s 30 \
     --vmm "cellvm=cellvm run --no-api $cell" \
     --vmm "cellvm-vmlinux=cellvm run --no-api --kernel /cellvm/build/guest/vmlinux $cell" \
+    --vmm "cellvm-static=cellvm run --no-api /cellvm/cells/bench-boot-static.toml" \
     --vmm "qemu-microvm=$qemu -M $microvm" \
     --vmm "qemu-pc=$qemu -M pc" >/tmp/bench-table.md
 rc=$?

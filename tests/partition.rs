@@ -1,0 +1,262 @@
+//! Host resources claimed by running cells (docs/partitioning.md), end to
+//! end with the `cellvm` binary on the host's KVM and tiny guests: a second
+//! cell on a held image or CPU is refused naming the running cell, readers
+//! share, a killed cell's claims go with it, a refused attach keeps nothing.
+
+// Test and benchmark code: a failed step should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::guest::{write_elf, Asm};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+const CELLVM: &str = env!("CARGO_BIN_EXE_cellvm");
+
+/// A test directory: the runtime directory, the guest and a 64 KiB image.
+struct Rig {
+    dir: tempfile::TempDir,
+    elf: PathBuf,
+}
+
+impl Rig {
+    fn new() -> Rig {
+        let dir = tempfile::tempdir().unwrap();
+        let mut asm = Asm::new();
+        // Announce, then wait for one console byte and exit with it.
+        asm.puts("ready\n").getc().exit_with_al();
+        let elf = write_elf(dir.path(), "wait.elf", &asm);
+        std::fs::write(dir.path().join("disk.img"), vec![0u8; 64 * 1024]).unwrap();
+        Rig { dir, elf }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Writes cell `name`: `cpus` lines after `count = 1`, then `tail`.
+    fn cell(&self, name: &str, cpus: &str, tail: &str) -> PathBuf {
+        let path = self.path(&format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"{name}\"\n[cpus]\ncount = 1\n{cpus}\n[[memory]]\nsize = \"64M\"\n\
+                 [kernel]\npath = \"{}\"\n{tail}",
+                self.elf.display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    fn cellvm(&self, args: &[&str]) -> Output {
+        Command::new(CELLVM)
+            .args(args)
+            .env("CELLVM_RUNTIME_DIR", self.dir.path())
+            .output()
+            .unwrap()
+    }
+
+    /// Starts `cell` and waits until its guest is running.
+    fn start(&self, cell: &Path) -> Child {
+        let mut child = Command::new(CELLVM)
+            .args(["run", cell.to_str().unwrap()])
+            .env("CELLVM_RUNTIME_DIR", self.dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line, "ready\n", "the cell did not start");
+        child
+    }
+
+    /// `cellvm run cell` expected to be refused: its stderr.
+    fn refused(&self, cell: &Path) -> String {
+        let out = self.cellvm(&["run", cell.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        err
+    }
+}
+
+/// Lets a waiting cell exit (status 0x41).
+fn stop(mut child: Child) {
+    child.stdin.as_mut().unwrap().write_all(b"A").unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0x41));
+}
+
+fn disk(read_only: bool) -> String {
+    format!(
+        "[[virtio_mmio]]\nid = \"d\"\nkind = \"block\"\npath = \"disk.img\"\n\
+         read_only = {read_only}\n"
+    )
+}
+
+#[test]
+fn a_second_cell_on_a_written_image_is_refused_naming_the_running_cell_and_creates_nothing() {
+    let rig = Rig::new();
+    let a = rig.start(&rig.cell("a", "", &disk(false)));
+    let console = "[console]\noutput = \"file\"\npath = \"b.log\"\n";
+    let b = rig.cell("b", "", &format!("{console}{}", disk(false)));
+    let err = rig.refused(&b);
+    let image = std::fs::canonicalize(rig.path("disk.img")).unwrap();
+    assert!(
+        err.contains(&format!(
+            "disk image {} (d.path) is in use by cell a (pid {}); use another image, or say \
+             read_only = true in every cell that uses it",
+            image.display(),
+            a.id()
+        )),
+        "{err}"
+    );
+    assert!(
+        !rig.path("b.log").exists(),
+        "a refused cell created its console file"
+    );
+    assert!(
+        !rig.path("b.sock").exists(),
+        "a refused cell created its socket"
+    );
+    stop(a);
+}
+
+#[test]
+fn cells_that_read_an_image_share_it_and_cells_lists_the_claims() {
+    let rig = Rig::new();
+    let a = rig.start(&rig.cell("a", "", &disk(true)));
+    let b = rig.start(&rig.cell("b", "pin = [0]", &disk(true)));
+    let cells = rig.cellvm(&["cells"]);
+    let listed = String::from_utf8_lossy(&cells.stdout);
+    let image = std::fs::canonicalize(rig.path("disk.img")).unwrap();
+    let image = image.display();
+    assert!(
+        listed.contains(&format!(
+            "claims:\n  cell a (pid {}): image {image} read-only\n  cell b (pid {}): cpu 0 \
+             exclusive, image {image} read-only\n",
+            a.id(),
+            b.id()
+        )),
+        "{listed}"
+    );
+    let err = rig.refused(&rig.cell("c", "", &disk(false)));
+    assert!(err.contains("is in use by cell a (pid"), "{err}");
+    assert!(err.contains(", cell b (pid"), "{err}");
+    stop(a);
+    stop(b);
+}
+
+#[test]
+fn a_pinned_cpu_held_by_a_killed_cell_is_free_again() {
+    let rig = Rig::new();
+    let mut a = rig.start(&rig.cell("a", "pin = [1]", ""));
+    let b = rig.cell("b", "pin = [1]", "");
+    let err = rig.refused(&b);
+    assert!(
+        err.contains(&format!(
+            "host CPU 1 (cpus.pin[0]) is in use by cell a (pid {})",
+            a.id()
+        )),
+        "{err}"
+    );
+    a.kill().unwrap();
+    a.wait().unwrap();
+    stop(rig.start(&b));
+}
+
+#[test]
+fn a_cell_name_is_claimed_even_without_a_control_socket() {
+    let rig = Rig::new();
+    let cell = rig.cell("a", "", "");
+    let mut child = Command::new(CELLVM)
+        .args(["run", cell.to_str().unwrap(), "--no-api"])
+        .env("CELLVM_RUNTIME_DIR", rig.dir.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line, "ready\n");
+    let err = rig.refused(&cell);
+    assert!(
+        err.contains("cell name \"a\" (name) is in use by cell a (pid"),
+        "{err}"
+    );
+    stop(child);
+}
+
+#[test]
+fn an_attach_of_a_held_image_is_refused_and_a_refused_attach_keeps_no_claim() {
+    let rig = Rig::new();
+    let hot = rig.path("hot.toml");
+    std::fs::write(
+        &hot,
+        "[[virtio_mmio]]\nid = \"hot\"\nkind = \"block\"\npath = \"disk.img\"\n",
+    )
+    .unwrap();
+    // The tiny guest has no agent: the attach claims the image, is
+    // refused for want of an agent, and must release the image.
+    let a = rig.start(&rig.cell("a", "", ""));
+    let out = rig.cellvm(&["attach", "a", hot.to_str().unwrap(), "--timeout", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let b = rig.start(&rig.cell("b", "", &disk(false)));
+    // Now b writes the image: an attach to a names b.
+    let out = rig.cellvm(&["attach", "a", hot.to_str().unwrap(), "--timeout", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("(hot.path) is in use by cell b (pid {})", b.id())),
+        "{err}"
+    );
+    stop(a);
+    stop(b);
+}
+
+/// `Vm...` field `key` of /proc/PID/status, in KiB.
+fn proc_status_kib(pid: u32, key: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(key))
+        .unwrap_or_else(|| panic!("{key} missing from /proc/{pid}/status"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+#[test]
+fn prefaulted_memory_is_resident_and_locked_memory_is_locked_before_the_guest_runs() {
+    let rig = Rig::new();
+    let plain = rig.start(&rig.cell("plain", "", ""));
+    let plain_rss = proc_status_kib(plain.id(), "VmRSS:");
+    stop(plain);
+    assert!(
+        plain_rss < 48 * 1024,
+        "a plain 64M cell has {plain_rss} KiB resident"
+    );
+
+    let path = rig.path("static.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "name = \"static\"\n[cpus]\ncount = 1\n[[memory]]\nsize = \"64M\"\nprefault = true\n\
+             lock = true\n[kernel]\npath = \"{}\"\n",
+            rig.elf.display()
+        ),
+    )
+    .unwrap();
+    let cell = rig.start(&path);
+    let rss = proc_status_kib(cell.id(), "VmRSS:");
+    let locked = proc_status_kib(cell.id(), "VmLck:");
+    stop(cell);
+    assert!(rss >= 64 * 1024, "prefaulted: {rss} KiB resident");
+    assert!(locked >= 64 * 1024, "locked: {locked} KiB");
+}
