@@ -17,6 +17,8 @@ pub enum StopReason {
     GuestCrash(String),
     /// cellvm received this signal (SIGINT, SIGTERM).
     Signal(i32),
+    /// `cellvm destroy` (the control API's `destroy`).
+    Destroyed,
     /// cellvm itself failed while the cell ran.
     Error(String),
 }
@@ -29,6 +31,7 @@ impl StopReason {
             StopReason::GuestReset | StopReason::GuestPowerOff => 0,
             StopReason::Error(_) => 1,
             StopReason::GuestCrash(_) => 3,
+            StopReason::Destroyed => 4,
             StopReason::Signal(sig) => 128u8.saturating_add((*sig).clamp(0, 127) as u8),
         }
     }
@@ -42,6 +45,7 @@ impl std::fmt::Display for StopReason {
             StopReason::GuestPowerOff => write!(f, "guest powered off"),
             StopReason::GuestCrash(why) => write!(f, "guest crashed: {why}"),
             StopReason::Signal(sig) => write!(f, "stopped by signal {sig}"),
+            StopReason::Destroyed => write!(f, "destroyed (cellvm destroy)"),
             StopReason::Error(why) => write!(f, "cellvm error: {why}"),
         }
     }
@@ -119,6 +123,7 @@ mod tests {
         assert_eq!(StopReason::GuestPowerOff.exit_code(), 0);
         assert_eq!(StopReason::Error("x".into()).exit_code(), 1);
         assert_eq!(StopReason::GuestCrash("x".into()).exit_code(), 3);
+        assert_eq!(StopReason::Destroyed.exit_code(), 4);
         assert_eq!(StopReason::Signal(libc::SIGINT).exit_code(), 130);
         assert_eq!(StopReason::Signal(libc::SIGTERM).exit_code(), 143);
     }

@@ -47,6 +47,12 @@ pub fn get_mut<T: ?Sized>(mutex: &mut Mutex<T>) -> &mut T {
     mutex.get_mut().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Waits on `condvar` (spurious wake-ups included), giving back the guard
+/// even if the mutex was poisoned meanwhile.
+pub fn wait<'a, T>(condvar: &Condvar, guard: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
+    condvar.wait(guard).unwrap_or_else(PoisonError::into_inner)
+}
+
 /// Waits on `condvar` for at most `timeout` (spurious wake-ups included),
 /// giving back the guard even if the mutex was poisoned meanwhile.
 pub fn wait_timeout<'a, T>(

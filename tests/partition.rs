@@ -8,89 +8,7 @@
 
 mod common;
 
-use common::guest::{write_elf, Asm};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-
-const CELLVM: &str = env!("CARGO_BIN_EXE_cellvm");
-
-/// A test directory: the runtime directory, the guest and a 64 KiB image.
-struct Rig {
-    dir: tempfile::TempDir,
-    elf: PathBuf,
-}
-
-impl Rig {
-    fn new() -> Rig {
-        let dir = tempfile::tempdir().unwrap();
-        let mut asm = Asm::new();
-        // Announce, then wait for one console byte and exit with it.
-        asm.puts("ready\n").getc().exit_with_al();
-        let elf = write_elf(dir.path(), "wait.elf", &asm);
-        std::fs::write(dir.path().join("disk.img"), vec![0u8; 64 * 1024]).unwrap();
-        Rig { dir, elf }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// Writes cell `name`: `cpus` lines after `count = 1`, then `tail`.
-    fn cell(&self, name: &str, cpus: &str, tail: &str) -> PathBuf {
-        let path = self.path(&format!("{name}.toml"));
-        std::fs::write(
-            &path,
-            format!(
-                "name = \"{name}\"\n[cpus]\ncount = 1\n{cpus}\n[[memory]]\nsize = \"64M\"\n\
-                 [kernel]\npath = \"{}\"\n{tail}",
-                self.elf.display()
-            ),
-        )
-        .unwrap();
-        path
-    }
-
-    fn cellvm(&self, args: &[&str]) -> Output {
-        Command::new(CELLVM)
-            .args(args)
-            .env("CELLVM_RUNTIME_DIR", self.dir.path())
-            .output()
-            .unwrap()
-    }
-
-    /// Starts `cell` and waits until its guest is running.
-    fn start(&self, cell: &Path) -> Child {
-        let mut child = Command::new(CELLVM)
-            .args(["run", cell.to_str().unwrap()])
-            .env("CELLVM_RUNTIME_DIR", self.dir.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        assert_eq!(line, "ready\n", "the cell did not start");
-        child
-    }
-
-    /// `cellvm run cell` expected to be refused: its stderr.
-    fn refused(&self, cell: &Path) -> String {
-        let out = self.cellvm(&["run", cell.to_str().unwrap()]);
-        let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert_eq!(out.status.code(), Some(1), "{err}");
-        err
-    }
-}
-
-/// Lets a waiting cell exit (status 0x41).
-fn stop(mut child: Child) {
-    child.stdin.as_mut().unwrap().write_all(b"A").unwrap();
-    assert_eq!(child.wait().unwrap().code(), Some(0x41));
-}
+use common::host_cells::{stop, wait_ready, Rig};
 
 fn disk(read_only: bool) -> String {
     format!(
@@ -174,19 +92,8 @@ fn a_pinned_cpu_held_by_a_killed_cell_is_free_again() {
 fn a_cell_name_is_claimed_even_without_a_control_socket() {
     let rig = Rig::new();
     let cell = rig.cell("a", "", "");
-    let mut child = Command::new(CELLVM)
-        .args(["run", cell.to_str().unwrap(), "--no-api"])
-        .env("CELLVM_RUNTIME_DIR", rig.dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.as_mut().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line, "ready\n");
+    let mut child = rig.spawn(&cell, &["--no-api"]);
+    wait_ready(&mut child);
     let err = rig.refused(&cell);
     assert!(
         err.contains("cell name \"a\" (name) is in use by cell a (pid"),

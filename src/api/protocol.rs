@@ -2,7 +2,9 @@
 //!
 //! Request:  `{"op": "status"}`, `{"op": "devices"}`,
 //!           `{"op": "attach", "device": {...description...}}`,
-//!           `{"op": "detach", "id": "hot0", "force": false}`.
+//!           `{"op": "detach", "id": "hot0", "force": false}`,
+//!           `{"op": "pause"}`, `{"op": "resume"}`, `{"op": "destroy"}`,
+//!           `{"op": "stats"}`.
 //! Response: `{"ok": true, "result": {...}}` or
 //!           `{"ok": false, "error": {"kind": "...", "message": "..."}}`.
 
@@ -55,6 +57,14 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
     },
+    /// Stop every vCPU (the cell keeps its memory and devices).
+    Pause {},
+    /// Start the vCPUs of a paused cell (or one created with `--paused`).
+    Resume {},
+    /// Stop the cell now; `cellvm run` exits (docs/cli.md).
+    Destroy {},
+    /// Exit counts per vCPU and access counts per device.
+    Stats {},
 }
 
 /// Error categories, stable for scripts.
@@ -149,6 +159,56 @@ pub enum Reply {
     Attached(AttachResult),
     /// `detach`.
     Detached(DetachResult),
+    /// `pause`, `resume`, `destroy`: the state after the request.
+    State(StateInfo),
+    /// `stats`.
+    Stats(StatsInfo),
+}
+
+/// The cell's state after a lifecycle request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StateInfo {
+    /// `paused`, `running` or `stopping`.
+    pub state: &'static str,
+}
+
+/// One vCPU's exits since the cell started (`stats`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VcpuStats {
+    /// vCPU index.
+    pub vcpu: usize,
+    /// MMIO exits.
+    pub mmio: u64,
+    /// Port I/O exits.
+    pub pio: u64,
+    /// HLT exits (with the in-kernel irqchip, rare).
+    pub hlt: u64,
+    /// `KVM_RUN` returns for a kick (pause, stop).
+    pub interrupted: u64,
+    /// Accesses no device served.
+    pub unhandled: u64,
+}
+
+/// One device's guest accesses since it was registered (`stats`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeviceStats {
+    /// The bus entry's name (`console`, `virtio-mmio rng0`, ...).
+    pub device: String,
+    /// `mmio` or `pio`.
+    pub bus: &'static str,
+    /// Reads and writes served.
+    pub accesses: u64,
+}
+
+/// `stats`: like `jailhouse cell stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatsInfo {
+    /// The cell's name.
+    pub name: String,
+    /// Per vCPU.
+    pub vcpus: Vec<VcpuStats>,
+    /// Per device with at least one bus entry.
+    pub devices: Vec<DeviceStats>,
 }
 
 /// The cell's state (`status`).
@@ -156,7 +216,7 @@ pub enum Reply {
 pub struct StatusInfo {
     /// The cell's name.
     pub name: String,
-    /// `running` (the API serves only running cells).
+    /// `paused`, `running` or `stopping`.
     pub state: &'static str,
     /// Number of vCPUs.
     pub vcpus: u8,

@@ -74,6 +74,42 @@ fn one_line(v: &serde_json::Value) -> String {
     }
 }
 
+/// A lifecycle request; prints the cell's state after it.
+fn lifecycle(cell: &str, request: &Request) -> Result<u8, String> {
+    let r = api_call(cell, request, Duration::from_secs(5))?;
+    println!("{}", one_line(&r));
+    Ok(0)
+}
+
+/// `stats` as two tables: vCPUs, then devices.
+fn print_stats(v: &serde_json::Value) {
+    let n = |x: &serde_json::Value, k: &str| x[k].as_u64().unwrap_or(0);
+    println!(
+        "{:<6} {:>12} {:>12} {:>10} {:>12} {:>10}",
+        "vcpu", "mmio", "pio", "hlt", "interrupted", "unhandled"
+    );
+    for c in v["vcpus"].as_array().into_iter().flatten() {
+        println!(
+            "{:<6} {:>12} {:>12} {:>10} {:>12} {:>10}",
+            n(c, "vcpu"),
+            n(c, "mmio"),
+            n(c, "pio"),
+            n(c, "hlt"),
+            n(c, "interrupted"),
+            n(c, "unhandled")
+        );
+    }
+    println!("{:<32} {:<5} {:>12}", "device", "bus", "accesses");
+    for d in v["devices"].as_array().into_iter().flatten() {
+        println!(
+            "{:<32} {:<5} {:>12}",
+            d["device"].as_str().unwrap_or("?"),
+            d["bus"].as_str().unwrap_or("?"),
+            n(d, "accesses")
+        );
+    }
+}
+
 fn list_cells() -> Result<u8, String> {
     let dir = crate::api::runtime_dir();
     let mut names: Vec<String> = match std::fs::read_dir(&dir) {
@@ -156,6 +192,10 @@ pub enum Command {
         /// Do not serve the control API.
         #[arg(long)]
         no_api: bool,
+        /// Create the cell (memory, devices, kernel loaded) but run no vCPU
+        /// until `cellvm resume CELL`.
+        #[arg(long, conflicts_with = "no_api")]
+        paused: bool,
         /// Seccomp filters on every thread (docs/security.md); `off` only to
         /// debug a suspected filter problem.
         #[arg(long, value_enum, value_name = "on|off", default_value_t = Switch::On)]
@@ -163,6 +203,29 @@ pub enum Command {
     },
     /// List running cells (those with a live control socket).
     Cells,
+    /// Stop a running cell's vCPUs (its memory and devices stay).
+    Pause {
+        /// Cell name, or a control socket path.
+        cell: String,
+    },
+    /// Start the vCPUs of a paused cell (or one run with --paused).
+    Resume {
+        /// Cell name, or a control socket path.
+        cell: String,
+    },
+    /// Stop a running cell now (its `cellvm run` exits with status 4).
+    Destroy {
+        /// Cell name, or a control socket path.
+        cell: String,
+    },
+    /// Exit counts per vCPU and access counts per device.
+    Stats {
+        /// Cell name, or a control socket path.
+        cell: String,
+        /// Print the raw JSON answer.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show a running cell's state.
     Status {
         /// Cell name, or a control socket path.
@@ -366,6 +429,7 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             cmdline_append,
             api_socket,
             no_api,
+            paused,
             seccomp,
         } => {
             control::block_termination_signals()
@@ -393,7 +457,11 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
                 io.api_socket = Some(path);
             }
             let name = cfg.name.clone();
-            let cell = Cell::new(cfg, io, start).map_err(|e| format!("cell {name}: {e}"))?;
+            let mut cell = Cell::new(cfg, io, start).map_err(|e| format!("cell {name}: {e}"))?;
+            if paused {
+                cell.start_paused();
+                log::info!("cell {name} created paused: cellvm resume {name} starts it");
+            }
             let outcome = cell.run().map_err(|e| format!("cell {name}: {e}"))?;
             eprintln!(
                 "cellvm: cell {name} stopped: {} (exit status {})",
@@ -403,6 +471,18 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             Ok(outcome.reason.exit_code())
         }
         Command::Cells => list_cells(),
+        Command::Pause { cell } => lifecycle(&cell, &Request::Pause {}),
+        Command::Resume { cell } => lifecycle(&cell, &Request::Resume {}),
+        Command::Destroy { cell } => lifecycle(&cell, &Request::Destroy {}),
+        Command::Stats { cell, json } => {
+            let r = api_call(&cell, &Request::Stats {}, Duration::from_secs(5))?;
+            if json {
+                println!("{r}");
+            } else {
+                print_stats(&r);
+            }
+            Ok(0)
+        }
         Command::Status { cell, json } => {
             let r = api_call(&cell, &Request::Status {}, Duration::from_secs(5))?;
             print_value(&r, json);

@@ -3,6 +3,7 @@
 use super::BusDevice;
 use crate::ratelimit::RateLimiter;
 use crate::sync;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use thiserror::Error;
 
@@ -58,6 +59,8 @@ struct Entry {
     len: u64,
     name: String,
     device: SharedDevice,
+    /// Guest accesses served (for `cellvm stats`).
+    accesses: Arc<AtomicU64>,
 }
 
 /// Sorted, non-overlapping device ranges. Cloning shares the same devices.
@@ -115,6 +118,7 @@ impl Bus {
                 len,
                 name: name.to_string(),
                 device,
+                accesses: Arc::new(AtomicU64::new(0)),
             },
         );
         Ok(())
@@ -140,6 +144,21 @@ impl Bus {
             .collect()
     }
 
+    /// Guest accesses served per device name (entries of one name summed),
+    /// in address order of their first entry.
+    pub fn access_counts(&self) -> Vec<(String, u64)> {
+        let entries = sync::read(&self.entries);
+        let mut out: Vec<(String, u64)> = Vec::new();
+        for e in entries.iter() {
+            let n = e.accesses.load(Ordering::Relaxed);
+            match out.iter_mut().find(|(name, _)| *name == e.name) {
+                Some((_, total)) => *total += n,
+                None => out.push((e.name.clone(), n)),
+            }
+        }
+        out
+    }
+
     fn lookup(&self, addr: u64, len: usize) -> Option<(SharedDevice, u64)> {
         if !matches!(len, 1 | 2 | 4 | 8) {
             return None;
@@ -152,6 +171,7 @@ impl Bus {
         if last > e.len {
             return None;
         }
+        e.accesses.fetch_add(1, Ordering::Relaxed);
         Some((e.device.clone(), offset))
     }
 
@@ -227,6 +247,18 @@ mod tests {
         let mut data = [0u8; 4];
         assert!(bus.read(0x1004, &mut data));
         assert_eq!(data, [4; 4]);
+    }
+
+    #[test]
+    fn served_accesses_are_counted_per_device_and_unserved_ones_are_not() {
+        let (bus, _) = bus_with_echo();
+        let mut buf = [0u8; 4];
+        bus.read(0x1000, &mut buf);
+        bus.write(0x1004, &buf);
+        bus.read(0x9000_0000, &mut buf);
+        let mut odd = [0u8; 3];
+        bus.read(0x1000, &mut odd);
+        assert_eq!(bus.access_counts(), vec![("echo".to_string(), 2)]);
     }
 
     #[test]

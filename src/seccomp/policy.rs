@@ -226,14 +226,7 @@ fn control(facts: ProcessFacts) -> Policy {
         (SYS_epoll_ctl, When::Always),
         (SYS_recvfrom, When::Always),
         (SYS_sendto, When::Always),
-        // Kicks go to this process's own vCPU threads only.
-        (
-            SYS_tgkill,
-            When::ArgsEq(vec![
-                (0, u64::from(facts.pid)),
-                (2, facts.kick_signal as u64),
-            ]),
-        ),
+        kick_vcpus(facts),
         (SYS_statx, When::Always),
         (SYS_newfstatat, When::Always),
         (SYS_fstat, When::Always),
@@ -246,12 +239,24 @@ fn control(facts: ProcessFacts) -> Policy {
     list
 }
 
+/// Kicks go to this process's own vCPU threads only, with the kick signal
+/// (stop: the control thread; pause: the API).
+fn kick_vcpus(facts: ProcessFacts) -> (i64, When) {
+    (
+        libc::SYS_tgkill,
+        When::ArgsEq(vec![
+            (0, u64::from(facts.pid)),
+            (2, facts.kick_signal as u64),
+        ]),
+    )
+}
+
 /// The control API: accepts connections and serves each on a thread of its
 /// own; a request may attach a device, which opens its files, creates its
 /// sockets, pty and links, eventfds, registers irqfds, ioeventfds and GSI
 /// routes, and starts its virtio worker thread (which starts under this
 /// filter, so everything a worker calls is here too).
-fn api() -> Policy {
+fn api(facts: ProcessFacts) -> Policy {
     use libc::*;
     let mut ioctl = interrupt_ioctls();
     ioctl.extend(bar_ioctls());
@@ -259,6 +264,8 @@ fn api() -> Policy {
     ioctl.extend(pty_ioctls());
     vec![
         (SYS_ioctl, When::ArgIn(1, ioctl)),
+        // `pause` kicks the vCPUs.
+        kick_vcpus(facts),
         // Connections.
         (SYS_accept4, When::Always),
         (SYS_recvfrom, When::Always),
@@ -325,7 +332,7 @@ pub(crate) fn policy(kind: ThreadKind, facts: ProcessFacts) -> Policy {
     list.extend(match kind {
         ThreadKind::Control => control(facts),
         ThreadKind::Vcpu => vcpu(),
-        ThreadKind::Api => api(),
+        ThreadKind::Api => api(facts),
         ThreadKind::VirtioWorker => virtio_worker(),
         ThreadKind::ConsoleInput => console_input(),
     });

@@ -7,6 +7,7 @@ pub mod control;
 pub mod cpu;
 pub mod devices;
 mod error;
+pub mod gate;
 mod hotplug;
 mod irq;
 mod ivshmem;
@@ -172,7 +173,9 @@ pub struct Cell {
     input_space: Arc<InputSpace>,
     io: Option<CellIo>,
     boot_marks: Arc<Mutex<Vec<Duration>>>,
-    counters: Arc<ExitCounters>,
+    /// One per vCPU.
+    counters: Vec<Arc<ExitCounters>>,
+    gate: Arc<gate::RunGate>,
 }
 
 impl Cell {
@@ -321,7 +324,8 @@ impl Cell {
             input_space,
             io: Some(io),
             boot_marks,
-            counters: Arc::new(ExitCounters::default()),
+            counters: (0..count).map(|_| Arc::default()).collect(),
+            gate: Arc::new(gate::RunGate::new(false)),
         })
     }
 
@@ -336,6 +340,12 @@ impl Cell {
             .iter()
             .filter_map(|m| m.bridge().cloned())
             .collect()
+    }
+
+    /// Makes [`Cell::run`] create the vCPU threads paused: no guest code
+    /// runs until the control API's `resume` (`cellvm run --paused`).
+    pub fn start_paused(&mut self) {
+        self.gate = Arc::new(gate::RunGate::new(true));
     }
 
     /// A handle that stops the cell from another thread.
@@ -367,8 +377,14 @@ impl Cell {
                 }
                 let runtime = Arc::new(runtime::CellRuntime::new(
                     self.cfg.name.clone(),
-                    self.cfg.cpus.count,
                     self.hotplug.clone(),
+                    runtime::Controls {
+                        stop: self.stop.clone(),
+                        gate: self.gate.clone(),
+                        counters: self.counters.clone(),
+                        mmio: self.devices.mmio.clone(),
+                        pio: self.devices.pio.clone(),
+                    },
                 ));
                 log::info!("control API on {}", server.path().display());
                 Some(server.spawn(runtime).os("start the control API thread")?)
@@ -395,7 +411,8 @@ impl Cell {
                 mmio: self.devices.mmio.clone(),
                 pio: self.devices.pio.clone(),
                 stop: self.stop.clone(),
-                counters: self.counters.clone(),
+                counters: self.counters.get(index).cloned().unwrap_or_default(),
+                gate: self.gate.clone(),
             };
             let spawned = crate::seccomp::spawn(
                 std::thread::Builder::new().name(format!("vcpu{index}")),
@@ -404,7 +421,10 @@ impl Cell {
                 move || vcpu::run_vcpu(vcpu, ctx),
             );
             match spawned {
-                Ok(t) => threads.push(t),
+                Ok(t) => {
+                    self.gate.add_thread(t.as_pthread_t());
+                    threads.push(t);
+                }
                 Err(e) => {
                     // The vCPUs already running are stopped below.
                     self.stop
@@ -450,6 +470,8 @@ impl Cell {
             }
         }
 
+        // Parked vCPUs (paused) return from the gate and see the stop.
+        self.gate.release();
         for t in &threads {
             // SAFETY: the pthread id belongs to a thread we spawned and have
             // not joined yet, so it is valid; the kick handler is installed.
@@ -473,11 +495,22 @@ impl Cell {
         Ok(RunOutcome {
             reason,
             boot_marks,
-            pio_exits: self.counters.pio.load(Ordering::Relaxed),
-            mmio_exits: self.counters.mmio.load(Ordering::Relaxed),
-            unhandled_exits: self.counters.unhandled.load(Ordering::Relaxed),
+            pio_exits: sum(&self.counters, |c| &c.pio),
+            mmio_exits: sum(&self.counters, |c| &c.mmio),
+            unhandled_exits: sum(&self.counters, |c| &c.unhandled),
         })
     }
+}
+
+/// One counter summed over every vCPU.
+fn sum(
+    counters: &[Arc<ExitCounters>],
+    which: impl Fn(&ExitCounters) -> &std::sync::atomic::AtomicU64,
+) -> u64 {
+    counters
+        .iter()
+        .map(|c| which(c).load(Ordering::Relaxed))
+        .sum()
 }
 
 fn check_pins(cfg: &CellConfig) -> Result<(), VmmError> {

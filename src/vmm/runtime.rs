@@ -1,33 +1,140 @@
 //! The running cell as the control API sees it: status, the device list,
-//! and runtime attach/detach (delegated to [`super::hotplug::Hotplug`]).
+//! runtime attach/detach (delegated to [`super::hotplug::Hotplug`]), the
+//! lifecycle (pause, resume, destroy) and statistics.
+//!
+//! Lifecycle: `pause` closes the vCPUs' run gate and answers once every
+//! vCPU is parked (`vmm::gate`); `resume` opens it; `destroy` stops the
+//! cell (`cellvm run` exits with status 4). On a stopping cell every
+//! lifecycle request is refused with `stopping`. The state `status`
+//! reports is `stopping` once a stop was requested, else `paused` while
+//! the gate is closed, else `running`.
 
+use super::gate::{GateError, RunGate};
 use super::hotplug::{placement, Hotplug, DEFAULT_GUEST_TIMEOUT};
+use super::vcpu::ExitCounters;
 use crate::api::protocol::{
-    ApiError, DeviceInfo, ErrorKind, MemoryInfo, Reply, Request, StatusInfo, API_VERSION,
-    MAX_GUEST_TIMEOUT_MS,
+    ApiError, DeviceInfo, DeviceStats, ErrorKind, MemoryInfo, Reply, Request, StateInfo, StatsInfo,
+    StatusInfo, VcpuStats, API_VERSION, MAX_GUEST_TIMEOUT_MS,
 };
 use crate::api::ControlTarget;
+use crate::devices::Bus;
 use crate::layout::PlacedDevice;
 use crate::platform;
+use crate::stop::{StopHandle, StopReason};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long `pause` waits for every vCPU to park.
+const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the control API needs to steer a running cell's vCPUs.
+pub struct Controls {
+    /// Stops the cell.
+    pub stop: StopHandle,
+    /// The vCPUs' run gate.
+    pub gate: Arc<RunGate>,
+    /// One per vCPU.
+    pub counters: Vec<Arc<ExitCounters>>,
+    /// The MMIO bus (per-device access counts).
+    pub mmio: Arc<Bus>,
+    /// The port I/O bus.
+    pub pio: Arc<Bus>,
+}
 
 /// Shared state of a running cell.
 pub struct CellRuntime {
     name: String,
-    vcpus: u8,
     started: Instant,
     hotplug: Arc<Hotplug>,
+    controls: Controls,
+}
+
+fn gate_error(e: GateError) -> ApiError {
+    let kind = match e {
+        GateError::Stopping => ErrorKind::Stopping,
+        GateError::NotParked { .. } => ErrorKind::GuestTimeout,
+    };
+    ApiError::new(kind, e.to_string())
+}
+
+/// Kicks one vCPU thread out of `KVM_RUN`.
+fn kick(thread: libc::pthread_t) {
+    // SAFETY: the id is of a vCPU thread registered by `Cell::run`; the
+    // gate sends kicks under its lock and never after its release, which
+    // `Cell::run` does before joining the vCPU threads, so the thread is
+    // alive; the kick handler is installed.
+    unsafe { libc::pthread_kill(thread, super::vcpu::kick_signal()) };
 }
 
 impl CellRuntime {
     /// State for the cell `name`.
-    pub fn new(name: String, vcpus: u8, hotplug: Arc<Hotplug>) -> Self {
+    pub fn new(name: String, hotplug: Arc<Hotplug>, controls: Controls) -> Self {
         CellRuntime {
             name,
-            vcpus,
             started: Instant::now(),
             hotplug,
+            controls,
+        }
+    }
+
+    /// `paused`, `running` or `stopping`.
+    fn state(&self) -> &'static str {
+        if self.controls.stop.is_stopped() {
+            "stopping"
+        } else if self.controls.gate.is_paused() {
+            "paused"
+        } else {
+            "running"
+        }
+    }
+
+    fn state_reply(&self) -> Reply {
+        Reply::State(StateInfo {
+            state: self.state(),
+        })
+    }
+
+    /// Refuses a lifecycle request on a stopping cell.
+    fn not_stopping(&self) -> Result<(), ApiError> {
+        if self.controls.stop.is_stopped() {
+            return Err(gate_error(GateError::Stopping));
+        }
+        Ok(())
+    }
+
+    fn stats(&self) -> StatsInfo {
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+        let vcpus = self
+            .controls
+            .counters
+            .iter()
+            .enumerate()
+            .map(|(vcpu, c)| VcpuStats {
+                vcpu,
+                mmio: load(&c.mmio),
+                pio: load(&c.pio),
+                hlt: load(&c.hlt),
+                interrupted: load(&c.interrupted),
+                unhandled: load(&c.unhandled),
+            })
+            .collect();
+        let bus = |b: &Bus, name: &'static str| {
+            b.access_counts()
+                .into_iter()
+                .map(move |(device, accesses)| DeviceStats {
+                    device,
+                    bus: name,
+                    accesses,
+                })
+                .collect::<Vec<_>>()
+        };
+        let mut devices = bus(&self.controls.pio, "pio");
+        devices.extend(bus(&self.controls.mmio, "mmio"));
+        StatsInfo {
+            name: self.name.clone(),
+            vcpus,
+            devices,
         }
     }
 
@@ -111,8 +218,8 @@ impl ControlTarget for CellRuntime {
         match request {
             Request::Status {} => Ok(Reply::Status(StatusInfo {
                 name: self.name.clone(),
-                state: "running",
-                vcpus: self.vcpus,
+                state: self.state(),
+                vcpus: u8::try_from(self.controls.counters.len()).unwrap_or(u8::MAX),
                 uptime_ms: self.started.elapsed().as_millis() as u64,
                 api_version: API_VERSION,
                 agent: self.hotplug.agent(),
@@ -135,6 +242,27 @@ impl ControlTarget for CellRuntime {
                 .hotplug
                 .detach(&id, force, timeout(timeout_ms)?)
                 .map(Reply::Detached),
+            Request::Pause {} => {
+                self.not_stopping()?;
+                self.controls
+                    .gate
+                    .pause(kick, PAUSE_TIMEOUT)
+                    .map_err(gate_error)?;
+                log::info!("cell {} paused", self.name);
+                Ok(self.state_reply())
+            }
+            Request::Resume {} => {
+                self.not_stopping()?;
+                self.controls.gate.resume().map_err(gate_error)?;
+                log::info!("cell {} resumed", self.name);
+                Ok(self.state_reply())
+            }
+            Request::Destroy {} => {
+                self.not_stopping()?;
+                self.controls.stop.stop(StopReason::Destroyed);
+                Ok(self.state_reply())
+            }
+            Request::Stats {} => Ok(Reply::Stats(self.stats())),
         }
     }
 }

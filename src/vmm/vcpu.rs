@@ -1,9 +1,13 @@
 //! vCPU threads: run KVM_RUN, dispatch exits to the buses, stop on request.
 //!
+//! Pausing: each vCPU passes the cell's [`RunGate`] before every `KVM_RUN`
+//! and parks there while the cell is paused (`vmm::gate`).
+//!
 //! Stopping: the control thread records a [`StopReason`] and sends each vCPU
 //! thread [`kick_signal`]. The handler sets `immediate_exit` in that thread's
 //! `kvm_run`, so a kick that lands just before `KVM_RUN` is not lost.
 
+use super::gate::RunGate;
 use crate::devices::Bus;
 use crate::stop::{StopHandle, StopReason};
 use kvm_bindings::kvm_run;
@@ -37,13 +41,18 @@ pub fn install_kick_handler() -> Result<(), vmm_sys_util::errno::Error> {
     vmm_sys_util::signal::register_signal_handler(kick_signal(), handle_kick)
 }
 
-/// Counts of exits by kind, for benchmarks and diagnostics.
+/// One vCPU's exits by kind, for `cellvm stats`, benchmarks and
+/// diagnostics.
 #[derive(Debug, Default)]
 pub struct ExitCounters {
     /// Port I/O exits.
     pub pio: AtomicU64,
     /// MMIO exits.
     pub mmio: AtomicU64,
+    /// HLT exits.
+    pub hlt: AtomicU64,
+    /// `KVM_RUN` returns for a kick (pause, stop).
+    pub interrupted: AtomicU64,
     /// Accesses no device served.
     pub unhandled: AtomicU64,
 }
@@ -60,8 +69,10 @@ pub struct VcpuContext {
     pub pio: Arc<Bus>,
     /// Stop handle.
     pub stop: StopHandle,
-    /// Exit statistics.
+    /// This vCPU's exit statistics.
     pub counters: Arc<ExitCounters>,
+    /// The cell's run gate (pause/resume).
+    pub gate: Arc<RunGate>,
 }
 
 fn pin_to(cpu: usize) -> std::io::Result<()> {
@@ -93,6 +104,10 @@ pub fn run_vcpu(mut vcpu: VcpuFd, ctx: VcpuContext) {
     let run_ptr: *mut kvm_run = vcpu.get_kvm_run();
     KVM_RUN.with(|c| c.set(run_ptr));
     while !ctx.stop.is_stopped() {
+        ctx.gate.pass();
+        if ctx.stop.is_stopped() {
+            break;
+        }
         match vcpu.run() {
             Ok(exit) => {
                 let io_size = if matches!(exit, VcpuExit::IoIn(..) | VcpuExit::IoOut(..)) {
@@ -111,6 +126,7 @@ pub fn run_vcpu(mut vcpu: VcpuFd, ctx: VcpuContext) {
                 handle_exit(exit, io_size, &ctx)
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
+                ctx.counters.interrupted.fetch_add(1, Ordering::Relaxed);
                 vcpu.set_kvm_immediate_exit(0);
             }
             Err(e) => ctx.stop.stop(StopReason::Error(format!(
@@ -156,7 +172,10 @@ fn handle_exit(exit: VcpuExit<'_>, io_size: usize, ctx: &VcpuContext) {
             ctx.counters.mmio.fetch_add(1, Ordering::Relaxed);
             ctx.mmio.write(addr, data)
         }
-        VcpuExit::Hlt => true,
+        VcpuExit::Hlt => {
+            ctx.counters.hlt.fetch_add(1, Ordering::Relaxed);
+            true
+        }
         VcpuExit::Shutdown => {
             ctx.stop.stop(StopReason::GuestCrash(format!(
                 "vCPU {}: triple fault (KVM_EXIT_SHUTDOWN)",
@@ -237,6 +256,7 @@ mod tests {
             pio,
             stop: StopHandle::new().unwrap(),
             counters: Arc::new(ExitCounters::default()),
+            gate: Arc::new(RunGate::new(false)),
         };
         (ctx, dev)
     }
