@@ -1,7 +1,7 @@
 //! Why a cell stopped, and the handle devices and threads use to stop it.
 
 use crate::sync;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// Why a cell stopped. The first reason reported wins.
@@ -53,6 +53,7 @@ impl std::fmt::Display for StopReason {
 
 struct Inner {
     reason: Mutex<Option<StopReason>>,
+    stopped: Condvar,
     event: EventFd,
 }
 
@@ -68,6 +69,7 @@ impl StopHandle {
         Ok(StopHandle {
             inner: Arc::new(Inner {
                 reason: Mutex::new(None),
+                stopped: Condvar::new(),
                 event: EventFd::new(EFD_NONBLOCK)?,
             }),
         })
@@ -79,6 +81,7 @@ impl StopHandle {
         match &*slot {
             None => {
                 *slot = Some(reason);
+                self.inner.stopped.notify_all();
                 if let Err(e) = self.inner.event.write(1) {
                     log::error!("cannot signal stop event: {e}");
                 }
@@ -95,6 +98,20 @@ impl StopHandle {
     /// The reason, once a stop was requested.
     pub fn reason(&self) -> Option<StopReason> {
         sync::lock(&self.inner.reason).clone()
+    }
+
+    /// Waits up to `timeout` for a stop to be requested; whether one was.
+    pub fn wait_timeout(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut slot = sync::lock(&self.inner.reason);
+        while slot.is_none() {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            slot = sync::wait_timeout(&self.inner.stopped, slot, left).0;
+        }
+        true
     }
 
     /// An eventfd that becomes readable when a stop is requested.
@@ -114,6 +131,17 @@ mod tests {
         h.stop(StopReason::GuestReset);
         assert_eq!(h.reason(), Some(StopReason::DebugExit(7)));
         assert_eq!(h.event().read().unwrap(), 1);
+    }
+
+    #[test]
+    fn wait_timeout_returns_once_another_thread_stops_and_times_out_otherwise() {
+        let stop = StopHandle::new().unwrap();
+        assert!(!stop.wait_timeout(std::time::Duration::from_millis(10)));
+        let other = stop.clone();
+        let t = std::thread::spawn(move || other.stop(StopReason::GuestPowerOff));
+        assert!(stop.wait_timeout(std::time::Duration::from_secs(60)));
+        t.join().unwrap();
+        assert!(matches!(stop.reason(), Some(StopReason::GuestPowerOff)));
     }
 
     #[test]

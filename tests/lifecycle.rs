@@ -127,3 +127,47 @@ fn destroy_of_a_paused_cell_stops_it() {
     lifecycle(&rig, "destroy", "dp", "stopping");
     assert_eq!(child.wait_with_output().unwrap().status.code(), Some(4));
 }
+
+#[test]
+fn shutdown_of_a_guest_without_agent_says_no_agent_and_force_destroys_it() {
+    let rig = Rig::new();
+    let child = rig.start(&rig.cell("n", "", ""));
+    let out = rig.cellvm(&["shutdown", "n", "--timeout", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cell n: no_agent: shutdown: "),
+        "the error names the missing agent: {err}"
+    );
+    assert_eq!(json(&rig, "status", "n")["state"], "running");
+    let out = rig.cellvm(&["shutdown", "n", "--timeout", "1", "--force"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(text.contains("forced=true"), "{text}");
+    assert!(
+        text.contains("stopped=destroyed (cellvm destroy)"),
+        "{text}"
+    );
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(4));
+}
+
+#[test]
+fn a_paused_cell_refuses_changes_that_need_its_guest_and_force_shutdown_destroys_it() {
+    let rig = Rig::new();
+    let child = rig.start(&rig.cell("pz", "", ""));
+    lifecycle(&rig, "pause", "pz", "paused");
+    let rng = rig.path("rng.toml");
+    std::fs::write(&rng, "[[virtio_mmio]]\nid = \"rng9\"\nkind = \"rng\"\n").unwrap();
+    let out = rig.cellvm(&["attach", "pz", rng.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("conflict: attach: the cell is paused and its guest cannot answer"),
+        "{err}"
+    );
+    let out = rig.cellvm(&["shutdown", "pz", "--timeout", "1"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = rig.cellvm(&["shutdown", "pz", "--timeout", "1", "--force"]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(child.wait_with_output().unwrap().status.code(), Some(4));
+}

@@ -895,3 +895,67 @@ fn the_cell_survives_every_failure_and_exits_cleanly() {
         assert!(!console.contains(bad), "guest kernel: {bad}:\n{console}");
     }
 }
+
+// ---- The lifecycle scenario: shutdown acked, refused, unanswered and
+// forced; two cells created paused and resumed together
+// (tests/nested/scenarios/lifecycle.sh).
+
+#[test]
+fn shutdown_acked_by_the_guest_ends_the_cell_with_its_poweroff() {
+    let steps = scenario_steps("lifecycle");
+    let ack = &steps["ack"];
+    assert!(ack.contains("CELLVM-AGENT-READY"), "{ack}");
+    assert_eq!(api_rcs(ack), [0], "{ack}");
+    assert!(ack.contains("stopped=guest powered off"), "{ack}");
+    assert!(ack.contains("forced=false"), "{ack}");
+    assert!(ack.contains("exit=0"), "{ack}");
+    assert!(
+        ack.contains("cellvm: cell test-agent stopped: guest powered off (exit status 0)"),
+        "{ack}"
+    );
+}
+
+#[test]
+fn shutdown_refused_by_the_guest_says_so_and_the_cell_keeps_running() {
+    let steps = scenario_steps("lifecycle");
+    let nak = &steps["nak"];
+    assert!(
+        nak.contains("guest: agent-mode nak"),
+        "the agent took test_mode nak:\n{nak}"
+    );
+    assert_eq!(api_rcs(nak), [1, 0], "{nak}");
+    assert!(
+        nak.contains("guest_refused: shutdown: ") && nak.contains("EBUSY"),
+        "{nak}"
+    );
+    assert!(nak.contains("state=running"), "{nak}");
+}
+
+#[test]
+fn shutdown_unanswered_times_out_and_force_destroys_the_cell() {
+    let steps = scenario_steps("lifecycle");
+    let silent = &steps["silent"];
+    assert_eq!(api_rcs(silent), [1, 0], "{silent}");
+    assert!(silent.contains("guest_timeout: shutdown: "), "{silent}");
+    assert!(silent.contains("forced=true"), "{silent}");
+    assert!(silent.contains("exit=4"), "{silent}");
+    assert!(
+        silent.contains("stopped: destroyed (cellvm destroy) (exit status 4)"),
+        "{silent}"
+    );
+}
+
+#[test]
+fn two_cells_created_paused_wait_and_run_together_once_resumed() {
+    let steps = scenario_steps("lifecycle");
+    let paused = &steps["paused"];
+    assert!(paused.contains("peer0: state=paused"), "{paused}");
+    assert!(paused.contains("peer1: state=paused"), "{paused}");
+    assert_eq!(api_rcs(paused), [0, 0], "{paused}");
+    assert!(paused.contains("peer0: exit=0"), "{paused}");
+    assert!(paused.contains("peer1: exit=0"), "{paused}");
+    assert!(
+        paused.contains("ivshmem: peer1 marker=0x0C0FFEE0 peer0_state=0x00000001"),
+        "{paused}"
+    );
+}

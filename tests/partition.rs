@@ -52,12 +52,16 @@ fn cells_that_read_an_image_share_it_and_cells_lists_the_claims() {
     let b = rig.start(&rig.cell("b", "pin = [0]", &disk(true)));
     let cells = rig.cellvm(&["cells"]);
     let listed = String::from_utf8_lossy(&cells.stdout);
-    let image = std::fs::canonicalize(rig.path("disk.img")).unwrap();
-    let image = image.display();
+    let meta = std::fs::metadata(rig.path("disk.img")).unwrap();
+    let image = format!(
+        "image {}:{} read-only {}",
+        std::os::unix::fs::MetadataExt::dev(&meta),
+        std::os::unix::fs::MetadataExt::ino(&meta),
+        rig.path("disk.img").display()
+    );
     assert!(
         listed.contains(&format!(
-            "claims:\n  cell a (pid {}): image {image} read-only\n  cell b (pid {}): cpu 0 \
-             exclusive, image {image} read-only\n",
+            "claims:\n  cell a (pid {}): {image}\n  cell b (pid {}): cpu 0 exclusive, {image}\n",
             a.id(),
             b.id()
         )),
@@ -166,4 +170,26 @@ fn prefaulted_memory_is_resident_and_locked_memory_is_locked_before_the_guest_ru
     stop(cell);
     assert!(rss >= 64 * 1024, "prefaulted: {rss} KiB resident");
     assert!(locked >= 64 * 1024, "locked: {locked} KiB");
+}
+
+#[test]
+fn an_attach_of_an_image_reached_through_dotdot_is_claimed_without_killing_the_cell() {
+    let rig = Rig::new();
+    let sub = rig.path("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let hot = sub.join("hot.toml");
+    std::fs::write(
+        &hot,
+        "[[virtio_mmio]]\nid = \"hot\"\nkind = \"block\"\npath = \"../disk.img\"\n",
+    )
+    .unwrap();
+    let a = rig.start(&rig.cell("a", "", ""));
+    // No agent in the tiny guest: the attach claims, fails and releases.
+    let out = rig.cellvm(&["attach", "a", hot.to_str().unwrap(), "--timeout", "1"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no_agent"), "{err}");
+    let status = rig.cellvm(&["status", "a"]);
+    assert!(status.status.success(), "the cell died: {status:?}");
+    stop(a);
 }

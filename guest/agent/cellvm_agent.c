@@ -9,6 +9,12 @@
  * devices of the nodes the overlay created, then removes the overlay.
  * Everything the agent applied is removed when the module is unloaded.
  *
+ * SHUTDOWN: the agent acknowledges and calls orderly_poweroff() (the
+ * kernel runs its poweroff_cmd, /sbin/poweroff). When the host announces
+ * CV_HOST_CAP_POWER_OFF, the agent registers a power-off handler that
+ * sends POWER_OFF as the kernel's very last step of any poweroff, so the
+ * cell ends as powered off (x86 without ACPI has no other way to say so).
+ *
  * Protocol (version 1): docs/channel.md in the cellvm repository.
  *
  * Context rules: the hard IRQ handler only acknowledges the interrupt and
@@ -30,6 +36,7 @@
 #include <linux/of.h>
 #include <linux/of_platform.h>
 #include <linux/platform_device.h>
+#include <linux/reboot.h>
 #include <linux/slab.h>
 #include <linux/string.h>
 #include <linux/unaligned.h>
@@ -68,11 +75,17 @@
 #define CV_OP_NAK 6
 #define CV_OP_STATUS 7
 #define CV_OP_BYE 8
+#define CV_OP_SHUTDOWN 9
+#define CV_OP_POWER_OFF 10
 
 /* Agent capabilities (HELLO). */
 #define CV_CAP_OVERLAY 0x1u
 #define CV_CAP_PING 0x2u
-#define CV_AGENT_CAPS (CV_CAP_OVERLAY | CV_CAP_PING)
+#define CV_CAP_SHUTDOWN 0x4u
+#define CV_AGENT_CAPS (CV_CAP_OVERLAY | CV_CAP_PING | CV_CAP_SHUTDOWN)
+
+/* Host capabilities (HOST_CAPS register). */
+#define CV_HOST_CAP_POWER_OFF 0x1u
 
 struct cv_hdr {
 	__le32 magic;
@@ -95,9 +108,11 @@ struct cv_hdr {
  * (tests/nested/scenarios/rollback.sh; docs/channel.md, "Test modes"):
  *
  *   0  normal.
- *   1  nak: every APPLY_OVERLAY and REMOVE_OVERLAY is answered NAK -EBUSY
- *      without touching the device tree (PING is answered as usual).
- *   2  silent: every host request (APPLY_OVERLAY, REMOVE_OVERLAY, PING) is
+ *   1  nak: every APPLY_OVERLAY, REMOVE_OVERLAY and SHUTDOWN is answered
+ *      NAK -EBUSY without touching the device tree or powering off (PING is
+ *      answered as usual).
+ *   2  silent: every host request (APPLY_OVERLAY, REMOVE_OVERLAY, PING,
+ *      SHUTDOWN) is
  *      taken off the mailbox and held unanswered (up to CV_TEST_MAX_HELD;
  *      further ones are dropped). When test_mode leaves 2, the held requests
  *      are carried out in order under the new mode and answered late, as a
@@ -161,6 +176,8 @@ struct cv_agent {
 	struct notifier_block nb;
 	struct task_struct *capture_task;
 	struct list_head *capture_list;
+	/* Sends POWER_OFF at the end of a poweroff (NULL if not registered). */
+	struct sys_off_handler *sys_off;
 };
 
 static u32 cv_read(struct cv_agent *ag, u32 reg)
@@ -278,7 +295,7 @@ static const struct kernel_param_ops cv_test_mode_ops = {
 };
 module_param_cb(test_mode, &cv_test_mode_ops, &test_mode, 0644);
 MODULE_PARM_DESC(test_mode,
-		 "TEST HOOK for cellvm's rollback tests: 0 normal, 1 NAK every apply/remove with -EBUSY, 2 hold requests unanswered (answered late when the mode leaves 2)");
+		 "TEST HOOK for cellvm's rollback tests: 0 normal, 1 NAK every apply/remove/shutdown with -EBUSY, 2 hold requests unanswered (answered late when the mode leaves 2)");
 
 static const char *cv_op_name(u16 op)
 {
@@ -289,6 +306,8 @@ static const char *cv_op_name(u16 op)
 		return "REMOVE_OVERLAY";
 	case CV_OP_PING:
 		return "PING";
+	case CV_OP_SHUTDOWN:
+		return "SHUTDOWN";
 	default:
 		return "other";
 	}
@@ -318,7 +337,7 @@ static bool cv_test_hold(struct cv_agent *ag, const u8 *msg, u32 len)
 
 	if (READ_ONCE(test_mode) != CV_TEST_SILENT ||
 	    (op != CV_OP_APPLY_OVERLAY && op != CV_OP_REMOVE_OVERLAY &&
-	     op != CV_OP_PING))
+	     op != CV_OP_PING && op != CV_OP_SHUTDOWN))
 		return false;
 	if (ag->n_held >= CV_TEST_MAX_HELD) {
 		dev_warn(ag->dev, "test_mode silent: dropping %s seq %u (%u held)\n",
@@ -582,6 +601,46 @@ static void cv_handle_ping(struct cv_agent *ag, u32 seq)
 	kfree(p);
 }
 
+/*
+ * SHUTDOWN: acknowledge, then power off in an orderly way (the kernel runs
+ * its poweroff_cmd, falling back to a forced poweroff if that cannot run).
+ * If the host refused the ACK (it gave up on the request, e.g. a late
+ * answer from test_mode 2), the guest keeps running.
+ */
+static void cv_handle_shutdown(struct cv_agent *ag, u32 seq)
+{
+	int ret = cv_send(ag, CV_OP_ACK, seq, 0, NULL, 0);
+
+	if (ret) {
+		dev_warn(ag->dev,
+			 "host refused our ACK of SHUTDOWN seq %u (%d): not powering off\n",
+			 seq, ret);
+		return;
+	}
+	dev_info(ag->dev, "host asked for shutdown: orderly poweroff\n");
+	orderly_poweroff(true);
+}
+
+/*
+ * The kernel's last step of a poweroff (other CPUs are stopped, interrupts
+ * are off): tell the host. No lock can be taken here; nothing else sends
+ * any more, so the mailbox is written directly.
+ */
+static int cv_power_off(struct sys_off_data *data)
+{
+	struct cv_agent *ag = data->cb_data;
+	struct cv_hdr h = {
+		.magic = cpu_to_le32(CV_MSG_MAGIC),
+		.version = cpu_to_le16(CV_PROTOCOL_VERSION),
+		.op = cpu_to_le16(CV_OP_POWER_OFF),
+		.seq = cpu_to_le32(ag->seq + 1),
+	};
+
+	cv_copy_to(ag->base + ag->g2h_off, &h, CV_HDR_LEN);
+	cv_write(ag, CV_REG_G2H_DOORBELL, 1);
+	return NOTIFY_DONE;
+}
+
 static void cv_handle(struct cv_agent *ag, const struct cv_hdr *h,
 		      const u8 *payload, u32 len)
 {
@@ -600,6 +659,10 @@ static void cv_handle(struct cv_agent *ag, const struct cv_hdr *h,
 		break;
 	case CV_OP_PING:
 		cv_handle_ping(ag, seq);
+		break;
+	case CV_OP_SHUTDOWN:
+		if (!cv_test_refuse(ag, op, seq))
+			cv_handle_shutdown(ag, seq);
 		break;
 	case CV_OP_ACK:
 		if (seq == ag->hello_seq && len >= 8)
@@ -770,6 +833,16 @@ static int cv_probe(struct platform_device *pdev)
 		dev_err(dev, "host refused HELLO: %d\n", ret);
 		goto err_irq;
 	}
+	if (cv_read(ag, CV_REG_HOST_CAPS) & CV_HOST_CAP_POWER_OFF) {
+		ag->sys_off = register_sys_off_handler(SYS_OFF_MODE_POWER_OFF,
+						       SYS_OFF_PRIO_DEFAULT,
+						       cv_power_off, ag);
+		if (IS_ERR(ag->sys_off)) {
+			dev_warn(dev, "cannot register the power-off handler: %ld\n",
+				 PTR_ERR(ag->sys_off));
+			ag->sys_off = NULL;
+		}
+	}
 	/* In case the host posted before the interrupt was enabled. */
 	queue_work(ag->wq, &ag->work);
 	mutex_lock(&cv_active_lock);
@@ -802,6 +875,8 @@ static void cv_remove(struct platform_device *pdev)
 	if (cv_active == ag)
 		cv_active = NULL;
 	mutex_unlock(&cv_active_lock);
+	if (ag->sys_off)
+		unregister_sys_off_handler(ag->sys_off);
 	cv_write(ag, CV_REG_INT_ENABLE, 0);
 	free_irq(ag->irq, ag);
 	mutex_lock(&ag->lock);

@@ -172,15 +172,17 @@ impl ApiServer {
     /// The returned guard removes the socket file when dropped.
     pub fn spawn(self, target: Arc<dyn ControlTarget>) -> std::io::Result<SocketGuard> {
         let listener = self.listener.try_clone()?;
+        let inflight = Arc::new(InFlight::default());
         let guard = SocketGuard {
             path: self.path.clone(),
+            inflight: inflight.clone(),
         };
         let idle = self.idle_timeout;
         let open = Arc::new(AtomicUsize::new(0));
         let accept_loop = move || {
             for conn in listener.incoming() {
                 match conn.and_then(|s| s.set_write_timeout(Some(idle)).map(|()| s)) {
-                    Ok(stream) => accept(stream, &target, &open, idle),
+                    Ok(stream) => accept(stream, &target, &open, &inflight, idle),
                     Err(e) => log::warn!("api: accept failed: {e}"),
                 }
             }
@@ -202,6 +204,7 @@ fn accept(
     mut stream: UnixStream,
     target: &Arc<dyn ControlTarget>,
     open: &Arc<AtomicUsize>,
+    inflight: &Arc<InFlight>,
     idle: Duration,
 ) {
     if open.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
@@ -214,12 +217,13 @@ fn accept(
         return;
     }
     let target = target.clone();
+    let inflight = inflight.clone();
     let done = open.clone();
     // Started from the accept thread, so under its seccomp filter.
     let spawned = std::thread::Builder::new()
         .name("api-conn".into())
         .spawn(move || {
-            serve_connection(stream, target.as_ref(), idle);
+            serve_tracked(stream, target.as_ref(), idle, &inflight);
             done.fetch_sub(1, Ordering::AcqRel);
             release_free_heap();
         });
@@ -267,14 +271,56 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), ApiSetupError> {
     Ok(())
 }
 
-/// Removes the socket file when dropped.
+/// How long a stopping cell waits for the answers of requests in flight.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Requests being handled or answered right now.
+#[derive(Debug, Default)]
+pub struct InFlight {
+    count: std::sync::Mutex<usize>,
+    idle: std::sync::Condvar,
+}
+
+impl InFlight {
+    fn enter(&self) {
+        *crate::sync::lock(&self.count) += 1;
+    }
+
+    fn leave(&self) {
+        let mut n = crate::sync::lock(&self.count);
+        *n = n.saturating_sub(1);
+        self.idle.notify_all();
+    }
+
+    /// Waits up to `timeout` until no request is in flight; whether none is.
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut n = crate::sync::lock(&self.count);
+        while *n > 0 {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            n = crate::sync::wait_timeout(&self.idle, n, left).0;
+        }
+        true
+    }
+}
+
+/// Removes the socket file when dropped, then gives requests in flight
+/// (a `destroy`, a `shutdown` that saw the cell stop) up to 2 s to send
+/// their answers before the cell's process goes on to exit.
 pub struct SocketGuard {
     path: PathBuf,
+    inflight: Arc<InFlight>,
 }
 
 impl Drop for SocketGuard {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+        if !self.inflight.wait_idle(DRAIN_TIMEOUT) {
+            log::warn!("api: a request was still being answered when the cell stopped");
+        }
     }
 }
 
@@ -298,7 +344,18 @@ fn release_free_heap() {
 /// client closes it, a request line does not arrive whole within `idle` of
 /// the previous answer (or is longer than [`MAX_REQUEST`]), or an answer
 /// cannot be written within `idle`.
-pub fn serve_connection(mut stream: UnixStream, target: &dyn ControlTarget, idle: Duration) {
+pub fn serve_connection(stream: UnixStream, target: &dyn ControlTarget, idle: Duration) {
+    serve_tracked(stream, target, idle, &InFlight::default());
+}
+
+/// [`serve_connection`], counting each request in `inflight` from its
+/// arrival until its answer is sent.
+fn serve_tracked(
+    mut stream: UnixStream,
+    target: &dyn ControlTarget,
+    idle: Duration,
+    inflight: &InFlight,
+) {
     let mut reader = LineReader::default();
     loop {
         let line = match reader.read_line(&mut stream, MAX_REQUEST, Instant::now() + idle) {
@@ -321,9 +378,13 @@ pub fn serve_connection(mut stream: UnixStream, target: &dyn ControlTarget, idle
                 return;
             }
         };
+        inflight.enter();
         let response = match std::str::from_utf8(&line) {
             Err(_) => Response::err(ApiError::new(ErrorKind::BadRequest, "request is not UTF-8")),
-            Ok(text) if text.trim().is_empty() => continue,
+            Ok(text) if text.trim().is_empty() => {
+                inflight.leave();
+                continue;
+            }
             Ok(text) => match parse_request(text.trim()) {
                 Err(e) => Response::err(e),
                 Ok(req) => match target.handle(req).map(|r| serde_json::to_value(&r)) {
@@ -336,7 +397,9 @@ pub fn serve_connection(mut stream: UnixStream, target: &dyn ControlTarget, idle
                 },
             },
         };
-        if send(&mut stream, &response).is_err() {
+        let sent = send(&mut stream, &response);
+        inflight.leave();
+        if sent.is_err() {
             return;
         }
     }

@@ -4,7 +4,7 @@
 //!           `{"op": "attach", "device": {...description...}}`,
 //!           `{"op": "detach", "id": "hot0", "force": false}`,
 //!           `{"op": "pause"}`, `{"op": "resume"}`, `{"op": "destroy"}`,
-//!           `{"op": "stats"}`.
+//!           `{"op": "shutdown", "force": false}`, `{"op": "stats"}`.
 //! Response: `{"ok": true, "result": {...}}` or
 //!           `{"ok": false, "error": {"kind": "...", "message": "..."}}`.
 
@@ -63,6 +63,18 @@ pub enum Request {
     Resume {},
     /// Stop the cell now; `cellvm run` exits (docs/cli.md).
     Destroy {},
+    /// Ask the guest to power off (through its agent) and wait until it
+    /// has; `force` destroys the cell if the guest refuses, has no agent or
+    /// does not power off in time.
+    Shutdown {
+        /// Destroy the cell if the guest does not power off.
+        #[serde(default)]
+        force: bool,
+        /// How long to wait for the guest's answer and its poweroff
+        /// together (default 30 s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
     /// Exit counts per vCPU and access counts per device.
     Stats {},
 }
@@ -163,6 +175,25 @@ pub enum Reply {
     State(StateInfo),
     /// `stats`.
     Stats(StatsInfo),
+    /// `shutdown`.
+    Shutdown(ShutdownResult),
+}
+
+/// `shutdown`: how the cell is going.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShutdownResult {
+    /// `stopping`.
+    pub state: &'static str,
+    /// Why the cell stopped (`guest powered off`, or `destroyed (...)`
+    /// when forced).
+    pub stopped: String,
+    /// Whether `force` destroyed the cell.
+    pub forced: bool,
+    /// Why the guest did not power off, when forced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_error: Option<String>,
+    /// Time from the request to the stop.
+    pub elapsed_ms: f64,
 }
 
 /// The cell's state after a lifecycle request.

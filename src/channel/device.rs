@@ -33,6 +33,8 @@ pub(super) enum Reply {
     Removed,
     /// STATUS in answer to PING: the agent's overlay ids.
     Overlays(Vec<u32>),
+    /// ACK of SHUTDOWN: the guest is powering off.
+    ShuttingDown,
 }
 
 /// A host message waiting for the host→guest mailbox.
@@ -84,6 +86,8 @@ struct State {
     mem: Option<Arc<MailboxMemory>>,
     /// Closed by the VMM: every request fails with `ChannelError::Stopped`.
     closed: bool,
+    /// What a POWER_OFF from the guest does (the VMM stops the cell).
+    on_power_off: Option<Box<dyn Fn() + Send>>,
 }
 
 impl State {
@@ -109,6 +113,7 @@ impl State {
             dropped: 0,
             mem,
             closed: false,
+            on_power_off: None,
         }
     }
 
@@ -116,6 +121,7 @@ impl State {
         match reg {
             regs::MAGIC => proto::DEVICE_MAGIC,
             regs::VERSION => proto::PROTOCOL_VERSION,
+            regs::HOST_CAPS if self.on_power_off.is_some() => proto::HOST_CAP_POWER_OFF,
             regs::HOST_CAPS => 0,
             regs::H2G_OFFSET => proto::H2G_OFFSET as u32,
             regs::H2G_SIZE => proto::H2G_SIZE as u32,
@@ -401,6 +407,16 @@ impl Shared {
                 self.cond.notify_all();
                 Ok(())
             }
+            Op::PowerOff => {
+                if self.notice.allow() {
+                    eprintln!("cellvm: channel: the guest is powering off");
+                }
+                match &st.on_power_off {
+                    Some(f) => f(),
+                    None => log::warn!("channel: POWER_OFF from the guest, but nothing handles it"),
+                }
+                Ok(())
+            }
             Op::Ack | Op::Nak | Op::Status => self.handle_reply(st, &msg),
             op => Err((
                 errno::EOPNOTSUPP,
@@ -558,6 +574,10 @@ impl Shared {
 
     /// See [`ChannelHandle::close`]. The outstanding request, if the guest
     /// has not taken it yet, is taken back.
+    pub(super) fn set_on_power_off(&self, f: Box<dyn Fn() + Send>) {
+        self.lock().on_power_off = Some(f);
+    }
+
     pub(super) fn close(&self) {
         let mut st = self.lock();
         st.closed = true;
@@ -641,6 +661,7 @@ fn classify_reply(request: Op, msg: &Message) -> (Result<Reply, ChannelError>, O
             ),
         },
         Op::Ack if request == Op::RemoveOverlay => (Ok(Reply::Removed), None),
+        Op::Ack if request == Op::Shutdown => (Ok(Reply::ShuttingDown), None),
         Op::Status if request == Op::Ping => match proto::decode_status(&msg.payload) {
             Some((_, ids)) => (Ok(Reply::Overlays(ids)), None),
             None => bad(errno::EINVAL, "STATUS payload shorter than 4 bytes".into()),

@@ -207,6 +207,25 @@ impl ChannelHandle {
         self.shared.close()
     }
 
+    /// Asks the agent to power the guest off in an orderly way and waits
+    /// for its answer: `Ok` once the guest acknowledged (it then powers
+    /// off; with [`on_power_off`](Self::on_power_off) set, the cell stops
+    /// when it does).
+    pub fn shutdown(&self, timeout: Duration) -> Result<(), ChannelError> {
+        match self.shared.request(Op::Shutdown, Vec::new(), timeout)? {
+            Reply::ShuttingDown => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// What the guest's POWER_OFF notice does; from then on `HOST_CAPS`
+    /// announces [`HOST_CAP_POWER_OFF`](protocol::HOST_CAP_POWER_OFF).
+    /// `f` runs on the vCPU thread that rang the doorbell, under the
+    /// channel's lock: it must only record the stop.
+    pub fn on_power_off(&self, f: Box<dyn Fn() + Send>) {
+        self.shared.set_on_power_off(f)
+    }
+
     /// Liveness check: the overlays the agent has applied (and not removed).
     pub fn ping(&self, timeout: Duration) -> Result<Vec<OverlayId>, ChannelError> {
         match self.shared.request(Op::Ping, Vec::new(), timeout)? {

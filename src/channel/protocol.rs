@@ -77,6 +77,12 @@ pub const INT_ALL: u32 = INT_H2G;
 pub const AGENT_CAP_OVERLAY: u32 = 1 << 0;
 /// Agent capability: answers PING with STATUS.
 pub const AGENT_CAP_PING: u32 = 1 << 1;
+/// Agent capability: answers SHUTDOWN (ACK, then an orderly poweroff).
+pub const AGENT_CAP_SHUTDOWN: u32 = 1 << 2;
+
+/// Host capability (`HOST_CAPS` register): the host stops the cell when
+/// the guest sends POWER_OFF.
+pub const HOST_CAP_POWER_OFF: u32 = 1 << 0;
 
 /// Bytes in a message header.
 pub const HEADER_LEN: usize = 24;
@@ -171,6 +177,12 @@ pub enum Op {
     Status = 7,
     /// Guest → host notice: the agent is going away (no reply).
     Bye = 8,
+    /// Host → guest request: power off in an orderly way (empty). Answered
+    /// with ACK (the guest begins its poweroff) or NAK (-errno).
+    Shutdown = 9,
+    /// Guest → host notice: the guest is powering off now (no reply); the
+    /// host stops the cell as powered off.
+    PowerOff = 10,
 }
 
 impl Op {
@@ -185,13 +197,18 @@ impl Op {
             6 => Op::Nak,
             7 => Op::Status,
             8 => Op::Bye,
+            9 => Op::Shutdown,
+            10 => Op::PowerOff,
             _ => return None,
         })
     }
 
     /// Whether the guest may send this operation.
     pub fn from_guest(self) -> bool {
-        matches!(self, Op::Hello | Op::Ack | Op::Nak | Op::Status | Op::Bye)
+        matches!(
+            self,
+            Op::Hello | Op::Ack | Op::Nak | Op::Status | Op::Bye | Op::PowerOff
+        )
     }
 
     /// Wire name (docs/channel.md).
@@ -205,6 +222,8 @@ impl Op {
             Op::Nak => "NAK",
             Op::Status => "STATUS",
             Op::Bye => "BYE",
+            Op::Shutdown => "SHUTDOWN",
+            Op::PowerOff => "POWER_OFF",
         }
     }
 }

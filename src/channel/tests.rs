@@ -471,6 +471,37 @@ fn remove_sends_the_id_and_waits_for_the_ack() {
 }
 
 #[test]
+fn shutdown_is_acked_or_refused_by_the_agent() {
+    let (g, h) = ready();
+    let agent = thread::spawn(move || {
+        let m = g.expect(Op::Shutdown);
+        assert!(m.payload.is_empty());
+        assert_eq!(g.send(&Message::new(Op::Ack, m.seq, 0)), 0);
+        let m = g.expect(Op::Shutdown);
+        assert_eq!(g.send(&Message::new(Op::Nak, m.seq, -16)), 0);
+    });
+    assert_eq!(h.shutdown(T), Ok(()));
+    assert_eq!(h.shutdown(T), Err(ChannelError::Nak { errno: 16 }));
+    agent.join().unwrap();
+}
+
+#[test]
+fn power_off_from_the_guest_runs_the_handler_announced_in_host_caps() {
+    let (g, h) = ready();
+    assert_eq!(g.r32(regs::HOST_CAPS), 0, "no handler, no capability");
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = count.clone();
+    h.on_power_off(Box::new(move || {
+        seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }));
+    assert_eq!(g.r32(regs::HOST_CAPS), proto::HOST_CAP_POWER_OFF);
+    assert_eq!(g.send(&Message::new(Op::PowerOff, 77, 0)), 0);
+    assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // A notice: never answered.
+    assert_eq!(g.recv(), None);
+}
+
+#[test]
 fn ping_returns_the_agents_overlays() {
     let (g, h) = ready();
     let agent = thread::spawn(move || {

@@ -213,6 +213,20 @@ pub enum Command {
         /// Cell name, or a control socket path.
         cell: String,
     },
+    /// Ask a running cell's guest to power off (through its agent) and
+    /// wait until it has; its `cellvm run` then exits with status 0.
+    Shutdown {
+        /// Cell name, or a control socket path.
+        cell: String,
+        /// How long to wait for the guest's answer and poweroff, in
+        /// seconds (1 to 300).
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=300))]
+        timeout: u64,
+        /// Destroy the cell if the guest refuses, has no agent or does not
+        /// power off in time.
+        #[arg(long)]
+        force: bool,
+    },
     /// Stop a running cell now (its `cellvm run` exits with status 4).
     Destroy {
         /// Cell name, or a control socket path.
@@ -474,6 +488,20 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
         Command::Pause { cell } => lifecycle(&cell, &Request::Pause {}),
         Command::Resume { cell } => lifecycle(&cell, &Request::Resume {}),
         Command::Destroy { cell } => lifecycle(&cell, &Request::Destroy {}),
+        Command::Shutdown {
+            cell,
+            timeout,
+            force,
+        } => {
+            let (guest_ms, answer_within) = guest_wait(timeout);
+            let request = Request::Shutdown {
+                force,
+                timeout_ms: Some(guest_ms),
+            };
+            let r = api_call(&cell, &request, answer_within)?;
+            println!("{}", one_line(&r));
+            Ok(0)
+        }
         Command::Stats { cell, json } => {
             let r = api_call(&cell, &Request::Stats {}, Duration::from_secs(5))?;
             if json {

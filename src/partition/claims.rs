@@ -11,10 +11,13 @@
 //!   locked would let a second cell lock a new file of the same name).
 //! - Cell name: `name-NAME.lock`, write-locked. Its content is the cell's
 //!   *record*: `cell NAME`, `pid PID`, then one line per claim
-//!   (`cpu N exclusive|shared`, `image PATH read-write|read-only`),
-//!   rewritten in place whenever the claims change. Records are how a
-//!   refusal names the running cell that holds a resource; a record whose
-//!   lock nobody holds is stale and ignored.
+//!   (`cpu N exclusive|shared`, `image DEV:INO read-write|read-only PATH`),
+//!   written as soon as the name is locked and rewritten in place whenever
+//!   the claims change. Records are how a refusal names the running cells
+//!   that hold a resource (never the cell being refused); a record whose
+//!   lock nobody holds is stale and ignored. Images are identified by
+//!   device and inode (`fstat` of the opened image), never by resolving
+//!   paths: a claim may be taken on the control API's thread.
 //! - Pinned host CPU N: `cpu-N.lock`, write-locked when exclusive,
 //!   read-locked when `cpus.shared`: shared users coexist, anything else
 //!   conflicts.
@@ -37,7 +40,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{FileExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use thiserror::Error;
@@ -191,41 +194,43 @@ pub fn running_cells(dir: &Path) -> Vec<Holder> {
     out
 }
 
-/// The record line of a claim.
-fn claim_line(resource: &Resource, mode: Mode) -> Option<String> {
-    let (exclusive, shared) = match resource {
-        Resource::Name(_) => return None,
-        Resource::HostCpu(_) => ("exclusive", "shared"),
-        Resource::Image(_) => ("read-write", "read-only"),
-    };
-    let how = if mode == Mode::Shared {
+/// What identifies a claimed resource in the records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Key {
+    Name(String),
+    Cpu(usize),
+    /// An image's device and inode.
+    Image(u64, u64),
+}
+
+impl Key {
+    /// Whether a record line claims this resource.
+    fn claimed_by(&self, line: &str) -> bool {
+        match self {
+            Key::Name(_) => false,
+            Key::Cpu(c) => line.starts_with(&format!("cpu {c} ")),
+            Key::Image(dev, ino) => line.starts_with(&format!("image {dev}:{ino} ")),
+        }
+    }
+}
+
+fn how(mode: Mode, exclusive: &'static str, shared: &'static str) -> &'static str {
+    if mode == Mode::Shared {
         shared
     } else {
         exclusive
-    };
-    Some(match resource {
-        Resource::HostCpu(c) => format!("cpu {c} {how}"),
-        Resource::Image(p) => format!("image {} {how}", crate::config::shown(p)),
-        Resource::Name(_) => return None,
-    })
+    }
 }
 
-/// Who holds `resource` according to the records in `dir`, for a message.
-fn holders_of(dir: &Path, resource: &Resource) -> String {
-    let prefix = match claim_line(resource, Mode::Exclusive) {
-        Some(line) => line
-            .rsplit_once(' ')
-            .map_or(line.clone(), |(p, _)| p.to_string()),
-        None => String::new(),
-    };
+/// Who other than cell `me` holds `key` according to the records in `dir`,
+/// for a message about `resource`.
+fn holders_of(dir: &Path, me: &str, resource: &Resource, key: &Key) -> String {
     let found: Vec<String> = running_cells(dir)
         .into_iter()
-        .filter(|h| match resource {
-            Resource::Name(n) => &h.cell == n,
-            _ => h
-                .claims
-                .iter()
-                .any(|c| c.rsplit_once(' ').is_some_and(|(p, _)| p == prefix)),
+        .filter(|h| h.cell != me)
+        .filter(|h| match key {
+            Key::Name(n) => &h.cell == n,
+            _ => h.claims.iter().any(|c| key.claimed_by(c)),
         })
         .map(|h| h.to_string())
         .collect();
@@ -260,8 +265,9 @@ struct ImageClaim {
     _file: File,
 }
 
-/// Claims the image of `u` (a [`Resource::Image`] use); `dir` names holders.
-fn claim_image(dir: &Path, u: &Use, path: &Path) -> Result<ImageClaim, ClaimError> {
+/// Claims the image of `u` (a [`Resource::Image`] use) for cell `me`;
+/// `dir` names holders.
+fn claim_image(dir: &Path, me: &str, u: &Use, path: &Path) -> Result<ImageClaim, ClaimError> {
     let io = |source| ClaimError::Io {
         resource: u.resource.clone(),
         path: path.to_path_buf(),
@@ -272,6 +278,8 @@ fn claim_image(dir: &Path, u: &Use, path: &Path) -> Result<ImageClaim, ClaimErro
         .custom_flags(libc::O_CLOEXEC)
         .open(path)
         .map_err(io)?;
+    let meta = file.metadata().map_err(io)?;
+    let key = Key::Image(meta.dev(), meta.ino());
     let writer = u.mode == Mode::Exclusive;
     let mut bytes = vec![BYTE_READ, BYTE_NO_SHARED_WRITE];
     if writer {
@@ -286,19 +294,25 @@ fn claim_image(dir: &Path, u: &Use, path: &Path) -> Result<ImageClaim, ClaimErro
         free &= !held_by_other(&file, libc::F_WRLCK, BYTE_NO_SHARED_WRITE, 1).map_err(io)?;
     }
     if !free {
-        return Err(held(dir, u));
+        return Err(held(dir, me, u, &key));
     }
     Ok(ImageClaim {
-        line: claim_line(&u.resource, u.mode).unwrap_or_default(),
+        line: format!(
+            "image {}:{} {} {}",
+            meta.dev(),
+            meta.ino(),
+            how(u.mode, "read-write", "read-only"),
+            crate::config::shown(path)
+        ),
         _file: file,
     })
 }
 
-fn held(dir: &Path, u: &Use) -> ClaimError {
+fn held(dir: &Path, me: &str, u: &Use, key: &Key) -> ClaimError {
     ClaimError::Held {
         resource: u.resource.clone(),
         field: u.field.clone(),
-        holders: holders_of(dir, &u.resource),
+        holders: holders_of(dir, me, &u.resource, key),
         hint: hint(&u.resource),
     }
 }
@@ -334,9 +348,18 @@ impl CellClaims {
         };
         let record = open_lock_file(&record_path).map_err(io(&name_use.resource, &record_path))?;
         if !try_lock(&record, libc::F_WRLCK, 0, 0).map_err(io(&name_use.resource, &record_path))? {
-            return Err(held(dir, &name_use));
+            return Err(held(dir, "", &name_use, &Key::Name(cell.name.clone())));
         }
-        let mut cpus = Vec::new();
+        let mut claims = CellClaims {
+            dir: dir.to_path_buf(),
+            name: cell.name.clone(),
+            record,
+            cpus: Vec::new(),
+            devices: Mutex::new(BTreeMap::new()),
+        };
+        // The record is this cell's from now on: a refusal below must not
+        // show the previous run's.
+        claims.write_record()?;
         for u in super::uses(cell) {
             let Resource::HostCpu(c) = u.resource else {
                 continue;
@@ -349,17 +372,11 @@ impl CellClaims {
                 libc::F_WRLCK
             };
             if !try_lock(&file, kind, 0, 0).map_err(io(&u.resource, &path))? {
-                return Err(held(dir, &u));
+                return Err(held(dir, &cell.name, &u, &Key::Cpu(c)));
             }
-            cpus.push((claim_line(&u.resource, u.mode).unwrap_or_default(), file));
+            let line = format!("cpu {c} {}", how(u.mode, "exclusive", "shared"));
+            claims.cpus.push((line, file));
         }
-        let claims = CellClaims {
-            dir: dir.to_path_buf(),
-            name: cell.name.clone(),
-            record,
-            cpus,
-            devices: Mutex::new(BTreeMap::new()),
-        };
         for dev in cell.devices() {
             claims.claim_device(&dev)?;
         }
@@ -375,7 +392,7 @@ impl CellClaims {
             let Resource::Image(path) = &u.resource else {
                 continue;
             };
-            taken.push(claim_image(&self.dir, &u, path)?);
+            taken.push(claim_image(&self.dir, &self.name, &u, path)?);
         }
         if taken.is_empty() {
             return Ok(());

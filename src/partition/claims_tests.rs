@@ -33,6 +33,13 @@ fn setup() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     (tmp, dir, image)
 }
 
+/// `DEV:INO` of `path`, as records name images.
+fn id(path: &Path) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).unwrap();
+    format!("{}:{}", m.dev(), m.ino())
+}
+
 fn refusal(r: Result<CellClaims, ClaimError>) -> String {
     match r {
         Ok(c) => panic!("admitted: {:?}", c.lines()),
@@ -126,7 +133,14 @@ fn a_released_device_frees_its_image() {
     let a = CellClaims::take(&cell("a", "", ""), &dir).unwrap();
     let dev: DeviceConfig = cell("x", "", &disk("hot", &image, false)).devices()[0].clone();
     a.claim_device(&dev).unwrap();
-    assert_eq!(a.lines(), [format!("image {} read-write", image.display())]);
+    assert_eq!(
+        a.lines(),
+        [format!(
+            "image {} read-write {}",
+            id(&image),
+            image.display()
+        )]
+    );
     refusal(CellClaims::take(
         &cell("b", "", &disk("d", &image, false)),
         &dir,
@@ -181,11 +195,38 @@ fn running_cells_lists_live_records_with_their_claims_and_skips_stale_ones() {
         cells[0].claims,
         [
             "cpu 0 exclusive".to_string(),
-            format!("image {} read-only", image.display())
+            format!("image {} read-only {}", id(&image), image.display())
         ]
     );
     drop(a);
     assert!(running_cells(&dir).is_empty());
     // Lock files stay: cellvm never deletes them.
     assert!(dir.join("name-a.lock").exists());
+}
+
+#[test]
+fn a_refusal_never_names_the_refused_cell_from_its_previous_run() {
+    let (_tmp, dir, _) = setup();
+    // b ran before and claimed CPU 1; its record stays on disk.
+    drop(CellClaims::take(&cell("b", "pin = [1]", ""), &dir).unwrap());
+    let _a = CellClaims::take(&cell("a", "pin = [1]", ""), &dir).unwrap();
+    let err = refusal(CellClaims::take(&cell("b", "pin = [1]", ""), &dir));
+    assert!(err.contains("is in use by cell a (pid"), "{err}");
+    assert!(!err.contains("cell b"), "{err}");
+}
+
+#[test]
+fn one_image_reached_by_another_path_is_the_same_image() {
+    let (tmp, dir, image) = setup();
+    let sub = tmp.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let detour = sub.join("..").join("disk.img");
+    let link = tmp.path().join("link.img");
+    std::os::unix::fs::symlink(&image, &link).unwrap();
+    let _a = CellClaims::take(&cell("a", "", &disk("d", &detour, false)), &dir).unwrap();
+    let err = refusal(CellClaims::take(
+        &cell("b", "", &disk("d", &link, false)),
+        &dir,
+    ));
+    assert!(err.contains("is in use by cell a (pid"), "{err}");
 }

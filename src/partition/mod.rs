@@ -7,8 +7,11 @@
 //!   [`Mode::Exclusive`] or [`Mode::Shared`]: a pinned CPU is shared when the
 //!   cell says `cpus.shared = true`, an image when the device is
 //!   `read_only`; a name is always exclusive. Two uses of one resource
-//!   conflict unless both are shared. Images are the same resource when
-//!   their canonical paths are equal (symlinks and `..` resolved).
+//!   conflict unless both are shared. In [`uses`] (offline checks) images
+//!   are the same resource when their canonical paths are equal (symlinks
+//!   and `..` resolved); [`device_uses`] gives the paths as configured
+//!   (it runs on the control API's thread, whose seccomp filter does not
+//!   allow `realpath`), and [`claims`] compares images by device and inode.
 //! - [`check_set`] checks a set of cells against each other and the host
 //!   and returns every conflict, not only the first: the uses above;
 //!   ivshmem functions naming one region must agree on `max_peers`,
@@ -165,7 +168,8 @@ pub fn image_key(path: &Path) -> PathBuf {
     std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf())
 }
 
-/// Everything `cell` uses, in config order: name, pinned CPUs, images.
+/// Everything `cell` uses, in config order: name, pinned CPUs, images (by
+/// canonical path).
 pub fn uses(cell: &CellConfig) -> Vec<Use> {
     let mut out = vec![Use {
         resource: Resource::Name(cell.name.clone()),
@@ -192,15 +196,21 @@ pub fn uses(cell: &CellConfig) -> Vec<Use> {
         let prefix = format!("pci_bridge[{i}]");
         out.extend(device_uses(&DeviceConfig::PciBridge(br.clone()), &prefix));
     }
+    for u in &mut out {
+        if let Resource::Image(p) = &u.resource {
+            u.resource = Resource::Image(image_key(p));
+        }
+    }
     out
 }
 
 /// The images one device uses (a block device's, or those of the block
-/// functions behind a bridge); fields are named under `prefix`.
+/// functions behind a bridge), by the path as configured; fields are named
+/// under `prefix`.
 pub fn device_uses(dev: &DeviceConfig, prefix: &str) -> Vec<Use> {
     let image = |backend: &crate::config::VirtioBackendConfig, field: String| {
         backend.path.as_ref().map(|p| Use {
-            resource: Resource::Image(image_key(p)),
+            resource: Resource::Image(p.clone()),
             mode: if backend.read_only {
                 Mode::Shared
             } else {

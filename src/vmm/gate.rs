@@ -4,9 +4,13 @@
 //! - Every vCPU thread passes the gate before each `KVM_RUN`
 //!   ([`RunGate::pass`]). While the gate is paused the thread parks there;
 //!   a parked vCPU runs no guest code and makes no exits.
+//! - Each vCPU thread registers itself ([`RunGate::register_current`])
+//!   before it first passes the gate, under the gate's lock: a pause either
+//!   sees it registered (and kicks it) or the thread finds the gate closed.
 //! - [`RunGate::pause`] closes the gate, kicks every registered vCPU thread
-//!   out of `KVM_RUN` (the kick signal) and returns once all of them are
-//!   parked, or fails after its timeout (the gate stays closed: a vCPU
+//!   out of `KVM_RUN` (the kick signal) and returns once all of the cell's
+//!   vCPUs (the count the gate was made for) are parked, or fails after its
+//!   timeout (the gate stays closed: a vCPU
 //!   stuck in a device parks when the device returns).
 //! - Kicks are sent under the gate's lock and never after
 //!   [`RunGate::release`]: the cell releases the gate before it joins its
@@ -44,6 +48,8 @@ struct State {
     paused: bool,
     released: bool,
     parked: usize,
+    /// The cell's vCPUs: a pause completes when this many are parked.
+    vcpus: usize,
     threads: Vec<libc::pthread_t>,
 }
 
@@ -55,20 +61,24 @@ pub struct RunGate {
 }
 
 impl RunGate {
-    /// A gate, open or (`paused`) closed.
-    pub fn new(paused: bool) -> RunGate {
+    /// A gate for `vcpus` vCPUs, open or (`paused`) closed.
+    pub fn new(paused: bool, vcpus: usize) -> RunGate {
         RunGate {
             state: Mutex::new(State {
                 paused,
+                vcpus,
                 ..State::default()
             }),
             changed: Condvar::new(),
         }
     }
 
-    /// Registers a vCPU thread, for kicks.
-    pub fn add_thread(&self, thread: libc::pthread_t) {
-        crate::sync::lock(&self.state).threads.push(thread);
+    /// Registers the calling vCPU thread, for kicks; call it before the
+    /// thread first passes the gate.
+    pub fn register_current(&self) {
+        // SAFETY: pthread_self has no preconditions and cannot fail.
+        let me = unsafe { libc::pthread_self() };
+        crate::sync::lock(&self.state).threads.push(me);
     }
 
     /// Whether the gate is closed.
@@ -110,12 +120,12 @@ impl RunGate {
             kick(*t);
         }
         let deadline = Instant::now() + timeout;
-        while st.parked < st.threads.len() && !st.released {
+        while st.parked < st.vcpus && !st.released {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 return Err(GateError::NotParked {
                     parked: st.parked,
-                    total: st.threads.len(),
+                    total: st.vcpus,
                     waited: timeout,
                 });
             }
@@ -155,30 +165,29 @@ mod tests {
     /// `n` threads passing the gate in a loop, counting passes, until
     /// released; registered with their pthread ids.
     fn spin(gate: &Arc<RunGate>, n: usize) -> (Vec<std::thread::JoinHandle<()>>, Arc<AtomicUsize>) {
-        use std::os::unix::thread::JoinHandleExt;
         let passes = Arc::new(AtomicUsize::new(0));
         let threads: Vec<_> = (0..n)
             .map(|_| {
                 let (gate, passes) = (gate.clone(), passes.clone());
-                std::thread::spawn(move || loop {
-                    gate.pass();
-                    if crate::sync::lock(&gate.state).released {
-                        return;
+                std::thread::spawn(move || {
+                    gate.register_current();
+                    loop {
+                        gate.pass();
+                        if crate::sync::lock(&gate.state).released {
+                            return;
+                        }
+                        passes.fetch_add(1, Ordering::Relaxed);
+                        std::thread::yield_now();
                     }
-                    passes.fetch_add(1, Ordering::Relaxed);
-                    std::thread::yield_now();
                 })
             })
             .collect();
-        for t in &threads {
-            gate.add_thread(t.as_pthread_t());
-        }
         (threads, passes)
     }
 
     #[test]
     fn a_pause_returns_once_every_thread_is_parked_and_nothing_runs_until_resume() {
-        let gate = Arc::new(RunGate::new(false));
+        let gate = Arc::new(RunGate::new(false, 2));
         let (threads, passes) = spin(&gate, 2);
         gate.pause(|_| {}, Duration::from_secs(10)).unwrap();
         assert!(gate.is_paused());
@@ -195,7 +204,7 @@ mod tests {
 
     #[test]
     fn a_gate_created_paused_parks_threads_before_their_first_run() {
-        let gate = Arc::new(RunGate::new(true));
+        let gate = Arc::new(RunGate::new(true, 2));
         let (threads, passes) = spin(&gate, 2);
         gate.pause(|_| {}, Duration::from_secs(10)).unwrap();
         assert_eq!(passes.load(Ordering::Relaxed), 0);
@@ -207,9 +216,8 @@ mod tests {
 
     #[test]
     fn a_pause_that_cannot_park_every_thread_fails_after_its_timeout() {
-        let gate = RunGate::new(false);
-        // A registered thread that never passes the gate.
-        gate.add_thread(0);
+        // One vCPU that never reaches the gate.
+        let gate = RunGate::new(false, 1);
         let e = gate.pause(|_| {}, Duration::from_millis(20)).unwrap_err();
         assert_eq!(
             e,
@@ -223,7 +231,7 @@ mod tests {
 
     #[test]
     fn a_released_gate_refuses_pause_and_resume_and_lets_threads_through() {
-        let gate = RunGate::new(true);
+        let gate = RunGate::new(true, 1);
         gate.release();
         gate.pass();
         assert!(!gate.is_paused());

@@ -70,7 +70,7 @@ fn attach_error(e: AttachError) -> ApiError {
     ApiError::new(kind, e.to_string())
 }
 
-fn channel_error(e: &ChannelError) -> ApiError {
+pub(super) fn channel_error(e: &ChannelError) -> ApiError {
     let kind = match e {
         ChannelError::NoAgent | ChannelError::AgentReset => ErrorKind::NoAgent,
         ChannelError::Timeout | ChannelError::Busy => ErrorKind::GuestTimeout,
@@ -117,6 +117,11 @@ impl Hotplug {
                 live: BTreeMap::new(),
             }),
         }
+    }
+
+    /// The channel to the guest agent.
+    pub fn channel(&self) -> ChannelHandle {
+        self.channel.clone()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {

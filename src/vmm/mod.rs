@@ -158,8 +158,6 @@ pub struct RunOutcome {
 pub struct Cell {
     vcpus: Vec<VcpuFd>,
     hotplug: Arc<hotplug::Hotplug>,
-    /// Released last, when the cell is gone.
-    _claims: Arc<CellClaims>,
     /// The boot-time configurable devices' models.
     models: Vec<DeviceModel>,
     devices: Arc<DeviceManager>,
@@ -176,6 +174,9 @@ pub struct Cell {
     /// One per vCPU.
     counters: Vec<Arc<ExitCounters>>,
     gate: Arc<gate::RunGate>,
+    /// The host resources the cell holds: declared last, so dropped after
+    /// the devices and the VM that use them.
+    _claims: Arc<CellClaims>,
 }
 
 impl Cell {
@@ -262,6 +263,10 @@ impl Cell {
                 Some(mem) => crate::channel::ChannelDevice::with_mailbox_memory(channel_line, mem),
                 None => crate::channel::ChannelDevice::new(channel_line),
             };
+        let power_off = stop.clone();
+        channel_handle.on_power_off(Box::new(move || {
+            power_off.stop(StopReason::GuestPowerOff);
+        }));
         mmio.insert(
             "channel",
             platform::CHANNEL_BASE,
@@ -325,7 +330,7 @@ impl Cell {
             io: Some(io),
             boot_marks,
             counters: (0..count).map(|_| Arc::default()).collect(),
-            gate: Arc::new(gate::RunGate::new(false)),
+            gate: Arc::new(gate::RunGate::new(false, usize::from(count))),
         })
     }
 
@@ -345,7 +350,7 @@ impl Cell {
     /// Makes [`Cell::run`] create the vCPU threads paused: no guest code
     /// runs until the control API's `resume` (`cellvm run --paused`).
     pub fn start_paused(&mut self) {
-        self.gate = Arc::new(gate::RunGate::new(true));
+        self.gate = Arc::new(gate::RunGate::new(true, self.counters.len()));
     }
 
     /// A handle that stops the cell from another thread.
@@ -384,6 +389,7 @@ impl Cell {
                         counters: self.counters.clone(),
                         mmio: self.devices.mmio.clone(),
                         pio: self.devices.pio.clone(),
+                        channel: self.hotplug.channel(),
                     },
                 ));
                 log::info!("control API on {}", server.path().display());
@@ -399,6 +405,24 @@ impl Cell {
             )?;
         }
 
+        // Everything that can fail with `?` comes before the vCPU threads:
+        // once they run, a failure must stop them and join them below.
+        let signals = if handle_signals {
+            Some(control::termination_signalfd().os("create signalfd")?)
+        } else {
+            None
+        };
+        let mut events = EventManager::<Box<dyn event_manager::MutEventSubscriber>>::new()
+            .map_err(|e| VmmError::Boot(format!("event manager: {e:?}")))?;
+        events.add_subscriber(Box::new(control::ControlEvents::new(
+            self.stop.clone(),
+            signals,
+        )));
+        for model in &mut self.models {
+            for sub in model.take_ivshmem_subscribers() {
+                events.add_subscriber(Box::new(sub));
+            }
+        }
         for model in &mut self.models {
             model.start_workers(seccomp.as_ref())?;
         }
@@ -421,10 +445,7 @@ impl Cell {
                 move || vcpu::run_vcpu(vcpu, ctx),
             );
             match spawned {
-                Ok(t) => {
-                    self.gate.add_thread(t.as_pthread_t());
-                    threads.push(t);
-                }
+                Ok(t) => threads.push(t),
                 Err(e) => {
                     // The vCPUs already running are stopped below.
                     self.stop
@@ -434,22 +455,6 @@ impl Cell {
             }
         }
 
-        let signals = if handle_signals {
-            Some(control::termination_signalfd().os("create signalfd")?)
-        } else {
-            None
-        };
-        let mut events = EventManager::<Box<dyn event_manager::MutEventSubscriber>>::new()
-            .map_err(|e| VmmError::Boot(format!("event manager: {e:?}")))?;
-        events.add_subscriber(Box::new(control::ControlEvents::new(
-            self.stop.clone(),
-            signals,
-        )));
-        for model in &mut self.models {
-            for sub in model.take_ivshmem_subscribers() {
-                events.add_subscriber(Box::new(sub));
-            }
-        }
         // Setup is over: its code need not stay resident (vmm::trim).
         let dropped = trim::drop_startup_code();
         log::debug!(

@@ -10,13 +10,14 @@
 //! the gate is closed, else `running`.
 
 use super::gate::{GateError, RunGate};
-use super::hotplug::{placement, Hotplug, DEFAULT_GUEST_TIMEOUT};
+use super::hotplug::{channel_error, placement, Hotplug, DEFAULT_GUEST_TIMEOUT};
 use super::vcpu::ExitCounters;
 use crate::api::protocol::{
-    ApiError, DeviceInfo, DeviceStats, ErrorKind, MemoryInfo, Reply, Request, StateInfo, StatsInfo,
-    StatusInfo, VcpuStats, API_VERSION, MAX_GUEST_TIMEOUT_MS,
+    ApiError, DeviceInfo, DeviceStats, ErrorKind, MemoryInfo, Reply, Request, ShutdownResult,
+    StateInfo, StatsInfo, StatusInfo, VcpuStats, API_VERSION, MAX_GUEST_TIMEOUT_MS,
 };
 use crate::api::ControlTarget;
+use crate::channel::ChannelHandle;
 use crate::devices::Bus;
 use crate::layout::PlacedDevice;
 use crate::platform;
@@ -24,6 +25,10 @@ use crate::stop::{StopHandle, StopReason};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// How long `shutdown` waits for the guest by default (its answer and its
+/// poweroff together).
+const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long `pause` waits for every vCPU to park.
 const PAUSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -40,6 +45,8 @@ pub struct Controls {
     pub mmio: Arc<Bus>,
     /// The port I/O bus.
     pub pio: Arc<Bus>,
+    /// The channel to the guest agent (`shutdown`).
+    pub channel: ChannelHandle,
 }
 
 /// Shared state of a running cell.
@@ -95,12 +102,77 @@ impl CellRuntime {
         })
     }
 
+    /// Refuses a request that needs the guest's answer while the cell is
+    /// paused (the guest could not answer; the request would only wait).
+    fn not_paused(&self, what: &str) -> Result<(), ApiError> {
+        if self.controls.gate.is_paused() {
+            return Err(ApiError::new(
+                ErrorKind::Conflict,
+                format!("{what}: the cell is paused and its guest cannot answer; resume it first"),
+            ));
+        }
+        Ok(())
+    }
+
     /// Refuses a lifecycle request on a stopping cell.
     fn not_stopping(&self) -> Result<(), ApiError> {
         if self.controls.stop.is_stopped() {
             return Err(gate_error(GateError::Stopping));
         }
         Ok(())
+    }
+
+    /// Asks the guest to power off and waits (within `timeout` in all)
+    /// until it has; with `force`, destroys the cell when it does not.
+    fn shutdown(&self, force: bool, timeout: Duration) -> Result<Reply, ApiError> {
+        self.not_stopping()?;
+        let started = Instant::now();
+        let paused = self.not_paused("shutdown").err();
+        let answer = match paused {
+            Some(e) => Err(e),
+            None => self.controls.channel.shutdown(timeout).map_err(|e| {
+                let e = channel_error(&e);
+                ApiError::new(e.kind, format!("shutdown: {}", e.message))
+            }),
+        };
+        let failure = match answer {
+            Ok(()) => {
+                let left = timeout.saturating_sub(started.elapsed());
+                if self.controls.stop.wait_timeout(left) {
+                    None
+                } else {
+                    Some(ApiError::new(
+                        ErrorKind::GuestTimeout,
+                        format!(
+                            "the guest acknowledged the shutdown but did not power off within {} ms",
+                            timeout.as_millis()
+                        ),
+                    ))
+                }
+            }
+            Err(e) => Some(e),
+        };
+        let forced = match failure {
+            None => None,
+            Some(e) if force => {
+                log::warn!("cell {}: {}; destroying it (--force)", self.name, e.message);
+                self.controls.stop.stop(StopReason::Destroyed);
+                Some(e.message)
+            }
+            Some(e) => return Err(e),
+        };
+        let stopped = self
+            .controls
+            .stop
+            .reason()
+            .map_or_else(|| "stopping".to_string(), |r| r.to_string());
+        Ok(Reply::Shutdown(ShutdownResult {
+            state: "stopping",
+            stopped,
+            forced: forced.is_some(),
+            guest_error: forced,
+            elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+        }))
     }
 
     fn stats(&self) -> StatsInfo {
@@ -230,18 +302,22 @@ impl ControlTarget for CellRuntime {
                 device,
                 base_dir,
                 timeout_ms,
-            } => self
-                .hotplug
-                .attach(device, base_dir.as_deref(), timeout(timeout_ms)?)
-                .map(Reply::Attached),
+            } => {
+                self.not_paused("attach")?;
+                self.hotplug
+                    .attach(device, base_dir.as_deref(), timeout(timeout_ms)?)
+                    .map(Reply::Attached)
+            }
             Request::Detach {
                 id,
                 force,
                 timeout_ms,
-            } => self
-                .hotplug
-                .detach(&id, force, timeout(timeout_ms)?)
-                .map(Reply::Detached),
+            } => {
+                self.not_paused("detach")?;
+                self.hotplug
+                    .detach(&id, force, timeout(timeout_ms)?)
+                    .map(Reply::Detached)
+            }
             Request::Pause {} => {
                 self.not_stopping()?;
                 self.controls
@@ -263,6 +339,13 @@ impl ControlTarget for CellRuntime {
                 Ok(self.state_reply())
             }
             Request::Stats {} => Ok(Reply::Stats(self.stats())),
+            Request::Shutdown { force, timeout_ms } => {
+                let wait = match timeout_ms {
+                    None => DEFAULT_SHUTDOWN_TIMEOUT,
+                    some => timeout(some)?,
+                };
+                self.shutdown(force, wait)
+            }
         }
     }
 }

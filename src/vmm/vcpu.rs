@@ -103,6 +103,7 @@ pub fn run_vcpu(mut vcpu: VcpuFd, ctx: VcpuContext) {
     }
     let run_ptr: *mut kvm_run = vcpu.get_kvm_run();
     KVM_RUN.with(|c| c.set(run_ptr));
+    ctx.gate.register_current();
     while !ctx.stop.is_stopped() {
         ctx.gate.pass();
         if ctx.stop.is_stopped() {
@@ -256,7 +257,7 @@ mod tests {
             pio,
             stop: StopHandle::new().unwrap(),
             counters: Arc::new(ExitCounters::default()),
-            gate: Arc::new(RunGate::new(false)),
+            gate: Arc::new(RunGate::new(false, 1)),
         };
         (ctx, dev)
     }
