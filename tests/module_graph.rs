@@ -32,7 +32,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("virtio", &["devices", "pci", "ratelimit"]),
     ("attach", &["config", "fdt", "layout"]),
     ("partition", &["config", "sync"]),
-    ("api", &["seccomp"]),
+    ("api", &["seccomp", "sync"]),
     (
         "vmm",
         &[
