@@ -82,6 +82,7 @@ fn cellvm_run(addr: u64, op: Op, n: u64) -> Duration {
         virtio_mmio: vec![],
         pci_bridges: vec![PciBridgeConfig {
             id: "pci0".into(),
+            state: cellvm::config::DeviceState::Okay,
             kind: PciHostKind::Ecam,
             config_base: Some(ECAM),
             bus_start: 0,

@@ -93,6 +93,7 @@ fn run(ioeventfd: bool, n: u64) -> Duration {
         },
         virtio_mmio: vec![VirtioMmioConfig {
             id: "rng0".into(),
+            state: cellvm::config::DeviceState::Okay,
             kind: VirtioKind::Rng,
             base: Some(BASE),
             irq: None,

@@ -320,6 +320,7 @@ fn empty_pci_config_space_reads_all_ones() {
     let (outcome, _) = run_with_config(&asm, |cfg| {
         cfg.pci_bridges.push(PciBridgeConfig {
             id: "pci0".into(),
+            state: cellvm::config::DeviceState::Okay,
             kind: PciHostKind::Ecam,
             config_base: Some(0xe000_0000),
             bus_start: 0,
@@ -359,6 +360,7 @@ fn pci_walk(kind: PciHostKind, config_base: u64, devfn_shift: u32) {
     let mut cfg = config_for(elf, 1);
     cfg.pci_bridges.push(PciBridgeConfig {
         id: "pci0".into(),
+        state: cellvm::config::DeviceState::Okay,
         kind,
         config_base: Some(config_base),
         bus_start: 0,
@@ -435,6 +437,7 @@ fn ivshmem_cell(elf: std::path::PathBuf, region: &str, peer: u16) -> CellConfig 
     let mut cfg = config_for(elf, 1);
     cfg.pci_bridges.push(PciBridgeConfig {
         id: "pci0".into(),
+        state: cellvm::config::DeviceState::Okay,
         kind: PciHostKind::Ecam,
         config_base: Some(0xe000_0000),
         bus_start: 0,
@@ -526,6 +529,7 @@ fn rng_cell_config(asm: &Asm, dir: &std::path::Path) -> CellConfig {
     let mut cfg = config_for(write_elf(dir, "virtio.elf", asm), 1);
     cfg.virtio_mmio.push(VirtioMmioConfig {
         id: "rng0".into(),
+        state: cellvm::config::DeviceState::Okay,
         kind: VirtioKind::Rng,
         base: Some(0xd010_0000),
         irq: None,
@@ -612,6 +616,7 @@ fn virtio_pci_notify_ioeventfds_follow_bar0_where_the_guest_maps_it() {
     let mut cfg = config_for(write_elf(dir.path(), "virtio-pci.elf", &asm), 1);
     cfg.pci_bridges.push(PciBridgeConfig {
         id: "pci0".into(),
+        state: cellvm::config::DeviceState::Okay,
         kind: PciHostKind::Ecam,
         config_base: Some(ecam),
         bus_start: 0,
@@ -703,6 +708,7 @@ fn a_boot_time_uart_table_serves_its_port_and_writes_its_output_file() {
     let (outcome, _) = run_with_config(&asm, move |cfg| {
         cfg.uarts.push(cellvm::config::UartConfig {
             id: "com2".into(),
+            state: cellvm::config::DeviceState::Okay,
             port: None,
             irq: None,
             path: Some(path),

@@ -193,3 +193,28 @@ fn an_attach_of_an_image_reached_through_dotdot_is_claimed_without_killing_the_c
     assert!(status.status.success(), "the cell died: {status:?}");
     stop(a);
 }
+
+#[test]
+fn a_cell_that_reserves_an_image_another_owns_starts_and_shows_it_reserved() {
+    let rig = Rig::new();
+    let a = rig.start(&rig.cell("a", "", &disk(false)));
+    let reserved = format!("{}state = \"reserved\"\n", disk(false));
+    let b = rig.start(&rig.cell("b", "", &reserved));
+    let devices = rig.cellvm(&["devices", "b", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&devices.stdout).unwrap();
+    let d = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["id"] == "d")
+        .unwrap_or_else(|| panic!("no device d in {list}"));
+    assert_eq!(d["state"], "reserved", "{list}");
+    let cells = rig.cellvm(&["cells"]);
+    let listed = String::from_utf8_lossy(&cells.stdout);
+    assert!(
+        listed.contains(&format!("cell b (pid {}): its name only", b.id())),
+        "{listed}"
+    );
+    stop(a);
+    stop(b);
+}

@@ -82,6 +82,14 @@ pub enum AttachError {
         #[source]
         source: LayoutError,
     },
+    /// Attach adds a device in use: `state` must be `okay`.
+    #[error("{id}: state = \"{state}\" is for devices in a cell file; an attach adds a device in use (leave state out or say \"okay\")")]
+    NotInUse {
+        /// The requested device.
+        id: String,
+        /// Its state.
+        state: &'static str,
+    },
     /// The base tree has no ISA bus for a UART.
     #[error("{id}: the base tree has no isa bus node to put a UART under")]
     NoIsaBus {
@@ -173,7 +181,9 @@ impl AttachError {
     /// The error's category.
     pub fn kind(&self) -> AttachErrorKind {
         match self {
-            AttachError::BootTimeDevice { .. } => AttachErrorKind::Invalid,
+            AttachError::BootTimeDevice { .. } | AttachError::NotInUse { .. } => {
+                AttachErrorKind::Invalid
+            }
             AttachError::Layout { .. }
             | AttachError::NodeExists { .. }
             | AttachError::StaleLayout { .. } => AttachErrorKind::Conflict,

@@ -143,6 +143,12 @@ pub fn plan(
     attached: &[AttachedDevice],
 ) -> Result<AttachPlan, AttachError> {
     let id = device.id().to_string();
+    if device.state() != crate::config::DeviceState::Okay {
+        return Err(AttachError::NotInUse {
+            id,
+            state: device.state().as_str(),
+        });
+    }
     let fdt_err = |source: FdtError| AttachError::Fdt {
         id: id.clone(),
         source,

@@ -21,6 +21,7 @@ use crate::platform::*;
 fn bridge_config(id: &str, bus_start: u8) -> PciBridgeConfig {
     PciBridgeConfig {
         id: id.into(),
+        state: crate::config::DeviceState::Okay,
         kind: PciHostKind::Ecam,
         bus_start,
         bus_end: bus_start,
@@ -42,6 +43,7 @@ fn bridge(id: &str, bus_start: u8) -> DeviceConfig {
 fn virtio(id: &str, base: Option<u64>, irq: Option<u32>) -> DeviceConfig {
     DeviceConfig::VirtioMmio(VirtioMmioConfig {
         id: id.into(),
+        state: crate::config::DeviceState::Okay,
         kind: VirtioKind::Rng,
         base,
         irq,
@@ -52,6 +54,7 @@ fn virtio(id: &str, base: Option<u64>, irq: Option<u32>) -> DeviceConfig {
 fn uart(id: &str, port: Option<u16>, irq: Option<u32>) -> DeviceConfig {
     DeviceConfig::Uart(UartConfig {
         id: id.into(),
+        state: crate::config::DeviceState::Okay,
         port,
         irq,
         path: None,
@@ -168,6 +171,7 @@ fn attaching_a_pci_bridge_at_runtime_gives_the_tree_and_layout_of_configuring_it
         bridge("hot0", 8),
         DeviceConfig::PciBridge(PciBridgeConfig {
             id: "hot1".into(),
+            state: crate::config::DeviceState::Okay,
             kind: PciHostKind::Cam,
             bus_start: 0x20,
             bus_end: 0x21,
@@ -210,6 +214,7 @@ fn attaching_a_virtio_mmio_device_at_runtime_gives_the_static_tree_and_layout() 
     let mut static_cfg = cfg.clone();
     static_cfg.virtio_mmio.push(VirtioMmioConfig {
         id: "hot0".into(),
+        state: crate::config::DeviceState::Okay,
         kind: VirtioKind::Rng,
         base: Some(0xd010_4000),
         irq: Some(15),
@@ -802,4 +807,20 @@ fn the_shipped_example_descriptions_plan_and_apply_with_fdtoverlay() {
     assert!(dts.contains("serial@2f8"), "{dts}");
     let live = LiveTree::from_dtb(&out, "out").expect("parse");
     assert_eq!(cell.tree(), flatten(&live.to_dtb()));
+}
+
+#[test]
+fn a_reserved_device_cannot_be_attached() {
+    let cell = Cell::new(&busy_config());
+    let mut req = virtio("rng7", None, None);
+    if let DeviceConfig::VirtioMmio(v) = &mut req {
+        v.state = crate::config::DeviceState::Reserved;
+    }
+    let err = cell.reject(&req);
+    assert_eq!(err.kind(), AttachErrorKind::Invalid);
+    assert_eq!(
+        err.to_string(),
+        "rng7: state = \"reserved\" is for devices in a cell file; an attach adds a device in use \
+         (leave state out or say \"okay\")"
+    );
 }

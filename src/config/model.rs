@@ -77,7 +77,43 @@ pub enum DeviceConfig {
     Uart(UartConfig),
 }
 
+/// Whether a device is in use (docs/config.md, `state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceState {
+    /// In the device tree as `okay`; cellvm serves it.
+    #[default]
+    Okay,
+    /// In the device tree as `reserved`: it exists but this cell does not
+    /// drive it now (another side may; the seeds' shared flash). Its
+    /// addresses and IRQs are reserved; cellvm serves no model and holds
+    /// no backing resource for it.
+    Reserved,
+    /// In the device tree as `disabled`; otherwise as `Reserved`.
+    Disabled,
+}
+
+impl DeviceState {
+    /// The device tree `status` and config value: `okay`, `reserved`,
+    /// `disabled`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceState::Okay => "okay",
+            DeviceState::Reserved => "reserved",
+            DeviceState::Disabled => "disabled",
+        }
+    }
+}
+
 impl DeviceConfig {
+    /// The device's state.
+    pub fn state(&self) -> DeviceState {
+        match self {
+            DeviceConfig::VirtioMmio(d) => d.state,
+            DeviceConfig::PciBridge(d) => d.state,
+            DeviceConfig::Uart(d) => d.state,
+        }
+    }
+
     /// The device id.
     pub fn id(&self) -> &str {
         match self {
@@ -103,6 +139,8 @@ impl DeviceConfig {
 pub struct UartConfig {
     /// Unique device id.
     pub id: String,
+    /// `okay`, `reserved` or `disabled`.
+    pub state: DeviceState,
     /// First of its 8 I/O ports (a multiple of 8), or the first free of
     /// [`crate::platform::DEFAULT_UART_PORTS`].
     pub port: Option<u16>,
@@ -221,6 +259,8 @@ pub enum VirtioKind {
 pub struct VirtioMmioConfig {
     /// Unique device id within the cell (`[A-Za-z0-9_-]`, 1-32 characters).
     pub id: String,
+    /// `okay`, `reserved` or `disabled`.
+    pub state: DeviceState,
     /// Device kind.
     pub kind: VirtioKind,
     /// Fixed MMIO base (page aligned, inside the device window), or allocated.
@@ -294,6 +334,8 @@ impl Window {
 pub struct PciBridgeConfig {
     /// Unique id within the cell.
     pub id: String,
+    /// `okay`, `reserved` or `disabled`.
+    pub state: DeviceState,
     /// ECAM or CAM.
     pub kind: PciHostKind,
     /// Fixed config-space base (below 4 GiB), or allocated.

@@ -482,6 +482,8 @@ pub(crate) struct RawUart {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<Sp<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub port: Option<Sp<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub irq: Option<Sp<i64>>,
@@ -533,6 +535,8 @@ pub(crate) struct RawConsole {
 pub(crate) struct RawVirtioMmio {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<Sp<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<Sp<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -586,6 +590,8 @@ pub(crate) struct RawBackendKeys<'a> {
 pub(crate) struct RawPciBridge {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<Sp<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<Sp<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]

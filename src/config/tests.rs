@@ -329,6 +329,38 @@ fn accepts_prefaulted_and_locked_memory_per_region() {
 }
 
 #[test]
+fn device_tables_take_a_state_okay_by_default() {
+    let cfg = ok(&head(
+        "[[virtio_mmio]]\nid = \"a\"\nkind = \"rng\"\n[[virtio_mmio]]\nid = \"b\"\nkind = \"rng\"\n\
+         state = \"reserved\"\n[[pci_bridge]]\nid = \"p\"\nkind = \"ecam\"\nstate = \"disabled\"\n\
+         [[uart]]\nid = \"u\"\nstate = \"okay\"\n",
+    ));
+    let states: Vec<(String, DeviceState)> = cfg
+        .devices()
+        .iter()
+        .map(|d| (d.id().to_string(), d.state()))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("a".to_string(), DeviceState::Okay),
+            ("b".to_string(), DeviceState::Reserved),
+            ("p".to_string(), DeviceState::Disabled),
+            ("u".to_string(), DeviceState::Okay),
+        ]
+    );
+}
+
+#[test]
+fn rejects_an_unknown_device_state_at_its_value() {
+    assert_err(
+        &head("[[virtio_mmio]]\nid = \"a\"\nkind = \"rng\"\nstate = \"off\"\n"),
+        "cells/x.toml:11:9: virtio_mmio[0].state: \"off\" is not a device state (expected \
+         \"okay\", \"reserved\" or \"disabled\")",
+    );
+}
+
+#[test]
 fn accepts_max_vcpus() {
     let cfg = ok(&format!("name = \"t\"\n[cpus]\ncount = 64\n{AFTER_CPUS}"));
     assert_eq!(cfg.cpus.count, MAX_VCPUS);
@@ -577,6 +609,7 @@ mmio64 = { base = 0x80_0000_0000, size = \"1G\" }
         vec![
             VirtioMmioConfig {
                 id: "rng0".into(),
+                state: crate::config::DeviceState::Okay,
                 kind: VirtioKind::Rng,
                 base: Some(0xd010_0000),
                 irq: Some(10),
@@ -584,6 +617,7 @@ mmio64 = { base = 0x80_0000_0000, size = \"1G\" }
             },
             VirtioMmioConfig {
                 id: "blk-0".into(),
+                state: crate::config::DeviceState::Okay,
                 kind: VirtioKind::Block,
                 base: None,
                 irq: None,
@@ -594,6 +628,7 @@ mmio64 = { base = 0x80_0000_0000, size = \"1G\" }
             },
             VirtioMmioConfig {
                 id: "con_0".into(),
+                state: crate::config::DeviceState::Okay,
                 kind: VirtioKind::Console,
                 base: None,
                 irq: None,
@@ -606,6 +641,7 @@ mmio64 = { base = 0x80_0000_0000, size = \"1G\" }
         vec![
             PciBridgeConfig {
                 id: "pci0".into(),
+                state: crate::config::DeviceState::Okay,
                 kind: PciHostKind::Ecam,
                 config_base: Some(0xe000_0000),
                 bus_start: 0,
@@ -622,6 +658,7 @@ mmio64 = { base = 0x80_0000_0000, size = \"1G\" }
             },
             PciBridgeConfig {
                 id: "pci1".into(),
+                state: crate::config::DeviceState::Okay,
                 kind: PciHostKind::Cam,
                 config_base: Some(0xe021_0000),
                 bus_start: 4,

@@ -984,11 +984,36 @@ fn virtio(
     );
     Ok(VirtioMmioConfig {
         id,
+        state: device_state(ctx, &v.state, &f)?,
         kind,
         base,
         irq,
         backend,
     })
+}
+
+/// A device table's `state` (`okay` when absent).
+fn device_state(
+    ctx: &Ctx<'_>,
+    state: &Option<Sp<String>>,
+    f: &str,
+) -> Result<crate::config::DeviceState, ConfigError> {
+    use crate::config::DeviceState;
+    let Some(s) = state else {
+        return Ok(DeviceState::Okay);
+    };
+    match s.value.as_str() {
+        "okay" => Ok(DeviceState::Okay),
+        "reserved" => Ok(DeviceState::Reserved),
+        "disabled" => Ok(DeviceState::Disabled),
+        other => Err(ctx.invalid(
+            &s.span,
+            &format!("{f}.state"),
+            format!(
+                "{other:?} is not a device state (expected \"okay\", \"reserved\" or \"disabled\")"
+            ),
+        )),
+    }
 }
 
 /// The per-kind backend keys of a virtio device (`[[virtio_mmio]]` or a
@@ -1311,6 +1336,7 @@ fn bridge(
     );
     Ok(PciBridgeConfig {
         id,
+        state: device_state(ctx, &v.state, &f)?,
         kind,
         config_base,
         bus_start,
@@ -1591,6 +1617,7 @@ fn uart(
     );
     Ok(UartConfig {
         id,
+        state: device_state(ctx, &v.state, &f)?,
         port,
         irq,
         path,

@@ -7,9 +7,9 @@
 //! fragments that attach hardware at runtime.
 
 use super::template::{Template, Vars};
-use super::tree::{child_path, Cell, Node};
+use super::tree::{child_path, Cell, Node, Property};
 use super::FdtError;
-use crate::config::{CellConfig, PciHostKind, Window};
+use crate::config::{CellConfig, DeviceConfig, DeviceState, PciHostKind, Window};
 use crate::layout::{CellLayout, PciBridgeSlot, UartSlot, VirtioMmioSlot};
 use crate::pci::pci_intx_pin;
 use crate::platform::*;
@@ -137,11 +137,13 @@ pub fn uart_node(slot: &UartSlot) -> Result<Node, FdtError> {
 }
 
 /// The ISA bus with the console UART and the cell's extra UARTs.
-fn isa_node(uarts: &[UartSlot]) -> Result<Node, FdtError> {
+fn isa_node(cfg: &CellConfig, uarts: &[UartSlot]) -> Result<Node, FdtError> {
     let mut isa = t::ISA.instantiate(&Vars::new())?;
     isa.add_child(ns16550_node(UART_PORT, UART_IRQ)?)?;
     for slot in uarts {
-        isa.add_child(uart_node(slot)?)?;
+        let mut node = uart_node(slot)?;
+        with_state(&mut node, state_of(cfg, &slot.id));
+        isa.add_child(node)?;
     }
     Ok(isa)
 }
@@ -270,15 +272,35 @@ pub(super) fn build(cfg: &CellConfig, layout: &CellLayout) -> Result<Node, FdtEr
 
     root.add_child(ioapic_node()?)?;
     root.add_child(t::MSI.instantiate(&Vars::new())?)?;
-    root.add_child(isa_node(&layout.uarts)?)?;
+    root.add_child(isa_node(cfg, &layout.uarts)?)?;
     root.add_child(debug_exit_node()?)?;
     root.add_child(boot_timer_node()?)?;
     root.add_child(channel_node()?)?;
     for slot in &layout.virtio_mmio {
-        root.add_child(virtio_mmio_node(slot)?)?;
+        let mut node = virtio_mmio_node(slot)?;
+        with_state(&mut node, state_of(cfg, &slot.id));
+        root.add_child(node)?;
     }
     for slot in &layout.pci_bridges {
-        root.add_child(pci_host_node(slot)?)?;
+        let mut node = pci_host_node(slot)?;
+        with_state(&mut node, state_of(cfg, &slot.id));
+        root.add_child(node)?;
     }
     Ok(root)
+}
+
+/// The configured state of device `id` (`okay` if the config has none).
+fn state_of(cfg: &CellConfig, id: &str) -> DeviceState {
+    cfg.devices()
+        .iter()
+        .find(|d| d.id() == id)
+        .map_or(DeviceState::Okay, DeviceConfig::state)
+}
+
+/// Gives a device node that is not in use its `status` (`reserved`,
+/// `disabled`); an `okay` node keeps none (the default).
+pub fn with_state(node: &mut Node, state: DeviceState) {
+    if state != DeviceState::Okay {
+        node.set_property(Property::string("status", state.as_str()));
+    }
 }

@@ -86,6 +86,7 @@ pub(crate) fn busy_config() -> CellConfig {
         ],
         vec![VirtioMmioConfig {
             id: "rng0".into(),
+            state: crate::config::DeviceState::Okay,
             kind: VirtioKind::Rng,
             base: None,
             irq: None,
@@ -93,6 +94,7 @@ pub(crate) fn busy_config() -> CellConfig {
         }],
         vec![PciBridgeConfig {
             id: "pci0".into(),
+            state: crate::config::DeviceState::Okay,
             kind: PciHostKind::Ecam,
             config_base: None,
             bus_start: 0,
@@ -311,6 +313,7 @@ fn virtio_mmio_overlay_applied_to_the_base_tree_equals_the_static_tree() {
     let mut full = base.clone();
     full.virtio_mmio.push(VirtioMmioConfig {
         id: "hot0".into(),
+        state: crate::config::DeviceState::Okay,
         kind: VirtioKind::Console,
         base: None,
         irq: None,
@@ -325,6 +328,7 @@ fn ecam_bridge_with_64_bit_window_overlay_equals_the_static_tree() {
     let mut full = base.clone();
     full.pci_bridges.push(PciBridgeConfig {
         id: "hot0".into(),
+        state: crate::config::DeviceState::Okay,
         kind: PciHostKind::Ecam,
         config_base: None,
         bus_start: 8,
@@ -342,6 +346,7 @@ fn cam_bridge_overlay_equals_the_static_tree() {
     let mut full = base.clone();
     full.pci_bridges.push(PciBridgeConfig {
         id: "hot1".into(),
+        state: crate::config::DeviceState::Okay,
         kind: PciHostKind::Cam,
         config_base: Some(0xf000_0000),
         bus_start: 0x20,
@@ -375,6 +380,7 @@ fn several_overlays_apply_in_sequence_like_one_static_tree() {
     let mut full_cfg = base_cfg.clone();
     full_cfg.virtio_mmio.push(VirtioMmioConfig {
         id: "v".into(),
+        state: crate::config::DeviceState::Okay,
         kind: VirtioKind::Rng,
         base: None,
         irq: None,
@@ -382,6 +388,7 @@ fn several_overlays_apply_in_sequence_like_one_static_tree() {
     });
     full_cfg.pci_bridges.push(PciBridgeConfig {
         id: "p".into(),
+        state: crate::config::DeviceState::Okay,
         kind: PciHostKind::Ecam,
         config_base: None,
         bus_start: 3,

@@ -83,6 +83,7 @@ fn full_config() -> CellConfig {
         vec![
             VirtioMmioConfig {
                 id: "rng0".into(),
+                state: crate::config::DeviceState::Okay,
                 kind: VirtioKind::Rng,
                 base: None,
                 irq: None,
@@ -90,6 +91,7 @@ fn full_config() -> CellConfig {
             },
             VirtioMmioConfig {
                 id: "blk0".into(),
+                state: crate::config::DeviceState::Okay,
                 kind: VirtioKind::Block,
                 base: Some(0xd010_5000),
                 irq: Some(12),
@@ -99,6 +101,7 @@ fn full_config() -> CellConfig {
         vec![
             PciBridgeConfig {
                 id: "pci0".into(),
+                state: crate::config::DeviceState::Okay,
                 kind: PciHostKind::Ecam,
                 config_base: None,
                 bus_start: 0,
@@ -112,6 +115,7 @@ fn full_config() -> CellConfig {
             },
             PciBridgeConfig {
                 id: "pci1".into(),
+                state: crate::config::DeviceState::Okay,
                 kind: PciHostKind::Cam,
                 config_base: Some(0xf000_0000),
                 bus_start: 0x10,
@@ -1224,4 +1228,28 @@ fn parser_never_panics_on_pseudo_random_or_truncated_input() {
     }
     // The untruncated sample (at least) parses.
     assert!(parsed >= 1);
+}
+
+#[test]
+fn reserved_and_disabled_devices_carry_their_status_and_okay_ones_none() {
+    let mut cfg = full_config();
+    cfg.virtio_mmio[0].state = crate::config::DeviceState::Reserved;
+    cfg.pci_bridges[0].state = crate::config::DeviceState::Disabled;
+    let (tree, layout) = tree_and_layout(&cfg);
+    let status = |path: String| {
+        node(&tree, &path)
+            .property("status")
+            .map(|_| string(node(&tree, &path), "status"))
+    };
+    let v = &layout.virtio_mmio;
+    assert_eq!(
+        status(format!("/virtio_mmio@{:x}", v[0].window.base)),
+        Some("reserved".to_string())
+    );
+    assert_eq!(status(format!("/virtio_mmio@{:x}", v[1].window.base)), None);
+    let b = &layout.pci_bridges[0];
+    assert_eq!(
+        status(format!("/pci@{:x}", b.config.base)),
+        Some("disabled".to_string())
+    );
 }

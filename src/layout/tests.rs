@@ -39,6 +39,7 @@ fn cfg() -> CellConfig {
 fn virtio(id: &str, base: Option<u64>, irq: Option<u32>) -> VirtioMmioConfig {
     VirtioMmioConfig {
         id: id.into(),
+        state: crate::config::DeviceState::Okay,
         kind: VirtioKind::Rng,
         base,
         irq,
@@ -49,6 +50,7 @@ fn virtio(id: &str, base: Option<u64>, irq: Option<u32>) -> VirtioMmioConfig {
 fn bridge(id: &str, kind: PciHostKind, base: Option<u64>, buses: (u8, u8)) -> PciBridgeConfig {
     PciBridgeConfig {
         id: id.into(),
+        state: crate::config::DeviceState::Okay,
         kind,
         config_base: base,
         bus_start: buses.0,

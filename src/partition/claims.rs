@@ -377,8 +377,11 @@ impl CellClaims {
             let line = format!("cpu {c} {}", how(u.mode, "exclusive", "shared"));
             claims.cpus.push((line, file));
         }
+        // A reserved or disabled device holds no backing resource.
         for dev in cell.devices() {
-            claims.claim_device(&dev)?;
+            if dev.state() == crate::config::DeviceState::Okay {
+                claims.claim_device(&dev)?;
+            }
         }
         claims.write_record()?;
         Ok(claims)

@@ -188,11 +188,19 @@ pub fn uses(cell: &CellConfig) -> Vec<Use> {
             field: format!("cpus.pin[{i}]"),
         }));
     }
+    // A reserved or disabled device uses nothing: another cell may own it.
+    let in_use = |s: crate::config::DeviceState| s == crate::config::DeviceState::Okay;
     for (i, dev) in cell.virtio_mmio.iter().enumerate() {
+        if !in_use(dev.state) {
+            continue;
+        }
         let prefix = format!("virtio_mmio[{i}]");
         out.extend(device_uses(&DeviceConfig::VirtioMmio(dev.clone()), &prefix));
     }
     for (i, br) in cell.pci_bridges.iter().enumerate() {
+        if !in_use(br.state) {
+            continue;
+        }
         let prefix = format!("pci_bridge[{i}]");
         out.extend(device_uses(&DeviceConfig::PciBridge(br.clone()), &prefix));
     }

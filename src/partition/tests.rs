@@ -214,3 +214,11 @@ fn uses_lists_name_pinned_cpus_and_images_with_modes() {
         ]
     );
 }
+
+#[test]
+fn a_reserved_device_uses_no_image_so_another_cell_may_own_it() {
+    let reserved = DISK.to_string() + "state = \"reserved\"\n";
+    let cells = [with_disk("a", DISK), with_disk("b", &reserved)];
+    assert_eq!(messages(&cells), Vec::<String>::new());
+    assert_eq!(uses(&cells[1]).len(), 1, "only the name");
+}

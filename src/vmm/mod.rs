@@ -20,7 +20,7 @@ mod virtio;
 pub use error::VmmError;
 use error::{KvmContext, OsContext};
 
-use crate::config::{CellConfig, ConsoleInput};
+use crate::config::{CellConfig, ConsoleInput, DeviceState};
 use crate::devices::boot_timer::BootTimer;
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::legacy::{Cmos, I8042};
@@ -280,7 +280,13 @@ impl Cell {
             Arc::new(Mutex::new(BootTimer::new(start, boot_marks.clone()))),
         )?;
         let mut models = Vec::new();
-        for dev in cfg.devices() {
+        // A reserved or disabled device is in the tree and the layout only:
+        // no model (docs/config.md, `state`).
+        for dev in cfg
+            .devices()
+            .into_iter()
+            .filter(|d| d.state() == DeviceState::Okay)
+        {
             let slot = layout.device(dev.id()).ok_or_else(|| {
                 VmmError::Boot(format!("{} was not placed in the layout", dev.id()))
             })?;
@@ -390,6 +396,13 @@ impl Cell {
                         mmio: self.devices.mmio.clone(),
                         pio: self.devices.pio.clone(),
                         channel: self.hotplug.channel(),
+                        idle_devices: self
+                            .cfg
+                            .devices()
+                            .iter()
+                            .filter(|d| d.state() != DeviceState::Okay)
+                            .map(|d| (d.id().to_string(), d.state()))
+                            .collect(),
                     },
                 ));
                 log::info!("control API on {}", server.path().display());

@@ -47,6 +47,8 @@ pub struct Controls {
     pub pio: Arc<Bus>,
     /// The channel to the guest agent (`shutdown`).
     pub channel: ChannelHandle,
+    /// Boot-time devices that are not in use (`reserved`, `disabled`).
+    pub idle_devices: Vec<(String, crate::config::DeviceState)>,
 }
 
 /// Shared state of a running cell.
@@ -260,8 +262,13 @@ impl CellRuntime {
             )
             .chain(layout.uarts.iter().cloned().map(PlacedDevice::Uart));
         for slot in placed.filter(|s| !is_attached(s.id())) {
+            let idle = self
+                .controls
+                .idle_devices
+                .iter()
+                .find(|(id, _)| id == slot.id());
             out.push(DeviceInfo {
-                state: Some("boot"),
+                state: Some(idle.map_or("boot", |(_, state)| state.as_str())),
                 mmio32: None,
                 ..placement(&slot)
             });
