@@ -6,6 +6,7 @@
 
 mod description;
 mod error;
+pub mod ivshmem_shape;
 mod kernel_image;
 mod model;
 mod origins;

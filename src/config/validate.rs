@@ -1489,12 +1489,8 @@ fn ivshmem(ctx: &Ctx<'_>, f: &str, d: &Sp<RawPciDevice>) -> Result<IvshmemConfig
         None => 2,
         Some(m) => {
             let n = ctx.non_negative(m, &format!("{f}.max_peers"))?;
-            if !(2..=16).contains(&n) {
-                return Err(ctx.invalid(
-                    &m.span,
-                    &format!("{f}.max_peers"),
-                    format!("{n} peers; an ivshmem region has 2 to 16"),
-                ));
+            if let Some(why) = super::ivshmem_shape::peers_error(n) {
+                return Err(ctx.invalid(&m.span, &format!("{f}.max_peers"), why));
             }
             n as u16
         }
@@ -1518,12 +1514,8 @@ fn ivshmem(ctx: &Ctx<'_>, f: &str, d: &Sp<RawPciDevice>) -> Result<IvshmemConfig
         let Some(raw) = raw else { continue };
         let field = format!("{f}.{key}");
         let size = ctx.size(raw, &field)?;
-        if size % 4096 != 0 || size > (1 << 30) {
-            return Err(ctx.invalid(
-                &raw.span,
-                &field,
-                format!("{size:#x} must be a multiple of 4 KiB and at most 1 GiB"),
-            ));
+        if let Some(why) = super::ivshmem_shape::section_error(size) {
+            return Err(ctx.invalid(&raw.span, &field, why));
         }
         *slot = size;
     }
@@ -1531,7 +1523,7 @@ fn ivshmem(ctx: &Ctx<'_>, f: &str, d: &Sp<RawPciDevice>) -> Result<IvshmemConfig
         return Err(ctx.invalid(
             &d.span,
             &format!("{f}.rw_size"),
-            "an ivshmem device needs rw_size or output_size (or both) above 0",
+            super::ivshmem_shape::BOTH_EMPTY,
         ));
     }
     Ok(IvshmemConfig {

@@ -69,14 +69,10 @@ use std::ptr::NonNull;
 pub const HEADER_SIZE: u64 = 0x1000;
 /// Size of the state table (one page: room for 1024 peers).
 pub const STATE_TABLE_SIZE: u64 = 0x1000;
-/// Sections are multiples of this (a mappable page).
-pub const SECTION_ALIGN: u64 = 0x1000;
-/// Largest R/W or output section.
-pub const MAX_SECTION_SIZE: u64 = 1 << 30;
-/// Fewest peers a region has room for.
-pub const MIN_PEERS: u16 = 2;
-/// Most peers a region has room for.
-pub const MAX_PEERS: u16 = 16;
+use crate::config::ivshmem_shape::{peers_error, section_error, BOTH_EMPTY};
+pub use crate::config::ivshmem_shape::{
+    valid_region_name, MAX_PEERS, MAX_SECTION_SIZE, MIN_PEERS, SECTION_ALIGN,
+};
 /// Most entries [`IvshmemRegion::guest_slots`] returns (read-only state
 /// table, R/W section, read-only outputs below this peer's, this peer's
 /// output, read-only outputs above it).
@@ -93,15 +89,6 @@ const OPEN_ATTEMPTS: usize = 64;
 /// File name of region `region`'s shared memory in the runtime directory.
 pub fn region_file_name(region: &str) -> String {
     format!("cellvm-ivshmem-{region}")
-}
-
-/// Region names are 1-32 characters of `[A-Za-z0-9_-]` (as the config
-/// validates), so they are safe as file-name parts.
-pub fn valid_region_name(name: &str) -> bool {
-    (1..=32).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// The layout of a region's shared memory; identical for all its peers.
@@ -131,20 +118,16 @@ impl RegionLayout {
     /// A layout, checked: 2..=16 peers, sections page multiples of at most
     /// 1 GiB, not both empty.
     pub fn new(max_peers: u16, rw_size: u64, output_size: u64) -> Result<Self, String> {
-        if !(MIN_PEERS..=MAX_PEERS).contains(&max_peers) {
-            return Err(format!(
-                "max_peers {max_peers} is outside {MIN_PEERS}..={MAX_PEERS}"
-            ));
+        if let Some(why) = peers_error(u64::from(max_peers)) {
+            return Err(format!("max_peers: {why}"));
         }
         for (what, size) in [("rw_size", rw_size), ("output_size", output_size)] {
-            if size % SECTION_ALIGN != 0 || size > MAX_SECTION_SIZE {
-                return Err(format!(
-                    "{what} {size:#x} must be a multiple of 4 KiB and at most 1 GiB"
-                ));
+            if let Some(why) = section_error(size) {
+                return Err(format!("{what}: {why}"));
             }
         }
         if rw_size == 0 && output_size == 0 {
-            return Err("rw_size and output_size are both 0".into());
+            return Err(BOTH_EMPTY.into());
         }
         Ok(RegionLayout {
             max_peers,
