@@ -959,3 +959,12 @@ fn two_cells_created_paused_wait_and_run_together_once_resumed() {
         "{paused}"
     );
 }
+
+#[test]
+fn a_detached_disk_releases_its_image_claim() {
+    let steps = scenario_steps("lifecycle");
+    let step = &steps["detach-releases"];
+    assert_eq!(api_rcs(step), [0, 0], "{step}");
+    assert!(step.contains("claims while attached: 1"), "{step}");
+    assert!(step.contains("claims after detach: 0"), "{step}");
+}

@@ -2,8 +2,9 @@
 # The lifecycle of real Linux cells (docs/partitioning.md): `cellvm
 # shutdown` acknowledged by the guest agent (the cell ends with the guest's
 # own poweroff: exit 0), refused by an agent that NAKs (test_mode 1),
-# unanswered by a silent one (test_mode 2) and then forced (exit 4); and
-# two ivshmem peers created with --paused and resumed together.
+# unanswered by a silent one (test_mode 2) and then forced (exit 4); a
+# disk's image claim released by its detach; and two ivshmem peers created
+# with --paused and resumed together.
 # tests/nested_boot.rs checks the transcript: "step: NAME" sections, each
 # "$ cellvm ..." followed by its output and "rc=N"; "exit=N" is a cell's
 # exit status.
@@ -67,8 +68,22 @@ api shutdown "$name" --timeout 2
 api shutdown "$name" --timeout 2 --force
 finish
 
-step ack
+step detach-releases
+# A disk attached at run time claims its image; its detach releases it.
 start_agent_cell "$dir/ack.log"
+head -c 65536 /dev/zero >"$dir/hot.img"
+cat >"$dir/disk.toml" <<DESC
+[[virtio_mmio]]
+id = "hotdisk"
+kind = "block"
+path = "$dir/hot.img"
+DESC
+api attach "$name" "$dir/disk.toml"
+echo "claims while attached: $(cellvm cells | grep -c 'hot.img')"
+api detach "$name" hotdisk
+echo "claims after detach: $(cellvm cells | grep -c 'hot.img')"
+
+step ack
 api shutdown "$name" --timeout 120
 finish
 
