@@ -23,11 +23,13 @@
 //! overlay format and the checks are described in `docs/overlays.md`.
 
 mod plan;
+mod state;
 
 #[cfg(test)]
 mod tests;
 
 pub use plan::{current_tree, plan, plan_detach, AttachPlan, DetachPlan};
+pub use state::{plan_state, StatePlan};
 
 use crate::config::DeviceConfig;
 use crate::fdt::overlay::ApplyError;

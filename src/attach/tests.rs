@@ -824,3 +824,65 @@ fn a_reserved_device_cannot_be_attached() {
          (leave state out or say \"okay\")"
     );
 }
+
+// ---------------------------------------------------------------------------
+// State changes of boot-time devices (enable/disable)
+
+#[test]
+fn enabling_a_reserved_device_is_an_overlay_that_sets_only_its_status() {
+    let mut cfg = busy_config();
+    cfg.virtio_mmio[0].state = crate::config::DeviceState::Reserved;
+    let (base, layout) = tree_and_layout(&cfg);
+    let slot = PlacedDevice::VirtioMmio(layout.virtio_mmio[0].clone());
+    let plan = plan_state(&slot, crate::config::DeviceState::Okay, &base, &[]).unwrap();
+    let path = format!("/virtio_mmio@{:x}", layout.virtio_mmio[0].window.base);
+    assert_eq!(plan.path, path);
+    let base_dtb = emit::to_dtb(&base).unwrap();
+    // dtoolkit and libfdt's fdtoverlay agree on the result...
+    let after = apply_both_ways(&base_dtb, &[&plan.overlay]);
+    // ...which is the base tree with that one property changed.
+    let mut expected = flatten(&base_dtb);
+    expected
+        .get_mut(&path)
+        .unwrap()
+        .insert("status".to_string(), b"okay\0".to_vec());
+    assert_same_flat(&after, &expected, "enable");
+}
+
+#[test]
+fn disabling_a_boot_uart_targets_its_node_under_the_isa_bus() {
+    let mut cfg = busy_config();
+    cfg.uarts.push(UartConfig {
+        id: "com2".into(),
+        state: crate::config::DeviceState::Okay,
+        port: None,
+        irq: None,
+        path: None,
+    });
+    let (base, layout) = tree_and_layout(&cfg);
+    let slot = PlacedDevice::Uart(layout.uarts[0].clone());
+    let plan = plan_state(&slot, crate::config::DeviceState::Reserved, &base, &[]).unwrap();
+    assert_eq!(plan.path, "/isa@1/serial@2f8");
+    let base_dtb = emit::to_dtb(&base).unwrap();
+    let after = apply_both_ways(&base_dtb, &[&plan.overlay]);
+    assert_eq!(after["/isa@1/serial@2f8"]["status"], b"reserved\0");
+}
+
+#[test]
+fn a_state_change_of_a_node_that_is_not_in_the_tree_is_refused() {
+    let cfg = busy_config();
+    let (base, layout) = tree_and_layout(&cfg);
+    let mut slot = layout.virtio_mmio[0].clone();
+    slot.window.base += 0x10_0000;
+    let err = plan_state(
+        &PlacedDevice::VirtioMmio(slot),
+        crate::config::DeviceState::Okay,
+        &base,
+        &[],
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("which is not in the tree"),
+        "{err}"
+    );
+}

@@ -36,7 +36,7 @@
 //! with dtoolkit's in-memory model instead.
 
 use super::emit;
-use super::tree::{child_path, Node, Phandles};
+use super::tree::{child_path, Node, Phandles, Property};
 use super::FdtError;
 use dtoolkit::error::{FdtParseError, OverlayError};
 use dtoolkit::fdt::Fdt;
@@ -55,7 +55,8 @@ pub const LOCAL_FIXUPS_NODE: &str = "__local_fixups__";
 /// keeps every length comfortably inside the format's 32-bit fields).
 pub const MAX_OVERLAY_SIZE: usize = 16 << 20;
 
-/// One overlay fragment: nodes to add under `target_path`.
+/// One overlay fragment: nodes to add under `target_path`, and properties
+/// to set on it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fragment {
     /// Absolute path of the node in the cell's tree the nodes go under
@@ -63,6 +64,9 @@ pub struct Fragment {
     pub target_path: String,
     /// The nodes to add, each with its children.
     pub nodes: Vec<Node>,
+    /// Properties set (added or replaced) on the target node itself, e.g.
+    /// a device's `status` when it is enabled or disabled at run time.
+    pub properties: Vec<Property>,
 }
 
 impl Fragment {
@@ -71,6 +75,17 @@ impl Fragment {
         Fragment {
             target_path: target_path.into(),
             nodes,
+            properties: Vec::new(),
+        }
+    }
+
+    /// A fragment setting `properties` on the existing node `target_path`
+    /// (adding no node).
+    pub fn set_properties(target_path: impl Into<String>, properties: Vec<Property>) -> Self {
+        Fragment {
+            target_path: target_path.into(),
+            nodes: Vec::new(),
+            properties,
         }
     }
 
@@ -361,7 +376,15 @@ fn write_overlay(
         w.grow(target.len() + 32, &name)?;
         frag.add_property(DeviceTreeProperty::new_unchecked("target-path", target));
         let overlay_path = format!("/{name}/{OVERLAY_NODE}");
-        let mut ov = DeviceTreeNode::new_unchecked(OVERLAY_NODE);
+        let mut ov = if f.properties.is_empty() {
+            DeviceTreeNode::new_unchecked(OVERLAY_NODE)
+        } else {
+            let mut body = Node::new(OVERLAY_NODE);
+            for p in &f.properties {
+                body.set_property(p.clone());
+            }
+            w.convert(&body, &f.target_path, &overlay_path)?
+        };
         for n in &f.nodes {
             let node = w.convert(
                 n,
