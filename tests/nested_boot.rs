@@ -904,7 +904,6 @@ fn the_cell_survives_every_failure_and_exits_cleanly() {
 fn shutdown_acked_by_the_guest_ends_the_cell_with_its_poweroff() {
     let steps = scenario_steps("lifecycle");
     let ack = &steps["ack"];
-    assert!(ack.contains("CELLVM-AGENT-READY"), "{ack}");
     assert_eq!(api_rcs(ack), [0], "{ack}");
     assert!(ack.contains("stopped=guest powered off"), "{ack}");
     assert!(ack.contains("forced=false"), "{ack}");
@@ -964,7 +963,65 @@ fn two_cells_created_paused_wait_and_run_together_once_resumed() {
 fn a_detached_disk_releases_its_image_claim() {
     let steps = scenario_steps("lifecycle");
     let step = &steps["detach-releases"];
+    assert!(step.contains("CELLVM-AGENT-READY"), "{step}");
     assert_eq!(api_rcs(step), [0, 0], "{step}");
     assert!(step.contains("claims while attached: 1"), "{step}");
     assert!(step.contains("claims after detach: 0"), "{step}");
+}
+
+// ---- The device-states scenario: enable and disable boot-time disks in a
+// running Linux guest (tests/nested/scenarios/device-states.sh).
+
+/// How many virtio block devices with a bound driver the guest listed in
+/// its snapshot `tag` of `step`.
+fn guest_disks(steps: &std::collections::BTreeMap<String, String>, step: &str, tag: &str) -> usize {
+    let line = line_value(steps, step, &format!("guest: CELLVM-DEVICES {tag}:"));
+    line.matches(":virtio_blk").count()
+}
+
+#[test]
+fn a_reserved_disk_enabled_at_run_time_appears_in_the_guest_and_goes_when_disabled() {
+    let steps = scenario_steps("device-states");
+    let boot = &steps["boot"];
+    assert!(boot.contains("CELLVM-AGENT-READY"), "{boot}");
+    assert!(
+        boot.contains("host: boot: id=flash0=reserved id=boot0=boot"),
+        "{boot}"
+    );
+    assert!(boot.contains("host: boot: claims flash=0 boot=1"), "{boot}");
+    assert_eq!(guest_disks(&steps, "boot", "boot"), 1, "{boot}");
+    let enable = &steps["enable"];
+    assert_eq!(api_rcs(enable), [0], "{enable}");
+    assert!(enable.contains("state=okay"), "{enable}");
+    assert!(enable.contains("id=flash0=boot"), "{enable}");
+    assert!(enable.contains("claims flash=1 boot=1"), "{enable}");
+    assert_eq!(guest_disks(&steps, "enable", "enabled"), 2, "{enable}");
+    let disable = &steps["disable"];
+    assert_eq!(api_rcs(disable), [0], "{disable}");
+    assert!(disable.contains("id=flash0=reserved"), "{disable}");
+    assert!(disable.contains("claims flash=0 boot=1"), "{disable}");
+    assert_eq!(guest_disks(&steps, "disable", "disabled"), 1, "{disable}");
+}
+
+#[test]
+fn a_disk_okay_at_boot_is_disabled_and_enabled_again() {
+    let steps = scenario_steps("device-states");
+    let s = &steps["boot-disk"];
+    assert_eq!(api_rcs(s), [0, 0], "{s}");
+    assert!(s.contains("host: boot-off: claims flash=0 boot=0"), "{s}");
+    assert_eq!(guest_disks(&steps, "boot-disk", "boot-off"), 0, "{s}");
+    assert!(s.contains("host: boot-on: claims flash=0 boot=1"), "{s}");
+    assert_eq!(guest_disks(&steps, "boot-disk", "boot-on"), 1, "{s}");
+}
+
+#[test]
+fn an_enable_the_guest_refuses_changes_nothing() {
+    let steps = scenario_steps("device-states");
+    let nak = &steps["nak"];
+    assert_eq!(api_rcs(nak), [1], "{nak}");
+    assert!(nak.contains("guest_refused"), "{nak}");
+    assert!(nak.contains("host: nak: claims flash=0 boot=1"), "{nak}");
+    assert!(nak.contains("id=flash0=reserved"), "{nak}");
+    assert_eq!(guest_disks(&steps, "nak", "nak"), 1, "{nak}");
+    assert!(steps["end"].contains("exit=0"), "{}", steps["end"]);
 }

@@ -77,6 +77,27 @@ pub enum Request {
     },
     /// Exit counts per vCPU and access counts per device.
     Stats {},
+    /// Enable a `reserved` or `disabled` device of the cell file (the guest
+    /// creates it; docs/partitioning.md).
+    Enable {
+        /// The device id.
+        id: String,
+        /// How long to wait for the guest (default 10 s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
+    /// Disable an `okay` device of the cell file (the guest removes it; it
+    /// becomes `reserved`).
+    Disable {
+        /// The device id.
+        id: String,
+        /// Tear the device down even if the guest refuses or does not answer.
+        #[serde(default)]
+        force: bool,
+        /// How long to wait for the guest (default 10 s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
 }
 
 /// Error categories, stable for scripts.
@@ -177,6 +198,25 @@ pub enum Reply {
     Stats(StatsInfo),
     /// `shutdown`.
     Shutdown(ShutdownResult),
+    /// `enable`, `disable`.
+    DeviceState(DeviceStateResult),
+}
+
+/// `enable` / `disable`: the device's state now.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DeviceStateResult {
+    /// The device id.
+    pub id: String,
+    /// `okay` or `reserved`.
+    pub state: &'static str,
+    /// Whether `force` tore the device down although the guest did not
+    /// acknowledge.
+    pub forced: bool,
+    /// What the guest said, when forced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_error: Option<String>,
+    /// Time from the request to the answer.
+    pub elapsed_ms: f64,
 }
 
 /// `shutdown`: how the cell is going.

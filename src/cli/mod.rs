@@ -203,6 +203,31 @@ pub enum Command {
     },
     /// List running cells (those with a live control socket).
     Cells,
+    /// Enable a reserved or disabled device of the cell file: the guest
+    /// creates it (docs/partitioning.md, "Device states").
+    Enable {
+        /// Cell name, or a control socket path.
+        cell: String,
+        /// Device id.
+        id: String,
+        /// How long to wait for the guest, in seconds (1 to 300).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+        timeout: u64,
+    },
+    /// Disable a device of the cell file: the guest removes it, then cellvm
+    /// drops its model and backing resource (it becomes reserved).
+    Disable {
+        /// Cell name, or a control socket path.
+        cell: String,
+        /// Device id.
+        id: String,
+        /// Tear the device down even if the guest refuses or does not answer.
+        #[arg(long)]
+        force: bool,
+        /// How long to wait for the guest, in seconds (1 to 300).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+        timeout: u64,
+    },
     /// Stop a running cell's vCPUs (its memory and devices stay).
     Pause {
         /// Cell name, or a control socket path.
@@ -485,6 +510,30 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             Ok(outcome.reason.exit_code())
         }
         Command::Cells => list_cells(),
+        Command::Enable { cell, id, timeout } => {
+            let (guest_ms, answer_within) = guest_wait(timeout);
+            let request = Request::Enable {
+                id,
+                timeout_ms: Some(guest_ms),
+            };
+            println!("{}", one_line(&api_call(&cell, &request, answer_within)?));
+            Ok(0)
+        }
+        Command::Disable {
+            cell,
+            id,
+            force,
+            timeout,
+        } => {
+            let (guest_ms, answer_within) = guest_wait(timeout);
+            let request = Request::Disable {
+                id,
+                force,
+                timeout_ms: Some(guest_ms),
+            };
+            println!("{}", one_line(&api_call(&cell, &request, answer_within)?));
+            Ok(0)
+        }
         Command::Pause { cell } => lifecycle(&cell, &Request::Pause {}),
         Command::Resume { cell } => lifecycle(&cell, &Request::Resume {}),
         Command::Destroy { cell } => lifecycle(&cell, &Request::Destroy {}),

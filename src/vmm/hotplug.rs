@@ -12,6 +12,7 @@
 //! to read or commit, never across the guest's answer, so `status` and
 //! `devices` are answered while a change waits for the guest.
 
+use super::device_state::BootDevice;
 use super::devices::{DeviceManager, DeviceModel};
 use super::VmmError;
 use crate::api::protocol::{
@@ -41,23 +42,25 @@ struct LiveDevice {
 }
 
 /// Everything that changes on attach/detach, under one lock.
-struct State {
+pub(super) struct State {
     layout: CellLayout,
-    attached: Vec<AttachedDevice>,
+    pub(super) attached: Vec<AttachedDevice>,
     live: BTreeMap<String, LiveDevice>,
+    /// The cell's boot-time devices (`vmm::device_state`).
+    pub(super) boot: BTreeMap<String, BootDevice>,
 }
 
 /// What a cell needs to hotplug devices.
 pub struct Hotplug {
-    base_tree: Node,
-    devices: Arc<DeviceManager>,
-    channel: ChannelHandle,
+    pub(super) base_tree: Node,
+    pub(super) devices: Arc<DeviceManager>,
+    pub(super) channel: ChannelHandle,
     /// The cell's host-wide claims; attached devices add theirs.
-    claims: Arc<CellClaims>,
-    /// Held for a whole attach or detach: one change at a time.
-    change: Mutex<()>,
+    pub(super) claims: Arc<CellClaims>,
+    /// Held for a whole attach, detach or state change: one at a time.
+    pub(super) change: Mutex<()>,
     /// Held briefly: to read, to plan from, to commit.
-    state: Mutex<State>,
+    pub(super) state: Mutex<State>,
 }
 
 fn attach_error(e: AttachError) -> ApiError {
@@ -70,6 +73,7 @@ fn attach_error(e: AttachError) -> ApiError {
     ApiError::new(kind, e.to_string())
 }
 
+/// The API error for a failed guest exchange.
 pub(super) fn channel_error(e: &ChannelError) -> ApiError {
     let kind = match e {
         ChannelError::NoAgent | ChannelError::AgentReset => ErrorKind::NoAgent,
@@ -104,6 +108,7 @@ impl Hotplug {
         devices: Arc<DeviceManager>,
         channel: ChannelHandle,
         claims: Arc<CellClaims>,
+        boot: Vec<BootDevice>,
     ) -> Self {
         Hotplug {
             base_tree,
@@ -115,6 +120,7 @@ impl Hotplug {
                 layout,
                 attached: Vec::new(),
                 live: BTreeMap::new(),
+                boot: boot.into_iter().map(|b| (b.id().to_string(), b)).collect(),
             }),
         }
     }
@@ -124,7 +130,7 @@ impl Hotplug {
         self.channel.clone()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+    pub(super) fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         crate::sync::lock(&self.state)
     }
 
@@ -234,6 +240,7 @@ impl Hotplug {
             layout,
             attached,
             live,
+            ..
         } = &mut *st;
         if let Err(e) = plan.commit(layout, attached) {
             // Cannot happen under the lock; undo in the guest too.
@@ -304,6 +311,7 @@ impl Hotplug {
             layout,
             attached,
             live,
+            ..
         } = &mut *st;
         plan.commit(layout, attached).map_err(attach_error)?;
         if let Some(dev) = live.remove(id) {
@@ -329,6 +337,9 @@ impl Hotplug {
         let mut st = self.lock();
         for live in st.live.values_mut() {
             live.model.stop_workers();
+        }
+        for model in st.boot.values_mut().filter_map(|b| b.model.as_mut()) {
+            model.stop_workers();
         }
     }
 }

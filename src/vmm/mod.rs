@@ -5,6 +5,7 @@ pub mod boot;
 mod channel_mem;
 pub mod control;
 pub mod cpu;
+mod device_state;
 pub mod devices;
 mod error;
 pub mod gate;
@@ -30,7 +31,7 @@ use crate::partition::claims::CellClaims;
 use crate::platform;
 use crate::seccomp::{Filters, ThreadKind};
 use crate::stop::{StopHandle, StopReason};
-use devices::{DeviceManager, DeviceManagerParts, DeviceModel};
+use devices::{DeviceManager, DeviceManagerParts};
 use event_manager::{EventManager, SubscriberOps};
 use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use std::fs::File;
@@ -158,8 +159,6 @@ pub struct RunOutcome {
 pub struct Cell {
     vcpus: Vec<VcpuFd>,
     hotplug: Arc<hotplug::Hotplug>,
-    /// The boot-time configurable devices' models.
-    models: Vec<DeviceModel>,
     devices: Arc<DeviceManager>,
     _vm: Arc<VmFd>,
     _kvm: Kvm,
@@ -279,18 +278,18 @@ impl Cell {
             platform::PLATFORM_DEVICE_SIZE,
             Arc::new(Mutex::new(BootTimer::new(start, boot_marks.clone()))),
         )?;
-        let mut models = Vec::new();
+        let mut boot_devices = Vec::new();
         // A reserved or disabled device is in the tree and the layout only:
-        // no model (docs/config.md, `state`).
-        for dev in cfg
-            .devices()
-            .into_iter()
-            .filter(|d| d.state() == DeviceState::Okay)
-        {
+        // no model until it is enabled (docs/config.md, `state`).
+        for dev in cfg.devices() {
             let slot = layout.device(dev.id()).ok_or_else(|| {
                 VmmError::Boot(format!("{} was not placed in the layout", dev.id()))
             })?;
-            models.push(devices.build(&dev, &slot, false)?);
+            let model = match dev.state() {
+                DeviceState::Okay => Some(devices.build(&dev, &slot, false)?),
+                _ => None,
+            };
+            boot_devices.push(device_state::BootDevice::new(dev, slot, model));
         }
 
         cpu::write_boot_tables(&memory)?;
@@ -318,12 +317,12 @@ impl Cell {
             devices.clone(),
             channel_handle,
             claims.clone(),
+            boot_devices,
         ));
         Ok(Cell {
             vcpus,
             hotplug,
             _claims: claims,
-            models,
             devices,
             _vm: vm,
             _kvm: kvm,
@@ -347,10 +346,7 @@ impl Cell {
 
     /// The cell's boot-time PCI host bridges, in config order.
     pub fn pci_bridges(&self) -> Vec<Arc<Mutex<crate::pci::PciHostBridge>>> {
-        self.models
-            .iter()
-            .filter_map(|m| m.bridge().cloned())
-            .collect()
+        self.hotplug.boot_bridges()
     }
 
     /// Makes [`Cell::run`] create the vCPU threads paused: no guest code
@@ -396,13 +392,6 @@ impl Cell {
                         mmio: self.devices.mmio.clone(),
                         pio: self.devices.pio.clone(),
                         channel: self.hotplug.channel(),
-                        idle_devices: self
-                            .cfg
-                            .devices()
-                            .iter()
-                            .filter(|d| d.state() != DeviceState::Okay)
-                            .map(|d| (d.id().to_string(), d.state()))
-                            .collect(),
                     },
                 ));
                 log::info!("control API on {}", server.path().display());
@@ -431,14 +420,10 @@ impl Cell {
             self.stop.clone(),
             signals,
         )));
-        for model in &mut self.models {
-            for sub in model.take_ivshmem_subscribers() {
-                events.add_subscriber(Box::new(sub));
-            }
+        for sub in self.hotplug.take_ivshmem_subscribers() {
+            events.add_subscriber(Box::new(sub));
         }
-        for model in &mut self.models {
-            model.start_workers(seccomp.as_ref())?;
-        }
+        self.hotplug.start_boot_workers(seccomp.as_ref())?;
         let mut threads = Vec::with_capacity(self.vcpus.len());
         let pins = self.cfg.cpus.pin.clone();
         for (index, vcpu) in std::mem::take(&mut self.vcpus).into_iter().enumerate() {
@@ -499,9 +484,6 @@ impl Cell {
             if t.join().is_err() {
                 log::error!("a vCPU thread panicked");
             }
-        }
-        for model in &mut self.models {
-            model.stop_workers();
         }
         self.hotplug.shutdown();
 

@@ -47,8 +47,6 @@ pub struct Controls {
     pub pio: Arc<Bus>,
     /// The channel to the guest agent (`shutdown`).
     pub channel: ChannelHandle,
-    /// Boot-time devices that are not in use (`reserved`, `disabled`).
-    pub idle_devices: Vec<(String, crate::config::DeviceState)>,
 }
 
 /// Shared state of a running cell.
@@ -217,6 +215,7 @@ impl CellRuntime {
     fn devices(&self) -> Vec<DeviceInfo> {
         let layout = self.hotplug.layout();
         let attached = self.hotplug.attached();
+        let boot_states = self.hotplug.boot_states();
         let is_attached = |id: &str| attached.iter().any(|d| d.id == id);
         let mut out = vec![DeviceInfo {
             id: "console".into(),
@@ -262,13 +261,15 @@ impl CellRuntime {
             )
             .chain(layout.uarts.iter().cloned().map(PlacedDevice::Uart));
         for slot in placed.filter(|s| !is_attached(s.id())) {
-            let idle = self
-                .controls
-                .idle_devices
+            let state = boot_states
                 .iter()
-                .find(|(id, _)| id == slot.id());
+                .find(|(id, _)| id == slot.id())
+                .map_or(crate::config::DeviceState::Okay, |(_, s)| *s);
             out.push(DeviceInfo {
-                state: Some(idle.map_or("boot", |(_, state)| state.as_str())),
+                state: Some(match state {
+                    crate::config::DeviceState::Okay => "boot",
+                    other => other.as_str(),
+                }),
                 mmio32: None,
                 ..placement(&slot)
             });
@@ -346,6 +347,22 @@ impl ControlTarget for CellRuntime {
                 Ok(self.state_reply())
             }
             Request::Stats {} => Ok(Reply::Stats(self.stats())),
+            Request::Enable { id, timeout_ms } => {
+                self.not_paused("enable")?;
+                self.hotplug
+                    .set_state(&id, true, false, timeout(timeout_ms)?)
+                    .map(Reply::DeviceState)
+            }
+            Request::Disable {
+                id,
+                force,
+                timeout_ms,
+            } => {
+                self.not_paused("disable")?;
+                self.hotplug
+                    .set_state(&id, false, force, timeout(timeout_ms)?)
+                    .map(Reply::DeviceState)
+            }
             Request::Shutdown { force, timeout_ms } => {
                 let wait = match timeout_ms {
                     None => DEFAULT_SHUTDOWN_TIMEOUT,

@@ -1,0 +1,288 @@
+//! Boot-time devices of a running cell and their state: `enable` and
+//! `disable` at run time (`cellvm enable|disable CELL ID`).
+//!
+//! Specification:
+//! - Every device of the cell file is a [`BootDevice`]: its config, its
+//!   slot in the layout (reserved whatever its state), the state its guest
+//!   sees, and its model while it is `okay`.
+//! - **Enable** (`reserved`/`disabled` → `okay`): claim its backing
+//!   resource (an image lock), build and start its model, then ask the
+//!   guest: apply the overlay that sets the node's status to `okay`
+//!   (`attach::plan_state`), or remove the overlay that disabled it if it
+//!   was `okay` at boot. On the guest's ACK the device is `okay`; on a NAK,
+//!   a timeout or no agent, the model is discarded and the claim released:
+//!   nothing changed.
+//! - **Disable** (`okay` → `reserved`): ask the guest first (the overlay
+//!   setting `status = "reserved"`, or removing the one that enabled it),
+//!   and only on its ACK remove the model and release the claim. If the
+//!   guest refuses or does not answer, everything stays, unless `force`:
+//!   then the host side goes anyway (the guest's driver may still be bound
+//!   to a device that no longer answers).
+//! - Enabling an `okay` device or disabling one that is not is a
+//!   `conflict`; an id that is not a boot-time device is `not_found` (a
+//!   runtime-attached device is detached, not disabled).
+
+use super::devices::DeviceModel;
+use super::hotplug::{channel_error, Hotplug};
+use crate::api::protocol::{ApiError, DeviceStateResult, ErrorKind};
+use crate::channel::OverlayId;
+use crate::config::{DeviceConfig, DeviceState};
+use crate::layout::PlacedDevice;
+use std::time::{Duration, Instant};
+
+/// A device of the cell file, as the running cell has it.
+pub struct BootDevice {
+    /// Its config.
+    pub device: DeviceConfig,
+    /// Where the layout placed it.
+    pub slot: PlacedDevice,
+    /// The state the guest sees now.
+    pub state: DeviceState,
+    /// The overlay that changed it from its boot state, and the agent
+    /// generation that applied it: removing it goes back.
+    pub flip: Option<(OverlayId, u64)>,
+    /// Its model while it is `okay`.
+    pub model: Option<DeviceModel>,
+}
+
+impl BootDevice {
+    /// A device as booted: `model` is built for an `okay` one.
+    pub fn new(device: DeviceConfig, slot: PlacedDevice, model: Option<DeviceModel>) -> Self {
+        BootDevice {
+            state: device.state(),
+            device,
+            slot,
+            flip: None,
+            model,
+        }
+    }
+
+    /// The device id.
+    pub fn id(&self) -> &str {
+        self.device.id()
+    }
+}
+
+fn conflict(message: String) -> ApiError {
+    ApiError::new(ErrorKind::Conflict, message)
+}
+
+impl Hotplug {
+    /// The current state of every boot-time device, by id.
+    pub fn boot_states(&self) -> Vec<(String, DeviceState)> {
+        self.lock()
+            .boot
+            .iter()
+            .map(|(id, b)| (id.clone(), b.state))
+            .collect()
+    }
+
+    /// Starts the worker threads of the boot-time models.
+    pub fn start_boot_workers(
+        &self,
+        seccomp: Option<&std::sync::Arc<crate::seccomp::Filters>>,
+    ) -> Result<(), super::VmmError> {
+        let mut st = self.lock();
+        for model in st.boot.values_mut().filter_map(|b| b.model.as_mut()) {
+            model.start_workers(seccomp)?;
+        }
+        Ok(())
+    }
+
+    /// The ivshmem doorbell receivers of the boot-time models (taken once).
+    pub fn take_ivshmem_subscribers(&self) -> Vec<crate::ivshmem::IvshmemSubscriber> {
+        let mut st = self.lock();
+        st.boot
+            .values_mut()
+            .filter_map(|b| b.model.as_mut())
+            .flat_map(DeviceModel::take_ivshmem_subscribers)
+            .collect()
+    }
+
+    /// The boot-time PCI host bridges that have a model, in id order.
+    pub fn boot_bridges(&self) -> Vec<std::sync::Arc<std::sync::Mutex<crate::pci::PciHostBridge>>> {
+        self.lock()
+            .boot
+            .values()
+            .filter_map(|b| b.model.as_ref().and_then(|m| m.bridge().cloned()))
+            .collect()
+    }
+
+    /// Enables (`okay`) or disables (`reserved`) the boot-time device `id`.
+    pub fn set_state(
+        &self,
+        id: &str,
+        enable: bool,
+        force: bool,
+        timeout: Duration,
+    ) -> Result<DeviceStateResult, ApiError> {
+        let started = Instant::now();
+        let _change = crate::sync::lock(&self.change);
+        let (device, slot, state, flip, attached) = {
+            let st = self.lock();
+            let Some(b) = st.boot.get(id) else {
+                let what = if st.attached.iter().any(|a| a.id() == id) {
+                    format!("{id} was attached at run time: detach it instead")
+                } else {
+                    format!("{id} is not a device of the cell file")
+                };
+                return Err(ApiError::new(ErrorKind::NotFound, what));
+            };
+            (
+                b.device.clone(),
+                b.slot.clone(),
+                b.state,
+                b.flip,
+                st.attached.clone(),
+            )
+        };
+        let is_okay = state == DeviceState::Okay;
+        if enable == is_okay {
+            return Err(conflict(format!("{id} is already {}", state.as_str())));
+        }
+        let generation = self.channel.agent_status().generation;
+        // A flip applied by an agent that is gone was dropped with it: the
+        // guest is back at the boot state.
+        let live_flip = flip.filter(|(_, g)| *g == generation);
+        let outcome = if enable {
+            self.enable(&device, &slot, live_flip, generation, &attached, timeout)
+        } else {
+            self.disable(id, &slot, live_flip, generation, &attached, force, timeout)
+        };
+        let (new_flip, model, guest_error) = outcome?;
+        let mut st = self.lock();
+        let b = st
+            .boot
+            .get_mut(id)
+            .ok_or_else(|| ApiError::new(ErrorKind::Internal, format!("{id} vanished")))?;
+        b.state = if enable {
+            DeviceState::Okay
+        } else {
+            DeviceState::Reserved
+        };
+        b.flip = new_flip;
+        let old = std::mem::replace(&mut b.model, model);
+        drop(st);
+        if let Some(old) = old {
+            self.devices.remove(old);
+            self.claims.release_device(id);
+        }
+        Ok(DeviceStateResult {
+            id: id.to_string(),
+            state: if enable { "okay" } else { "reserved" },
+            forced: guest_error.is_some(),
+            guest_error,
+            elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+
+    /// Claims, builds, asks the guest; the new flip and the model.
+    #[allow(clippy::type_complexity)]
+    fn enable(
+        &self,
+        device: &DeviceConfig,
+        slot: &PlacedDevice,
+        flip: Option<(OverlayId, u64)>,
+        generation: u64,
+        attached: &[crate::attach::AttachedDevice],
+        timeout: Duration,
+    ) -> Result<
+        (
+            Option<(OverlayId, u64)>,
+            Option<DeviceModel>,
+            Option<String>,
+        ),
+        ApiError,
+    > {
+        let id = device.id();
+        // The overlay first: planning fails before anything is claimed.
+        let plan = match flip {
+            Some(_) => None,
+            None => Some(
+                crate::attach::plan_state(slot, DeviceState::Okay, &self.base_tree, attached)
+                    .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?,
+            ),
+        };
+        self.claims
+            .claim_device(device)
+            .map_err(|e| conflict(e.to_string()))?;
+        let undo = |model: Option<DeviceModel>| {
+            if let Some(m) = model {
+                self.devices.discard(m);
+            }
+            self.claims.release_device(id);
+        };
+        let mut model = match self.devices.build(device, slot, true) {
+            Ok(m) => m,
+            Err(e) => {
+                undo(None);
+                return Err(ApiError::new(ErrorKind::InvalidDevice, e.to_string()));
+            }
+        };
+        if let Err(e) = model.start_workers(self.devices.seccomp()) {
+            undo(Some(model));
+            return Err(ApiError::new(ErrorKind::Internal, e.to_string()));
+        }
+        let guest = match (flip, &plan) {
+            (Some((overlay, _)), _) => self.channel.remove_overlay(overlay, timeout).map(|()| None),
+            (None, Some(p)) => self
+                .channel
+                .apply_overlay(&p.overlay, timeout)
+                .map(|o| Some((o, generation))),
+            (None, None) => Ok(None),
+        };
+        match guest {
+            Ok(new_flip) => Ok((new_flip, Some(model), None)),
+            Err(e) => {
+                undo(Some(model));
+                log::warn!("enable {id} refused: {e}; nothing changed");
+                Err(channel_error(&e))
+            }
+        }
+    }
+
+    /// Asks the guest to let the device go; the new flip, no model, and
+    /// the guest's error when forced.
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn disable(
+        &self,
+        id: &str,
+        slot: &PlacedDevice,
+        flip: Option<(OverlayId, u64)>,
+        generation: u64,
+        attached: &[crate::attach::AttachedDevice],
+        force: bool,
+        timeout: Duration,
+    ) -> Result<
+        (
+            Option<(OverlayId, u64)>,
+            Option<DeviceModel>,
+            Option<String>,
+        ),
+        ApiError,
+    > {
+        let guest = match flip {
+            Some((overlay, _)) => self.channel.remove_overlay(overlay, timeout).map(|()| None),
+            None => {
+                let plan = crate::attach::plan_state(
+                    slot,
+                    DeviceState::Reserved,
+                    &self.base_tree,
+                    attached,
+                )
+                .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
+                self.channel
+                    .apply_overlay(&plan.overlay, timeout)
+                    .map(|o| Some((o, generation)))
+            }
+        };
+        match guest {
+            Ok(new_flip) => Ok((new_flip, None, None)),
+            Err(e) if force => {
+                log::warn!("disable {id}: guest failed ({e}); tearing down anyway (--force)");
+                Ok((None, None, Some(e.to_string())))
+            }
+            Err(e) => Err(channel_error(&e)),
+        }
+    }
+}
