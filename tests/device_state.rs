@@ -83,3 +83,23 @@ fn state_changes_that_make_no_sense_get_typed_errors() {
     );
     stop(a);
 }
+
+#[test]
+fn a_move_between_cells_without_agents_is_refused_before_anything_changes() {
+    let rig = Rig::new();
+    let a = rig.start(&rig.cell("a", "", &disk("okay")));
+    let b = rig.start(&rig.cell("b", "", &disk("reserved")));
+    let err = fails(&rig, &["move", "d", "--from", "a", "--to", "b"]);
+    assert!(
+        err.contains("move d: cell a: no_agent: its guest agent is not ready; nothing moved"),
+        "{err}"
+    );
+    assert_eq!(state(&rig, "a", "d"), "boot");
+    assert_eq!(state(&rig, "b", "d"), "reserved");
+    // a still holds the image.
+    assert!(rig
+        .refused(&rig.cell("c", "", &disk("okay")))
+        .contains("in use by cell a"));
+    stop(a);
+    stop(b);
+}

@@ -1025,3 +1025,70 @@ fn an_enable_the_guest_refuses_changes_nothing() {
     assert_eq!(guest_disks(&steps, "nak", "nak"), 1, "{nak}");
     assert!(steps["end"].contains("exit=0"), "{}", steps["end"]);
 }
+
+// ---- The handover scenario: the seeds' shared flash moves between two
+// running cells (tests/nested/scenarios/handover.sh).
+
+#[test]
+fn the_shared_flash_moves_to_the_bmc_with_its_data_and_back() {
+    let steps = scenario_steps("handover");
+    let start = &steps["start"];
+    assert_eq!(start.matches("CELLVM-AGENT-READY").count(), 2, "{start}");
+    assert!(start.contains("the 2 cells can share this host"), "{start}");
+    assert!(start.contains("host: CELLVM-BLK-WRITE rc=0"), "{start}");
+    assert!(start.contains("bmc: CELLVM-BLK-READ: no disk"), "{start}");
+    let to_bmc = &steps["to-bmc"];
+    assert_eq!(api_rcs(to_bmc), [0], "{to_bmc}");
+    assert!(
+        to_bmc.contains("moved flash0 from host to bmc in "),
+        "{to_bmc}"
+    );
+    assert!(
+        to_bmc.contains("host: CELLVM-BLK-READ: no disk"),
+        "{to_bmc}"
+    );
+    assert!(
+        to_bmc.contains("bmc: CELLVM-BLK-READ: host-marker-1"),
+        "{to_bmc}"
+    );
+    assert!(to_bmc.contains("bmc: CELLVM-BLK-WRITE rc=0"), "{to_bmc}");
+    // Only the BMC holds the image now.
+    let claims = line_value(&steps, "to-bmc", "claims:");
+    assert!(claims.starts_with("cell bmc read-write "), "{claims}");
+    assert!(!claims.contains("cell host"), "{claims}");
+    let to_host = &steps["to-host"];
+    assert_eq!(api_rcs(to_host), [0], "{to_host}");
+    assert!(
+        to_host.contains("host: CELLVM-BLK-READ: new-firmware"),
+        "{to_host}"
+    );
+    assert!(
+        to_host.contains("bmc: CELLVM-BLK-READ: no disk"),
+        "{to_host}"
+    );
+}
+
+#[test]
+fn a_bmc_that_refuses_leaves_the_flash_with_the_host_and_usable() {
+    let steps = scenario_steps("handover");
+    let s = &steps["bmc-refuses"];
+    assert_eq!(api_rcs(s), [1], "{s}");
+    assert!(
+        s.contains("bmc did not take it") && s.contains("the device is back with host"),
+        "{s}"
+    );
+    assert!(s.contains("host: CELLVM-BLK-READ: new-firmware"), "{s}");
+}
+
+#[test]
+fn twenty_round_trips_keep_the_flash_data() {
+    let steps = scenario_steps("handover");
+    let s = &steps["back-and-forth"];
+    assert!(s.contains("round trips: 20 of 20"), "{s}");
+    assert!(s.contains("host: CELLVM-BLK-READ: new-firmware"), "{s}");
+    let end = &steps["end"];
+    assert!(
+        end.contains("host exit=0") && end.contains("bmc exit=0"),
+        "{end}"
+    );
+}

@@ -86,6 +86,20 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
     },
+    /// Take the image of a reserved device over from cell `from`, which
+    /// still holds it (the first step of `cellvm move`): locked now,
+    /// confirmed by the `enable` that follows.
+    Claim {
+        /// The device id.
+        id: String,
+        /// The cell giving the device.
+        from: String,
+    },
+    /// Drop a handover claim that will not be enabled (a move that failed).
+    Unclaim {
+        /// The device id.
+        id: String,
+    },
     /// Disable an `okay` device of the cell file (the guest removes it; it
     /// becomes `reserved`).
     Disable {

@@ -1,5 +1,7 @@
 //! The `cellvm` command line.
 
+mod move_device;
+
 use crate::api::protocol::Request;
 use crate::config::{self, CellConfig, LoadOptions};
 use crate::layout::CellLayout;
@@ -225,6 +227,21 @@ pub enum Command {
         #[arg(long)]
         force: bool,
         /// How long to wait for the guest, in seconds (1 to 300).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+        timeout: u64,
+    },
+    /// Hand a device from one running cell to another, with both guests'
+    /// consent: FROM's guest lets it go, TO's guest takes it.
+    Move {
+        /// Device id (okay in FROM, reserved in TO, same image).
+        id: String,
+        /// The cell that has the device.
+        #[arg(long, value_name = "CELL")]
+        from: String,
+        /// The cell that takes it.
+        #[arg(long, value_name = "CELL")]
+        to: String,
+        /// How long to wait for each guest, in seconds (1 to 300).
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
         timeout: u64,
     },
@@ -534,6 +551,12 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             println!("{}", one_line(&api_call(&cell, &request, answer_within)?));
             Ok(0)
         }
+        Command::Move {
+            id,
+            from,
+            to,
+            timeout,
+        } => move_device::move_device(&id, &from, &to, timeout),
         Command::Pause { cell } => lifecycle(&cell, &Request::Pause {}),
         Command::Resume { cell } => lifecycle(&cell, &Request::Resume {}),
         Command::Destroy { cell } => lifecycle(&cell, &Request::Destroy {}),

@@ -67,6 +67,16 @@ pub enum ClaimError {
         /// What the user can do.
         hint: &'static str,
     },
+    /// A handover from a cell that does not hold the image.
+    #[error("{resource} ({field}) is not held by cell {from}: there is nothing to hand over")]
+    NotHeldBy {
+        /// The image.
+        resource: Resource,
+        /// The config field that names it.
+        field: String,
+        /// The cell that was to give it.
+        from: String,
+    },
     /// A lock file or image could not be opened, locked or written.
     #[error("claim {resource}: {}: {source}", crate::config::shown(path))]
     Io {
@@ -258,16 +268,41 @@ fn hint(resource: &Resource) -> &'static str {
     }
 }
 
-/// A disk image claimed by one device: the locks live on `_file`.
+/// A disk image claimed by one device: the locks live on `file`.
 #[derive(Debug)]
 struct ImageClaim {
     line: String,
-    _file: File,
+    file: File,
+    /// The use it serves (for messages).
+    used: Use,
+    key: Key,
+    /// Locked but not yet tested: a handover claim taken while the giving
+    /// cell still holds the image ([`CellClaims::claim_device_from`]).
+    pending: bool,
 }
 
-/// Claims the image of `u` (a [`Resource::Image`] use) for cell `me`;
-/// `dir` names holders.
-fn claim_image(dir: &Path, me: &str, u: &Use, path: &Path) -> Result<ImageClaim, ClaimError> {
+impl ImageClaim {
+    /// Whether another open file holds what this claim excludes: a writer
+    /// (byte 101) for anyone, anyone (byte 201) for a writer.
+    fn others_hold(&self) -> std::io::Result<bool> {
+        let mut held = held_by_other(&self.file, libc::F_WRLCK, BYTE_WRITE, 1)?;
+        if self.used.mode == Mode::Exclusive {
+            held |= held_by_other(&self.file, libc::F_WRLCK, BYTE_NO_SHARED_WRITE, 1)?;
+        }
+        Ok(held)
+    }
+
+    fn io_error(&self, path: &Path, source: std::io::Error) -> ClaimError {
+        ClaimError::Io {
+            resource: self.used.resource.clone(),
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Opens the image of `u` and takes its lock bytes, untested (pending).
+fn lock_image(u: &Use, path: &Path) -> Result<ImageClaim, ClaimError> {
     let io = |source| ClaimError::Io {
         resource: u.resource.clone(),
         path: path.to_path_buf(),
@@ -279,22 +314,14 @@ fn claim_image(dir: &Path, me: &str, u: &Use, path: &Path) -> Result<ImageClaim,
         .open(path)
         .map_err(io)?;
     let meta = file.metadata().map_err(io)?;
-    let key = Key::Image(meta.dev(), meta.ino());
-    let writer = u.mode == Mode::Exclusive;
     let mut bytes = vec![BYTE_READ, BYTE_NO_SHARED_WRITE];
-    if writer {
+    if u.mode == Mode::Exclusive {
         bytes.push(BYTE_WRITE);
     }
-    let mut free = true;
+    // Read locks: taken even while others hold theirs; the test after
+    // decides (locks first, then the test: never two admitted at once).
     for b in bytes {
-        free &= try_lock(&file, libc::F_RDLCK, b, 1).map_err(io)?;
-    }
-    free &= !held_by_other(&file, libc::F_WRLCK, BYTE_WRITE, 1).map_err(io)?;
-    if writer {
-        free &= !held_by_other(&file, libc::F_WRLCK, BYTE_NO_SHARED_WRITE, 1).map_err(io)?;
-    }
-    if !free {
-        return Err(held(dir, me, u, &key));
+        try_lock(&file, libc::F_RDLCK, b, 1).map_err(io)?;
     }
     Ok(ImageClaim {
         line: format!(
@@ -304,8 +331,31 @@ fn claim_image(dir: &Path, me: &str, u: &Use, path: &Path) -> Result<ImageClaim,
             how(u.mode, "read-write", "read-only"),
             crate::config::shown(path)
         ),
-        _file: file,
+        file,
+        used: u.clone(),
+        key: Key::Image(meta.dev(), meta.ino()),
+        pending: true,
     })
+}
+
+/// Claims the image of `u` (a [`Resource::Image`] use) for cell `me`;
+/// `dir` names holders.
+fn claim_image(dir: &Path, me: &str, u: &Use, path: &Path) -> Result<ImageClaim, ClaimError> {
+    let mut claim = lock_image(u, path)?;
+    if claim.others_hold().map_err(|e| claim.io_error(path, e))? {
+        return Err(held(dir, me, u, &claim.key));
+    }
+    claim.pending = false;
+    Ok(claim)
+}
+
+/// The names of the running cells other than `me` whose records claim `key`.
+fn holder_names(dir: &Path, me: &str, key: &Key) -> Vec<String> {
+    running_cells(dir)
+        .into_iter()
+        .filter(|h| h.cell != me && h.claims.iter().any(|c| key.claimed_by(c)))
+        .map(|h| h.cell)
+        .collect()
 }
 
 fn held(dir: &Path, me: &str, u: &Use, key: &Key) -> ClaimError {
@@ -390,6 +440,9 @@ impl CellClaims {
     /// Claims the images `dev` uses, under its id; on a refusal nothing of
     /// `dev` stays claimed. The record is rewritten.
     pub fn claim_device(&self, dev: &DeviceConfig) -> Result<(), ClaimError> {
+        if self.confirm_pending(dev.id())? {
+            return Ok(());
+        }
         let mut taken = Vec::new();
         for u in device_uses(dev, dev.id()) {
             let Resource::Image(path) = &u.resource else {
@@ -402,6 +455,60 @@ impl CellClaims {
         }
         crate::sync::lock(&self.devices).insert(dev.id().to_string(), taken);
         self.write_record()
+    }
+
+    /// Takes the images of `dev` over from the running cell `from`, which
+    /// still holds them: the locks are taken now (so no third process can
+    /// claim the images once `from` lets go) and confirmed by the next
+    /// [`claim_device`](Self::claim_device) of `dev`, which fails while
+    /// anyone else still holds them. Refused if an image is held by anyone
+    /// but `from`, or not held by `from` at all.
+    pub fn claim_device_from(&self, dev: &DeviceConfig, from: &str) -> Result<(), ClaimError> {
+        let mut taken = Vec::new();
+        for u in device_uses(dev, dev.id()) {
+            let Resource::Image(path) = &u.resource else {
+                continue;
+            };
+            let claim = lock_image(&u, path)?;
+            let holders = holder_names(&self.dir, &self.name, &claim.key);
+            let others = claim.others_hold().map_err(|e| claim.io_error(path, e))?;
+            if !others || holders.iter().all(|h| h != from) {
+                return Err(ClaimError::NotHeldBy {
+                    resource: u.resource.clone(),
+                    field: u.field.clone(),
+                    from: from.to_string(),
+                });
+            }
+            if holders.len() > 1 {
+                return Err(held(&self.dir, &self.name, &u, &claim.key));
+            }
+            taken.push(claim);
+        }
+        if taken.is_empty() {
+            return Ok(());
+        }
+        crate::sync::lock(&self.devices).insert(dev.id().to_string(), taken);
+        self.write_record()
+    }
+
+    /// Confirms the pending claims of device `id` (nobody else holds its
+    /// images any more); whether it had any.
+    fn confirm_pending(&self, id: &str) -> Result<bool, ClaimError> {
+        let mut devices = crate::sync::lock(&self.devices);
+        let Some(claims) = devices.get_mut(id).filter(|c| c.iter().any(|c| c.pending)) else {
+            return Ok(false);
+        };
+        for c in claims.iter_mut().filter(|c| c.pending) {
+            let path = match &c.used.resource {
+                Resource::Image(p) => p.clone(),
+                _ => PathBuf::new(),
+            };
+            if c.others_hold().map_err(|e| c.io_error(&path, e))? {
+                return Err(held(&self.dir, &self.name, &c.used, &c.key));
+            }
+            c.pending = false;
+        }
+        Ok(true)
     }
 
     /// Releases the claims of device `id` (detached). The record is

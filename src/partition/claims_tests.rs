@@ -230,3 +230,58 @@ fn one_image_reached_by_another_path_is_the_same_image() {
     ));
     assert!(err.contains("is in use by cell a (pid"), "{err}");
 }
+
+#[test]
+fn a_handover_claim_holds_the_image_through_the_move_and_confirms_once_the_giver_lets_go() {
+    let (_tmp, dir, image) = setup();
+    let a = CellClaims::take(&cell("a", "", &disk("d", &image, false)), &dir).unwrap();
+    let b_cfg = cell(
+        "b",
+        "",
+        &(disk("d", &image, false) + "state = \"reserved\"\n"),
+    );
+    let b = CellClaims::take(&b_cfg, &dir).unwrap();
+    let dev = b_cfg.devices()[0].clone();
+    b.claim_device_from(&dev, "a").unwrap();
+    // While a still has it, b cannot confirm...
+    let err = b.claim_device(&dev).unwrap_err().to_string();
+    assert!(err.contains("is in use by cell a (pid"), "{err}");
+    drop(a);
+    // ...and once a let go, no third cell gets in before b confirms.
+    let err = refusal(CellClaims::take(
+        &cell("c", "", &disk("d", &image, true)),
+        &dir,
+    ));
+    assert!(err.contains("is in use by cell b (pid"), "{err}");
+    b.claim_device(&dev).unwrap();
+    assert_eq!(
+        b.lines(),
+        [format!(
+            "image {} read-write {}",
+            id(&image),
+            image.display()
+        )]
+    );
+}
+
+#[test]
+fn a_handover_from_a_cell_that_does_not_hold_the_image_is_refused() {
+    let (_tmp, dir, image) = setup();
+    let _a = CellClaims::take(&cell("a", "", &disk("d", &image, false)), &dir).unwrap();
+    let b_cfg = cell(
+        "b",
+        "",
+        &(disk("d", &image, false) + "state = \"reserved\"\n"),
+    );
+    let b = CellClaims::take(&b_cfg, &dir).unwrap();
+    let dev = b_cfg.devices()[0].clone();
+    let err = b.claim_device_from(&dev, "x").unwrap_err().to_string();
+    assert_eq!(
+        err,
+        format!(
+            "disk image {} (d.path) is not held by cell x: there is nothing to hand over",
+            image.display()
+        )
+    );
+    assert_eq!(b.lines(), Vec::<String>::new());
+}

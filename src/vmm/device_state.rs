@@ -108,6 +108,66 @@ impl Hotplug {
             .collect()
     }
 
+    /// The reserved boot-time device `id`, for a handover.
+    fn reserved_device(&self, id: &str) -> Result<DeviceConfig, ApiError> {
+        let st = self.lock();
+        let b = st.boot.get(id).ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::NotFound,
+                format!("{id} is not a device of the cell file"),
+            )
+        })?;
+        if b.state == DeviceState::Okay {
+            return Err(conflict(format!(
+                "{id} is okay here: a device moves to a cell that has it reserved"
+            )));
+        }
+        Ok(b.device.clone())
+    }
+
+    /// Takes the images of the reserved device `id` over from cell `from`
+    /// (which still holds them): the first step of a move. Refused, with
+    /// nothing claimed, if this cell's guest has no agent (it could not
+    /// take the device) or the images are not `from`'s alone.
+    pub fn claim_from(&self, id: &str, from: &str) -> Result<DeviceStateResult, ApiError> {
+        let started = Instant::now();
+        let _change = crate::sync::lock(&self.change);
+        let device = self.reserved_device(id)?;
+        if !matches!(
+            self.channel.agent_status().state,
+            crate::channel::AgentState::Ready(_)
+        ) {
+            return Err(ApiError::new(
+                ErrorKind::NoAgent,
+                format!("{id}: this cell's guest has no agent to take the device"),
+            ));
+        }
+        self.claims
+            .claim_device_from(&device, from)
+            .map_err(|e| conflict(e.to_string()))?;
+        Ok(DeviceStateResult {
+            id: id.to_string(),
+            state: "reserved",
+            forced: false,
+            guest_error: None,
+            elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+        })
+    }
+
+    /// Drops the handover claim of the reserved device `id`.
+    pub fn unclaim(&self, id: &str) -> Result<DeviceStateResult, ApiError> {
+        let _change = crate::sync::lock(&self.change);
+        self.reserved_device(id)?;
+        self.claims.release_device(id);
+        Ok(DeviceStateResult {
+            id: id.to_string(),
+            state: "reserved",
+            forced: false,
+            guest_error: None,
+            elapsed_ms: 0.0,
+        })
+    }
+
     /// Enables (`okay`) or disables (`reserved`) the boot-time device `id`.
     pub fn set_state(
         &self,

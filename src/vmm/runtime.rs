@@ -347,6 +347,11 @@ impl ControlTarget for CellRuntime {
                 Ok(self.state_reply())
             }
             Request::Stats {} => Ok(Reply::Stats(self.stats())),
+            Request::Claim { id, from } => {
+                self.not_stopping()?;
+                self.hotplug.claim_from(&id, &from).map(Reply::DeviceState)
+            }
+            Request::Unclaim { id } => self.hotplug.unclaim(&id).map(Reply::DeviceState),
             Request::Enable { id, timeout_ms } => {
                 self.not_paused("enable")?;
                 self.hotplug
