@@ -9,6 +9,8 @@
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
+# shellcheck source=scripts/bench-lib.sh
+. "$(dirname "$0")/bench-lib.sh"
 
 cycles=50
 rss_cycles=1000
@@ -39,15 +41,7 @@ set -e
 grep -q '^@@CELLVM-SCENARIO-END bench/attach rc=0' "$run_log" ||
     die "the bench/attach scenario failed (run-l1.sh status $l1_rc; log: $run_log)"
 
-stats() { # column name -> "median p99 min max n"
-    sed -n "s/^bench-sample .*$1=\([0-9.]*\).*/\1/p" "$run_log" | sort -n | awk '
-        { v[NR] = $1 }
-        END {
-            if (NR == 0) { print "- - - - 0"; exit }
-            m = v[int((NR + 1) / 2)]; p = v[int(NR * 0.99 + 0.999)]; if (p == "") p = v[NR]
-            printf "%.1f %.1f %.1f %.1f %d\n", m, p, v[1], v[NR], NR
-        }'
-}
+stats() { sample_stats "$run_log" "$1"; } # column -> "median p99 min max n"
 read -r am ap amin amax an <<<"$(stats attach_ms)"
 read -r dm dp dmin dmax dn <<<"$(stats detach_ms)"
 fails="$(grep -c 'attach_ms=fail\|detach_ms=fail' "$run_log" || true)"

@@ -50,3 +50,15 @@ bench_table_run() {
     esac
     [ "$l1_rc" -eq 0 ] || die "run-l1.sh failed (status $l1_rc) although the table is complete; log: $run_log"
 }
+
+# sample_stats LOG COLUMN: "median p99 min max n" of the numeric COLUMN=
+# values of the `bench-sample` lines in LOG ("- - - - 0" without any).
+sample_stats() {
+    sed -n "s/^bench-sample .*$2=\([0-9.]*\).*/\1/p" "$1" | sort -n | awk '
+        { v[NR] = $1 }
+        END {
+            if (NR == 0) { print "- - - - 0"; exit }
+            m = v[int((NR + 1) / 2)]; p = v[int(NR * 0.99 + 0.999)]; if (p == "") p = v[NR]
+            printf "%.1f %.1f %.1f %.1f %d\n", m, p, v[1], v[NR], NR
+        }'
+}

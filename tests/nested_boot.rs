@@ -1092,3 +1092,14 @@ fn twenty_round_trips_keep_the_flash_data() {
         "{end}"
     );
 }
+
+#[test]
+fn a_reserved_pci_bridge_enabled_at_run_time_is_enumerated_and_goes_when_disabled() {
+    let steps = scenario_steps("device-states");
+    let s = &steps["bridge"];
+    assert_eq!(api_rcs(s), [0, 0], "{s}");
+    let on = line_value(&steps, "bridge", "guest: CELLVM-DEVICES bridge-on:");
+    assert!(on.contains(".pci ") && on.contains(":00:01.0"), "{on}");
+    let off = line_value(&steps, "bridge", "guest: CELLVM-DEVICES bridge-off:");
+    assert!(!off.contains(".pci ") && !off.contains(":00:01.0"), "{off}");
+}

@@ -3,7 +3,9 @@
 # a virtio-blk disk declared reserved in the cell file is enabled (the
 # guest probes it, virtio_blk binds; cellvm claims the image), disabled
 # (the guest removes it; cellvm releases the image); a disk okay at boot is
-# disabled and enabled again; an agent that NAKs (test_mode 1) leaves the
+# disabled and enabled again; a reserved PCI host bridge with a test
+# device is enabled (the guest enumerates it) and disabled; an agent that
+# NAKs (test_mode 1) leaves the
 # state as it was. tests/nested_boot.rs checks the transcript: "step: NAME"
 # sections; "$ cellvm ..." then its output and "rc=N"; "guest: ..." lines
 # are the guest's device snapshots.
@@ -59,6 +61,15 @@ state = "reserved"
 id = "boot0"
 kind = "block"
 path = "$dir/boot.img"
+
+[[pci_bridge]]
+id = "pcix"
+kind = "ecam"
+state = "reserved"
+
+[[pci_bridge.device]]
+slot = 1
+kind = "test"
 CELL
 mkfifo "$dir/in"
 exec 3<>"$dir/in"
@@ -88,6 +99,12 @@ guest_devices boot-off
 api enable "$name" boot0
 host_view boot-on
 guest_devices boot-on
+
+step bridge
+api enable "$name" pcix
+guest_devices bridge-on
+api disable "$name" pcix
+guest_devices bridge-off
 
 step nak
 send "agent-mode nak"

@@ -1,0 +1,55 @@
+#!/bin/sh
+# Handover benchmark (not a test; scripts/bench-handover.sh runs it): the
+# seeds' shared flash (cells/host.toml, cells/bmc.toml) moved back and
+# forth cellvm.bench_moves times (default 50) with `cellvm move`. Prints one
+# raw sample per move: the whole move as the CLI measures it (both agents
+# checked, claim, the giver's disable, the taker's enable) and each step's
+# request -> acknowledgement time; the table is made on the host.
+# cellvm-timeout: 900
+param() { # param NAME DEFAULT: NAME=value from L1's kernel command line
+    _v="$2"
+    for _w in $(cat /proc/cmdline); do
+        case "$_w" in "$1="*) _v="${_w#*=}" ;; esac
+    done
+    echo "$_v"
+}
+moves="$(param cellvm.bench_moves 50)"
+dir="$(mktemp -d)"
+export CELLVM_RUNTIME_DIR="$dir/run"
+head -c 1048576 /dev/zero >/cellvm/build/flash0.img
+mkfifo "$dir/host.in" "$dir/bmc.in"
+exec 3<>"$dir/host.in" 4<>"$dir/bmc.in"
+cellvm run /cellvm/cells/host.toml <"$dir/host.in" >"$dir/host.log" 2>&1 &
+host_pid=$!
+cellvm run /cellvm/cells/bmc.toml <"$dir/bmc.in" >"$dir/bmc.log" 2>&1 &
+bmc_pid=$!
+for c in host bmc; do
+    _i=0
+    until grep -q "CELLVM-AGENT-READY\|CELLVM-AGENT-ERROR" "$dir/$c.log" 2>/dev/null || [ "$_i" -ge 3000 ]; do
+        _i=$((_i + 1))
+        usleep 20000
+    done
+done
+from=host
+to=bmc
+i=0
+while [ "$i" -lt "$moves" ]; do
+    i=$((i + 1))
+    out="$(cellvm move flash0 --from "$from" --to "$to" 2>&1)"
+    total="$(printf '%s\n' "$out" | sed -n 's/^moved .* in \([0-9.]*\) ms$/\1/p')"
+    if [ -z "$total" ]; then
+        echo "bench-sample move=$i move_ms=fail"
+        printf '%s\n' "$out" | sed 's/^/    /'
+        continue
+    fi
+    step_ms() { printf '%s\n' "$out" | sed -n "s/^  $1 *[a-z]* *\([0-9.]*\) ms$/\1/p"; }
+    echo "bench-sample move=$i from=$from move_ms=$total claim_ms=$(step_ms claim) disable_ms=$(step_ms disable) enable_ms=$(step_ms enable)"
+    t="$from"
+    from="$to"
+    to="$t"
+done
+printf 'exit\n' >&3
+printf 'exit\n' >&4
+wait "$host_pid"
+wait "$bmc_pid"
+rm -rf "$dir"
