@@ -245,6 +245,13 @@ pub enum Command {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
         timeout: u64,
     },
+    /// Drop a handover claim a failed move left (see `cellvm cells`).
+    Unclaim {
+        /// Cell name, or a control socket path.
+        cell: String,
+        /// Device id.
+        id: String,
+    },
     /// Stop a running cell's vCPUs (its memory and devices stay).
     Pause {
         /// Cell name, or a control socket path.
@@ -557,6 +564,11 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             to,
             timeout,
         } => move_device::move_device(&id, &from, &to, timeout),
+        Command::Unclaim { cell, id } => {
+            let r = api_call(&cell, &Request::Unclaim { id }, Duration::from_secs(15))?;
+            println!("{}", one_line(&r));
+            Ok(0)
+        }
         Command::Pause { cell } => lifecycle(&cell, &Request::Pause {}),
         Command::Resume { cell } => lifecycle(&cell, &Request::Resume {}),
         Command::Destroy { cell } => lifecycle(&cell, &Request::Destroy {}),

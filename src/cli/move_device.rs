@@ -53,25 +53,37 @@ pub fn move_device(id: &str, from: &str, to: &str, timeout_s: u64) -> Result<u8,
         id: id.to_string(),
         from: from.to_string(),
     };
-    step("claim", to, &claim, Duration::from_secs(5))
-        .map_err(|e| format!("move {id}: {e}; nothing moved"))?;
-    let unclaim = || {
-        let _ = step(
+    // The claim may wait for a change B is making (one at a time per
+    // cell): give it as long as a guest answer.
+    let unclaim = || -> String {
+        let r = step(
             "unclaim",
             to,
             &Request::Unclaim { id: id.to_string() },
-            Duration::from_secs(5),
+            answer_within,
         );
+        match r {
+            Ok(()) => String::new(),
+            Err(e) => format!(
+                " (and dropping {to}'s claim failed: {e}; `cellvm unclaim {to} {id}` drops it)"
+            ),
+        }
     };
+    if let Err(e) = step("claim", to, &claim, answer_within) {
+        // A claim this side gave up on may still be taken there: drop it
+        // (refused, harmlessly, when there is none).
+        let _ = api_call(to, &Request::Unclaim { id: id.to_string() }, answer_within);
+        return Err(format!("move {id}: {e}; nothing moved"));
+    }
     let disable = Request::Disable {
         id: id.to_string(),
         force: false,
         timeout_ms: Some(guest_ms),
     };
     if let Err(e) = step("disable", from, &disable, answer_within) {
-        unclaim();
+        let also = unclaim();
         return Err(format!(
-            "move {id}: {from} did not give it up ({e}); nothing moved"
+            "move {id}: {from} did not give it up ({e}); nothing moved{also}"
         ));
     }
     let enable = Request::Enable {
@@ -79,14 +91,15 @@ pub fn move_device(id: &str, from: &str, to: &str, timeout_s: u64) -> Result<u8,
         timeout_ms: Some(guest_ms),
     };
     if let Err(e) = step("enable", to, &enable, answer_within) {
-        unclaim();
+        let also = unclaim();
         return match step("enable", from, &enable, answer_within) {
             Ok(()) => Err(format!(
-                "move {id}: {to} did not take it ({e}); the device is back with {from}"
+                "move {id}: {to} did not take it ({e}); the device is back with {from}{also}"
             )),
             Err(back) => Err(format!(
                 "move {id}: {to} did not take it ({e}), and giving it back to {from} failed \
-                 ({back}): {id} is reserved in both cells; cellvm enable {from} {id} retries"
+                 ({back}){also}: see `cellvm devices {from}` and `cellvm devices {to}`; \
+                 `cellvm enable {from} {id}` retries"
             )),
         };
     }

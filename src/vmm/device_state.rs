@@ -68,12 +68,13 @@ fn conflict(message: String) -> ApiError {
 }
 
 impl Hotplug {
-    /// The current state of every boot-time device, by id.
-    pub fn boot_states(&self) -> Vec<(String, DeviceState)> {
+    /// Every boot-time device: id, the state its guest sees now, and its
+    /// state in the cell file.
+    pub fn boot_states(&self) -> Vec<(String, DeviceState, DeviceState)> {
         self.lock()
             .boot
             .iter()
-            .map(|(id, b)| (id.clone(), b.state))
+            .map(|(id, b)| (id.clone(), b.state, b.device.state()))
             .collect()
     }
 
@@ -168,7 +169,8 @@ impl Hotplug {
         })
     }
 
-    /// Enables (`okay`) or disables (`reserved`) the boot-time device `id`.
+    /// Enables (`okay`) or disables (`reserved`, or the boot state when
+    /// that is `disabled`) the boot-time device `id`.
     pub fn set_state(
         &self,
         id: &str,
@@ -196,30 +198,43 @@ impl Hotplug {
                 st.attached.clone(),
             )
         };
-        let is_okay = state == DeviceState::Okay;
-        if enable == is_okay {
+        if enable == (state == DeviceState::Okay) {
             return Err(conflict(format!("{id} is already {}", state.as_str())));
         }
+        if !enable && has_ivshmem(&device) {
+            return Err(ApiError::new(
+                ErrorKind::Unsupported,
+                format!("{id}: a bridge with ivshmem functions cannot be built again at run time, so it is not disabled"),
+            ));
+        }
+        let boot_state = device.state();
+        let target = if enable {
+            DeviceState::Okay
+        } else if boot_state == DeviceState::Okay {
+            DeviceState::Reserved
+        } else {
+            boot_state
+        };
         let generation = self.channel.agent_status().generation;
         // A flip applied by an agent that is gone was dropped with it: the
         // guest is back at the boot state.
         let live_flip = flip.filter(|(_, g)| *g == generation);
-        let outcome = if enable {
-            self.enable(&device, &slot, live_flip, generation, &attached, timeout)
+        let action = guest_action(target, boot_state, live_flip);
+        let (new_flip, model, guest_error) = if enable {
+            self.enable(
+                &device, &slot, &action, live_flip, generation, &attached, timeout,
+            )?
         } else {
-            self.disable(id, &slot, live_flip, generation, &attached, force, timeout)
+            self.disable(
+                id, &slot, &action, live_flip, generation, &attached, force, timeout,
+            )?
         };
-        let (new_flip, model, guest_error) = outcome?;
         let mut st = self.lock();
         let b = st
             .boot
             .get_mut(id)
             .ok_or_else(|| ApiError::new(ErrorKind::Internal, format!("{id} vanished")))?;
-        b.state = if enable {
-            DeviceState::Okay
-        } else {
-            DeviceState::Reserved
-        };
+        b.state = target;
         b.flip = new_flip;
         let old = std::mem::replace(&mut b.model, model);
         drop(st);
@@ -229,20 +244,42 @@ impl Hotplug {
         }
         Ok(DeviceStateResult {
             id: id.to_string(),
-            state: if enable { "okay" } else { "reserved" },
+            state: target.as_str(),
             forced: guest_error.is_some(),
             guest_error,
             elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
         })
     }
 
+    /// Carries out `action` with the guest: the flip afterwards.
+    fn ask_guest(
+        &self,
+        action: &GuestAction,
+        live_flip: Option<(OverlayId, u64)>,
+        generation: u64,
+        timeout: Duration,
+    ) -> Result<Option<(OverlayId, u64)>, crate::channel::ChannelError> {
+        match action {
+            GuestAction::Nothing => Ok(live_flip),
+            GuestAction::Remove(overlay) => self
+                .channel
+                .remove_overlay(*overlay, timeout)
+                .map(|()| None),
+            GuestAction::Apply(blob) => self
+                .channel
+                .apply_overlay(blob, timeout)
+                .map(|o| Some((o, generation))),
+        }
+    }
+
     /// Claims, builds, asks the guest; the new flip and the model.
-    #[allow(clippy::type_complexity)]
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn enable(
         &self,
         device: &DeviceConfig,
         slot: &PlacedDevice,
-        flip: Option<(OverlayId, u64)>,
+        action: &PlannedAction,
+        live_flip: Option<(OverlayId, u64)>,
         generation: u64,
         attached: &[crate::attach::AttachedDevice],
         timeout: Duration,
@@ -256,13 +293,7 @@ impl Hotplug {
     > {
         let id = device.id();
         // The overlay first: planning fails before anything is claimed.
-        let plan = match flip {
-            Some(_) => None,
-            None => Some(
-                crate::attach::plan_state(slot, DeviceState::Okay, &self.base_tree, attached)
-                    .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?,
-            ),
-        };
+        let action = self.resolve(action, slot, DeviceState::Okay, attached)?;
         self.claims
             .claim_device(device)
             .map_err(|e| conflict(e.to_string()))?;
@@ -276,22 +307,14 @@ impl Hotplug {
             Ok(m) => m,
             Err(e) => {
                 undo(None);
-                return Err(ApiError::new(ErrorKind::InvalidDevice, e.to_string()));
+                return Err(super::hotplug::build_error(e));
             }
         };
         if let Err(e) = model.start_workers(self.devices.seccomp()) {
             undo(Some(model));
             return Err(ApiError::new(ErrorKind::Internal, e.to_string()));
         }
-        let guest = match (flip, &plan) {
-            (Some((overlay, _)), _) => self.channel.remove_overlay(overlay, timeout).map(|()| None),
-            (None, Some(p)) => self
-                .channel
-                .apply_overlay(&p.overlay, timeout)
-                .map(|o| Some((o, generation))),
-            (None, None) => Ok(None),
-        };
-        match guest {
+        match self.ask_guest(&action, live_flip, generation, timeout) {
             Ok(new_flip) => Ok((new_flip, Some(model), None)),
             Err(e) => {
                 undo(Some(model));
@@ -302,13 +325,15 @@ impl Hotplug {
     }
 
     /// Asks the guest to let the device go; the new flip, no model, and
-    /// the guest's error when forced.
+    /// the guest's error when forced (the flip is then kept: a later call
+    /// tries to remove it again).
     #[allow(clippy::too_many_arguments, clippy::type_complexity)]
     fn disable(
         &self,
         id: &str,
         slot: &PlacedDevice,
-        flip: Option<(OverlayId, u64)>,
+        action: &PlannedAction,
+        live_flip: Option<(OverlayId, u64)>,
         generation: u64,
         attached: &[crate::attach::AttachedDevice],
         force: bool,
@@ -321,28 +346,111 @@ impl Hotplug {
         ),
         ApiError,
     > {
-        let guest = match flip {
-            Some((overlay, _)) => self.channel.remove_overlay(overlay, timeout).map(|()| None),
-            None => {
-                let plan = crate::attach::plan_state(
-                    slot,
-                    DeviceState::Reserved,
-                    &self.base_tree,
-                    attached,
-                )
-                .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?;
-                self.channel
-                    .apply_overlay(&plan.overlay, timeout)
-                    .map(|o| Some((o, generation)))
-            }
-        };
-        match guest {
+        let action = self.resolve(action, slot, DeviceState::Reserved, attached)?;
+        match self.ask_guest(&action, live_flip, generation, timeout) {
             Ok(new_flip) => Ok((new_flip, None, None)),
             Err(e) if force => {
                 log::warn!("disable {id}: guest failed ({e}); tearing down anyway (--force)");
-                Ok((None, None, Some(e.to_string())))
+                Ok((live_flip, None, Some(e.to_string())))
             }
             Err(e) => Err(channel_error(&e)),
         }
+    }
+
+    /// The overlay of a planned apply, built for `status`.
+    fn resolve(
+        &self,
+        action: &PlannedAction,
+        slot: &PlacedDevice,
+        status: DeviceState,
+        attached: &[crate::attach::AttachedDevice],
+    ) -> Result<GuestAction, ApiError> {
+        Ok(match action {
+            PlannedAction::Nothing => GuestAction::Nothing,
+            PlannedAction::Remove(o) => GuestAction::Remove(*o),
+            PlannedAction::Apply => GuestAction::Apply(
+                crate::attach::plan_state(slot, status, &self.base_tree, attached)
+                    .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?
+                    .overlay,
+            ),
+        })
+    }
+}
+
+/// What the guest must do to reach a state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PlannedAction {
+    /// The guest is there already.
+    Nothing,
+    /// Remove the overlay that took it from its boot state.
+    Remove(OverlayId),
+    /// Apply an overlay setting the status.
+    Apply,
+}
+
+/// A [`PlannedAction`] with its overlay built.
+enum GuestAction {
+    Nothing,
+    Remove(OverlayId),
+    Apply(Vec<u8>),
+}
+
+/// How the guest reaches `target` from where it is: its boot state, or
+/// the other side when `flip` (an overlay of the current agent) is there.
+fn guest_action(
+    target: DeviceState,
+    boot: DeviceState,
+    flip: Option<(OverlayId, u64)>,
+) -> PlannedAction {
+    let back_to_boot = (target == DeviceState::Okay) == (boot == DeviceState::Okay);
+    match (back_to_boot, flip) {
+        (true, Some((overlay, _))) => PlannedAction::Remove(overlay),
+        (true, None) | (false, Some(_)) => PlannedAction::Nothing,
+        (false, None) => PlannedAction::Apply,
+    }
+}
+
+/// Whether `device` is a bridge with ivshmem functions (built at boot only).
+fn has_ivshmem(device: &DeviceConfig) -> bool {
+    matches!(device, DeviceConfig::PciBridge(b)
+        if b.devices.iter().any(|d| matches!(d.kind, crate::config::PciDeviceKind::Ivshmem(_))))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OKAY: DeviceState = DeviceState::Okay;
+    const RESERVED: DeviceState = DeviceState::Reserved;
+
+    #[test]
+    fn the_guest_goes_back_to_its_boot_state_by_removing_the_flip_and_away_by_an_overlay() {
+        let flip = Some((OverlayId(7), 1));
+        // Boot okay: disable applies, enable removes what disable applied.
+        assert_eq!(guest_action(RESERVED, OKAY, None), PlannedAction::Apply);
+        assert_eq!(
+            guest_action(OKAY, OKAY, flip),
+            PlannedAction::Remove(OverlayId(7))
+        );
+        // Boot reserved: enable applies, disable removes.
+        assert_eq!(guest_action(OKAY, RESERVED, None), PlannedAction::Apply);
+        assert_eq!(
+            guest_action(RESERVED, RESERVED, flip),
+            PlannedAction::Remove(OverlayId(7))
+        );
+    }
+
+    #[test]
+    fn a_guest_already_at_the_target_is_sent_nothing() {
+        // The agent reloaded (its flips are gone): the guest is at its boot
+        // state, which is the target.
+        assert_eq!(guest_action(OKAY, OKAY, None), PlannedAction::Nothing);
+        assert_eq!(
+            guest_action(RESERVED, RESERVED, None),
+            PlannedAction::Nothing
+        );
+        // A forced disable kept a flip the guest may still have applied.
+        let flip = Some((OverlayId(3), 2));
+        assert_eq!(guest_action(OKAY, RESERVED, flip), PlannedAction::Nothing);
     }
 }

@@ -90,7 +90,8 @@ fn config_error(e: &ConfigError) -> ApiError {
     ApiError::new(ErrorKind::InvalidDevice, e.to_string())
 }
 
-fn build_error(e: VmmError) -> ApiError {
+/// The API error for a device model that could not be built.
+pub(super) fn build_error(e: VmmError) -> ApiError {
     let kind = match e {
         VmmError::NotAtRuntime { .. } => ErrorKind::Unsupported,
         VmmError::Bus(_) => ErrorKind::Conflict,

@@ -344,7 +344,8 @@ impl Cell {
         &self.layout
     }
 
-    /// The cell's boot-time PCI host bridges, in config order.
+    /// The cell's boot-time PCI host bridges that have a model now (not
+    /// reserved or disabled), in id order.
     pub fn pci_bridges(&self) -> Vec<Arc<Mutex<crate::pci::PciHostBridge>>> {
         self.hotplug.boot_bridges()
     }

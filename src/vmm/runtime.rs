@@ -261,14 +261,16 @@ impl CellRuntime {
             )
             .chain(layout.uarts.iter().cloned().map(PlacedDevice::Uart));
         for slot in placed.filter(|s| !is_attached(s.id())) {
-            let state = boot_states
+            use crate::config::DeviceState;
+            let (now, file) = boot_states
                 .iter()
-                .find(|(id, _)| id == slot.id())
-                .map_or(crate::config::DeviceState::Okay, |(_, s)| *s);
+                .find(|(id, _, _)| id == slot.id())
+                .map_or((DeviceState::Okay, DeviceState::Okay), |(_, n, f)| (*n, *f));
             out.push(DeviceInfo {
-                state: Some(match state {
-                    crate::config::DeviceState::Okay => "boot",
-                    other => other.as_str(),
+                state: Some(match (now, file) {
+                    (DeviceState::Okay, DeviceState::Okay) => "boot",
+                    (DeviceState::Okay, _) => "enabled",
+                    (other, _) => other.as_str(),
                 }),
                 mmio32: None,
                 ..placement(&slot)
