@@ -592,17 +592,25 @@ fn second_caller_waits_for_the_first_or_reports_busy() {
     });
     let h1 = h.clone();
     let first = thread::spawn(move || h1.ping(T));
-    // Wait until the first request is outstanding.
+    // Wait until the first request is outstanding (without posting a
+    // request of our own: a probe that got the slot would be retracted
+    // under the agent's hands).
     let deadline = Instant::now() + T;
-    while h.remove_overlay(OverlayId(1), Duration::from_millis(1)) != Err(ChannelError::Busy) {
+    while h.agent_status().pending_request.is_none() {
         assert!(
             Instant::now() < deadline,
             "first request never became outstanding"
         );
+        thread::yield_now();
     }
+    // The agent holds the first request until told: a second caller with
+    // a short timeout is told busy, one with a long timeout waits its turn.
+    assert_eq!(
+        h.remove_overlay(OverlayId(1), Duration::from_millis(1)),
+        Err(ChannelError::Busy)
+    );
     let h2 = h.clone();
     let second = thread::spawn(move || h2.remove_overlay(OverlayId(1), T));
-    thread::sleep(Duration::from_millis(30));
     tx.send(()).unwrap();
     assert_eq!(first.join().unwrap(), Ok(vec![]));
     assert_eq!(second.join().unwrap(), Ok(()));

@@ -219,15 +219,29 @@ impl Hotplug {
         // A flip applied by an agent that is gone was dropped with it: the
         // guest is back at the boot state.
         let live_flip = flip.filter(|(_, g)| *g == generation);
-        let action = guest_action(target, boot_state, live_flip);
-        let (new_flip, model, guest_error) = if enable {
-            self.enable(
-                &device, &slot, &action, live_flip, generation, &attached, timeout,
-            )?
+        // The overlay first: planning fails before anything is claimed.
+        let action = self.resolve(
+            guest_action(target, boot_state, live_flip),
+            &slot,
+            target,
+            &attached,
+        )?;
+        let change = Change {
+            device: &device,
+            slot: &slot,
+            action,
+            live_flip,
+            generation,
+            timeout,
+        };
+        let Outcome {
+            flip: new_flip,
+            model,
+            guest_error,
+        } = if enable {
+            self.enable(&change)?
         } else {
-            self.disable(
-                id, &slot, &action, live_flip, generation, &attached, force, timeout,
-            )?
+            self.disable(&change, force)?
         };
         let mut st = self.lock();
         let b = st
@@ -251,51 +265,29 @@ impl Hotplug {
         })
     }
 
-    /// Carries out `action` with the guest: the flip afterwards.
+    /// Carries out the change's guest action: the flip afterwards.
     fn ask_guest(
         &self,
-        action: &GuestAction,
-        live_flip: Option<(OverlayId, u64)>,
-        generation: u64,
-        timeout: Duration,
+        c: &Change<'_>,
     ) -> Result<Option<(OverlayId, u64)>, crate::channel::ChannelError> {
-        match action {
-            GuestAction::Nothing => Ok(live_flip),
+        match &c.action {
+            GuestAction::Nothing => Ok(c.live_flip),
             GuestAction::Remove(overlay) => self
                 .channel
-                .remove_overlay(*overlay, timeout)
+                .remove_overlay(*overlay, c.timeout)
                 .map(|()| None),
             GuestAction::Apply(blob) => self
                 .channel
-                .apply_overlay(blob, timeout)
-                .map(|o| Some((o, generation))),
+                .apply_overlay(blob, c.timeout)
+                .map(|o| Some((o, c.generation))),
         }
     }
 
-    /// Claims, builds, asks the guest; the new flip and the model.
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-    fn enable(
-        &self,
-        device: &DeviceConfig,
-        slot: &PlacedDevice,
-        action: &PlannedAction,
-        live_flip: Option<(OverlayId, u64)>,
-        generation: u64,
-        attached: &[crate::attach::AttachedDevice],
-        timeout: Duration,
-    ) -> Result<
-        (
-            Option<(OverlayId, u64)>,
-            Option<DeviceModel>,
-            Option<String>,
-        ),
-        ApiError,
-    > {
-        let id = device.id();
-        // The overlay first: planning fails before anything is claimed.
-        let action = self.resolve(action, slot, DeviceState::Okay, attached)?;
+    /// Claims, builds, asks the guest: the new flip and the model.
+    fn enable(&self, c: &Change<'_>) -> Result<Outcome, ApiError> {
+        let id = c.device.id();
         self.claims
-            .claim_device(device)
+            .claim_device(c.device)
             .map_err(|e| conflict(e.to_string()))?;
         let undo = |model: Option<DeviceModel>| {
             if let Some(m) = model {
@@ -303,7 +295,7 @@ impl Hotplug {
             }
             self.claims.release_device(id);
         };
-        let mut model = match self.devices.build(device, slot, true) {
+        let mut model = match self.devices.build(c.device, c.slot, true) {
             Ok(m) => m,
             Err(e) => {
                 undo(None);
@@ -314,8 +306,12 @@ impl Hotplug {
             undo(Some(model));
             return Err(ApiError::new(ErrorKind::Internal, e.to_string()));
         }
-        match self.ask_guest(&action, live_flip, generation, timeout) {
-            Ok(new_flip) => Ok((new_flip, Some(model), None)),
+        match self.ask_guest(c) {
+            Ok(flip) => Ok(Outcome {
+                flip,
+                model: Some(model),
+                guest_error: None,
+            }),
             Err(e) => {
                 undo(Some(model));
                 log::warn!("enable {id} refused: {e}; nothing changed");
@@ -324,34 +320,24 @@ impl Hotplug {
         }
     }
 
-    /// Asks the guest to let the device go; the new flip, no model, and
+    /// Asks the guest to let the device go: the new flip, no model, and
     /// the guest's error when forced (the flip is then kept: a later call
     /// tries to remove it again).
-    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
-    fn disable(
-        &self,
-        id: &str,
-        slot: &PlacedDevice,
-        action: &PlannedAction,
-        live_flip: Option<(OverlayId, u64)>,
-        generation: u64,
-        attached: &[crate::attach::AttachedDevice],
-        force: bool,
-        timeout: Duration,
-    ) -> Result<
-        (
-            Option<(OverlayId, u64)>,
-            Option<DeviceModel>,
-            Option<String>,
-        ),
-        ApiError,
-    > {
-        let action = self.resolve(action, slot, DeviceState::Reserved, attached)?;
-        match self.ask_guest(&action, live_flip, generation, timeout) {
-            Ok(new_flip) => Ok((new_flip, None, None)),
+    fn disable(&self, c: &Change<'_>, force: bool) -> Result<Outcome, ApiError> {
+        match self.ask_guest(c) {
+            Ok(flip) => Ok(Outcome {
+                flip,
+                model: None,
+                guest_error: None,
+            }),
             Err(e) if force => {
+                let id = c.device.id();
                 log::warn!("disable {id}: guest failed ({e}); tearing down anyway (--force)");
-                Ok((live_flip, None, Some(e.to_string())))
+                Ok(Outcome {
+                    flip: c.live_flip,
+                    model: None,
+                    guest_error: Some(e.to_string()),
+                })
             }
             Err(e) => Err(channel_error(&e)),
         }
@@ -360,14 +346,14 @@ impl Hotplug {
     /// The overlay of a planned apply, built for `status`.
     fn resolve(
         &self,
-        action: &PlannedAction,
+        action: PlannedAction,
         slot: &PlacedDevice,
         status: DeviceState,
         attached: &[crate::attach::AttachedDevice],
     ) -> Result<GuestAction, ApiError> {
         Ok(match action {
             PlannedAction::Nothing => GuestAction::Nothing,
-            PlannedAction::Remove(o) => GuestAction::Remove(*o),
+            PlannedAction::Remove(o) => GuestAction::Remove(o),
             PlannedAction::Apply => GuestAction::Apply(
                 crate::attach::plan_state(slot, status, &self.base_tree, attached)
                     .map_err(|e| ApiError::new(ErrorKind::Internal, e.to_string()))?
@@ -386,6 +372,25 @@ enum PlannedAction {
     Remove(OverlayId),
     /// Apply an overlay setting the status.
     Apply,
+}
+
+/// One state change as `set_state` decided it.
+struct Change<'a> {
+    device: &'a DeviceConfig,
+    slot: &'a PlacedDevice,
+    action: GuestAction,
+    /// The overlay of the current agent that flipped the device, if any.
+    live_flip: Option<(OverlayId, u64)>,
+    generation: u64,
+    timeout: Duration,
+}
+
+/// What a change leaves: the flip, the model (enable), and the guest's
+/// error when a disable was forced.
+struct Outcome {
+    flip: Option<(OverlayId, u64)>,
+    model: Option<DeviceModel>,
+    guest_error: Option<String>,
 }
 
 /// A [`PlannedAction`] with its overlay built.
