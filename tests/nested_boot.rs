@@ -993,7 +993,7 @@ fn a_reserved_disk_enabled_at_run_time_appears_in_the_guest_and_goes_when_disabl
     let enable = &steps["enable"];
     assert_eq!(api_rcs(enable), [0], "{enable}");
     assert!(enable.contains("state=okay"), "{enable}");
-    assert!(enable.contains("id=flash0=boot"), "{enable}");
+    assert!(enable.contains("id=flash0=enabled"), "{enable}");
     assert!(enable.contains("claims flash=1 boot=1"), "{enable}");
     assert_eq!(guest_disks(&steps, "enable", "enabled"), 2, "{enable}");
     let disable = &steps["disable"];
