@@ -72,12 +72,17 @@ agent_mode() {
 # "CELLVM-DEVICES TAG: <its devices>"; print every guest line since the
 # previous guest_sync up to that one. A guest that answers is alive.
 seen=0
+# A second snapshot (TAG-end) is asked for right after: once its line
+# starts, TAG's line is whole in the log (the guest prints it byte by byte
+# through the UART; reading it earlier could cut it short).
 guest_sync() {
     send "devices $1"
-    wait_count "^CELLVM-DEVICES $1:" 1 || return 1
+    send "devices $1-end"
+    wait_count "^CELLVM-DEVICES $1-end:" 1 || return 1
     _end="$(grep -n "^CELLVM-DEVICES $1:" "$log" | head -n 1 | cut -d: -f1)"
     sed -n "$((seen + 1)),${_end}p" "$log" |
-        grep '^CELLVM-\(DEV[+-] \|DEVICES \|KMSG: \|AGENT-\)' | sed 's/^/guest: /'
+        grep '^CELLVM-\(DEV[+-] \|DEVICES \|KMSG: \|AGENT-\)' |
+        grep -v '^CELLVM-DEVICES [^:]*-end:' | sed 's/^/guest: /'
     seen="$_end"
 }
 # host_devices TAG: the cell's device list as JSON, on one line.
