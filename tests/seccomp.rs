@@ -298,11 +298,16 @@ fn cell_threads(on: bool) {
     asm.halt_forever();
     common::guest::write_elf(dir.path(), "guest.elf", &asm);
     let file = dir.path().join("cell.toml");
+    // Cells claim their names host-wide (docs/partitioning.md) and these
+    // child processes may run at the same time: one name each.
     std::fs::write(
         &file,
-        "name = \"seccomp-threads\"\n[cpus]\ncount = 1\n[[memory]]\nsize = \"64M\"\n\
-         [kernel]\npath = \"guest.elf\"\n[console]\noutput = \"none\"\ninput = \"none\"\n\
-         [[virtio_mmio]]\nid = \"rng0\"\nkind = \"rng\"\n",
+        format!(
+            "name = \"seccomp-threads-{}\"\n[cpus]\ncount = 1\n[[memory]]\nsize = \"64M\"\n\
+             [kernel]\npath = \"guest.elf\"\n[console]\noutput = \"none\"\ninput = \"none\"\n\
+             [[virtio_mmio]]\nid = \"rng0\"\nkind = \"rng\"\n",
+            std::process::id()
+        ),
     )
     .unwrap();
     let cfg =
