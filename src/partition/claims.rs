@@ -235,14 +235,9 @@ fn how(mode: Mode, exclusive: &'static str, shared: &'static str) -> &'static st
 /// Who other than cell `me` holds `key` according to the records in `dir`,
 /// for a message about `resource`.
 fn holders_of(dir: &Path, me: &str, resource: &Resource, key: &Key) -> String {
-    let found: Vec<String> = running_cells(dir)
-        .into_iter()
-        .filter(|h| h.cell != me)
-        .filter(|h| match key {
-            Key::Name(n) => &h.cell == n,
-            _ => h.claims.iter().any(|c| key.claimed_by(c)),
-        })
-        .map(|h| h.to_string())
+    let found: Vec<String> = holders(dir, me, key)
+        .iter()
+        .map(ToString::to_string)
         .collect();
     if found.is_empty() {
         match resource {
@@ -351,10 +346,19 @@ fn claim_image(dir: &Path, me: &str, u: &Use, path: &Path) -> Result<ImageClaim,
 
 /// The names of the running cells other than `me` whose records claim `key`.
 fn holder_names(dir: &Path, me: &str, key: &Key) -> Vec<String> {
+    holders(dir, me, key).into_iter().map(|h| h.cell).collect()
+}
+
+/// The running cells other than `me` whose records hold `key` (a name is
+/// held by the cell of that name).
+fn holders(dir: &Path, me: &str, key: &Key) -> Vec<Holder> {
     running_cells(dir)
         .into_iter()
-        .filter(|h| h.cell != me && h.claims.iter().any(|c| key.claimed_by(c)))
-        .map(|h| h.cell)
+        .filter(|h| h.cell != me)
+        .filter(|h| match key {
+            Key::Name(n) => &h.cell == n,
+            _ => h.claims.iter().any(|c| key.claimed_by(c)),
+        })
         .collect()
 }
 
@@ -410,7 +414,9 @@ impl CellClaims {
         // The record is this cell's from now on: a refusal below must not
         // show the previous run's.
         claims.write_record()?;
-        for u in super::uses(cell) {
+        // The pinned CPUs only: `uses` would also resolve every image path,
+        // which the device claims below do by opening the images.
+        for u in super::cpu_uses(cell) {
             let Resource::HostCpu(c) = u.resource else {
                 continue;
             };

@@ -176,18 +176,7 @@ pub fn uses(cell: &CellConfig) -> Vec<Use> {
         mode: Mode::Exclusive,
         field: "name".to_string(),
     }];
-    if let Some(pin) = &cell.cpus.pin {
-        let mode = if cell.cpus.shared {
-            Mode::Shared
-        } else {
-            Mode::Exclusive
-        };
-        out.extend(pin.iter().enumerate().map(|(i, &cpu)| Use {
-            resource: Resource::HostCpu(cpu),
-            mode,
-            field: format!("cpus.pin[{i}]"),
-        }));
-    }
+    out.extend(cpu_uses(cell));
     // A reserved or disabled device uses nothing: another cell may own it.
     let in_use = |s: crate::config::DeviceState| s == crate::config::DeviceState::Okay;
     for (i, dev) in cell.virtio_mmio.iter().enumerate() {
@@ -210,6 +199,24 @@ pub fn uses(cell: &CellConfig) -> Vec<Use> {
         }
     }
     out
+}
+
+/// The host CPUs `cell` pins, shared or exclusive (`cpus.shared`).
+pub fn cpu_uses(cell: &CellConfig) -> Vec<Use> {
+    let mode = if cell.cpus.shared {
+        Mode::Shared
+    } else {
+        Mode::Exclusive
+    };
+    let pins = cell.cpus.pin.as_deref().unwrap_or_default();
+    pins.iter()
+        .enumerate()
+        .map(|(i, &cpu)| Use {
+            resource: Resource::HostCpu(cpu),
+            mode,
+            field: format!("cpus.pin[{i}]"),
+        })
+        .collect()
 }
 
 /// The images one device uses (a block device's, or those of the block

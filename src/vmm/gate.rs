@@ -21,6 +21,7 @@
 //! - A cell created with `--paused` starts with the gate closed: its vCPU
 //!   threads exist but have never run guest code until the first resume.
 
+use std::sync::atomic::{AtomicBool, Ordering as AtomicOrdering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 use thiserror::Error;
@@ -58,6 +59,10 @@ struct State {
 pub struct RunGate {
     state: Mutex<State>,
     changed: Condvar,
+    /// `paused && !released`, readable without the lock: [`RunGate::pass`]
+    /// runs before every `KVM_RUN`, and an open gate must cost a vCPU no
+    /// lock (a closed one is rare). Written under the lock, before kicks.
+    closed: AtomicBool,
 }
 
 impl RunGate {
@@ -70,6 +75,7 @@ impl RunGate {
                 ..State::default()
             }),
             changed: Condvar::new(),
+            closed: AtomicBool::new(paused),
         }
     }
 
@@ -90,6 +96,12 @@ impl RunGate {
     /// vCPU side: returns at once when the gate is open, else parks until
     /// it opens or is released.
     pub fn pass(&self) {
+        // A pause that closes the gate just after this load kicks this
+        // thread out of the KVM_RUN it is about to enter (immediate_exit),
+        // and the next pass sees the gate closed.
+        if !self.closed.load(AtomicOrdering::Acquire) {
+            return;
+        }
         let mut st = crate::sync::lock(&self.state);
         if !st.paused || st.released {
             return;
@@ -114,6 +126,7 @@ impl RunGate {
             return Err(GateError::Stopping);
         }
         st.paused = true;
+        self.closed.store(true, AtomicOrdering::Release);
         // Kicks go out under the lock: once `release` has returned (and the
         // cell joins its vCPU threads) no kick can reach a joined thread.
         for t in &st.threads {
@@ -144,6 +157,7 @@ impl RunGate {
             return Err(GateError::Stopping);
         }
         st.paused = false;
+        self.closed.store(false, AtomicOrdering::Release);
         self.changed.notify_all();
         Ok(())
     }
@@ -152,6 +166,7 @@ impl RunGate {
     pub fn release(&self) {
         let mut st = crate::sync::lock(&self.state);
         st.released = true;
+        self.closed.store(false, AtomicOrdering::Release);
         self.changed.notify_all();
     }
 }
