@@ -91,9 +91,13 @@ fn a_move_between_cells_without_agents_is_refused_before_anything_changes() {
     let b = rig.start(&rig.cell("b", "", &disk("reserved")));
     let err = fails(&rig, &["move", "d", "--from", "a", "--to", "b"]);
     assert!(
-        err.contains("move d: cell a: no_agent: its guest agent is not ready; nothing moved"),
+        err.contains("no_agent: move d: cell a: its guest agent is not ready; nothing moved"),
         "{err}"
     );
+    // Every step the move took is printed, the failing one marked.
+    let out = rig.cellvm(&["move", "d", "--from", "a", "--to", "b"]);
+    let steps = String::from_utf8_lossy(&out.stdout);
+    assert!(steps.contains("check    a"), "{steps}");
     assert_eq!(state(&rig, "a", "d"), "boot");
     assert_eq!(state(&rig, "b", "d"), "reserved");
     // a still holds the image.

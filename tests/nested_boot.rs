@@ -1081,16 +1081,56 @@ fn a_bmc_that_refuses_leaves_the_flash_with_the_host_and_usable() {
 }
 
 #[test]
-fn twenty_round_trips_keep_the_flash_data() {
+fn fifty_moves_keep_the_flash_data() {
     let steps = scenario_steps("handover");
     let s = &steps["back-and-forth"];
-    assert!(s.contains("round trips: 20 of 20"), "{s}");
+    assert!(s.contains("round trips: 25 of 25"), "{s}");
     assert!(s.contains("host: CELLVM-BLK-READ: new-firmware"), "{s}");
-    let end = &steps["end"];
+}
+
+#[test]
+fn a_host_guest_with_the_flash_mounted_refuses_to_let_it_go() {
+    let steps = scenario_steps("handover");
+    let s = &steps["host-refuses"];
+    assert!(s.contains("host: CELLVM-BLK-MOUNT rc=0"), "{s}");
+    // Refused by the guest's consent hook; once unmounted it moves.
+    assert_eq!(api_rcs(s), [1, 0, 0], "{s}");
     assert!(
-        end.contains("host exit=0") && end.contains("bmc exit=0"),
-        "{end}"
+        s.contains("guest_refused") && s.contains("host did not give it up"),
+        "{s}"
     );
+    assert!(s.contains("nothing moved"), "{s}");
+    assert!(s.contains("bmc: CELLVM-BLK-READ: after-mount"), "{s}");
+}
+
+#[test]
+fn a_bmc_that_dies_mid_move_leaves_the_flash_with_the_host() {
+    let steps = scenario_steps("handover");
+    let s = &steps["bmc-dies"];
+    assert!(s.contains("move rc=1"), "{s}");
+    assert!(
+        s.contains("bmc did not take it") && s.contains("the device is back with host"),
+        "{s}"
+    );
+    assert!(s.contains("host: CELLVM-BLK-READ: after-mount"), "{s}");
+    let claims = line_value(&steps, "bmc-dies", "claims:");
+    assert!(claims.starts_with("cell host read-write "), "{claims}");
+    assert!(!claims.contains("cell bmc"), "{claims}");
+}
+
+#[test]
+fn a_host_that_dies_mid_move_leaves_the_bmc_a_claim_it_can_enable() {
+    let steps = scenario_steps("handover");
+    let s = &steps["host-dies"];
+    assert!(s.contains("move rc=1"), "{s}");
+    // Only the BMC holds the image (its pending claim); enable confirms it.
+    let claims = line_value(&steps, "host-dies", "claims:");
+    assert!(claims.starts_with("cell bmc read-write "), "{claims}");
+    assert!(!claims.contains("cell host"), "{claims}");
+    assert_eq!(api_rcs(s), [0], "{s}");
+    assert!(s.contains("bmc: CELLVM-BLK-READ: after-mount"), "{s}");
+    let end = &steps["end"];
+    assert!(end.contains("bmc exit=0"), "{end}");
 }
 
 #[test]

@@ -21,6 +21,17 @@
  * queues work; messages are copied, answered and overlays applied/removed in
  * an ordered workqueue, under agent->lock, never in IRQ context.
  *
+ * CONSENT: before a device leaves the guest (an overlay that sets a node's
+ * status to something other than "okay", or the removal of an overlay,
+ * which takes away the nodes it created or re-disables the nodes it
+ * enabled), the agent runs the program in the module parameter
+ * consent_hook (default /sbin/cellvm-consent) once per node:
+ * `HOOK disable|remove NODE-PATH`. Exit status 0 lets the node go; anything
+ * else refuses the whole request with NAK -EBUSY (nothing changes). No
+ * program at that path means consent; an empty parameter never asks. This
+ * is seed 001's "userspace arbitrates, then tells the kernel": e.g. a hook
+ * that refuses while a disk of that node is mounted.
+ *
  * TEST HOOK: the module parameter test_mode (below) makes the agent refuse
  * or ignore the host's requests, for cellvm's rollback tests. It is 0
  * (normal) unless someone writes it; never set it outside tests.
@@ -33,12 +44,15 @@
 #include <linux/module.h>
 #include <linux/mutex.h>
 #include <linux/notifier.h>
+#include <linux/moduleparam.h>
 #include <linux/of.h>
+#include <linux/of_fdt.h>
 #include <linux/of_platform.h>
 #include <linux/platform_device.h>
 #include <linux/reboot.h>
 #include <linux/slab.h>
 #include <linux/string.h>
+#include <linux/umh.h>
 #include <linux/unaligned.h>
 #include <linux/workqueue.h>
 
@@ -155,6 +169,7 @@ struct cv_overlay {
 	struct list_head list;
 	int id;
 	struct list_head nodes; /* struct cv_node, in creation order */
+	struct list_head enabled; /* struct cv_node: nodes it set "okay" */
 };
 
 struct cv_agent {
@@ -369,16 +384,135 @@ static void cv_free_held(struct cv_agent *ag)
 
 /* ---- overlays ---- */
 
-static void cv_free_overlay(struct cv_overlay *ov)
+static void cv_free_nodes(struct list_head *nodes)
 {
 	struct cv_node *n, *tmp;
 
-	list_for_each_entry_safe(n, tmp, &ov->nodes, list) {
+	list_for_each_entry_safe(n, tmp, nodes, list) {
 		list_del(&n->list);
 		kfree(n->path);
 		kfree(n);
 	}
+}
+
+static void cv_free_overlay(struct cv_overlay *ov)
+{
+	cv_free_nodes(&ov->nodes);
+	cv_free_nodes(&ov->enabled);
 	kfree(ov);
+}
+
+/* ---- consent (see CONSENT at the top) ---- */
+
+static char *consent_hook = "/sbin/cellvm-consent";
+module_param(consent_hook, charp, 0644);
+MODULE_PARM_DESC(consent_hook,
+		 "program asked before a device leaves the guest: HOOK disable|remove NODE-PATH; exit 0 lets it go, anything else refuses the request (EBUSY); no such program = consent; empty = never ask");
+
+static int cv_add_node(struct list_head *list, const char *path)
+{
+	struct cv_node *n = kzalloc(sizeof(*n), GFP_KERNEL);
+
+	if (!n)
+		return -ENOMEM;
+	n->path = kstrdup(path, GFP_KERNEL);
+	if (!n->path) {
+		kfree(n);
+		return -ENOMEM;
+	}
+	list_add_tail(&n->list, list);
+	return 0;
+}
+
+/*
+ * The status changes of overlay @blob: the target-path of every fragment
+ * whose __overlay__ sets "status", on @enabled when it is "okay" (or "ok"),
+ * else on @disabled. Fragments that target a phandle are not looked at
+ * (cellvm's status changes use target-path).
+ */
+static int cv_status_changes(const void *blob, u32 len,
+			     struct list_head *disabled,
+			     struct list_head *enabled)
+{
+	struct device_node *root = NULL, *frag;
+	void *mem;
+	int ret = 0;
+
+	if (len < 8 || get_unaligned_be32(blob + 4) > len)
+		return -EINVAL;
+	mem = of_fdt_unflatten_tree((const unsigned long *)blob, NULL, &root);
+	if (!mem || !root) {
+		kfree(mem);
+		return -EINVAL;
+	}
+	for_each_child_of_node(root, frag) {
+		struct device_node *ov = of_get_child_by_name(frag, "__overlay__");
+		const char *target, *status;
+
+		if (ov && !of_property_read_string(frag, "target-path", &target) &&
+		    !of_property_read_string(ov, "status", &status)) {
+			bool okay = !strcmp(status, "okay") || !strcmp(status, "ok");
+
+			ret = cv_add_node(okay ? enabled : disabled, target);
+		}
+		of_node_put(ov);
+		if (ret) {
+			of_node_put(frag);
+			break;
+		}
+	}
+	kfree(mem);
+	return ret;
+}
+
+/* Asks the consent hook whether @path may go (@action: disable|remove). */
+static int cv_ask_consent(struct cv_agent *ag, const char *action,
+			  const char *path)
+{
+	static char *envp[] = { "HOME=/", "PATH=/sbin:/bin:/usr/sbin:/usr/bin",
+				NULL };
+	char *argv[4];
+	char *hook;
+	int ret;
+
+	kernel_param_lock(THIS_MODULE);
+	hook = consent_hook ? kstrdup(consent_hook, GFP_KERNEL) : NULL;
+	kernel_param_unlock(THIS_MODULE);
+	if (!hook || !hook[0]) {
+		kfree(hook);
+		return 0;
+	}
+	argv[0] = hook;
+	argv[1] = (char *)action;
+	argv[2] = (char *)path;
+	argv[3] = NULL;
+	ret = call_usermodehelper(hook, argv, envp, UMH_WAIT_PROC);
+	if (ret == -ENOENT) {
+		ret = 0;
+	} else if (ret) {
+		dev_info(ag->dev,
+			 "consent hook %s refused to %s %s (%s %d): keeping it\n",
+			 hook, action, path, ret > 0 ? "exit status" : "error",
+			 ret > 0 ? (ret >> 8) & 0xff : ret);
+		ret = -EBUSY;
+	}
+	kfree(hook);
+	return ret;
+}
+
+/* Asks for every node of @nodes; the first refusal wins. */
+static int cv_consent_all(struct cv_agent *ag, const char *action,
+			  struct list_head *nodes)
+{
+	struct cv_node *n;
+	int ret;
+
+	list_for_each_entry(n, nodes, list) {
+		ret = cv_ask_consent(ag, action, n->path);
+		if (ret)
+			return ret;
+	}
+	return 0;
 }
 
 /*
@@ -468,18 +602,25 @@ static int cv_remove_overlay(struct cv_agent *ag, struct cv_overlay *ov)
 	return 0;
 }
 
-/* Applies @blob; on success *@id is the overlay changeset id. */
+/*
+ * Applies @blob; on success *@id is the overlay changeset id. The nodes on
+ * @enabled (the ones it sets "okay") move to the overlay, either way.
+ */
 static int cv_apply_overlay(struct cv_agent *ag, const void *blob, u32 len,
-			    int *id)
+			    int *id, struct list_head *enabled)
 {
 	struct cv_overlay *ov;
 	int ret, rm;
 
 	ov = kzalloc(sizeof(*ov), GFP_KERNEL);
-	if (!ov)
+	if (!ov) {
+		cv_free_nodes(enabled);
 		return -ENOMEM;
+	}
 	INIT_LIST_HEAD(&ov->nodes);
+	INIT_LIST_HEAD(&ov->enabled);
 	INIT_LIST_HEAD(&ov->list);
+	list_splice_init(enabled, &ov->enabled);
 
 	WRITE_ONCE(ag->capture_list, &ov->nodes);
 	WRITE_ONCE(ag->capture_task, current);
@@ -521,10 +662,22 @@ static void cv_handle_apply(struct cv_agent *ag, u32 seq, const void *p,
 			    u32 len)
 {
 	struct cv_overlay *ov;
+	LIST_HEAD(disabled);
+	LIST_HEAD(enabled);
 	__le32 le_id;
 	int id = 0, ret;
 
-	ret = cv_apply_overlay(ag, p, len, &id);
+	/* A status change that takes a device away needs consent first. */
+	ret = cv_status_changes(p, len, &disabled, &enabled);
+	if (!ret)
+		ret = cv_consent_all(ag, "disable", &disabled);
+	cv_free_nodes(&disabled);
+	if (ret) {
+		cv_free_nodes(&enabled);
+		cv_send(ag, CV_OP_NAK, seq, ret, NULL, 0);
+		return;
+	}
+	ret = cv_apply_overlay(ag, p, len, &id, &enabled);
 	if (ret) {
 		dev_warn(ag->dev, "overlay apply (%u bytes) failed: %d\n", len,
 			 ret);
@@ -565,6 +718,14 @@ static void cv_handle_remove(struct cv_agent *ag, u32 seq, const void *p,
 	ov = id <= INT_MAX ? cv_find_overlay(ag, (int)id) : NULL;
 	if (!ov) {
 		cv_send(ag, CV_OP_NAK, seq, -ENOENT, NULL, 0);
+		return;
+	}
+	/* Its nodes leave the guest: created ones go, enabled ones go back. */
+	ret = cv_consent_all(ag, "remove", &ov->nodes);
+	if (!ret)
+		ret = cv_consent_all(ag, "remove", &ov->enabled);
+	if (ret) {
+		cv_send(ag, CV_OP_NAK, seq, ret, NULL, 0);
 		return;
 	}
 	ret = cv_remove_overlay(ag, ov);

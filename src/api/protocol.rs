@@ -100,6 +100,18 @@ pub enum Request {
         /// The device id.
         id: String,
     },
+    /// Hand device `id` of this cell to the running cell `to` (both guests
+    /// consent: this guest disables it, `to`'s enables it; see
+    /// [`handover`](super::handover)).
+    Move {
+        /// The device id.
+        id: String,
+        /// The receiving cell.
+        to: String,
+        /// How long each guest may take to answer (default 10 s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
     /// Disable an `okay` device of the cell file (the guest removes it; it
     /// becomes `reserved`).
     Disable {
@@ -149,6 +161,10 @@ pub struct ApiError {
     pub kind: ErrorKind,
     /// What was wrong, for people.
     pub message: String,
+    /// What was done before it went wrong, for requests that do several
+    /// things (`move`: its [`MoveReport`](super::handover::MoveReport)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<serde_json::Value>,
 }
 
 impl ApiError {
@@ -157,6 +173,26 @@ impl ApiError {
         ApiError {
             kind,
             message: message.into(),
+            detail: None,
+        }
+    }
+}
+
+impl ErrorKind {
+    /// The name scripts see (`guest_refused`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::BadRequest => "bad_request",
+            ErrorKind::InvalidDevice => "invalid_device",
+            ErrorKind::Conflict => "conflict",
+            ErrorKind::NotFound => "not_found",
+            ErrorKind::GuestRefused => "guest_refused",
+            ErrorKind::GuestTimeout => "guest_timeout",
+            ErrorKind::NoAgent => "no_agent",
+            ErrorKind::Unsupported => "unsupported",
+            ErrorKind::Stopping => "stopping",
+            ErrorKind::Internal => "internal",
+            ErrorKind::Busy => "busy",
         }
     }
 }
@@ -214,6 +250,8 @@ pub enum Reply {
     Shutdown(ShutdownResult),
     /// `enable`, `disable`.
     DeviceState(DeviceStateResult),
+    /// `move`.
+    Moved(super::handover::MoveReport),
 }
 
 /// `enable` / `disable`: the device's state now.

@@ -340,3 +340,36 @@ fn the_client_refuses_an_endless_answer_and_bounds_a_silent_one() {
     assert!(e.contains("no answer within"), "{e}");
     assert!(started.elapsed() < Duration::from_secs(3));
 }
+
+#[test]
+fn error_kind_names_are_the_names_scripts_see_in_json() {
+    use protocol::ErrorKind::*;
+    for kind in [
+        BadRequest,
+        InvalidDevice,
+        Conflict,
+        NotFound,
+        GuestRefused,
+        GuestTimeout,
+        NoAgent,
+        Unsupported,
+        Stopping,
+        Internal,
+        Busy,
+    ] {
+        assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
+    }
+}
+
+#[test]
+fn a_move_request_parses_with_its_receiving_cell() {
+    let r = parse_request(r#"{"op": "move", "id": "flash0", "to": "bmc"}"#).unwrap();
+    assert_eq!(
+        r,
+        Request::Move {
+            id: "flash0".into(),
+            to: "bmc".into(),
+            timeout_ms: None
+        }
+    );
+}

@@ -12,6 +12,7 @@
 use super::gate::{GateError, RunGate};
 use super::hotplug::{channel_error, placement, Hotplug, DEFAULT_GUEST_TIMEOUT};
 use super::vcpu::ExitCounters;
+use crate::api::handover::{self, MoveSide, RemoteCell};
 use crate::api::protocol::{
     ApiError, DeviceInfo, DeviceStats, ErrorKind, MemoryInfo, Reply, Request, ShutdownResult,
     StateInfo, StatsInfo, StatusInfo, VcpuStats, API_VERSION, MAX_GUEST_TIMEOUT_MS,
@@ -295,6 +296,20 @@ fn timeout(ms: Option<u64>) -> Result<Duration, ApiError> {
     }
 }
 
+/// This cell as the giving side of a `move`: its requests are handled here,
+/// not through its socket.
+impl MoveSide for CellRuntime {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn call(&self, request: &Request, _within: Duration) -> Result<serde_json::Value, ApiError> {
+        let reply = self.handle(request.clone())?;
+        serde_json::to_value(&reply)
+            .map_err(|e| ApiError::new(ErrorKind::Internal, format!("answer of {request:?}: {e}")))
+    }
+}
+
 impl ControlTarget for CellRuntime {
     fn handle(&self, request: Request) -> Result<Reply, ApiError> {
         match request {
@@ -369,6 +384,14 @@ impl ControlTarget for CellRuntime {
                 self.hotplug
                     .set_state(&id, false, force, timeout(timeout_ms)?)
                     .map(Reply::DeviceState)
+            }
+            Request::Move { id, to, timeout_ms } => {
+                self.not_paused("move")?;
+                let guest = timeout(timeout_ms)?;
+                let guest_ms = u64::try_from(guest.as_millis()).unwrap_or(u64::MAX);
+                handover::move_device(&id, self, &RemoteCell::new(&to), guest_ms)
+                    .map(Reply::Moved)
+                    .map_err(|f| f.into_api_error())
             }
             Request::Shutdown { force, timeout_ms } => {
                 let wait = match timeout_ms {

@@ -5,7 +5,10 @@
 # guest lets the disk go, the BMC guest takes it); the BMC reads the marker
 # and writes "new firmware"; the flash moves back and the host reads it. A
 # BMC that refuses (its agent NAKs) leaves the flash with the host, usable.
-# Then 20 moves back and forth, the data checked at the end.
+# Then 50 moves back and forth, the data checked at the end; a host guest
+# that has the flash mounted refuses to let it go (its consent hook); and a
+# cell that dies mid-move (the BMC, then the host) leaves the flash in the
+# documented state (docs/partitioning.md).
 # tests/nested_boot.rs checks the transcript ("step: NAME"; "$ cellvm ..."
 # then its output and "rc=N"; "host: ..." / "bmc: ..." guest lines).
 # cellvm-timeout: 420
@@ -73,19 +76,70 @@ guest bmc "agent-mode normal" "^CELLVM-AGENT-MODE normal "
 step back-and-forth
 ok=0
 i=0
-while [ "$i" -lt 20 ]; do
+while [ "$i" -lt 25 ]; do
     i=$((i + 1))
     cellvm move flash0 --from host --to bmc >/dev/null 2>&1 &&
         cellvm move flash0 --from bmc --to host >/dev/null 2>&1 && ok=$((ok + 1))
 done
-echo "round trips: $ok of 20"
+echo "round trips: $ok of 25"
 guest host "blk-read" "^CELLVM-BLK-READ"
 
+step host-refuses
+guest host "blk-mount" "^CELLVM-BLK-MOUNT"
+api move flash0 --from host --to bmc
+guest host "blk-umount" "^CELLVM-BLK-UMOUNT"
+guest host "blk-write after-mount" "^CELLVM-BLK-WRITE"
+api move flash0 --from host --to bmc
+guest bmc "blk-read" "^CELLVM-BLK-READ"
+api move flash0 --from bmc --to host
+
+# until_cmd PATTERN COMMAND...: until COMMAND's output matches PATTERN
+# (every 20 ms, up to ~60 s).
+until_cmd() {
+    _p="$1"
+    shift
+    _i=0
+    until "$@" 2>/dev/null | grep -q -- "$_p"; do
+        if [ "$_i" -ge 3000 ]; then
+            echo "scenario: gave up waiting for '$_p' from $*"
+            return 1
+        fi
+        _i=$((_i + 1))
+        usleep 20000
+    done
+}
+
+step bmc-dies
+# The BMC holds the enable unanswered; it dies once the host has let go.
+guest bmc "agent-mode silent" "^CELLVM-AGENT-MODE silent "
+cellvm move flash0 --from host --to bmc --timeout 30 >"$dir/move.out" 2>&1 &
+move_pid=$!
+until_cmd "id=flash0 .*state=reserved" cellvm devices host
+kill -9 "$bmc_pid"
+wait "$move_pid"
+echo "move rc=$?"
+sed 's/^/move: /' "$dir/move.out"
+guest host "blk-read" "^CELLVM-BLK-READ"
+echo "claims: $(cellvm cells | grep flash0.img | sed 's/ (pid [0-9]*)//; s/: image [0-9:]* / /')"
+
+step host-dies
+cellvm run /cellvm/cells/bmc.toml <"$dir/bmc.in" >"$dir/bmc.log" 2>&1 &
+bmc_pid=$!
+until_line "$dir/bmc.log" "CELLVM-AGENT-READY\|CELLVM-AGENT-ERROR"
+# The host holds the disable unanswered; it dies once the BMC has claimed.
+guest host "agent-mode silent" "^CELLVM-AGENT-MODE silent "
+cellvm move flash0 --from host --to bmc --timeout 30 >"$dir/move.out" 2>&1 &
+move_pid=$!
+until_cmd "cell bmc.*flash0.img" cellvm cells
+kill -9 "$host_pid"
+wait "$move_pid"
+echo "move rc=$?"
+echo "claims: $(cellvm cells | grep flash0.img | sed 's/ (pid [0-9]*)//; s/: image [0-9:]* / /')"
+api enable bmc flash0
+guest bmc "blk-read" "^CELLVM-BLK-READ"
+
 step end
-printf 'exit\n' >&3
 printf 'exit\n' >&4
-wait "$host_pid"
-echo "host exit=$?"
 wait "$bmc_pid"
 echo "bmc exit=$?"
 rm -rf "$dir"
