@@ -106,6 +106,8 @@ fn cellvm_run(addr: u64, op: Op, n: u64) -> Duration {
         // Measured as cells run: with their seccomp filters.
         seccomp: true,
         claims: None,
+        stop: None,
+        timeout: None,
     };
     let start = Instant::now();
     let cell = Cell::new(cfg, io, start).expect("build cell");

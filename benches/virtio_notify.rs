@@ -114,6 +114,8 @@ fn run(ioeventfd: bool, n: u64) -> Duration {
         // Measured as cells run: with their seccomp filters.
         seccomp: true,
         claims: None,
+        stop: None,
+        timeout: None,
     };
     let start = Instant::now();
     let cell = Cell::new(cfg, io, start).expect("build cell");

@@ -151,6 +151,9 @@ mkdir -p "$stage/lib/cellvm-modules" "$stage/cellvm/bin" "$stage/cellvm/cells" \
 cp "$entry/modules/"*.ko "$entry/modules/load-order" "$stage/lib/cellvm-modules/"
 install -m 0755 "$CELLVM_BIN" "$stage/cellvm/bin/cellvm"
 cp "$BUILD_DIR/guest/bzImage" "$BUILD_DIR/guest/vmlinux" "$BUILD_DIR/guest/initramfs.cpio.gz" "$stage/cellvm/build/guest/"
+# The L1's own Debian kernel, a distribution kernel without CONFIG_OF, as
+# a guest for the CI-runner scenario (it boots from the MP table).
+cp "$entry/vmlinuz" "$stage/cellvm/build/distro-vmlinuz"
 
 shopt -s nullglob
 cells=("$REPO_ROOT"/cells/*.toml)

@@ -19,6 +19,7 @@ pub mod partition;
 pub mod pci;
 pub mod platform;
 pub mod ratelimit;
+pub mod runner;
 pub mod seccomp;
 pub mod stop;
 pub mod sync;

@@ -15,6 +15,11 @@ pub const PLATFORM_BASE: u64 = 0xd000_0000;
 pub const DEBUG_EXIT_BASE: u64 = PLATFORM_BASE;
 /// Boot-timer device (write [`BOOT_TIMER_MAGIC`]: cellvm logs time since start).
 pub const BOOT_TIMER_BASE: u64 = PLATFORM_BASE + 0x1000;
+/// pvpanic device (`qemu,pvpanic-mmio`: the guest kernel reports a panic).
+pub const PVPANIC_BASE: u64 = PLATFORM_BASE + 0x2000;
+/// Bytes of the pvpanic register window the device tree describes (QEMU's
+/// size; the layout reserves a whole platform page).
+pub const PVPANIC_REG_SIZE: u64 = 2;
 /// Size of each small platform device.
 pub const PLATFORM_DEVICE_SIZE: u64 = 0x1000;
 /// Paravirtual channel: registers + message buffer.

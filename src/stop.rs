@@ -21,9 +21,65 @@ pub enum StopReason {
     Destroyed,
     /// cellvm itself failed while the cell ran.
     Error(String),
+    /// The guest kernel panicked (it told the pvpanic device).
+    GuestPanic,
+    /// A console line matched a `--fail-on` pattern.
+    ConsoleFailure {
+        /// The pattern, as given.
+        pattern: String,
+        /// The line (cut to a few hundred bytes).
+        line: String,
+    },
+    /// A console line matched the `--expect` pattern: the test passed.
+    ConsoleExpected {
+        /// The pattern, as given.
+        pattern: String,
+    },
+    /// `--expect` was given and the guest stopped (this reason, which would
+    /// otherwise have been a success) before it matched.
+    ExpectNotSeen {
+        /// The pattern, as given.
+        pattern: String,
+        /// How the guest stopped.
+        stopped: Box<StopReason>,
+    },
+    /// `--timeout` expired.
+    Timeout(std::time::Duration),
+    /// `--hotplug`: an attach or detach of this cycle failed.
+    HotplugFailed {
+        /// The cycle (from 1).
+        cycle: u32,
+        /// Cycles asked for.
+        cycles: u32,
+        /// `attach` or `detach`.
+        step: &'static str,
+        /// Why.
+        error: String,
+    },
+    /// `--hotplug`: every cycle passed (and no `--expect` to wait for).
+    HotplugDone {
+        /// Cycles run.
+        cycles: u32,
+    },
 }
 
+/// Exit status: the guest kernel panicked (pvpanic).
+pub const EXIT_GUEST_PANIC: u8 = 5;
+/// Exit status: the console matched a `--fail-on` pattern.
+pub const EXIT_CONSOLE_FAILURE: u8 = 6;
+/// Exit status: the guest stopped before `--expect` matched.
+pub const EXIT_EXPECT_NOT_SEEN: u8 = 7;
+/// Exit status: a `--hotplug` cycle's attach or detach failed.
+pub const EXIT_HOTPLUG_FAILED: u8 = 8;
+/// Exit status: `--timeout` expired (as timeout(1)).
+pub const EXIT_TIMEOUT: u8 = 124;
+
 impl StopReason {
+    /// Whether this stop is a success a CI should count as a pass.
+    pub fn passed(&self) -> bool {
+        self.exit_code() == 0
+    }
+
     /// cellvm's process exit status for this reason (documented in docs/cli.md).
     pub fn exit_code(&self) -> u8 {
         match self {
@@ -32,6 +88,13 @@ impl StopReason {
             StopReason::Error(_) => 1,
             StopReason::GuestCrash(_) => 3,
             StopReason::Destroyed => 4,
+            StopReason::GuestPanic => EXIT_GUEST_PANIC,
+            StopReason::ConsoleFailure { .. } => EXIT_CONSOLE_FAILURE,
+            StopReason::ConsoleExpected { .. } => 0,
+            StopReason::ExpectNotSeen { .. } => EXIT_EXPECT_NOT_SEEN,
+            StopReason::Timeout(_) => EXIT_TIMEOUT,
+            StopReason::HotplugFailed { .. } => EXIT_HOTPLUG_FAILED,
+            StopReason::HotplugDone { .. } => 0,
             StopReason::Signal(sig) => 128u8.saturating_add((*sig).clamp(0, 127) as u8),
         }
     }
@@ -47,6 +110,30 @@ impl std::fmt::Display for StopReason {
             StopReason::Signal(sig) => write!(f, "stopped by signal {sig}"),
             StopReason::Destroyed => write!(f, "destroyed (cellvm destroy)"),
             StopReason::Error(why) => write!(f, "cellvm error: {why}"),
+            StopReason::GuestPanic => write!(f, "guest kernel panic (pvpanic)"),
+            StopReason::ConsoleFailure { pattern, line } => {
+                write!(f, "console matched --fail-on '{pattern}': {line}")
+            }
+            StopReason::ConsoleExpected { pattern } => {
+                write!(f, "console matched --expect '{pattern}'")
+            }
+            StopReason::ExpectNotSeen { pattern, stopped } => {
+                write!(
+                    f,
+                    "{stopped} before the console matched --expect '{pattern}'"
+                )
+            }
+            StopReason::Timeout(after) => write!(f, "timed out after {} s", after.as_secs_f64()),
+            StopReason::HotplugFailed {
+                cycle,
+                cycles,
+                step,
+                error,
+            } => write!(
+                f,
+                "hotplug cycle {cycle} of {cycles}: {step} failed: {error}"
+            ),
+            StopReason::HotplugDone { cycles } => write!(f, "{cycles} hotplug cycles passed"),
         }
     }
 }
@@ -154,5 +241,23 @@ mod tests {
         assert_eq!(StopReason::Destroyed.exit_code(), 4);
         assert_eq!(StopReason::Signal(libc::SIGINT).exit_code(), 130);
         assert_eq!(StopReason::Signal(libc::SIGTERM).exit_code(), 143);
+        assert_eq!(StopReason::GuestPanic.exit_code(), 5);
+        let failure = StopReason::ConsoleFailure {
+            pattern: "BUG:".into(),
+            line: "BUG: x".into(),
+        };
+        assert_eq!(failure.exit_code(), 6);
+        let expected = StopReason::ConsoleExpected {
+            pattern: "ok".into(),
+        };
+        assert_eq!(expected.exit_code(), 0);
+        let unseen = StopReason::ExpectNotSeen {
+            pattern: "ok".into(),
+            stopped: Box::new(StopReason::GuestPowerOff),
+        };
+        assert_eq!(unseen.exit_code(), 7);
+        let t = StopReason::Timeout(std::time::Duration::from_secs(3));
+        assert_eq!(t.exit_code(), 124);
+        assert_eq!(t.to_string(), "timed out after 3 s");
     }
 }

@@ -109,6 +109,8 @@ fn io(capture: &Capture, input: Option<std::fs::File>) -> CellIo {
         console_out: Box::new(capture.clone()),
         console_in: input,
         handle_signals: false,
+        stop: None,
+        timeout: None,
         api_socket: None,
         // Every test runs its cell as cellvm does: filtered.
         seccomp: true,

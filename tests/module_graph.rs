@@ -33,6 +33,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("attach", &["config", "fdt", "layout"]),
     ("partition", &["config", "sync"]),
     ("api", &["seccomp", "sync"]),
+    ("runner", &["api", "stop", "sync"]),
     (
         "vmm",
         &[
@@ -65,6 +66,10 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "layout",
             "logger",
             "partition",
+            "runner",
+            "seccomp",
+            "stop",
+            "sync",
             "vmm",
         ],
     ),

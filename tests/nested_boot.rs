@@ -1143,3 +1143,81 @@ fn a_reserved_pci_bridge_enabled_at_run_time_is_enumerated_and_goes_when_disable
     let off = line_value(&steps, "bridge", "guest: CELLVM-DEVICES bridge-off:");
     assert!(!off.contains(".pci ") && !off.contains(":00:01.0"), "{off}");
 }
+
+// ---- cellvm as a CI boot-test runner (tests/nested/scenarios/ci-runner.sh).
+
+#[test]
+fn a_config_less_run_of_the_guest_kernel_passes_on_its_expected_line_with_2_vcpus() {
+    let steps = scenario_steps("ci-runner");
+    let s = &steps["pass"];
+    assert!(s.contains("rc=0"), "{s}");
+    assert!(
+        s.contains("console matched --expect '^CELLVM-REPORT-END' (exit status 0)"),
+        "{s}"
+    );
+    assert!(s.contains("cpus=2"), "{s}");
+    assert!(s.contains("tests=\"1\" failures=\"0\""), "{s}");
+}
+
+#[test]
+fn a_guest_kernel_panic_ends_the_run_with_the_pvpanic_status_even_with_panic_minus_one() {
+    let steps = scenario_steps("ci-runner");
+    let s = &steps["panic"];
+    assert!(s.contains("rc=5"), "{s}");
+    assert!(
+        s.contains("guest kernel panic (pvpanic) (exit status 5)"),
+        "{s}"
+    );
+    assert!(
+        s.contains("Kernel panic - not syncing: Attempted to kill init"),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_kernel_warning_on_the_console_fails_a_test_run() {
+    let steps = scenario_steps("ci-runner");
+    let s = &steps["warning"];
+    assert!(s.contains("rc=6"), "{s}");
+    assert!(s.contains("console matched --fail-on 'WARNING:'"), "{s}");
+}
+
+#[test]
+fn a_guest_that_never_prints_the_expected_line_times_out_with_124() {
+    let steps = scenario_steps("ci-runner");
+    let s = &steps["timeout"];
+    assert!(s.contains("rc=124"), "{s}");
+    assert!(s.contains("timed out after 3 s (exit status 124)"), "{s}");
+}
+
+#[test]
+fn a_distribution_kernel_without_a_device_tree_boots_with_2_vcpus_from_the_mp_table() {
+    let steps = scenario_steps("ci-runner");
+    let s = &steps["distro-kernel"];
+    assert!(s.contains("rc=0"), "{s}");
+    assert!(s.contains("cpus=2"), "{s}");
+    assert!(s.contains("dt=absent"), "{s}");
+    assert!(s.contains("kernel=6.12"), "{s}");
+}
+
+#[test]
+fn twenty_hotplug_torture_cycles_of_a_pci_bridge_pass() {
+    let steps = scenario_steps("ci-runner");
+    let s = &steps["torture-pass"];
+    assert!(s.contains("rc=0"), "{s}");
+    assert!(
+        s.contains("20 hotplug cycles passed (exit status 0)"),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_guest_warning_during_hotplug_torture_fails_the_run_and_names_the_cycle() {
+    let steps = scenario_steps("ci-runner");
+    let s = &steps["torture-warn"];
+    assert!(s.contains("rc=6"), "{s}");
+    assert!(
+        s.contains("a device went away (during hotplug cycle 1 of 5) (exit status 6)"),
+        "{s}"
+    );
+}

@@ -317,6 +317,8 @@ fn cell_threads(on: bool) {
         console_out: Box::new(std::io::sink()),
         console_in: Some(std::fs::File::from(std::os::fd::OwnedFd::from(reader))),
         handle_signals: false,
+        stop: None,
+        timeout: None,
         api_socket: Some(dir.path().join("cell.sock")),
         seccomp: on,
         claims: None,

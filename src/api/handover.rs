@@ -28,52 +28,10 @@
 //! confirms (`cellvm enable B ID`) or `cellvm unclaim B ID` drops; if B
 //! dies, A's re-enable takes the device back.
 
+pub use super::endpoint::{CellEndpoint, RemoteCell};
 use super::protocol::{ApiError, ErrorKind, Request};
 use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
-
-/// One cell taking part in a move: the local cell or one reached through
-/// its control socket.
-pub trait MoveSide {
-    /// The cell's name.
-    fn name(&self) -> &str;
-    /// Sends `request` to the cell; the answer must come within `within`.
-    fn call(&self, request: &Request, within: Duration) -> Result<serde_json::Value, ApiError>;
-}
-
-/// A running cell reached through its control socket.
-pub struct RemoteCell {
-    name: String,
-}
-
-impl RemoteCell {
-    /// The cell named `name` (its socket in the runtime directory).
-    pub fn new(name: &str) -> Self {
-        RemoteCell {
-            name: name.to_string(),
-        }
-    }
-}
-
-impl MoveSide for RemoteCell {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn call(&self, request: &Request, within: Duration) -> Result<serde_json::Value, ApiError> {
-        let socket = super::socket_path(&self.name);
-        let r = super::client::call(&socket, request, within)
-            .map_err(|e| ApiError::new(ErrorKind::NotFound, format!("cell {}: {e}", self.name)))?;
-        match (r.ok, r.result, r.error) {
-            (true, result, _) => Ok(result.unwrap_or(serde_json::Value::Null)),
-            (false, _, Some(e)) => Err(e),
-            (false, _, None) => Err(ApiError::new(
-                ErrorKind::Internal,
-                format!("cell {}: the request failed without a reason", self.name),
-            )),
-        }
-    }
-}
 
 /// How a move ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -143,8 +101,8 @@ impl MoveFailure {
 
 /// A move in progress: the sides, the report so far, the guest wait.
 struct Move<'a> {
-    from: &'a dyn MoveSide,
-    to: &'a dyn MoveSide,
+    from: &'a dyn CellEndpoint,
+    to: &'a dyn CellEndpoint,
     guest_ms: u64,
     started: Instant,
     report: MoveReport,
@@ -160,7 +118,7 @@ impl Move<'_> {
     fn step(
         &mut self,
         step: &str,
-        side: &dyn MoveSide,
+        side: &dyn CellEndpoint,
         request: &Request,
     ) -> Result<serde_json::Value, ApiError> {
         let t = Instant::now();
@@ -230,8 +188,8 @@ fn describe(e: &ApiError) -> String {
 /// answer. See the module docs for the steps and outcomes.
 pub fn move_device(
     id: &str,
-    from: &dyn MoveSide,
-    to: &dyn MoveSide,
+    from: &dyn CellEndpoint,
+    to: &dyn CellEndpoint,
     guest_ms: u64,
 ) -> Result<MoveReport, MoveFailure> {
     let mut m = Move {

@@ -31,7 +31,7 @@ impl Fake {
     }
 }
 
-impl MoveSide for Fake {
+impl CellEndpoint for Fake {
     fn name(&self) -> &str {
         self.name
     }

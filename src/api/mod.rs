@@ -13,6 +13,7 @@
 //! [`protocol::MAX_GUEST_TIMEOUT_MS`].
 
 pub mod client;
+pub mod endpoint;
 pub mod handover;
 pub mod line;
 pub mod protocol;

@@ -1,11 +1,11 @@
 //! The `cellvm` command line.
 
 mod move_device;
+mod run;
 
 use crate::api::protocol::Request;
 use crate::config::{self, CellConfig, LoadOptions};
 use crate::layout::CellLayout;
-use crate::vmm::{control, Cell, CellIo};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -164,9 +164,10 @@ pub struct Cli {
 }
 
 /// A feature switch on the command line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Switch {
     /// Enabled.
+    #[default]
     On,
     /// Disabled.
     Off,
@@ -175,34 +176,9 @@ pub enum Switch {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Boot a cell and run it until it stops; the exit status says why.
-    Run {
-        /// The cell configuration (TOML).
-        cell: PathBuf,
-        /// Use this kernel instead of the configured one.
-        #[arg(long)]
-        kernel: Option<PathBuf>,
-        /// Use this initrd instead of the configured one.
-        #[arg(long)]
-        initrd: Option<PathBuf>,
-        /// Append this to the configured kernel command line.
-        #[arg(long, value_name = "ARGS")]
-        cmdline_append: Option<String>,
-        /// Serve the control API on this socket (default: RUNTIME_DIR/NAME.sock).
-        #[arg(long, value_name = "PATH", conflicts_with = "no_api")]
-        api_socket: Option<PathBuf>,
-        /// Do not serve the control API.
-        #[arg(long)]
-        no_api: bool,
-        /// Create the cell (memory, devices, kernel loaded) but run no vCPU
-        /// until `cellvm resume CELL`.
-        #[arg(long, conflicts_with = "no_api")]
-        paused: bool,
-        /// Seccomp filters on every thread (docs/security.md); `off` only to
-        /// debug a suspected filter problem.
-        #[arg(long, value_enum, value_name = "on|off", default_value_t = Switch::On)]
-        seccomp: Switch,
-    },
+    /// Boot a cell and run it until it stops; the exit status says why
+    /// (docs/cli.md). Without a cell file, flags describe the cell.
+    Run(Box<run::RunArgs>),
     /// List running cells (those with a live control socket).
     Cells,
     /// Enable a reserved or disabled device of the cell file: the guest
@@ -485,54 +461,7 @@ fn check_set(paths: &[PathBuf]) -> Result<u8, String> {
 
 fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
     match cmd {
-        Command::Run {
-            cell,
-            kernel,
-            initrd,
-            cmdline_append,
-            api_socket,
-            no_api,
-            paused,
-            seccomp,
-        } => {
-            control::block_termination_signals()
-                .map_err(|e| format!("cannot block SIGINT/SIGTERM: {e}"))?;
-            let (mut cfg, _) = load(&cell, kernel.is_none())?;
-            if let Some(k) = kernel {
-                cfg.kernel.path = k;
-                cfg.kernel.format =
-                    config::detect_kernel_format(&cfg.kernel.path).map_err(|e| e.to_string())?;
-            }
-            if let Some(i) = initrd {
-                cfg.kernel.initrd = Some(i);
-            }
-            if let Some(extra) = cmdline_append {
-                cfg.kernel.cmdline = format!("{} {extra}", cfg.kernel.cmdline);
-            }
-            let mut io = CellIo::from_config(&cfg).map_err(|e| e.to_string())?;
-            io.seccomp = seccomp == Switch::On;
-            if !io.seccomp {
-                log::warn!("seccomp filters are off (--seccomp=off)");
-            }
-            if no_api {
-                io.api_socket = None;
-            } else if let Some(path) = api_socket {
-                io.api_socket = Some(path);
-            }
-            let name = cfg.name.clone();
-            let mut cell = Cell::new(cfg, io, start).map_err(|e| format!("cell {name}: {e}"))?;
-            if paused {
-                cell.start_paused();
-                log::info!("cell {name} created paused: cellvm resume {name} starts it");
-            }
-            let outcome = cell.run().map_err(|e| format!("cell {name}: {e}"))?;
-            eprintln!(
-                "cellvm: cell {name} stopped: {} (exit status {})",
-                outcome.reason,
-                outcome.reason.exit_code()
-            );
-            Ok(outcome.reason.exit_code())
-        }
+        Command::Run(args) => run::run(*args, start),
         Command::Cells => list_cells(),
         Command::Enable { cell, id, timeout } => {
             let (guest_ms, answer_within) = guest_wait(timeout);
@@ -710,7 +639,7 @@ mod tests {
     fn seccomp_is_on_unless_switched_off() {
         use clap::Parser;
         let seccomp = |args: &[&str]| match Cli::try_parse_from(args).map(|c| c.command) {
-            Ok(Command::Run { seccomp, .. }) => Ok(seccomp),
+            Ok(Command::Run(args)) => Ok(args.seccomp),
             Ok(other) => panic!("{other:?}"),
             Err(e) => Err(e.kind()),
         };

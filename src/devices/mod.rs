@@ -8,6 +8,7 @@ pub mod boot_timer;
 mod bus;
 pub mod debug_exit;
 pub mod legacy;
+pub mod pvpanic;
 pub mod serial;
 
 pub use bus::{Bus, BusError, BusKind};

@@ -43,13 +43,14 @@ pub mod templates {
     template!(NS16550, "ns16550.dts");
     template!(DEBUG_EXIT, "debug-exit.dts");
     template!(BOOT_TIMER, "boot-timer.dts");
+    template!(PVPANIC, "pvpanic.dts");
     template!(CHANNEL, "channel.dts");
     template!(VIRTIO_MMIO, "virtio-mmio.dts");
     template!(PCI_HOST, "pci-host.dts");
     template!(MSI, "msi.dts");
 
     /// Every template, for checks that they all parse.
-    pub const ALL: [Template; 15] = [
+    pub const ALL: [Template; 16] = [
         ROOT,
         CHOSEN,
         ALIASES,
@@ -61,6 +62,7 @@ pub mod templates {
         NS16550,
         DEBUG_EXIT,
         BOOT_TIMER,
+        PVPANIC,
         CHANNEL,
         VIRTIO_MMIO,
         PCI_HOST,
@@ -161,6 +163,14 @@ pub fn boot_timer_node() -> Result<Node, FdtError> {
     t::BOOT_TIMER.instantiate(&window_vars(Window {
         base: BOOT_TIMER_BASE,
         size: PLATFORM_DEVICE_SIZE,
+    }))
+}
+
+/// The pvpanic platform device.
+pub fn pvpanic_node() -> Result<Node, FdtError> {
+    t::PVPANIC.instantiate(&window_vars(Window {
+        base: PVPANIC_BASE,
+        size: PVPANIC_REG_SIZE,
     }))
 }
 
@@ -275,6 +285,7 @@ pub(super) fn build(cfg: &CellConfig, layout: &CellLayout) -> Result<Node, FdtEr
     root.add_child(isa_node(cfg, &layout.uarts)?)?;
     root.add_child(debug_exit_node()?)?;
     root.add_child(boot_timer_node()?)?;
+    root.add_child(pvpanic_node()?)?;
     root.add_child(channel_node()?)?;
     for slot in &layout.virtio_mmio {
         let mut node = virtio_mmio_node(slot)?;

@@ -381,6 +381,10 @@ fn platform_devices_sit_at_the_layout_constants() {
         u32s(timer, "reg"),
         reg(BOOT_TIMER_BASE, PLATFORM_DEVICE_SIZE)
     );
+    // The mainline pvpanic-mmio driver binds QEMU's compatible.
+    let pvpanic = node(&tree, "/pvpanic@d0002000");
+    assert_eq!(string(pvpanic, "compatible"), "qemu,pvpanic-mmio");
+    assert_eq!(u32s(pvpanic, "reg"), reg(PVPANIC_BASE, PVPANIC_REG_SIZE));
     let channel = node(&tree, "/channel@d0010000");
     assert_eq!(string(channel, "compatible"), "cellvm,channel-v1");
     assert_eq!(u32s(channel, "reg"), reg(CHANNEL_BASE, CHANNEL_SIZE));
@@ -740,6 +744,7 @@ fn every_compiled_in_template_instantiates_in_the_base_tree() {
         "serial",
         "debug-exit",
         "boot-timer",
+        "pvpanic",
         "channel",
         "virtio_mmio",
         "pci",

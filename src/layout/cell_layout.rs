@@ -52,6 +52,7 @@ impl CellLayout {
         let fixed = [
             (Platform::DebugExit, DEBUG_EXIT_BASE, PLATFORM_DEVICE_SIZE),
             (Platform::BootTimer, BOOT_TIMER_BASE, PLATFORM_DEVICE_SIZE),
+            (Platform::Pvpanic, PVPANIC_BASE, PLATFORM_DEVICE_SIZE),
             (Platform::Channel, CHANNEL_BASE, CHANNEL_SIZE),
             (Platform::Ioapic, IOAPIC_BASE, IOAPIC_SIZE),
             (Platform::Lapic, LAPIC_BASE, LAPIC_SIZE),

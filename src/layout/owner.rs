@@ -13,6 +13,8 @@ pub enum Platform {
     DebugExit,
     /// The boot-timer device.
     BootTimer,
+    /// The pvpanic device.
+    Pvpanic,
     /// The paravirtual channel.
     Channel,
     /// The IOAPIC.
@@ -27,10 +29,11 @@ pub enum Platform {
 
 impl Platform {
     /// Every platform device.
-    pub const ALL: [Platform; 8] = [
+    pub const ALL: [Platform; 9] = [
         Platform::Console,
         Platform::DebugExit,
         Platform::BootTimer,
+        Platform::Pvpanic,
         Platform::Channel,
         Platform::Ioapic,
         Platform::Lapic,
@@ -44,6 +47,7 @@ impl Platform {
             Platform::Console => "console",
             Platform::DebugExit => "debug-exit",
             Platform::BootTimer => "boot-timer",
+            Platform::Pvpanic => "pvpanic",
             Platform::Channel => "channel",
             Platform::Ioapic => "ioapic",
             Platform::Lapic => "lapic",

@@ -76,6 +76,7 @@ fn fixed_platform_devices_and_irqs_are_reserved() {
             "memory[0]",
             "debug-exit",
             "boot-timer",
+            "pvpanic",
             "channel",
             "ioapic",
             "lapic"

@@ -1,10 +1,12 @@
-//! The cell's control loop (event-manager): wakes on a stop request and on
-//! SIGINT/SIGTERM. Later control sources (the API socket, the channel) are
+//! The cell's control loop (event-manager): wakes on a stop request, on
+//! SIGINT/SIGTERM and on the run's timeout (`--timeout`). Later control sources (the API socket, the channel) are
 //! more subscribers on the same loop.
 
 use crate::stop::{StopHandle, StopReason};
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+use vmm_sys_util::timerfd::TimerFd;
 
 /// Blocks SIGINT and SIGTERM in the calling thread, so that threads spawned
 /// afterwards inherit the mask and the signals are only seen via signalfd.
@@ -53,16 +55,38 @@ fn read_signal(fd: RawFd) -> Option<i32> {
     }
 }
 
+/// The run's timeout: a timerfd armed once.
+pub struct Deadline {
+    timer: TimerFd,
+    after: Duration,
+}
+
+impl Deadline {
+    /// A timer that expires `after` from now.
+    pub fn new(after: Duration) -> std::io::Result<Self> {
+        let mut timer = TimerFd::new()?;
+        // A zero duration would disarm the timer: expire at once instead.
+        timer.reset(after.max(Duration::from_nanos(1)), None)?;
+        Ok(Deadline { timer, after })
+    }
+}
+
 /// The control-loop subscriber.
 pub struct ControlEvents {
     stop: StopHandle,
     signals: Option<OwnedFd>,
+    deadline: Option<Deadline>,
 }
 
 impl ControlEvents {
-    /// Watches `stop` and, if given, a termination signalfd.
-    pub fn new(stop: StopHandle, signals: Option<OwnedFd>) -> Self {
-        ControlEvents { stop, signals }
+    /// Watches `stop` and, if given, a termination signalfd and the run's
+    /// timeout.
+    pub fn new(stop: StopHandle, signals: Option<OwnedFd>, deadline: Option<Deadline>) -> Self {
+        ControlEvents {
+            stop,
+            signals,
+            deadline,
+        }
     }
 }
 
@@ -78,6 +102,13 @@ impl MutEventSubscriber for ControlEvents {
                 log::error!("control loop: cannot watch signals: {e:?}");
             }
         }
+        if let Some(d) = &self.deadline {
+            if let Err(e) = ops.add(Events::new(&d.timer, EventSet::IN)) {
+                log::error!("control loop: cannot watch the run timeout: {e:?}");
+                self.stop
+                    .stop(StopReason::Error("control loop setup failed".into()));
+            }
+        }
     }
 
     fn process(&mut self, events: Events, _ops: &mut EventOps) {
@@ -85,6 +116,9 @@ impl MutEventSubscriber for ControlEvents {
         if fd == self.stop.event().as_raw_fd() {
             // Drain; the loop's owner checks StopHandle::is_stopped().
             let _ = self.stop.event().read();
+        } else if let Some(d) = self.deadline.as_mut().filter(|d| fd == d.timer.as_raw_fd()) {
+            let _ = d.timer.wait();
+            self.stop.stop(StopReason::Timeout(d.after));
         } else if let Some(sig_fd) = &self.signals {
             if fd == sig_fd.as_raw_fd() {
                 if let Some(sig) = read_signal(fd) {

@@ -13,6 +13,7 @@ mod hotplug;
 mod irq;
 mod ivshmem;
 mod memory;
+mod mptable;
 pub mod runtime;
 mod trim;
 pub mod vcpu;
@@ -25,6 +26,7 @@ use crate::config::{CellConfig, ConsoleInput, DeviceState};
 use crate::devices::boot_timer::BootTimer;
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::legacy::{Cmos, I8042};
+use crate::devices::pvpanic::Pvpanic;
 use crate::devices::serial::{InputSpace, SerialConsole};
 use crate::layout::CellLayout;
 use crate::partition::claims::CellClaims;
@@ -70,6 +72,12 @@ pub struct CellIo {
     /// claimed before the console was opened; [`Cell::new`] claims them
     /// itself when this is `None`.
     pub claims: Option<Arc<CellClaims>>,
+    /// The cell's stop handle, when the caller made it (e.g. for a console
+    /// watcher that stops the cell); [`Cell::new`] makes one otherwise.
+    pub stop: Option<StopHandle>,
+    /// Stop the cell with [`StopReason::Timeout`] this long after
+    /// [`Cell::run`] starts it.
+    pub timeout: Option<Duration>,
 }
 
 impl CellIo {
@@ -110,6 +118,8 @@ impl CellIo {
             api_socket: Some(crate::api::socket_path(&cfg.name)),
             seccomp: true,
             claims,
+            stop: None,
+            timeout: None,
         })
     }
 }
@@ -219,7 +229,10 @@ impl Cell {
         }));
         let (mmio, pio) = (&devices.mmio, &devices.pio);
 
-        let stop = StopHandle::new().os("create stop event")?;
+        let stop = match io.stop.take() {
+            Some(stop) => stop,
+            None => StopHandle::new().os("create stop event")?,
+        };
         let boot_marks = Arc::new(Mutex::new(Vec::new()));
 
         let out = std::mem::replace(&mut io.console_out, Box::new(std::io::sink()));
@@ -254,6 +267,12 @@ impl Cell {
             platform::DEBUG_EXIT_BASE,
             platform::PLATFORM_DEVICE_SIZE,
             Arc::new(Mutex::new(DebugExit::new(stop.clone()))),
+        )?;
+        mmio.insert(
+            "pvpanic",
+            platform::PVPANIC_BASE,
+            platform::PLATFORM_DEVICE_SIZE,
+            Arc::new(Mutex::new(Pvpanic::new(stop.clone()))),
         )?;
         let channel_line = Arc::new(irq::KvmIrqLine::new(vm.clone(), platform::CHANNEL_IRQ));
         let channel_slots = devices.allocate_slots(channel_mem::SLOTS);
@@ -293,6 +312,10 @@ impl Cell {
         }
 
         cpu::write_boot_tables(&memory)?;
+        if cfg.kernel.format != crate::config::KernelFormat::Elf {
+            // For kernels without CONFIG_OF; a DT kernel ignores it.
+            mptable::write(&memory, usize::from(cfg.cpus.count))?;
+        }
         let entry = boot::load(&memory, &cfg.kernel, &layout.memory, &dtb)?;
 
         let count = cfg.cpus.count;
@@ -375,6 +398,7 @@ impl Cell {
         })?;
         let mut io = self.io.take();
         let handle_signals = io.as_ref().is_some_and(|io| io.handle_signals);
+        let timeout = io.as_ref().and_then(|io| io.timeout);
         let seccomp = self.devices.seccomp().cloned();
         let _api_guard = match io.as_mut().and_then(|io| io.api_socket.take()) {
             None => None,
@@ -417,9 +441,14 @@ impl Cell {
         };
         let mut events = EventManager::<Box<dyn event_manager::MutEventSubscriber>>::new()
             .map_err(|e| VmmError::Boot(format!("event manager: {e:?}")))?;
+        let deadline = match timeout {
+            Some(after) => Some(control::Deadline::new(after).os("arm the run timeout")?),
+            None => None,
+        };
         events.add_subscriber(Box::new(control::ControlEvents::new(
             self.stop.clone(),
             signals,
+            deadline,
         )));
         for sub in self.hotplug.take_ivshmem_subscribers() {
             events.add_subscriber(Box::new(sub));

@@ -12,7 +12,7 @@
 use super::gate::{GateError, RunGate};
 use super::hotplug::{channel_error, placement, Hotplug, DEFAULT_GUEST_TIMEOUT};
 use super::vcpu::ExitCounters;
-use crate::api::handover::{self, MoveSide, RemoteCell};
+use crate::api::handover::{self, CellEndpoint, RemoteCell};
 use crate::api::protocol::{
     ApiError, DeviceInfo, DeviceStats, ErrorKind, MemoryInfo, Reply, Request, ShutdownResult,
     StateInfo, StatsInfo, StatusInfo, VcpuStats, API_VERSION, MAX_GUEST_TIMEOUT_MS,
@@ -237,6 +237,11 @@ impl CellRuntime {
                 platform::BOOT_TIMER_BASE,
                 platform::PLATFORM_DEVICE_SIZE,
             ),
+            (
+                "pvpanic",
+                platform::PVPANIC_BASE,
+                platform::PLATFORM_DEVICE_SIZE,
+            ),
             ("channel", platform::CHANNEL_BASE, platform::CHANNEL_SIZE),
         ] {
             out.push(DeviceInfo {
@@ -298,7 +303,7 @@ fn timeout(ms: Option<u64>) -> Result<Duration, ApiError> {
 
 /// This cell as the giving side of a `move`: its requests are handled here,
 /// not through its socket.
-impl MoveSide for CellRuntime {
+impl CellEndpoint for CellRuntime {
     fn name(&self) -> &str {
         &self.name
     }
