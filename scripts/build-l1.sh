@@ -138,6 +138,30 @@ else
 fi
 need_file "$entry/vmlinuz" "$entry/modules/load-order"
 
+# ---- A distribution kernel for the CI-runner scenario ----
+# Debian's generic amd64 kernel of the same version: no CONFIG_OF (it
+# ignores the device tree), CONFIG_X86_MPPARSE (it finds its CPUs in
+# cellvm's MP table). Only its vmlinuz is kept. (The cloud flavour the L1
+# runs has no MP table parser: it needs ACPI, docs/ci.md.)
+distro_pkg="linux-image-6.12.117+deb12-amd64-unsigned"
+distro_entry="$CELLVM_CACHE/distro-kernel-${distro_pkg}_${L1_KERNEL_VERSION_PINNED}"
+if [ ! -f "$distro_entry/.complete" ]; then
+    log "fetching $distro_pkg $L1_KERNEL_VERSION_PINNED (the distribution-kernel guest)"
+    rm -rf "$distro_entry"
+    mkdir -p "$distro_entry/deb"
+    (cd "$distro_entry/deb" && apt-get download "$distro_pkg=$L1_KERNEL_VERSION_PINNED" >/dev/null 2>&1) ||
+        die "apt-get download $distro_pkg=$L1_KERNEL_VERSION_PINNED failed"
+    deb="$(find "$distro_entry/deb" -name '*.deb' | head -n1)"
+    dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$distro_entry" ./boot ||
+        die "cannot unpack /boot of $deb"
+    vmlinuz="$(find "$distro_entry/boot" -name 'vmlinuz-*' | head -n1)"
+    [ -n "$vmlinuz" ] || die "no /boot/vmlinuz-* in $distro_pkg"
+    mv "$vmlinuz" "$distro_entry/vmlinuz"
+    rm -rf "$distro_entry/deb" "$distro_entry/boot"
+    touch "$distro_entry/.complete"
+fi
+need_file "$distro_entry/vmlinuz"
+
 # ---- L1 initramfs (always rebuilt) ----
 out="$BUILD_DIR/l1"
 mkdir -p "$out"
@@ -151,9 +175,13 @@ mkdir -p "$stage/lib/cellvm-modules" "$stage/cellvm/bin" "$stage/cellvm/cells" \
 cp "$entry/modules/"*.ko "$entry/modules/load-order" "$stage/lib/cellvm-modules/"
 install -m 0755 "$CELLVM_BIN" "$stage/cellvm/bin/cellvm"
 cp "$BUILD_DIR/guest/bzImage" "$BUILD_DIR/guest/vmlinux" "$BUILD_DIR/guest/initramfs.cpio.gz" "$stage/cellvm/build/guest/"
-# The L1's own Debian kernel, a distribution kernel without CONFIG_OF, as
-# a guest for the CI-runner scenario (it boots from the MP table).
-cp "$entry/vmlinuz" "$stage/cellvm/build/distro-vmlinuz"
+# Guests for the CI-runner scenario: Debian's generic kernel (no
+# CONFIG_OF: it boots from the MP table) and the L1's own cloud kernel
+# (neither CONFIG_OF nor an MP table parser: one vCPU without ACPI).
+cp "$distro_entry/vmlinuz" "$stage/cellvm/build/distro-vmlinuz"
+cp "$entry/vmlinuz" "$stage/cellvm/build/cloud-vmlinuz"
+mkdir -p "$stage/cellvm/cells/devices"
+cp "$REPO_ROOT"/cells/devices/*.toml "$stage/cellvm/cells/devices/"
 
 shopt -s nullglob
 cells=("$REPO_ROOT"/cells/*.toml)

@@ -21,19 +21,25 @@ fn printing(dir: &Path, name: &str, text: &str) -> PathBuf {
     write_elf(dir, name, &asm)
 }
 
-/// `cellvm run --kernel ELF ARGS...` in a private runtime directory.
-fn run(dir: &Path, elf: &Path, args: &[&str]) -> (Output, String) {
+/// `cellvm run --kernel ELF --memory 16M ARGS...` in a private runtime
+/// directory.
+fn run_cell(dir: &Path, elf: &Path, args: &[&str]) -> (Output, String) {
     let out = Command::new(CELLVM)
         .arg("run")
         .arg("--kernel")
         .arg(elf)
-        .args(["--no-api", "--memory", "16M"])
+        .args(["--memory", "16M"])
         .args(args)
         .env("CELLVM_RUNTIME_DIR", dir)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
     (out, err)
+}
+
+/// [`run_cell`] without the control API.
+fn run(dir: &Path, elf: &Path, args: &[&str]) -> (Output, String) {
+    run_cell(dir, elf, &[&["--no-api"], args].concat())
 }
 
 #[test]
@@ -234,28 +240,16 @@ fn hotplug_torture_waits_for_a_guest_agent_and_a_guest_without_one_times_out() {
     let elf = printing(dir.path(), "noagent.elf", "no agent here\n");
     let desc = dir.path().join("rng.toml");
     std::fs::write(&desc, "[[virtio_mmio]]\nid = \"hot-rng\"\nkind = \"rng\"\n").unwrap();
-    let out = Command::new(CELLVM)
-        .arg("run")
-        .arg("--kernel")
-        .arg(&elf)
-        .args(["--memory", "16M", "--name", "torture", "--timeout", "1"])
-        .arg("--hotplug")
-        .arg(&desc)
-        .env("CELLVM_RUNTIME_DIR", dir.path())
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&out.stderr);
+    let desc_arg = desc.to_str().unwrap();
+    let (out, err) = run_cell(
+        dir.path(),
+        &elf,
+        &["--name", "torture", "--timeout", "1", "--hotplug", desc_arg],
+    );
     assert_eq!(out.status.code(), Some(124), "{err}");
     // No cycle ran: the timeout is not reported as during one.
     assert!(!err.contains("during hotplug cycle"), "{err}");
     // --hotplug needs the control API.
-    let out = Command::new(CELLVM)
-        .arg("run")
-        .arg("--kernel")
-        .arg(&elf)
-        .args(["--no-api", "--hotplug"])
-        .arg(&desc)
-        .output()
-        .unwrap();
+    let (out, _) = run(dir.path(), &elf, &["--hotplug", desc_arg]);
     assert_eq!(out.status.code(), Some(2));
 }

@@ -179,6 +179,21 @@ impl ApiError {
 }
 
 impl ErrorKind {
+    /// Every kind.
+    pub const ALL: [ErrorKind; 11] = [
+        ErrorKind::BadRequest,
+        ErrorKind::InvalidDevice,
+        ErrorKind::Conflict,
+        ErrorKind::NotFound,
+        ErrorKind::GuestRefused,
+        ErrorKind::GuestTimeout,
+        ErrorKind::NoAgent,
+        ErrorKind::Unsupported,
+        ErrorKind::Stopping,
+        ErrorKind::Internal,
+        ErrorKind::Busy,
+    ];
+
     /// The name scripts see (`guest_refused`, ...).
     pub fn as_str(self) -> &'static str {
         match self {

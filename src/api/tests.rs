@@ -343,20 +343,7 @@ fn the_client_refuses_an_endless_answer_and_bounds_a_silent_one() {
 
 #[test]
 fn error_kind_names_are_the_names_scripts_see_in_json() {
-    use protocol::ErrorKind::*;
-    for kind in [
-        BadRequest,
-        InvalidDevice,
-        Conflict,
-        NotFound,
-        GuestRefused,
-        GuestTimeout,
-        NoAgent,
-        Unsupported,
-        Stopping,
-        Internal,
-        Busy,
-    ] {
+    for kind in ErrorKind::ALL {
         assert_eq!(serde_json::to_value(kind).unwrap(), kind.as_str());
     }
 }

@@ -316,6 +316,10 @@ fn create_report(path: &Path) -> Result<std::fs::File, String> {
         })
 }
 
+/// How long a `--hotplug` run goes on after its last cycle, for the guest
+/// to report trouble with the last removal.
+const HOTPLUG_SETTLE: Duration = Duration::from_secs(2);
+
 /// `--hotplug`'s description, read and validated here (errors point into
 /// the file); the cell validates it again on each attach.
 fn torture(a: &RunArgs) -> Result<Option<Torture>, String> {
@@ -339,6 +343,7 @@ fn torture(a: &RunArgs) -> Result<Option<Torture>, String> {
         cycles: a.hotplug_cycles,
         interval: Duration::from_millis(a.hotplug_interval),
         guest_timeout: Duration::from_secs(10),
+        settle: HOTPLUG_SETTLE,
         keep_running: a.expect.is_some(),
     }))
 }

@@ -9,8 +9,10 @@
 //!   can be reported with the cycle it happened in.
 //! - A refused or timed-out attach or detach stops the cell with
 //!   [`StopReason::HotplugFailed`] naming the cycle and the step.
-//! - After the last cycle it stops the cell with
-//!   [`StopReason::HotplugDone`] unless the run waits for `--expect`.
+//! - After the last cycle the guest gets [`Torture::settle`] to complain
+//!   about the last removal (its console is matched meanwhile), then the
+//!   cell stops with [`StopReason::HotplugDone`], unless the run waits
+//!   for `--expect`.
 
 use crate::api::endpoint::CellEndpoint;
 use crate::api::protocol::Request;
@@ -38,6 +40,8 @@ pub struct Torture {
     pub interval: Duration,
     /// How long the guest may take to answer each change.
     pub guest_timeout: Duration,
+    /// How long the run goes on after the last cycle before it passes.
+    pub settle: Duration,
     /// Whether the run goes on after the last cycle (it waits for
     /// `--expect`).
     pub keep_running: bool,
@@ -95,6 +99,9 @@ pub fn run(t: &Torture, cell: &dyn CellEndpoint, stop: &StopHandle, progress: &P
         }
     }
     log::info!("hotplug torture: {} cycles of {} done", t.cycles, t.id);
+    if stop.wait_timeout(t.settle) {
+        return;
+    }
     if !t.keep_running {
         stop.stop(StopReason::HotplugDone { cycles: t.cycles });
     }

@@ -61,6 +61,7 @@ fn torture(cycles: u32, keep_running: bool) -> Torture {
         cycles,
         interval: Duration::ZERO,
         guest_timeout: Duration::from_secs(1),
+        settle: Duration::ZERO,
         keep_running,
     }
 }

@@ -50,6 +50,7 @@ cellvm-bench boot --runs "$runs" --mem-mib "$mem_mib" --marker CELLVM-READY --ti
     --vmm "cellvm=cellvm run --no-api $cell" \
     --vmm "cellvm-vmlinux=cellvm run --no-api --kernel /cellvm/build/guest/vmlinux $cell" \
     --vmm "cellvm-static=cellvm run --no-api /cellvm/cells/bench-boot-static.toml" \
+    --vmm "cellvm-ci=cellvm run --no-api --kernel $kernel --initrd $initrd --cmdline '$append' --memory ${mem_mib}M --expect CELLVM-READY --timeout 30" \
     --vmm "qemu-microvm=$qemu -M $microvm" \
     --vmm "qemu-pc=$qemu -M pc" >/tmp/bench-table.md
 rc=$?
