@@ -7,8 +7,8 @@
 #   --scenarios         scenarios to run (names of tests/nested/scenarios/*.sh,
 #                       without .sh); default all. Benchmarks (never in `all`):
 #                       bench/NAME for tests/nested/bench/NAME.sh
-#   --timeout           overall limit for the QEMU run (default 900 s)
-#   --scenario-timeout  default per-scenario limit inside L1 (default 60 s; a
+#   --timeout           overall limit for the QEMU run (default 1800 s)
+#   --scenario-timeout  default per-scenario limit inside L1 (default 120 s; a
 #                       scenario can set its own with `# cellvm-timeout: SECS`)
 #   --append            extra L1 kernel command line arguments
 # Environment: CELLVM_L1_SMP (1: with 2, QEMU 7.2's multi-threaded TCG now
@@ -37,8 +37,8 @@ usage() {
 }
 
 scenarios=all
-timeout_s=900
-scenario_timeout=60
+timeout_s=1800
+scenario_timeout=120
 extra_append=""
 while [ $# -gt 0 ]; do
     case "$1" in

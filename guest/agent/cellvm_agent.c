@@ -21,12 +21,14 @@
  * queues work; messages are copied, answered and overlays applied/removed in
  * an ordered workqueue, under agent->lock, never in IRQ context.
  *
- * CONSENT: before a device leaves the guest (an overlay that sets a node's
- * status to something other than "okay", or the removal of an overlay,
- * which takes away the nodes it created or re-disables the nodes it
- * enabled), the agent runs the program in the module parameter
- * consent_hook (default /sbin/cellvm-consent) once per node:
- * `HOOK disable|remove NODE-PATH`. Exit status 0 lets the node go; anything
+ * CONSENT: before a device's state takes it away from the guest (an
+ * overlay that sets a node's status to something other than "okay", or
+ * the removal of an overlay that set a node "okay"), the agent runs the
+ * program in the module parameter consent_hook (default
+ * /sbin/cellvm-consent) once per node: `HOOK disable|remove NODE-PATH`.
+ * The removal of an attached device (the nodes an overlay created) does
+ * not ask: a detach is the host's decision, and `detach` without --force
+ * already waits for the guest to let the device go. Exit status 0 lets the node go; anything
  * else refuses the whole request with NAK -EBUSY (nothing changes). No
  * program at that path means consent; an empty parameter never asks. This
  * is seed 001's "userspace arbitrates, then tells the kernel": e.g. a hook
@@ -720,10 +722,8 @@ static void cv_handle_remove(struct cv_agent *ag, u32 seq, const void *p,
 		cv_send(ag, CV_OP_NAK, seq, -ENOENT, NULL, 0);
 		return;
 	}
-	/* Its nodes leave the guest: created ones go, enabled ones go back. */
-	ret = cv_consent_all(ag, "remove", &ov->nodes);
-	if (!ret)
-		ret = cv_consent_all(ag, "remove", &ov->enabled);
+	/* The nodes it enabled go back to their boot state: ask first. */
+	ret = cv_consent_all(ag, "remove", &ov->enabled);
 	if (ret) {
 		cv_send(ag, CV_OP_NAK, seq, ret, NULL, 0);
 		return;
