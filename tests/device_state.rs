@@ -94,6 +94,12 @@ fn a_move_between_cells_without_agents_is_refused_before_anything_changes() {
         err.contains("no_agent: move d: cell a: its guest agent is not ready; nothing moved"),
         "{err}"
     );
+    // The receiving cell is a name, never a path to some other socket.
+    let err = fails(&rig, &["move", "d", "--from", "a", "--to", "../elsewhere"]);
+    assert!(
+        err.contains("bad_request") && err.contains("is not a cell name"),
+        "{err}"
+    );
     // Every step the move took is printed, the failing one marked.
     let out = rig.cellvm(&["move", "d", "--from", "a", "--to", "b"]);
     let steps = String::from_utf8_lossy(&out.stdout);

@@ -297,13 +297,44 @@ fn open_log(path: &Path) -> Result<Box<dyn Write + Send>, String> {
     Ok(Box::new(f))
 }
 
+/// The `--junit` file this run created: removed again unless the report
+/// was written (a run that fails before its cell stops leaves nothing).
+struct NewReport {
+    path: PathBuf,
+    file: std::fs::File,
+    written: bool,
+}
+
+impl NewReport {
+    fn write(&mut self, xml: &str) -> std::io::Result<()> {
+        self.file.write_all(xml.as_bytes())?;
+        self.written = true;
+        Ok(())
+    }
+}
+
+impl Drop for NewReport {
+    fn drop(&mut self) {
+        if !self.written {
+            // Ours: created with create_new. (Under the control thread's
+            // seccomp filter the unlink is refused and the empty file stays.)
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
 /// Creates `--junit` now (a new file: an existing one is never replaced),
 /// so a bad path fails before the boot.
-fn create_report(path: &Path) -> Result<std::fs::File, String> {
+fn create_report(path: &Path) -> Result<NewReport, String> {
     std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .open(path)
+        .map(|file| NewReport {
+            path: path.to_path_buf(),
+            file,
+            written: false,
+        })
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::AlreadyExists {
                 format!(
@@ -465,7 +496,7 @@ pub fn run(a: RunArgs, start: Instant) -> Result<u8, String> {
         let xml = junit::report(&result, &crate::sync::lock(&transcript));
         // The file was opened before the boot: this thread now runs under
         // the control filter, which allows write but not open or fsync.
-        if let Err(e) = file.write_all(xml.as_bytes()) {
+        if let Err(e) = file.write(&xml) {
             eprintln!("cellvm: --junit: {e}");
             return Ok(super::EXIT_ERROR);
         }

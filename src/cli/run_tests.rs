@@ -138,7 +138,19 @@ fn an_expectation_turns_an_unseen_pass_into_a_failure_and_leaves_the_rest() {
 fn an_existing_report_file_is_never_replaced() {
     let dir = files();
     let path = dir.path().join("disk.img");
-    let e = create_report(&path).unwrap_err();
+    let e = create_report(&path).err().unwrap();
     assert!(e.contains("the file exists"), "{e}");
     assert_eq!(std::fs::read(&path).unwrap().len(), 4096);
+}
+
+#[test]
+fn a_report_the_run_never_wrote_is_removed_and_a_written_one_stays() {
+    let dir = files();
+    let path = dir.path().join("r.xml");
+    drop(create_report(&path).unwrap());
+    assert!(!path.exists());
+    let mut r = create_report(&path).unwrap();
+    r.write("<x/>").unwrap();
+    drop(r);
+    assert_eq!(std::fs::read_to_string(&path).unwrap(), "<x/>");
 }

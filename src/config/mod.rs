@@ -36,6 +36,11 @@ pub fn host_cpu_count() -> usize {
 }
 pub use size::{human_size, parse_size, HumanSize, SizeError};
 
+/// Whether `s` is a valid cell name (or device id): `[A-Za-z0-9_-]{1,32}`.
+pub fn valid_name(s: &str) -> bool {
+    validate::valid_id(s)
+}
+
 /// Kernel command line used when the config gives none.
 pub const DEFAULT_CMDLINE: &str = validate::DEFAULT_CMDLINE;
 

@@ -96,11 +96,16 @@ pub fn ktap_cases(lines: &[String]) -> Vec<KtapCase> {
             None => (rest.trim(), None),
         };
         let desc = desc.trim_start_matches("- ");
-        let result = match directive {
-            Some(d) if d.len() >= 4 && d[..4].eq_ignore_ascii_case("skip") => {
-                KtapResult::Skipped(d[4..].trim().to_string())
-            }
-            _ if passed => KtapResult::Passed,
+        // `get`, not indexing: the console is the guest's, byte 4 may sit
+        // inside a character.
+        let skip = directive.and_then(|d| {
+            d.get(..4)
+                .filter(|w| w.eq_ignore_ascii_case("skip"))
+                .and_then(|_| d.get(4..))
+        });
+        let result = match skip {
+            Some(why) => KtapResult::Skipped(why.trim().to_string()),
+            None if passed => KtapResult::Passed,
             _ => KtapResult::Failed,
         };
         // Deeper suites are over once a result at this depth comes.

@@ -127,3 +127,10 @@ fn characters_xml_cannot_carry_are_replaced() {
     assert_eq!(xml_escape("a\u{1b}[0mb\u{0}"), "a\u{fffd}[0mb\u{fffd}");
     assert_eq!(xml_escape("tab\there"), "tab\there");
 }
+
+#[test]
+fn a_directive_with_a_character_across_its_fourth_byte_is_no_skip_and_no_panic() {
+    let cases = ktap_cases(&lines("ok 1 a # SK\u{e9}P why\nnot ok 2 b # \u{e9}\u{e9}"));
+    assert_eq!(cases[0].result, KtapResult::Passed);
+    assert_eq!(cases[1].result, KtapResult::Failed);
+}

@@ -392,6 +392,13 @@ impl ControlTarget for CellRuntime {
             }
             Request::Move { id, to, timeout_ms } => {
                 self.not_paused("move")?;
+                // `to` names a socket in the runtime directory: a name, not a path.
+                if !crate::config::valid_name(&to) {
+                    return Err(ApiError::new(
+                        ErrorKind::BadRequest,
+                        format!("move: {to:?} is not a cell name ([A-Za-z0-9_-], 1 to 32)"),
+                    ));
+                }
                 let guest = timeout(timeout_ms)?;
                 let guest_ms = u64::try_from(guest.as_millis()).unwrap_or(u64::MAX);
                 handover::move_device(&id, self, &RemoteCell::new(&to), guest_ms)
