@@ -7,6 +7,7 @@
 mod common;
 
 use common::guest::{write_elf, Asm};
+use common::host_cells::CellProcess;
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -103,14 +104,16 @@ fn control_api_serves_a_running_cell() {
     asm.puts("ready\n").getc().exit_with_al();
     let elf = write_elf(dir.path(), "wait.elf", &asm);
     let cell = write_cell(dir.path(), "api-test", &elf);
-    let mut child = Command::new(CELLVM)
-        .args(["run", cell.to_str().unwrap()])
-        .env("CELLVM_RUNTIME_DIR", dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = CellProcess::new(
+        Command::new(CELLVM)
+            .args(["run", cell.to_str().unwrap()])
+            .env("CELLVM_RUNTIME_DIR", dir.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     assert_eq!(lines.next().unwrap().unwrap(), "ready");
     let socket = dir.path().join("api-test.sock");

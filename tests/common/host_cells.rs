@@ -4,6 +4,7 @@
 
 use super::guest::{write_elf, Asm};
 use std::io::{BufRead, BufReader, Write};
+use std::ops::{Deref, DerefMut};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 
@@ -54,8 +55,8 @@ impl Rig {
     }
 
     /// Spawns `cellvm run cell EXTRA...` without waiting for the guest.
-    pub fn spawn(&self, cell: &Path, extra: &[&str]) -> Child {
-        Command::new(CELLVM)
+    pub fn spawn(&self, cell: &Path, extra: &[&str]) -> CellProcess {
+        let child = Command::new(CELLVM)
             .arg("run")
             .arg(cell)
             .args(extra)
@@ -64,11 +65,12 @@ impl Rig {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .unwrap()
+            .unwrap();
+        CellProcess(Some(child))
     }
 
     /// Starts `cell` and waits until its guest is running.
-    pub fn start(&self, cell: &Path) -> Child {
+    pub fn start(&self, cell: &Path) -> CellProcess {
         let mut child = self.spawn(cell, &[]);
         wait_ready(&mut child);
         child
@@ -83,6 +85,54 @@ impl Rig {
     }
 }
 
+/// A running `cellvm run`, killed and reaped when dropped: a test that
+/// fails half-way leaves no cell spinning on the host (one that did slowed
+/// every later nested run for hours).
+pub struct CellProcess(Option<Child>);
+
+impl CellProcess {
+    /// Guards a `cellvm` process spawned elsewhere.
+    pub fn new(child: Child) -> CellProcess {
+        CellProcess(Some(child))
+    }
+
+    /// Waits for the process to exit and collects its output.
+    pub fn wait_with_output(mut self) -> std::io::Result<Output> {
+        let child = self
+            .0
+            .take()
+            .expect("a CellProcess holds its child until now");
+        child.wait_with_output()
+    }
+}
+
+impl Deref for CellProcess {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        self.0
+            .as_ref()
+            .expect("a CellProcess holds its child until consumed")
+    }
+}
+
+impl DerefMut for CellProcess {
+    fn deref_mut(&mut self) -> &mut Child {
+        self.0
+            .as_mut()
+            .expect("a CellProcess holds its child until consumed")
+    }
+}
+
+impl Drop for CellProcess {
+    fn drop(&mut self) {
+        if let Some(child) = self.0.as_mut() {
+            // Already exited is fine: kill fails, wait reaps.
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Waits for the guest's `ready` line.
 pub fn wait_ready(child: &mut Child) {
     let mut line = String::new();
@@ -93,7 +143,7 @@ pub fn wait_ready(child: &mut Child) {
 }
 
 /// Lets a waiting cell exit (status 0x41).
-pub fn stop(mut child: Child) {
+pub fn stop(mut child: CellProcess) {
     child.stdin.as_mut().unwrap().write_all(b"A").unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0x41));
 }
