@@ -74,6 +74,7 @@ fn cellvm_run(addr: u64, op: Op, n: u64) -> Duration {
             format: KernelFormat::Elf,
             initrd: None,
             cmdline: String::new(),
+            acpi: false,
         },
         console: ConsoleConfig {
             output: ConsoleOutput::None,

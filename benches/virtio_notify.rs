@@ -86,6 +86,7 @@ fn run(ioeventfd: bool, n: u64) -> Duration {
             format: KernelFormat::Elf,
             initrd: None,
             cmdline: String::new(),
+            acpi: false,
         },
         console: ConsoleConfig {
             output: ConsoleOutput::None,

@@ -74,5 +74,10 @@ pub const I8042_PORT_COUNT: u16 = 5;
 pub const CMOS_PORT: u16 = 0x70;
 /// Number of CMOS ports.
 pub const CMOS_PORT_COUNT: u16 = 2;
+/// The ACPI power device's ports (sleep control/status, reset), which the
+/// FADT names for kernels booted with ACPI tables.
+pub const ACPI_POWER_PORT: u16 = 0x600;
+/// Number of ACPI power ports.
+pub const ACPI_POWER_PORT_COUNT: u16 = 2;
 /// Size of an allocated 32-bit PCI window when the config gives none.
 pub const DEFAULT_MMIO32_SIZE: u64 = 0x100_0000;

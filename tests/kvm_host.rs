@@ -56,6 +56,7 @@ fn config_for(kernel: std::path::PathBuf, vcpus: u8) -> CellConfig {
             format: KernelFormat::Elf,
             initrd: None,
             cmdline: String::new(),
+            acpi: false,
         },
         console: ConsoleConfig {
             output: ConsoleOutput::Stdout,

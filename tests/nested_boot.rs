@@ -1202,12 +1202,26 @@ fn a_distribution_kernel_without_a_device_tree_boots_with_2_vcpus_from_the_mp_ta
 }
 
 #[test]
-fn the_debian_cloud_kernel_boots_with_its_console_on_one_cpu_without_acpi() {
+fn the_debian_cloud_kernel_finds_its_2_vcpus_in_the_acpi_tables() {
     let steps = scenario_steps("ci-runner");
     let s = &steps["cloud-kernel"];
     assert!(s.contains("rc=0"), "{s}");
-    assert!(s.contains("cpus=1"), "{s}");
-    assert!(s.contains("ACPI MADT or MP tables are not detected"), "{s}");
+    assert!(s.contains("kernel: ACPI: Using ACPI (MADT) for SMP"), "{s}");
+    assert!(s.contains("cpus=2"), "{s}");
+    assert!(s.contains("dt=absent"), "{s}");
+    assert!(
+        !s.contains("ACPI MADT or MP tables are not detected"),
+        "{s}"
+    );
+}
+
+#[test]
+fn a_kernel_without_the_agent_powers_off_through_acpi_with_status_0() {
+    let steps = scenario_steps("ci-runner");
+    let s = &steps["acpi-poweroff"];
+    assert!(s.contains("CELLVM-POWEROFF: cpus=2"), "{s}");
+    assert!(s.contains("rc=0"), "{s}");
+    assert!(s.contains("guest powered off"), "{s}");
 }
 
 #[test]

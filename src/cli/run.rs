@@ -55,6 +55,10 @@ pub struct RunArgs {
     /// A virtio-rng device.
     #[arg(long)]
     pub rng: bool,
+    /// Write no ACPI tables (`kernel.acpi = false`): for a kernel built with
+    /// both ACPI and a device tree that should use the tree alone.
+    #[arg(long)]
+    pub no_acpi: bool,
     /// Stop the cell after this many seconds: exit status 124.
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
@@ -125,6 +129,7 @@ impl RunArgs {
             || self.memory.is_some()
             || !self.disk.is_empty()
             || self.rng
+            || self.no_acpi
     }
 }
 
@@ -179,6 +184,9 @@ fn apply_flags(t: &mut toml::Table, a: &RunArgs, has_file: bool) -> Result<(), S
             _ => config::DEFAULT_CMDLINE.to_string(),
         };
         kernel.insert("cmdline".into(), Value::String(format!("{base} {extra}")));
+    }
+    if a.no_acpi {
+        kernel.insert("acpi".into(), Value::Boolean(false));
     }
     if let Some(n) = a.cpus.or(if has_file { None } else { Some(1) }) {
         table(t, "cpus")?.insert("count".into(), Value::Integer(i64::from(n)));

@@ -60,6 +60,17 @@ fn flags_describe_cpus_memory_disks_rng_and_the_command_line() {
 }
 
 #[test]
+fn a_run_writes_acpi_tables_unless_told_not_to() {
+    let dir = files();
+    assert!(cell_config(&args(dir.path())).unwrap().kernel.acpi);
+    let a = RunArgs {
+        no_acpi: true,
+        ..args(dir.path())
+    };
+    assert!(!cell_config(&a).unwrap().kernel.acpi);
+}
+
+#[test]
 fn a_bad_flag_value_is_reported_as_the_flags_fault() {
     let dir = files();
     let a = RunArgs {

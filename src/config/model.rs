@@ -212,6 +212,10 @@ pub struct KernelConfig {
     pub initrd: Option<PathBuf>,
     /// Kernel command line (printable ASCII, shorter than the boot protocol's limit).
     pub cmdline: String,
+    /// Write ACPI tables for a Linux kernel (default); `false` for a kernel
+    /// built with both ACPI and a device tree that should use the tree
+    /// alone. Always `false` for a bare-metal ELF image.
+    pub acpi: bool,
 }
 
 /// Where console output goes.

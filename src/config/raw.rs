@@ -518,6 +518,7 @@ pub(crate) struct RawKernel {
     pub initrd: Option<Sp<String>>,
     pub cmdline: Option<Sp<String>>,
     pub format: Option<Sp<String>>,
+    pub acpi: Option<Sp<bool>>,
 }
 
 /// `[console]`

@@ -154,6 +154,7 @@ fn accepts_minimal_config_with_defaults() {
                 format: KernelFormat::BzImage,
                 initrd: None,
                 cmdline: "console=ttyS0".into(),
+                acpi: true,
             },
             console: ConsoleConfig {
                 output: ConsoleOutput::Stdout,
@@ -1351,6 +1352,23 @@ fn rejects_initrd_with_elf_format_without_file_checks() {
     assert_err(
         &head("format = \"elf\"\ninitrd = \"initrd.img\"\n"),
         "cells/x.toml:9:10: kernel.initrd: an initrd needs a Linux kernel \
+         (bzImage or vmlinux), but this kernel is a bare-metal ELF image",
+    );
+}
+
+#[test]
+fn acpi_tables_default_on_for_linux_kernels_and_off_for_bare_metal_ones() {
+    assert!(ok(&head("")).kernel.acpi);
+    assert!(!ok(&head("acpi = false\n")).kernel.acpi);
+    assert!(!ok(&head("format = \"elf\"\n")).kernel.acpi);
+    assert!(!ok(&head("format = \"elf\"\nacpi = false\n")).kernel.acpi);
+}
+
+#[test]
+fn rejects_acpi_tables_for_a_bare_metal_kernel() {
+    assert_err(
+        &head("format = \"elf\"\nacpi = true\n"),
+        "cells/x.toml:9:8: kernel.acpi: ACPI tables are for Linux kernels \
          (bzImage or vmlinux), but this kernel is a bare-metal ELF image",
     );
 }

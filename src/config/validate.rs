@@ -849,11 +849,23 @@ fn kernel(ctx: &Ctx<'_>, k: &Sp<RawKernel>) -> Result<KernelConfig, ConfigError>
             c.value.clone()
         }
     };
+    let acpi = match &k.value.acpi {
+        Some(a) if a.value && format == KernelFormat::Elf => {
+            return Err(ctx.invalid(
+                &a.span,
+                "kernel.acpi",
+                "ACPI tables are for Linux kernels (bzImage or vmlinux), but this kernel is a bare-metal ELF image",
+            ));
+        }
+        Some(a) => a.value,
+        None => format != KernelFormat::Elf,
+    };
     Ok(KernelConfig {
         path,
         format,
         initrd,
         cmdline,
+        acpi,
     })
 }
 

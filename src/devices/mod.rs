@@ -4,6 +4,7 @@
 //! validate size and range before a device sees it, so device code only ever
 //! handles accesses that lie entirely inside its own window.
 
+pub mod acpi_power;
 pub mod boot_timer;
 mod bus;
 pub mod debug_exit;

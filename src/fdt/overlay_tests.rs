@@ -41,6 +41,7 @@ pub(crate) fn test_config(
             format: KernelFormat::BzImage,
             initrd: None,
             cmdline: "console=ttyS0 quiet".into(),
+            acpi: true,
         },
         console: ConsoleConfig {
             output: ConsoleOutput::Stdout,

@@ -34,6 +34,7 @@ fn config(
             format: KernelFormat::BzImage,
             initrd: None,
             cmdline: "console=ttyS0 quiet".into(),
+            acpi: true,
         },
         console: ConsoleConfig {
             output: ConsoleOutput::Stdout,

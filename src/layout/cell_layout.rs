@@ -64,6 +64,7 @@ impl CellLayout {
         let fixed_ports = [
             (Platform::I8042, I8042_PORT, I8042_PORT_COUNT),
             (Platform::Cmos, CMOS_PORT, CMOS_PORT_COUNT),
+            (Platform::AcpiPower, ACPI_POWER_PORT, ACPI_POWER_PORT_COUNT),
             (Platform::Console, UART_PORT, UART_PORT_COUNT),
         ];
         for (owner, base, count) in fixed_ports {

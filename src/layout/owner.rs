@@ -25,11 +25,13 @@ pub enum Platform {
     I8042,
     /// The CMOS RTC.
     Cmos,
+    /// The ACPI sleep and reset registers.
+    AcpiPower,
 }
 
 impl Platform {
     /// Every platform device.
-    pub const ALL: [Platform; 9] = [
+    pub const ALL: [Platform; 10] = [
         Platform::Console,
         Platform::DebugExit,
         Platform::BootTimer,
@@ -39,6 +41,7 @@ impl Platform {
         Platform::Lapic,
         Platform::I8042,
         Platform::Cmos,
+        Platform::AcpiPower,
     ];
 
     /// The device's id (`debug-exit`).
@@ -53,6 +56,7 @@ impl Platform {
             Platform::Lapic => "lapic",
             Platform::I8042 => "i8042",
             Platform::Cmos => "cmos",
+            Platform::AcpiPower => "acpi-power",
         }
     }
 }

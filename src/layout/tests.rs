@@ -24,6 +24,7 @@ fn cfg() -> CellConfig {
             format: KernelFormat::BzImage,
             initrd: None,
             cmdline: String::new(),
+            acpi: true,
         },
         console: ConsoleConfig {
             output: ConsoleOutput::None,

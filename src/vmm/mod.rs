@@ -1,6 +1,7 @@
 //! The KVM side of a cell: VM, guest memory, devices on buses, vCPU threads,
 //! and the control loop that runs until the cell stops.
 
+mod acpi;
 pub mod boot;
 mod channel_mem;
 pub mod control;
@@ -23,6 +24,7 @@ pub use error::VmmError;
 use error::{KvmContext, OsContext};
 
 use crate::config::{CellConfig, ConsoleInput, DeviceState};
+use crate::devices::acpi_power::AcpiPower;
 use crate::devices::boot_timer::BootTimer;
 use crate::devices::debug_exit::DebugExit;
 use crate::devices::legacy::{Cmos, I8042};
@@ -262,6 +264,12 @@ impl Cell {
             Cmos::LEN,
             Arc::new(Mutex::new(Cmos::default())),
         )?;
+        pio.insert(
+            "acpi-power",
+            u64::from(platform::ACPI_POWER_PORT),
+            u64::from(platform::ACPI_POWER_PORT_COUNT),
+            Arc::new(Mutex::new(AcpiPower::new(stop.clone()))),
+        )?;
         mmio.insert(
             "debug-exit",
             platform::DEBUG_EXIT_BASE,
@@ -315,6 +323,9 @@ impl Cell {
         if cfg.kernel.format != crate::config::KernelFormat::Elf {
             // For kernels without CONFIG_OF; a DT kernel ignores it.
             mptable::write(&memory, usize::from(cfg.cpus.count))?;
+        }
+        if cfg.kernel.acpi {
+            acpi::write(&memory, &acpi::AcpiPlatform::of(&cfg, &layout))?;
         }
         let entry = boot::load(&memory, &cfg.kernel, &layout.memory, &dtb)?;
 

@@ -4,9 +4,9 @@
 # report; a guest whose init exits (kernel panic, panic=-1) ends with the
 # pvpanic status 5; a console warning fails a test run (6); a guest that
 # never says the expected line times out (124); Debian's generic kernel (a
-# distribution kernel without CONFIG_OF: no device tree, it finds its CPUs
-# in the MP table) boots with 2 vCPUs and its console, the L1's own cloud
-# kernel with 1 (it has no MP parser and cellvm no ACPI yet); hotplug
+# distribution kernel without CONFIG_OF: no device tree) boots with 2 vCPUs
+# from the MP table (acpi=off), the L1's own cloud kernel (no MP parser)
+# with 2 from cellvm's ACPI tables, and powers off through ACPI; hotplug
 # torture: 20 attach/detach cycles of a PCI bridge pass, and a guest that
 # warns when a device goes away fails the run, naming the cycle.
 # tests/nested_boot.rs checks the transcript ("step: NAME", "rc=N").
@@ -44,25 +44,34 @@ echo "step: timeout"
 boot "cellvm.mode=agent" --timeout 3 --expect "never printed"
 
 echo "step: distro-kernel"
-# Debian's generic kernel (no CONFIG_OF; it finds its 2 CPUs in the MP
-# table). Its probes of hardware a cell does not have may print warnings
-# that are not the test's business: only a panic fails it.
+# Debian's generic kernel (no CONFIG_OF) with acpi=off: it finds its 2 CPUs
+# in the MP table. Its probes of hardware a cell does not have may print
+# warnings that are not the test's business: only a panic fails it.
+# distro KERNEL CMDLINE [FLAGS...]
 distro() {
-    cellvm run --kernel "$1" --initrd "$i" --cpus 2 --memory 512M \
-        --cmdline "console=ttyS0 cellvm.mode=report cellvm.echo_timeout=0" \
-        --expect "^CELLVM-REPORT-END" --timeout 150 --no-default-fail-on --fail-on "Kernel panic" \
+    _k="$1"
+    _c="$2"
+    shift 2
+    cellvm run --kernel "$_k" --initrd "$i" --cpus 2 --memory 512M \
+        --cmdline "console=ttyS0 cellvm.echo_timeout=0 $_c" "$@" \
+        --timeout 150 --no-default-fail-on --fail-on "Kernel panic" \
         >"$dir/out" 2>&1
     echo "rc=$?"
-    grep -a -o "cellvm: cell .*\|^cpus=.*\|^dt=.*\|^kernel=.*" "$dir/out"
-    grep -a -o "found SMP MP-table.*\|ACPI MADT or MP tables are not detected" "$dir/out" |
+    grep -a -o "cellvm: cell .*\|^cpus=.*\|^dt=.*\|^kernel=.*\|CELLVM-POWEROFF.*" "$dir/out"
+    grep -a -o "found SMP MP-table.*\|ACPI MADT or MP tables are not detected\|ACPI: Using ACPI (MADT) for SMP.*\|ACPI: PM: Preparing to enter system sleep state S5" "$dir/out" |
         sed 's/^/kernel: /'
 }
-distro /cellvm/build/distro-vmlinuz
+distro /cellvm/build/distro-vmlinuz "acpi=off cellvm.mode=report" --expect "^CELLVM-REPORT-END"
 
 echo "step: cloud-kernel"
-# The L1's own Debian cloud kernel: no MP table parser either (it wants
-# ACPI), so it boots with one CPU and its console.
-distro /cellvm/build/cloud-vmlinuz
+# The L1's own Debian cloud kernel has no MP table parser: it finds its 2
+# CPUs in cellvm's ACPI tables (the MADT).
+distro /cellvm/build/cloud-vmlinuz cellvm.mode=report --expect "^CELLVM-REPORT-END"
+
+echo "step: acpi-poweroff"
+# Without cellvm's agent, the cloud kernel powers off through the FADT's
+# sleep register: the run ends with status 0, not by its timeout.
+distro /cellvm/build/cloud-vmlinuz cellvm.mode=poweroff
 
 echo "step: torture-pass"
 cellvm run /cellvm/cells/test-agent.toml --hotplug /cellvm/cells/devices/hot-pci.toml \
