@@ -26,7 +26,11 @@
 //! A cell that dies mid-move: its process's locks die with it (OFD locks).
 //! If A dies after the claim, B keeps a pending claim that B's `enable`
 //! confirms (`cellvm enable B ID`) or `cellvm unclaim B ID` drops; if B
-//! dies, A's re-enable takes the device back.
+//! dies, A's re-enable takes the device back. The kernel drops a dying
+//! process's locks when it closes its files, which may be after its socket
+//! told A that B is gone: A's re-enable then meets B's lock and is retried,
+//! with a growing pause, for up to [`GIVE_BACK_WAIT`] (each attempt is a
+//! step of the report).
 
 pub use super::endpoint::{CellEndpoint, RemoteCell};
 use super::protocol::{ApiError, ErrorKind, Request};
@@ -99,6 +103,9 @@ impl MoveFailure {
     }
 }
 
+/// How long the give-back waits for a dead receiver's image lock to go.
+pub const GIVE_BACK_WAIT: Duration = Duration::from_secs(2);
+
 /// A move in progress: the sides, the report so far, the guest wait.
 struct Move<'a> {
     from: &'a dyn CellEndpoint,
@@ -161,6 +168,35 @@ impl Move<'_> {
                 e.message,
                 to.name()
             ),
+        }
+    }
+
+    /// Gives the device back to the giving cell after the receiver failed.
+    /// A receiver that died (`receiver_gone`) may still hold the image for
+    /// a moment: the kernel drops its lock only when the dying process's
+    /// files are closed, possibly after the socket that told us it is gone.
+    /// Then a refused claim (`conflict`) is retried, with a growing pause,
+    /// for up to [`GIVE_BACK_WAIT`]; every attempt is in the report.
+    fn give_back(
+        &mut self,
+        enable: &Request,
+        receiver_gone: bool,
+    ) -> Result<serde_json::Value, ApiError> {
+        let from = self.from;
+        let deadline = Instant::now() + GIVE_BACK_WAIT;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let r = self.step("enable", from, enable);
+            match &r {
+                Err(e) if receiver_gone && e.kind == ErrorKind::Conflict => {
+                    if Instant::now() + pause > deadline {
+                        return r;
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(200));
+                }
+                _ => return r,
+            }
         }
     }
 
@@ -251,7 +287,7 @@ pub fn move_device(
         return m.finish(MoveOutcome::Moved, None);
     };
     let also = m.unclaim(id);
-    match m.step("enable", from, &enable) {
+    match m.give_back(&enable, e.kind == ErrorKind::NotFound) {
         Ok(_) => {
             let message = format!(
                 "move {id}: {b} did not take it ({}); the device is back with {a}{also}",

@@ -8,6 +8,8 @@ struct Fake {
     name: &'static str,
     agent: &'static str,
     refuse: HashMap<&'static str, ErrorKind>,
+    /// Refusals that run out: op -> (error, how many more times).
+    refuse_times: RefCell<HashMap<&'static str, (ErrorKind, usize)>>,
     log: RefCell<Vec<String>>,
 }
 
@@ -17,12 +19,18 @@ impl Fake {
             name,
             agent: "ready",
             refuse: HashMap::new(),
+            refuse_times: RefCell::new(HashMap::new()),
             log: RefCell::new(Vec::new()),
         }
     }
 
     fn refusing(mut self, op: &'static str, kind: ErrorKind) -> Self {
         self.refuse.insert(op, kind);
+        self
+    }
+
+    fn refusing_times(self, op: &'static str, kind: ErrorKind, times: usize) -> Self {
+        self.refuse_times.borrow_mut().insert(op, (kind, times));
         self
     }
 
@@ -42,6 +50,15 @@ impl CellEndpoint for Fake {
             .unwrap()
             .to_string();
         self.log.borrow_mut().push(op.clone());
+        if let Some((kind, left)) = self.refuse_times.borrow_mut().get_mut(op.as_str()) {
+            if *left > 0 {
+                *left -= 1;
+                return Err(ApiError::new(
+                    *kind,
+                    format!("{op} refused by {}", self.name),
+                ));
+            }
+        }
         if let Some(kind) = self.refuse.get(op.as_str()) {
             return Err(ApiError::new(
                 *kind,
@@ -197,4 +214,39 @@ fn a_failure_carries_its_report_as_the_errors_detail() {
         detail.steps[3].error.as_deref(),
         Some("guest_refused: disable refused by a")
     );
+}
+
+#[test]
+fn a_receiver_that_died_gets_its_image_lock_waited_for_before_the_device_goes_back() {
+    // b's process is gone (its socket closed) but its lock lingers for two
+    // attempts: the give-back retries and the device is back with a.
+    let a = Fake::new("a").refusing_times("enable", ErrorKind::Conflict, 2);
+    let b = Fake::new("b").refusing("enable", ErrorKind::NotFound);
+    let f = move_device("flash0", &a, &b, 1000).unwrap_err();
+    assert_eq!(f.report.outcome, MoveOutcome::Returned);
+    assert_eq!(
+        a.asked(),
+        ["status", "disable", "enable", "enable", "enable"]
+    );
+}
+
+#[test]
+fn a_conflict_from_a_receiver_that_answered_is_not_waited_out() {
+    // b refused (it is alive): a conflict on the give-back is final.
+    let a = Fake::new("a").refusing_times("enable", ErrorKind::Conflict, 1);
+    let b = Fake::new("b").refusing("enable", ErrorKind::GuestRefused);
+    let f = move_device("flash0", &a, &b, 1000).unwrap_err();
+    assert_eq!(f.report.outcome, MoveOutcome::Stranded);
+    assert_eq!(a.asked(), ["status", "disable", "enable"]);
+}
+
+#[test]
+fn a_lock_that_never_goes_strands_the_device_after_the_wait() {
+    let a = Fake::new("a").refusing("enable", ErrorKind::Conflict);
+    let b = Fake::new("b").refusing("enable", ErrorKind::NotFound);
+    let started = Instant::now();
+    let f = move_device("flash0", &a, &b, 1000).unwrap_err();
+    assert_eq!(f.report.outcome, MoveOutcome::Stranded);
+    assert!(started.elapsed() <= GIVE_BACK_WAIT + Duration::from_secs(1));
+    assert!(a.asked().iter().filter(|op| *op == "enable").count() > 2);
 }
