@@ -97,6 +97,7 @@ fn cellvm_run(addr: u64, op: Op, n: u64) -> Duration {
             }],
         }],
         uarts: vec![],
+        connectors: vec![],
         origins: Default::default(),
     };
     let io = CellIo {

@@ -105,6 +105,7 @@ fn run(ioeventfd: bool, n: u64) -> Duration {
         }],
         pci_bridges: vec![],
         uarts: vec![],
+        connectors: vec![],
         origins: Default::default(),
     };
     let io = CellIo {

@@ -30,6 +30,18 @@ pub const CHANNEL_SIZE: u64 = 0x1_0000;
 pub const VIRTIO_MMIO_POOL: (u64, u64) = (0xd010_0000, 0xd020_0000);
 /// Size of one virtio-mmio device.
 pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
+/// Pool for the windows of add-on connectors.
+pub const CONNECTOR_POOL: (u64, u64) = (0xd100_0000, 0xe000_0000);
+/// Window of a connector whose config gives no size (1 MiB).
+pub const DEFAULT_CONNECTOR_SIZE: u64 = 0x10_0000;
+/// Smallest connector window (64 KiB: sixteen virtio-mmio pages).
+pub const MIN_CONNECTOR_SIZE: u64 = 0x1_0000;
+/// Largest connector window (64 MiB).
+pub const MAX_CONNECTOR_SIZE: u64 = 0x400_0000;
+/// IOAPIC pins of a connector whose config gives no count.
+pub const DEFAULT_CONNECTOR_IRQS: u32 = 2;
+/// Most IOAPIC pins one connector may reserve.
+pub const MAX_CONNECTOR_IRQS: u32 = 8;
 /// Pool for PCI configuration windows (ECAM/CAM), below 4 GiB.
 pub const PCI_CONFIG_POOL: (u64, u64) = (0xe000_0000, 0xfe00_0000);
 /// IOAPIC registers.

@@ -65,6 +65,7 @@ fn config_for(kernel: std::path::PathBuf, vcpus: u8) -> CellConfig {
         virtio_mmio: vec![],
         pci_bridges: vec![],
         uarts: vec![],
+        connectors: vec![],
         origins: Default::default(),
     }
 }

@@ -4,6 +4,7 @@
 //! [`ConfigError`] that prints as one line, `file:line:column: field: message`.
 //! The file format is documented in `docs/config.md`.
 
+mod connector;
 mod description;
 mod error;
 pub mod ivshmem_shape;
@@ -23,6 +24,7 @@ pub(crate) mod tests;
 use source::{parse_toml, read_source, source_dir};
 use std::path::Path;
 
+pub use connector::valid_connector_id;
 pub use description::{device_from_value, load_device, parse_device, Description};
 pub use error::{shown, ConfigError, Location};
 pub use kernel_image::{detect_kernel_format, kernel_format_from_header, KernelFileError};

@@ -28,6 +28,8 @@ pub struct CellConfig {
     pub pci_bridges: Vec<PciBridgeConfig>,
     /// Extra 16550 UARTs under the ISA bus (the console is not one of them).
     pub uarts: Vec<UartConfig>,
+    /// Connectors add-on boards plug into at run time (docs/addons.md).
+    pub connectors: Vec<ConnectorConfig>,
     /// Where each entry came from, for errors found after validation
     /// (placement collisions).
     pub origins: Origins,
@@ -150,6 +152,22 @@ pub struct UartConfig {
     /// Where its output is appended (resolved), or `None` for
     /// `RUNTIME_DIR/CELL.ID.out`.
     pub path: Option<PathBuf>,
+}
+
+/// A connector: a window of guest-physical address space and IOAPIC pins
+/// reserved for the add-on board plugged into it (docs/addons.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorConfig {
+    /// Unique id within the cell, also the node's device-tree label (`&j1`
+    /// in an add-on's overlay): 1-31 characters of `[a-z0-9_]`, starting
+    /// with a letter.
+    pub id: String,
+    /// Size of the window (a power of two from 64 KiB to 64 MiB); add-on
+    /// devices are placed in it.
+    pub size: u64,
+    /// IOAPIC pins reserved for the add-on's devices (1 to
+    /// [`crate::platform::MAX_CONNECTOR_IRQS`]).
+    pub irqs: u32,
 }
 
 /// vCPU configuration.

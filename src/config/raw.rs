@@ -461,6 +461,16 @@ pub(crate) struct RawCell {
     pub virtio_mmio: Option<Sp<Vec<Sp<RawVirtioMmio>>>>,
     pub pci_bridge: Option<Sp<Vec<Sp<RawPciBridge>>>>,
     pub uart: Option<Sp<Vec<Sp<RawUart>>>>,
+    pub connector: Option<Sp<Vec<Sp<RawConnector>>>>,
+}
+
+/// `[[connector]]`: where add-on boards plug in.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConnector {
+    pub id: Option<Sp<String>>,
+    pub size: Option<Sp<RawSize>>,
+    pub irqs: Option<Sp<i64>>,
 }
 
 /// A device description file: one device table in the cell file's syntax.

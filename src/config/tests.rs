@@ -163,6 +163,7 @@ fn accepts_minimal_config_with_defaults() {
             virtio_mmio: vec![],
             pci_bridges: vec![],
             uarts: vec![],
+            connectors: vec![],
             origins: cfg.origins.clone(),
         }
     );
@@ -815,7 +816,7 @@ fn rejects_unknown_top_level_key() {
     assert_err(
         &format!("name = \"t\"\ncolour = \"red\"\n[cpus]\ncount = 1\n{AFTER_CPUS}"),
         "cells/x.toml:2:1: colour: unknown key (expected one of `name`, `cpus`, `memory`, \
-         `kernel`, `console`, `virtio_mmio`, `pci_bridge`, `uart`)",
+         `kernel`, `console`, `virtio_mmio`, `pci_bridge`, `uart`, `connector`)",
     );
 }
 
@@ -2021,4 +2022,64 @@ fn a_path_with_a_newline_gives_a_one_line_error() {
         .expect_err("no such file")
         .to_string();
     assert!(!e.contains('\n'), "{e}");
+}
+
+// ---------------------------------------------------------------------------
+// Connectors
+
+#[test]
+fn a_connector_defaults_to_one_mib_and_two_pins() {
+    let cfg = ok(&head("[[connector]]\nid = \"j1\"\n"));
+    assert_eq!(
+        cfg.connectors,
+        vec![ConnectorConfig {
+            id: "j1".into(),
+            size: 1 << 20,
+            irqs: 2
+        }]
+    );
+}
+
+#[test]
+fn a_connector_takes_a_size_and_a_pin_count() {
+    let cfg = ok(&head("[[connector]]\nid = \"j1\"\nsize = \"4M\"\nirqs = 8\n"));
+    assert_eq!(cfg.connectors[0].size, 4 << 20);
+    assert_eq!(cfg.connectors[0].irqs, 8);
+}
+
+#[test]
+fn a_connector_id_must_be_a_lowercase_label() {
+    assert_err(
+        &head("[[connector]]\nid = \"J-1\"\n"),
+        "cells/x.toml:9:6: connector[0].id: must be 1-31 characters of a-z, 0-9 and '_' \
+         starting with a letter (it is the connector's device-tree label), got \"J-1\"",
+    );
+}
+
+#[test]
+fn a_connector_size_must_be_a_power_of_two_in_range() {
+    assert_err(
+        &head("[[connector]]\nid = \"j1\"\nsize = \"3M\"\n"),
+        "cells/x.toml:10:8: connector[0].size: must be a power of two from 64 KiB to 64 MiB, got 3 MiB",
+    );
+    assert_err(
+        &head("[[connector]]\nid = \"j1\"\nsize = \"4K\"\n"),
+        "cells/x.toml:10:8: connector[0].size: must be a power of two from 64 KiB to 64 MiB, got 4 KiB",
+    );
+}
+
+#[test]
+fn a_connector_pin_count_is_one_to_eight() {
+    assert_err(
+        &head("[[connector]]\nid = \"j1\"\nirqs = 9\n"),
+        "cells/x.toml:10:8: connector[0].irqs: must be 1 to 8, got 9",
+    );
+}
+
+#[test]
+fn a_connector_id_may_not_repeat_a_device_id() {
+    assert_err(
+        &head("[[uart]]\nid = \"j1\"\n[[connector]]\nid = \"j1\"\n"),
+        "cells/x.toml:11:6: connector[0].id: duplicate id \"j1\" (already used by uart[0])",
+    );
 }

@@ -76,7 +76,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn invalid(&self, span: &Span, field: &str, message: impl Into<String>) -> ConfigError {
+    pub(super) fn invalid(&self, span: &Span, field: &str, message: impl Into<String>) -> ConfigError {
         ConfigError::Invalid {
             at: self.at(span, field),
             field: field.to_string(),
@@ -85,7 +85,7 @@ impl Ctx<'_> {
     }
 
     /// `field` is missing from the table at `table`.
-    fn missing(&self, table: &Span, field: &str, hint: &str) -> ConfigError {
+    pub(super) fn missing(&self, table: &Span, field: &str, hint: &str) -> ConfigError {
         let parent = field.rsplit_once('.').map_or("", |(p, _)| p);
         ConfigError::MissingKey {
             at: self.at(table, parent),
@@ -133,7 +133,7 @@ impl Ctx<'_> {
         })
     }
 
-    fn size(&self, v: &Sp<RawSize>, field: &str) -> Result<u64, ConfigError> {
+    pub(super) fn size(&self, v: &Sp<RawSize>, field: &str) -> Result<u64, ConfigError> {
         match &v.value {
             RawSize::Bytes(n) => u64::try_from(*n).map_err(|_| {
                 self.invalid(&v.span, field, format!("must not be negative, got {n}"))
@@ -324,7 +324,7 @@ pub(crate) fn schema_error(
 /// Where each entry is: RAM regions for their origins, device ids for the
 /// uniqueness check, and the origins collected so far.
 #[derive(Debug, Default)]
-struct Spans {
+pub(super) struct Spans {
     /// Per memory region in file order: its `base` span, or its table.
     memory: Vec<Span>,
     /// Every device id: (field of its table, id, span of the id).
@@ -335,7 +335,7 @@ struct Spans {
 impl Spans {
     /// Records a device entry: its id for [`unique_ids`], its table and its
     /// placement keys for [`Origins`].
-    fn device(
+    pub(super) fn device(
         &mut self,
         ctx: &Ctx<'_>,
         field: &str,
@@ -397,6 +397,10 @@ pub(crate) fn validate(
     for (i, u) in raw.uart.iter().flat_map(|v| &v.value).enumerate() {
         uarts.push(uart(ctx, i, u, &mut spans)?);
     }
+    let mut connectors = Vec::new();
+    for (i, c) in raw.connector.iter().flat_map(|v| &v.value).enumerate() {
+        connectors.push(super::connector::connector(ctx, i, c, &mut spans)?);
+    }
     unique_ids(ctx, &spans)?;
     let mut cell = CellConfig {
         name,
@@ -408,6 +412,7 @@ pub(crate) fn validate(
         virtio_mmio,
         pci_bridges,
         uarts,
+        connectors,
         origins: spans.origins,
     };
     for field in partition_fields(&cell) {

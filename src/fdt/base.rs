@@ -10,7 +10,7 @@ use super::template::{Template, Vars};
 use super::tree::{child_path, Cell, Node, Property};
 use super::FdtError;
 use crate::config::{CellConfig, DeviceConfig, DeviceState, PciHostKind, Window};
-use crate::layout::{CellLayout, PciBridgeSlot, UartSlot, VirtioMmioSlot};
+use crate::layout::{CellLayout, ConnectorSlot, PciBridgeSlot, UartSlot, VirtioMmioSlot};
 use crate::pci::pci_intx_pin;
 use crate::platform::*;
 
@@ -48,9 +48,10 @@ pub mod templates {
     template!(VIRTIO_MMIO, "virtio-mmio.dts");
     template!(PCI_HOST, "pci-host.dts");
     template!(MSI, "msi.dts");
+    template!(CONNECTOR, "connector.dts");
 
     /// Every template, for checks that they all parse.
-    pub const ALL: [Template; 16] = [
+    pub const ALL: [Template; 17] = [
         ROOT,
         CHOSEN,
         ALIASES,
@@ -67,6 +68,7 @@ pub mod templates {
         VIRTIO_MMIO,
         PCI_HOST,
         MSI,
+        CONNECTOR,
     ];
 }
 
@@ -190,6 +192,16 @@ pub fn virtio_mmio_node(slot: &VirtioMmioSlot) -> Result<Node, FdtError> {
     t::VIRTIO_MMIO.instantiate(&window_vars(slot.window).cells("irq", [slot.irq]))
 }
 
+/// An add-on connector, labelled with its id.
+pub fn connector_node(slot: &ConnectorSlot) -> Result<Node, FdtError> {
+    t::CONNECTOR.instantiate(
+        &window_vars(slot.window)
+            .raw("label", slot.id.as_str())
+            .string("id", slot.id.as_str())
+            .cells("irqs", slot.irqs.iter().copied()),
+    )
+}
+
 /// A PCI host bridge, with its INTx interrupt-map.
 pub fn pci_host_node(slot: &PciBridgeSlot) -> Result<Node, FdtError> {
     let compatible = match slot.kind {
@@ -296,6 +308,9 @@ pub(super) fn build(cfg: &CellConfig, layout: &CellLayout) -> Result<Node, FdtEr
         let mut node = pci_host_node(slot)?;
         with_state(&mut node, state_of(cfg, &slot.id));
         root.add_child(node)?;
+    }
+    for slot in &layout.connectors {
+        root.add_child(connector_node(slot)?)?;
     }
     Ok(root)
 }

@@ -2,18 +2,24 @@
 //!
 //! Only whole trees (a root named `/`) are emitted here: every `&label`
 //! reference is resolved against the labels of the same tree (see
-//! [`Phandles`]) and each labelled node gets a `phandle` property. vm-fdt 0.3
-//! refuses node names starting with `_`, so overlays (`__overlay__`,
-//! `__fixups__`) need another writer; the tree code is ready for one
-//! ([`Property::encode`] takes the resolver, [`Node::references`] lists the
-//! fixups).
+//! [`Phandles`]) and each labelled node gets a `phandle` property. The tree
+//! also carries `__symbols__` (label → path, as `dtc -@` writes it), so an
+//! overlay compiled elsewhere can refer to the cell's labels (`&j1`) and be
+//! resolved by the guest. vm-fdt 0.3 refuses node names starting with `_`:
+//! the tree is written with vm-fdt and `__symbols__` added with dtoolkit,
+//! which also writes overlays (`overlay.rs`).
 //!
 //! [`Property::encode`]: super::tree::Property::encode
 //! [`Node::references`]: super::tree::Node::references
 
 use super::tree::{child_path, Node, Phandles};
 use super::FdtError;
+use dtoolkit::fdt::Fdt;
+use dtoolkit::model::{DeviceTree, DeviceTreeNode, DeviceTreeProperty};
 use vm_fdt::FdtWriter;
+
+/// Name of the node listing every label with the path of its node.
+pub const SYMBOLS_NODE: &str = "__symbols__";
 
 /// Serialises the tree rooted at `root` as a DTB.
 pub fn to_dtb(root: &Node) -> Result<Vec<u8>, FdtError> {
@@ -27,7 +33,29 @@ pub fn to_dtb(root: &Node) -> Result<Vec<u8>, FdtError> {
     };
     let mut w = FdtWriter::new().map_err(writer_err("/"))?;
     write_node(&mut w, root, "/", &phandles)?;
-    w.finish().map_err(writer_err("/"))
+    let dtb = w.finish().map_err(writer_err("/"))?;
+    with_symbols(dtb, root, &phandles)
+}
+
+/// `dtb` with a `__symbols__` node naming the path of every label in
+/// `phandles` (unchanged if there is none).
+fn with_symbols(dtb: Vec<u8>, root: &Node, phandles: &Phandles) -> Result<Vec<u8>, FdtError> {
+    if phandles.iter().next().is_none() {
+        return Ok(dtb);
+    }
+    let fdt = Fdt::new(&dtb).map_err(|e| FdtError::Symbols(e.to_string()))?;
+    let mut tree = DeviceTree::from_fdt(&fdt);
+    let mut symbols = DeviceTreeNode::new_unchecked(SYMBOLS_NODE);
+    for (label, _) in phandles.iter() {
+        let Some(path) = root.path_of_label(label) else {
+            return Err(FdtError::Symbols(format!("label {label} has no node")));
+        };
+        let mut value = path.into_bytes();
+        value.push(0);
+        symbols.add_property(DeviceTreeProperty::new_unchecked(label, value));
+    }
+    tree.root.add_child(symbols);
+    Ok(tree.to_dtb())
 }
 
 fn write_node(

@@ -31,7 +31,7 @@ mod tests;
 pub(crate) mod overlay_tests;
 
 pub use base::{
-    boot_timer_node, channel_node, debug_exit_node, ioapic_node, pci_host_node, templates,
+    boot_timer_node, channel_node, connector_node, debug_exit_node, ioapic_node, pci_host_node, templates,
     uart_node, uart_path, virtio_mmio_node, IOAPIC_LABEL, MSI_LABEL,
 };
 pub use template::{Template, Value, Vars};
@@ -131,6 +131,9 @@ pub enum FdtError {
         /// The missing label.
         label: String,
     },
+    /// The `__symbols__` node could not be added (a bug).
+    #[error("adding __symbols__ to the tree: {0}")]
+    Symbols(String),
     /// Only a root node (named `/`) can be emitted as a whole DTB.
     #[error("cannot emit node {0} as a device tree: it is not a root node (/)")]
     NotRoot(String),

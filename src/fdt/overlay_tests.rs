@@ -50,6 +50,7 @@ pub(crate) fn test_config(
         virtio_mmio,
         pci_bridges,
         uarts: vec![],
+        connectors: vec![],
         origins: Default::default(),
     }
 }

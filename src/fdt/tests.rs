@@ -43,6 +43,7 @@ fn config(
         virtio_mmio,
         pci_bridges,
         uarts: vec![],
+        connectors: vec![],
         origins: Default::default(),
     }
 }
@@ -65,7 +66,7 @@ fn minimal_config() -> CellConfig {
 /// 4 vCPUs, RAM below and above 4 GiB, two virtio-mmio devices (one fixed,
 /// one allocated), an ECAM bridge with a 64-bit window and a CAM bridge.
 fn full_config() -> CellConfig {
-    config(
+    let mut cfg = config(
         4,
         vec![
             MemoryRegion {
@@ -129,7 +130,13 @@ fn full_config() -> CellConfig {
                 devices: vec![],
             },
         ],
-    )
+    );
+    cfg.connectors = vec![crate::config::ConnectorConfig {
+        id: "j1".into(),
+        size: 1 << 20,
+        irqs: 2,
+    }];
+    cfg
 }
 
 fn tree_and_layout(cfg: &CellConfig) -> (Node, CellLayout) {
@@ -190,12 +197,42 @@ fn dtc_decompile(dtb: &[u8]) -> (bool, String, String) {
 }
 
 /// Parses dtc's decompiled output with the template parser (it is the same
-/// DTS subset once the `/dts-v1/;` header is gone).
+/// DTS subset once the `/dts-v1/;` header and the `__symbols__` node, whose
+/// name the subset refuses, are gone).
 fn parse_dtc_output(dts: &str) -> Node {
     let body = dts
         .strip_prefix("/dts-v1/;")
         .unwrap_or_else(|| panic!("dtc output does not start with /dts-v1/;:\n{dts}"));
-    template::parse("dtc output", body).unwrap_or_else(|e| panic!("re-parsing dtc output: {e}"))
+    // dtc writes a string list read from a DTB as one string with `\0`s.
+    let body = without_symbols(body).replace("\\0", "\", \"");
+    template::parse("dtc output", &body).unwrap_or_else(|e| panic!("re-parsing dtc output: {e}"))
+}
+
+/// dtc's output without its `\t__symbols__ { ... };` block.
+fn without_symbols(dts: &str) -> String {
+    let Some(start) = dts.find("\t__symbols__ {") else {
+        return dts.to_string();
+    };
+    let end = dts[start..]
+        .find("\n\t};\n")
+        .map(|e| start + e + "\n\t};\n".len())
+        .expect("end of __symbols__");
+    format!("{}{}", &dts[..start], &dts[end..])
+}
+
+/// The `__symbols__` node of dtc's output, as label → path.
+fn symbols_of(dts: &str) -> Vec<(String, String)> {
+    let start = dts.find("\t__symbols__ {").expect("a __symbols__ node");
+    let block = &dts[start..];
+    let block = &block[..block.find("\n\t};").expect("end of __symbols__")];
+    block
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let (label, path) = l.trim().trim_end_matches(';').split_once(" = ")?;
+            Some((label.to_string(), path.trim_matches('"').to_string()))
+        })
+        .collect()
 }
 
 fn encode_resolved(p: &Property, phandles: &Phandles) -> Vec<u8> {
@@ -587,6 +624,48 @@ fn dtb_reads_back_through_dtc_as_the_same_tree() {
     }
 }
 
+#[test]
+fn dtb_symbols_name_the_path_of_every_label() {
+    let cfg = full_config();
+    let (tree, layout) = tree_and_layout(&cfg);
+    let dtb = build_base_dtb(&cfg, &layout).expect("dtb");
+    let (ok, dts, stderr) = dtc_decompile(&dtb);
+    assert!(ok, "dtc failed: {stderr}");
+    let mut symbols = symbols_of(&dts);
+    symbols.sort();
+    let phandles = Phandles::assign(&tree).expect("phandles");
+    let mut expected: Vec<(String, String)> = phandles
+        .iter()
+        .map(|(l, _)| (l.to_string(), tree.path_of_label(l).expect("path")))
+        .collect();
+    expected.sort();
+    assert_eq!(symbols, expected);
+    assert!(symbols.contains(&("j1".to_string(), "/connector-bus@d1000000".to_string())));
+}
+
+#[test]
+fn a_connector_is_a_labelled_simple_bus_over_its_window_with_its_pins() {
+    let (tree, layout) = tree_and_layout(&full_config());
+    let slot = layout.connector("j1").expect("connector placed");
+    assert_eq!(slot.window.base, 0xd100_0000);
+    assert_eq!(slot.window.size, 1 << 20);
+    let n = node(&tree, "/connector-bus@d1000000");
+    assert_eq!(n.label(), Some("j1"));
+    assert_eq!(
+        n.property("compatible").and_then(Property::as_strings),
+        Some(vec!["cellvm,connector", "simple-bus"])
+    );
+    assert_eq!(u32s(n, "reg"), [0, 0xd100_0000, 0, 0x10_0000]);
+    assert_eq!(u32s(n, "cellvm,irqs"), slot.irqs);
+    assert!(n.property("ranges").is_some_and(|p| p.value.is_empty()));
+    for pin in &slot.irqs {
+        assert_eq!(
+            layout.irqs.owner(*pin).map(ToString::to_string),
+            Some("connector j1".to_string())
+        );
+    }
+}
+
 fn assert_dtc_has_no_warnings(cfg: &CellConfig) {
     let layout = CellLayout::new(cfg).expect("layout");
     let dtb = build_base_dtb(cfg, &layout).expect("dtb");
@@ -749,6 +828,7 @@ fn every_compiled_in_template_instantiates_in_the_base_tree() {
         "channel",
         "virtio_mmio",
         "pci",
+        "connector-bus",
     ];
     assert_eq!(expected.len(), templates::ALL.len());
     assert_eq!(kinds, expected.iter().map(|s| s.to_string()).collect());

@@ -7,10 +7,12 @@ use super::address_map::AddressMap;
 use super::error::LayoutError;
 use super::irq::IrqAllocator;
 use super::owner::{BridgePart, Owner, Platform};
-use super::slots::{PciBridgeSlot, PlacedDevice, UartSlot, VirtioMmioSlot};
+use super::slots::{ConnectorSlot, PciBridgeSlot, PlacedDevice, UartSlot, VirtioMmioSlot};
 use crate::config::{
-    CellConfig, DeviceConfig, PciBridgeConfig, PciHostKind, UartConfig, VirtioMmioConfig, Window,
+    CellConfig, ConnectorConfig, DeviceConfig, PciBridgeConfig, PciHostKind, UartConfig,
+    VirtioMmioConfig, Window,
 };
+use std::collections::BTreeMap;
 use crate::platform::*;
 
 /// Everything placed for one cell.
@@ -30,17 +32,144 @@ pub struct CellLayout {
     pub pci_bridges: Vec<PciBridgeSlot>,
     /// Placed extra UARTs, in placement order.
     pub uarts: Vec<UartSlot>,
+    /// Placed add-on connectors, in config order.
+    pub connectors: Vec<ConnectorSlot>,
 }
 
 impl CellLayout {
     /// Reserves RAM and the fixed platform devices, then places every
-    /// configured device ([`CellConfig::devices`] order).
+    /// configured device ([`CellConfig::devices`] order), then the
+    /// connectors.
     pub fn new(cfg: &CellConfig) -> Result<Self, LayoutError> {
         let mut layout = CellLayout::platform(&cfg.memory_windows())?;
         for dev in cfg.devices() {
             layout.place(&dev)?;
         }
+        for c in &cfg.connectors {
+            layout.place_connector(c)?;
+        }
         Ok(layout)
+    }
+
+    /// Places a connector: its window (aligned to its size) from the
+    /// connector pool and its pins, the lowest free dynamic ones.
+    pub fn place_connector(&mut self, cfg: &ConnectorConfig) -> Result<ConnectorSlot, LayoutError> {
+        if let Some(other) = self.id_user(&cfg.id) {
+            return Err(LayoutError::DuplicateId {
+                id: cfg.id.clone(),
+                other,
+            });
+        }
+        let mut next = self.clone();
+        let owner = Owner::Connector(cfg.id.clone());
+        let window = next.map.allocate(
+            owner.clone(),
+            cfg.size,
+            cfg.size,
+            CONNECTOR_POOL,
+            "the connector pool",
+        )?;
+        let mut irqs = Vec::new();
+        for _ in 0..cfg.irqs {
+            irqs.push(next.irqs.allocate(&owner)?);
+        }
+        let slot = ConnectorSlot {
+            id: cfg.id.clone(),
+            window,
+            irqs,
+            addon: None,
+            occupants: AddressMap::default(),
+            pin_users: BTreeMap::new(),
+        };
+        next.connectors.push(slot.clone());
+        *self = next;
+        Ok(slot)
+    }
+
+    /// The connector `id`, if the cell has one.
+    pub fn connector(&self, id: &str) -> Option<&ConnectorSlot> {
+        self.connectors.iter().find(|c| c.id == id)
+    }
+
+    /// Places `dev`, a device of an add-on, on connector `connector`: its
+    /// page is the lowest free one of the connector's window and its pin
+    /// the lowest free one of the connector's pins. Only virtio-mmio
+    /// devices without a fixed `base` or `irq` sit on a connector. All or
+    /// nothing.
+    pub fn place_on(
+        &mut self,
+        connector: &str,
+        dev: &DeviceConfig,
+    ) -> Result<PlacedDevice, LayoutError> {
+        let id = dev.id().to_string();
+        if let Some(other) = self.id_user(&id) {
+            return Err(LayoutError::DuplicateId { id, other });
+        }
+        let cfg = match dev {
+            DeviceConfig::VirtioMmio(c) if c.base.is_none() && c.irq.is_none() => c,
+            DeviceConfig::VirtioMmio(_) => {
+                return Err(LayoutError::NotOnConnector {
+                    id,
+                    kind: "virtio-mmio device with a fixed base or irq",
+                })
+            }
+            other => {
+                return Err(LayoutError::NotOnConnector {
+                    id,
+                    kind: other.kind_name(),
+                })
+            }
+        };
+        let mut next = self.clone();
+        let Some(slot) = next.connectors.iter_mut().find(|c| c.id == connector) else {
+            return Err(LayoutError::NoSuchConnector {
+                id: connector.to_string(),
+            });
+        };
+        let owner = Owner::VirtioMmio(id.clone());
+        let w = slot.window;
+        let window = slot.occupants.allocate(
+            owner,
+            VIRTIO_MMIO_SIZE,
+            VIRTIO_MMIO_SIZE,
+            (w.base, w.end()),
+            "the connector's window",
+        )?;
+        let Some(irq) = slot
+            .irqs
+            .iter()
+            .copied()
+            .find(|p| !slot.pin_users.contains_key(p))
+        else {
+            return Err(LayoutError::ConnectorIrqsExhausted {
+                id,
+                connector: connector.to_string(),
+                pins: slot.irqs.len(),
+            });
+        };
+        slot.pin_users.insert(irq, id.clone());
+        let placed = VirtioMmioSlot {
+            id: cfg.id.clone(),
+            window,
+            irq,
+        };
+        next.virtio_mmio.push(placed.clone());
+        *self = next;
+        Ok(PlacedDevice::VirtioMmio(placed))
+    }
+
+    /// Records that add-on `addon` is plugged into connector `connector`
+    /// (`None`: unplugged).
+    pub fn set_addon(&mut self, connector: &str, addon: Option<String>) -> Result<(), LayoutError> {
+        let slot = self
+            .connectors
+            .iter_mut()
+            .find(|c| c.id == connector)
+            .ok_or_else(|| LayoutError::NoSuchConnector {
+                id: connector.to_string(),
+            })?;
+        slot.addon = addon;
+        Ok(())
     }
 
     /// RAM and the platform devices, nothing else.
@@ -85,6 +214,7 @@ impl CellLayout {
             virtio_mmio: Vec::new(),
             pci_bridges: Vec::new(),
             uarts: Vec::new(),
+            connectors: Vec::new(),
         })
     }
 
@@ -102,6 +232,9 @@ impl CellLayout {
                 PlacedDevice::Uart(_) => "uart",
             };
             return Some(format!("{kind} {id}"));
+        }
+        if self.connector(id).is_some() {
+            return Some(format!("connector {id}"));
         }
         Platform::ALL
             .iter()
@@ -168,6 +301,12 @@ impl CellLayout {
             self.map.release(&owner);
             self.ports.release(&owner);
             self.irqs.release(&owner);
+            for c in &mut self.connectors {
+                c.occupants.release(&owner);
+            }
+        }
+        for c in &mut self.connectors {
+            c.pin_users.retain(|_, user| user != id);
         }
         self.virtio_mmio.retain(|s| s.id != id);
         self.pci_bridges.retain(|s| s.id != id);

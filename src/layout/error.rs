@@ -99,6 +99,30 @@ pub enum LayoutError {
         /// The id asked for.
         id: String,
     },
+    /// The cell has no connector of this id.
+    #[error("the cell has no connector {id:?}")]
+    NoSuchConnector {
+        /// The connector asked for.
+        id: String,
+    },
+    /// A device kind that cannot sit on a connector.
+    #[error("{id}: a {kind} cannot sit on a connector (add-ons serve virtio-mmio devices)")]
+    NotOnConnector {
+        /// The device.
+        id: String,
+        /// Its kind.
+        kind: &'static str,
+    },
+    /// Every pin of the connector is taken by the add-on's other devices.
+    #[error("{id}: connector {connector} has no free IOAPIC pin left (it has {pins}; give it more with irqs)")]
+    ConnectorIrqsExhausted {
+        /// The device.
+        id: String,
+        /// The connector.
+        connector: String,
+        /// How many pins it has.
+        pins: usize,
+    },
 }
 
 /// What a [`LayoutError`] is about: the device (and key) or RAM region
@@ -144,7 +168,10 @@ impl LayoutError {
                 id,
                 key: "bus_start",
             },
-            LayoutError::NoSuchDevice { id } => Culprit::Device { id, key: "id" },
+            LayoutError::NoSuchDevice { id }
+            | LayoutError::NoSuchConnector { id }
+            | LayoutError::NotOnConnector { id, .. }
+            | LayoutError::ConnectorIrqsExhausted { id, .. } => Culprit::Device { id, key: "id" },
         }
     }
 
@@ -177,7 +204,10 @@ impl LayoutError {
             LayoutError::NoFreePort { .. }
             | LayoutError::DuplicateId { .. }
             | LayoutError::BusCollision { .. }
-            | LayoutError::NoSuchDevice { .. } => {}
+            | LayoutError::NoSuchDevice { .. }
+            | LayoutError::NoSuchConnector { .. }
+            | LayoutError::NotOnConnector { .. }
+            | LayoutError::ConnectorIrqsExhausted { .. } => {}
         }
         self
     }

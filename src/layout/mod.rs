@@ -24,7 +24,7 @@ pub use cell_layout::CellLayout;
 pub use error::{Culprit, LayoutError};
 pub use irq::IrqAllocator;
 pub use owner::{BridgePart, Owner, Platform};
-pub use slots::{PciBridgeSlot, PlacedDevice, UartSlot, VirtioMmioSlot};
+pub use slots::{ConnectorSlot, PciBridgeSlot, PlacedDevice, UartSlot, VirtioMmioSlot};
 
 use crate::config::{CellConfig, ConfigError};
 

@@ -87,6 +87,9 @@ pub enum Owner {
     PciBridge(String, BridgePart),
     /// An extra UART (its ports and its pin).
     Uart(String),
+    /// An add-on connector (its window and its pins; the devices of the
+    /// add-on plugged into it hold theirs inside).
+    Connector(String),
 }
 
 impl Owner {
@@ -94,7 +97,10 @@ impl Owner {
     /// RAM, not a platform device).
     pub fn device_id(&self) -> Option<&str> {
         match self {
-            Owner::VirtioMmio(id) | Owner::PciBridge(id, _) | Owner::Uart(id) => Some(id),
+            Owner::VirtioMmio(id)
+            | Owner::PciBridge(id, _)
+            | Owner::Uart(id)
+            | Owner::Connector(id) => Some(id),
             Owner::Memory(_) | Owner::Platform(_) => None,
         }
     }
@@ -110,6 +116,8 @@ impl Owner {
             (Owner::PciBridge(_, BridgePart::ConfigSpace), _) => "config_base",
             (Owner::PciBridge(_, BridgePart::Mmio32), _) => "mmio32",
             (Owner::PciBridge(_, BridgePart::Mmio64), _) => "mmio64",
+            (Owner::Connector(_), true) => "irqs",
+            (Owner::Connector(_), false) => "size",
             (Owner::PciBridge(_, BridgePart::Intx(_)), _)
             | (Owner::Memory(_) | Owner::Platform(_), _) => "",
         }
@@ -131,6 +139,7 @@ impl fmt::Display for Owner {
                 }
             },
             Owner::Uart(id) => write!(f, "uart {id}"),
+            Owner::Connector(id) => write!(f, "connector {id}"),
         }
     }
 }

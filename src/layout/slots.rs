@@ -1,6 +1,8 @@
 //! Where a placed device is: its slot in the layout.
 
+use super::address_map::AddressMap;
 use crate::config::{PciHostKind, Window};
+use std::collections::BTreeMap;
 
 /// A placed virtio-mmio device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +45,34 @@ pub struct UartSlot {
     pub port: u16,
     /// IOAPIC pin (edge rising).
     pub irq: u32,
+}
+
+/// A placed add-on connector and what is plugged into it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectorSlot {
+    /// Connector id (also its device-tree label).
+    pub id: String,
+    /// The window add-on devices are placed in.
+    pub window: Window,
+    /// The IOAPIC pins reserved for add-on devices, ascending.
+    pub irqs: Vec<u32>,
+    /// The add-on plugged in, if any.
+    pub addon: Option<String>,
+    /// The add-on devices' reservations inside `window`.
+    pub occupants: AddressMap,
+    /// Which add-on device uses each of `irqs` that is in use.
+    pub pin_users: BTreeMap<u32, String>,
+}
+
+impl ConnectorSlot {
+    /// Ids of the devices placed on the connector, by address.
+    pub fn device_ids(&self) -> Vec<String> {
+        self.occupants
+            .entries()
+            .iter()
+            .filter_map(|r| r.owner.device_id().map(str::to_string))
+            .collect()
+    }
 }
 
 /// Where a device was placed.

@@ -33,6 +33,7 @@ fn cfg() -> CellConfig {
         virtio_mmio: vec![],
         pci_bridges: vec![],
         uarts: vec![],
+        connectors: vec![],
         origins: Default::default(),
     }
 }
