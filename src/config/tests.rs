@@ -2042,7 +2042,9 @@ fn a_connector_defaults_to_one_mib_and_two_pins() {
 
 #[test]
 fn a_connector_takes_a_size_and_a_pin_count() {
-    let cfg = ok(&head("[[connector]]\nid = \"j1\"\nsize = \"4M\"\nirqs = 8\n"));
+    let cfg = ok(&head(
+        "[[connector]]\nid = \"j1\"\nsize = \"4M\"\nirqs = 8\n",
+    ));
     assert_eq!(cfg.connectors[0].size, 4 << 20);
     assert_eq!(cfg.connectors[0].irqs, 8);
 }

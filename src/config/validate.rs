@@ -76,7 +76,12 @@ impl Ctx<'_> {
         }
     }
 
-    pub(super) fn invalid(&self, span: &Span, field: &str, message: impl Into<String>) -> ConfigError {
+    pub(super) fn invalid(
+        &self,
+        span: &Span,
+        field: &str,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::Invalid {
             at: self.at(span, field),
             field: field.to_string(),

@@ -19,11 +19,14 @@
 //! See `docs/device-tree.md` for what goes in the tree and why.
 
 mod base;
+pub mod dts;
 pub mod emit;
 pub mod overlay;
 pub mod template;
 pub mod tree;
 
+#[cfg(test)]
+mod dts_tests;
 #[cfg(test)]
 mod tests;
 
@@ -31,8 +34,8 @@ mod tests;
 pub(crate) mod overlay_tests;
 
 pub use base::{
-    boot_timer_node, channel_node, connector_node, debug_exit_node, ioapic_node, pci_host_node, templates,
-    uart_node, uart_path, virtio_mmio_node, IOAPIC_LABEL, MSI_LABEL,
+    boot_timer_node, channel_node, connector_node, debug_exit_node, ioapic_node, pci_host_node,
+    templates, uart_node, uart_path, virtio_mmio_node, IOAPIC_LABEL, MSI_LABEL,
 };
 pub use template::{Template, Value, Vars};
 pub use tree::{Cell, Chunk, Node, Phandles, Property, Reference};
@@ -82,6 +85,11 @@ pub enum FdtError {
         template: String,
         /// 1-based line in the template.
         line: usize,
+        /// 1-based column (in characters) of the expanded text: the
+        /// template's own column unless the error is in a placeholder's
+        /// value, and always the file's column for a DTS file
+        /// ([`dts::parse_overlay_source`]).
+        column: usize,
         /// The placeholder whose value contained the error, if it was in one.
         placeholder: Option<String>,
         /// What is wrong.
@@ -210,4 +218,13 @@ pub enum SyntaxError {
     /// DTS syntax that exists but the template subset does not support.
     #[error("{0} is not supported in templates")]
     Unsupported(&'static str),
+    /// DTS syntax that exists but cellvm's overlay reader does not support.
+    #[error("{0} is not supported")]
+    UnsupportedInOverlay(&'static str),
+    /// A `&{...}` target that is not an absolute path.
+    #[error("invalid path {0:?} (a path reference is absolute: &{{/node@1/child}})")]
+    BadPath(String),
+    /// A directive the overlay file needs is missing.
+    #[error("expected {0}")]
+    Missing(&'static str),
 }

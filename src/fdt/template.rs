@@ -33,6 +33,7 @@
 //! error inside a placeholder's value names the placeholder. The parser never
 //! panics, whatever the input.
 
+use super::dts::{SourceFragment, Target};
 use super::tree::{Cell, Chunk, Node, Property};
 use super::{FdtError, SyntaxError};
 use std::collections::{BTreeMap, BTreeSet};
@@ -195,8 +196,24 @@ pub fn instantiate(template: &str, text: &str, vars: &Vars) -> Result<Node, FdtE
         pos: 0,
         expanded: &expanded,
         template,
+        overlay_source: false,
     }
     .parse_file()
+}
+
+/// Parses `text` as a device-tree overlay source (`dts.rs`); `file` names
+/// it in errors.
+pub(super) fn parse_overlay(file: &str, text: &str) -> Result<Vec<SourceFragment>, FdtError> {
+    let expanded = Expanded::verbatim(text);
+    Parser {
+        text: &expanded.text,
+        src: expanded.text.as_bytes(),
+        pos: 0,
+        expanded: &expanded,
+        template: file,
+        overlay_source: true,
+    }
+    .parse_overlay_file()
 }
 
 /// Parses `text` as a template without placeholders.
@@ -223,6 +240,31 @@ struct Expanded {
 }
 
 impl Expanded {
+    /// `text` as it is, with no placeholders: a DTS file.
+    fn verbatim(text: &str) -> Self {
+        Expanded {
+            text: text.to_string(),
+            segments: vec![Segment {
+                start: 0,
+                line: 1,
+                placeholder: None,
+            }],
+        }
+    }
+
+    /// The 1-based column, in characters, of offset `at` of the text.
+    fn column(&self, at: usize) -> usize {
+        let at = at.min(self.text.len());
+        let line_start = self
+            .text
+            .get(..at)
+            .and_then(|t| t.rfind('\n'))
+            .map_or(0, |i| i + 1);
+        self.text
+            .get(line_start..at)
+            .map_or(1, |t| t.chars().count() + 1)
+    }
+
     /// The template line and placeholder (if any) of expanded offset `at`.
     fn locate(&self, at: usize) -> (usize, Option<String>) {
         let at = at.min(self.text.len());
@@ -296,6 +338,11 @@ fn expand(template: &str, text: &str, vars: &Vars) -> Result<Expanded, FdtError>
                         return Err(FdtError::Syntax {
                             template: template.to_string(),
                             line,
+                            column: 1 + i
+                                - text
+                                    .get(..i)
+                                    .and_then(|t| t.rfind('\n'))
+                                    .map_or(0, |n| n + 1),
                             placeholder: None,
                             kind: SyntaxError::BadPlaceholder,
                         });
@@ -404,20 +451,30 @@ fn valid_label(s: &str) -> bool {
     s.as_bytes().first().is_some_and(|&b| is_ident_start(b)) && s.bytes().all(is_ident)
 }
 
-struct Parser<'a> {
+pub(super) struct Parser<'a> {
     text: &'a str,
     src: &'a [u8],
     pos: usize,
     expanded: &'a Expanded,
     template: &'a str,
+    /// Reading a user's overlay file rather than a template (changes how
+    /// unsupported syntax is named).
+    overlay_source: bool,
 }
 
 impl Parser<'_> {
     fn err(&self, at: usize, kind: SyntaxError) -> FdtError {
         let (line, placeholder) = self.expanded.locate(at);
+        let kind = match kind {
+            SyntaxError::Unsupported(what) if self.overlay_source => {
+                SyntaxError::UnsupportedInOverlay(what)
+            }
+            kind => kind,
+        };
         FdtError::Syntax {
             template: self.template.to_string(),
             line,
+            column: self.expanded.column(at),
             placeholder,
             kind,
         }
@@ -524,6 +581,108 @@ impl Parser<'_> {
         }
     }
 
+    /// `directive` (such as `/dts-v1/;`) at the current position, or a
+    /// [`SyntaxError::Missing`] naming it.
+    fn directive(&mut self, directive: &'static str) -> Result<(), FdtError> {
+        self.skip_ws()?;
+        if self
+            .text
+            .get(self.pos..)
+            .is_some_and(|t| t.starts_with(directive))
+        {
+            self.pos += directive.len();
+            Ok(())
+        } else {
+            Err(self.err(self.pos, SyntaxError::Missing(directive)))
+        }
+    }
+
+    /// An overlay source: `/dts-v1/; /plugin/;` then `&target { ... };`
+    /// blocks.
+    fn parse_overlay_file(mut self) -> Result<Vec<SourceFragment>, FdtError> {
+        self.directive("/dts-v1/;")?;
+        self.directive("/plugin/;")?;
+        let mut fragments = Vec::new();
+        loop {
+            self.skip_ws()?;
+            let at = self.pos;
+            match self.peek() {
+                None if fragments.is_empty() => {
+                    return Err(self.err(at, SyntaxError::Missing("a &label { ... }; block")))
+                }
+                None => return Ok(fragments),
+                Some(b'&') => {}
+                Some(b'#') => {
+                    return Err(self.err(
+                        at,
+                        SyntaxError::UnsupportedInOverlay(
+                            "the C preprocessor (#include, #define: cellvm runs no cpp)",
+                        ),
+                    ))
+                }
+                Some(b'/') => {
+                    return Err(self.err(
+                        at,
+                        SyntaxError::UnsupportedInOverlay(
+                            "a root node or directive here (write the overlay as &label { ... }; blocks)",
+                        ),
+                    ))
+                }
+                Some(_) => return Err(self.unexpected("'&label {' or the end of the file")),
+            }
+            self.pos += 1;
+            let target = if self.peek() == Some(b'{') {
+                self.pos += 1;
+                let start = self.pos;
+                while self
+                    .peek()
+                    .is_some_and(|b| b != b'}' && !b.is_ascii_whitespace())
+                {
+                    self.pos += 1;
+                }
+                let path = self
+                    .text
+                    .get(start..self.pos)
+                    .unwrap_or_default()
+                    .to_string();
+                self.expect(b'}', "'}' after the path")?;
+                if !path.starts_with('/') {
+                    return Err(self.err(start, SyntaxError::BadPath(path)));
+                }
+                Target::Path(path)
+            } else {
+                let start = self.pos;
+                while self.peek().is_some_and(is_ident) {
+                    self.pos += 1;
+                }
+                let label = self
+                    .text
+                    .get(start..self.pos)
+                    .unwrap_or_default()
+                    .to_string();
+                if label.is_empty() {
+                    return Err(self.unexpected("a label or '{' after '&'"));
+                }
+                if !valid_label(&label) {
+                    return Err(self.err(start, SyntaxError::BadLabel(label)));
+                }
+                Target::Label(label)
+            };
+            let name = match &target {
+                Target::Label(l) => l.clone(),
+                Target::Path(p) => p.clone(),
+            };
+            let body = self.parse_node_rest(None, name, 1)?;
+            let (line, _) = self.expanded.locate(at);
+            fragments.push(SourceFragment {
+                target,
+                line,
+                column: self.expanded.column(at),
+                body,
+            });
+        }
+    }
+
     fn check_node_name(&self, name: &str, at: usize) -> Result<(), FdtError> {
         if valid_node_name(name) {
             Ok(())
@@ -583,6 +742,12 @@ impl Parser<'_> {
     /// A property or a child node inside a node body.
     fn parse_item(&mut self, node: &mut Node, depth: usize) -> Result<(), FdtError> {
         let at = self.pos;
+        if self.peek() == Some(b'/') {
+            return Err(self.err(
+                at,
+                SyntaxError::Unsupported("/delete-node/, /delete-property/ and other directives"),
+            ));
+        }
         let name = self.read_name();
         if name.is_empty() {
             return Err(self.unexpected("a property name, a node name or '}'"));

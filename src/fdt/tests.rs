@@ -966,6 +966,7 @@ fn syntax_error(text: &str) -> (usize, Option<String>, SyntaxError) {
             line,
             placeholder,
             kind,
+            ..
         }) => {
             assert_eq!(template, "t.dts");
             (line, placeholder, kind)

@@ -12,8 +12,8 @@ use crate::config::{
     CellConfig, ConnectorConfig, DeviceConfig, PciBridgeConfig, PciHostKind, UartConfig,
     VirtioMmioConfig, Window,
 };
-use std::collections::BTreeMap;
 use crate::platform::*;
+use std::collections::BTreeMap;
 
 /// Everything placed for one cell.
 #[derive(Debug, Clone, PartialEq, Eq)]
