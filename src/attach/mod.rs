@@ -22,12 +22,18 @@
 //! A failed plan changes nothing; every failure is an [`AttachError`]. The
 //! overlay format and the checks are described in `docs/overlays.md`.
 
+mod addon;
 mod plan;
 mod state;
 
 #[cfg(test)]
+mod addon_tests;
+#[cfg(test)]
 mod tests;
 
+pub use addon::{
+    device_label, live_tree, plan_plug, plan_unplug, PlugPlan, PluggedAddon, UnplugPlan,
+};
 pub use plan::{current_tree, plan, plan_detach, AttachPlan, DetachPlan};
 pub use state::{plan_state, StatePlan};
 
@@ -171,6 +177,32 @@ pub enum AttachError {
         /// The missing owner.
         owner: String,
     },
+    /// The cell has no connector of this id.
+    #[error("the cell has no connector {connector:?}")]
+    NoSuchConnector {
+        /// The connector asked for.
+        connector: String,
+    },
+    /// Something is plugged into the connector already.
+    #[error("connector {connector} already has add-on {addon} plugged in; unplug it first")]
+    ConnectorOccupied {
+        /// The connector.
+        connector: String,
+        /// What is plugged in.
+        addon: String,
+    },
+    /// Nothing is plugged into the connector.
+    #[error("nothing is plugged into connector {connector}")]
+    NothingPlugged {
+        /// The connector.
+        connector: String,
+    },
+    /// The add-on's overlay source is invalid (`file:line:column: ...`).
+    #[error("{message}")]
+    OverlaySource {
+        /// What is wrong, and where.
+        message: String,
+    },
     /// The layout changed between planning and committing.
     #[error("the plan for {id} was made against a different layout or device list; plan again")]
     StaleLayout {
@@ -183,13 +215,16 @@ impl AttachError {
     /// The error's category.
     pub fn kind(&self) -> AttachErrorKind {
         match self {
-            AttachError::BootTimeDevice { .. } | AttachError::NotInUse { .. } => {
-                AttachErrorKind::Invalid
-            }
-            AttachError::Layout { .. }
+            AttachError::BootTimeDevice { .. }
+            | AttachError::NotInUse { .. }
+            | AttachError::OverlaySource { .. } => AttachErrorKind::Invalid,
+            AttachError::ConnectorOccupied { .. }
+            | AttachError::Layout { .. }
             | AttachError::NodeExists { .. }
             | AttachError::StaleLayout { .. } => AttachErrorKind::Conflict,
-            AttachError::NotAttached { .. } => AttachErrorKind::NotFound,
+            AttachError::NotAttached { .. }
+            | AttachError::NoSuchConnector { .. }
+            | AttachError::NothingPlugged { .. } => AttachErrorKind::NotFound,
             AttachError::NoIsaBus { .. }
             | AttachError::Fdt { .. }
             | AttachError::Overlay { .. }

@@ -4,6 +4,7 @@
 //! [`ConfigError`] that prints as one line, `file:line:column: field: message`.
 //! The file format is documented in `docs/config.md`.
 
+mod addon;
 mod connector;
 mod description;
 mod error;
@@ -24,6 +25,7 @@ pub(crate) mod tests;
 use source::{parse_toml, read_source, source_dir};
 use std::path::Path;
 
+pub use addon::{addon_from_value, load_addon, AddonConfig, AddonDescription, MAX_OVERLAY_SOURCE};
 pub use connector::valid_connector_id;
 pub use description::{device_from_value, load_device, parse_device, Description};
 pub use error::{shown, ConfigError, Location};

@@ -473,6 +473,22 @@ pub(crate) struct RawConnector {
     pub irqs: Option<Sp<i64>>,
 }
 
+/// An add-on board's description file (docs/addons.md).
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAddon {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub overlay: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub virtio_mmio: Option<Sp<Vec<Sp<RawVirtioMmio>>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pci_bridge: Option<Sp<Vec<Sp<RawPciBridge>>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uart: Option<Sp<Vec<Sp<RawUart>>>>,
+}
+
 /// A device description file: one device table in the cell file's syntax.
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

@@ -99,7 +99,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn file_error(
+    pub(super) fn file_error(
         &self,
         span: &Span,
         field: &str,
@@ -149,7 +149,7 @@ impl Ctx<'_> {
     }
 
     /// A non-empty path string, resolved against the base directory.
-    fn path(&self, v: &Sp<String>, field: &str) -> Result<PathBuf, ConfigError> {
+    pub(super) fn path(&self, v: &Sp<String>, field: &str) -> Result<PathBuf, ConfigError> {
         if v.value.is_empty() {
             return Err(self.invalid(&v.span, field, "must not be empty"));
         }
@@ -189,7 +189,7 @@ impl Ctx<'_> {
         Ok(path)
     }
 
-    fn id(&self, v: &Sp<String>, field: &str) -> Result<String, ConfigError> {
+    pub(super) fn id(&self, v: &Sp<String>, field: &str) -> Result<String, ConfigError> {
         if valid_id(&v.value) {
             Ok(v.value.clone())
         } else {
@@ -935,7 +935,7 @@ fn console(ctx: &Ctx<'_>, c: &Sp<RawConsole>) -> Result<ConsoleConfig, ConfigErr
     Ok(ConsoleConfig { output, input })
 }
 
-fn virtio(
+pub(super) fn virtio(
     ctx: &Ctx<'_>,
     i: usize,
     dev: &Sp<RawVirtioMmio>,
@@ -1560,7 +1560,7 @@ fn ivshmem(ctx: &Ctx<'_>, f: &str, d: &Sp<RawPciDevice>) -> Result<IvshmemConfig
 /// Device ids are unique across a file's device tables; the later one in
 /// the file is reported. (The layout refuses a duplicate too, which is what
 /// catches a runtime attach whose id a running cell already has.)
-fn unique_ids(ctx: &Ctx<'_>, spans: &Spans) -> Result<(), ConfigError> {
+pub(super) fn unique_ids(ctx: &Ctx<'_>, spans: &Spans) -> Result<(), ConfigError> {
     let mut all: Vec<&(String, String, Span)> = spans.ids.iter().collect();
     all.sort_by_key(|(_, _, span)| span.as_ref().map_or(0, |s| s.start));
     for (n, (field, id, span)) in all.iter().enumerate() {

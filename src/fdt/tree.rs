@@ -287,6 +287,15 @@ impl Node {
             .try_fold(self, |n, part| n.child(part))
     }
 
+    /// The node at `path` below this one, to change it.
+    pub fn find_mut(&mut self, path: &str) -> Option<&mut Node> {
+        path.split('/')
+            .filter(|s| !s.is_empty())
+            .try_fold(self, |n, part| {
+                n.children.iter_mut().find(|c| c.name == part)
+            })
+    }
+
     /// Calls `f(path, node)` for this node (path `/`) and every descendant,
     /// parents before children.
     pub fn walk<'a>(&'a self, f: &mut dyn FnMut(&str, &'a Node)) {
