@@ -12,7 +12,8 @@
 # Inputs (must exist; run scripts/setup.sh for all of them):
 #   target/x86_64-unknown-linux-gnu/release/cellvm   (scripts/build-cellvm-static.sh)
 #   build/guest/bzImage, build/guest/vmlinux, build/guest/initramfs.cpio.gz
-#   cells/*.toml, tests/nested/scenarios/*.sh, guest/l1/init
+#   cells/*.toml, cells/devices/*.toml, cells/addons/*, tests/nested/scenarios/*.sh,
+#   guest/l1/init
 #
 # Environment:
 #   CELLVM_L1_KERNEL_PKG  Debian kernel package to use, newest version of it
@@ -180,8 +181,9 @@ cp "$BUILD_DIR/guest/bzImage" "$BUILD_DIR/guest/vmlinux" "$BUILD_DIR/guest/initr
 # (neither CONFIG_OF nor an MP table parser: one vCPU without ACPI).
 cp "$distro_entry/vmlinuz" "$stage/cellvm/build/distro-vmlinuz"
 cp "$entry/vmlinuz" "$stage/cellvm/build/cloud-vmlinuz"
-mkdir -p "$stage/cellvm/cells/devices"
+mkdir -p "$stage/cellvm/cells/devices" "$stage/cellvm/cells/addons"
 cp "$REPO_ROOT"/cells/devices/*.toml "$stage/cellvm/cells/devices/"
+cp "$REPO_ROOT"/cells/addons/*.toml "$REPO_ROOT"/cells/addons/*.dtso "$stage/cellvm/cells/addons/"
 
 shopt -s nullglob
 cells=("$REPO_ROOT"/cells/*.toml)

@@ -1246,3 +1246,98 @@ fn a_guest_warning_during_hotplug_torture_fails_the_run_and_names_the_cycle() {
     );
     assert!(s.contains(" of 3) (exit status 6)"), "{s}");
 }
+
+// ---------------------------------------------------------------------------
+// Add-on boards (scenario addon, docs/addons.md)
+
+fn addon_steps() -> std::collections::BTreeMap<String, String> {
+    scenario_steps("addon")
+}
+
+const ADDON_NODES: &str = "CELLVM-DT-LS /connector-bus@d1000000: clock-24m regulator-sensor \
+                           sensor-info virtio_mmio@d1000000 virtio_mmio@d1001000 END";
+const NO_ADDON_NODES: &str = "CELLVM-DT-LS /connector-bus@d1000000: none END";
+
+#[test]
+fn an_add_on_board_is_plugged_as_one_unit_and_its_disk_works() {
+    let steps = addon_steps();
+    let ready = &steps["ready"];
+    assert!(
+        ready.contains("id=j1 kind=connector") && ready.contains("state=empty"),
+        "{ready}"
+    );
+    assert!(ready.contains(NO_ADDON_NODES), "{ready}");
+    let plug = &steps["plug"];
+    assert!(
+        plug.contains("plugged sensor-board into test-addon:j1"),
+        "{plug}"
+    );
+    assert!(plug.contains("rc=0"), "{plug}");
+    for dev in ["id=sensor-disk", "id=sensor-rng"] {
+        let line = plug
+            .lines()
+            .find(|l| l.contains(dev) && l.contains("state=plugged"))
+            .unwrap_or_else(|| panic!("{dev} not listed as plugged:\n{plug}"));
+        assert!(line.contains("connector=j1"), "{line}");
+        assert!(line.contains("addon=sensor-board"), "{line}");
+    }
+    assert!(plug.contains(ADDON_NODES), "{plug}");
+    assert!(plug.contains("CELLVM-BLK-WRITE rc=0"), "{plug}");
+    assert!(plug.contains("CELLVM-BLK-READ: sensor-marker-1"), "{plug}");
+    assert!(
+        steps["plug-twice"].contains("connector j1 already has add-on sensor-board plugged in"),
+        "{}",
+        steps["plug-twice"]
+    );
+}
+
+#[test]
+fn unplugging_a_board_removes_every_node_and_device_and_keeps_its_data() {
+    let steps = addon_steps();
+    let unplug = &steps["unplug"];
+    assert!(unplug.contains("addon=sensor-board"), "{unplug}");
+    assert!(unplug.contains("forced=false"), "{unplug}");
+    assert!(unplug.contains(NO_ADDON_NODES), "{unplug}");
+    assert!(unplug.contains("CELLVM-BLK-READ: no disk"), "{unplug}");
+    assert!(!unplug.contains("state=plugged"), "{unplug}");
+    // The marker reached the image (od -c of its first bytes).
+    assert!(unplug.contains("s   e   n   s   o   r"), "{unplug}");
+    assert!(
+        steps["replug"].contains("CELLVM-BLK-READ: sensor-marker-1"),
+        "{}",
+        steps["replug"]
+    );
+}
+
+#[test]
+fn refused_plugs_change_nothing_and_name_the_cause() {
+    let steps = addon_steps();
+    let r = &steps["refusals"];
+    assert!(r.contains("the cell has no connector \"j9\""), "{r}");
+    assert!(
+        r.contains("/outside.dtso:8:1: &ioapic is not connector j1"),
+        "{r}"
+    );
+    assert!(r.contains("nothing is plugged into connector j1"), "{r}");
+    assert!(r.contains("guest_refused"), "{r}");
+    assert!(!r.contains("state=plugged"), "{r}");
+    assert!(r.contains(NO_ADDON_NODES), "{r}");
+}
+
+#[test]
+fn fifty_plug_unplug_cycles_leave_the_cell_as_it_was_without_kernel_complaints() {
+    let steps = addon_steps();
+    let cycles = &steps["cycles"];
+    assert!(cycles.contains("cycles: 50 failures: 0"), "{cycles}");
+    assert!(cycles.contains("cycles: devices identical"), "{cycles}");
+    assert!(cycles.contains(NO_ADDON_NODES), "{cycles}");
+    assert!(
+        steps["after-cycles"].contains("CELLVM-BLK-READ: sensor-marker-1"),
+        "{}",
+        steps["after-cycles"]
+    );
+    let console = &steps["console"];
+    for bad in ["OF: ERROR", "WARNING:", "refcount_t", "BUG:", "Oops"] {
+        assert!(!console.contains(bad), "guest said {bad}:\n{console}");
+    }
+}

@@ -3,6 +3,8 @@
 //! Request:  `{"op": "status"}`, `{"op": "devices"}`,
 //!           `{"op": "attach", "device": {...description...}}`,
 //!           `{"op": "detach", "id": "hot0", "force": false}`,
+//!           `{"op": "plug", "connector": "j1", "addon": {...}, "overlay_name": "b.dtso",
+//!            "overlay": "/dts-v1/; ..."}`, `{"op": "unplug", "connector": "j1"}`,
 //!           `{"op": "pause"}`, `{"op": "resume"}`, `{"op": "destroy"}`,
 //!           `{"op": "shutdown", "force": false}`, `{"op": "stats"}`.
 //! Response: `{"ok": true, "result": {...}}` or
@@ -51,6 +53,35 @@ pub enum Request {
         /// The device id.
         id: String,
         /// Tear the device down even if the guest refuses or does not answer.
+        #[serde(default)]
+        force: bool,
+        /// How long to wait for the guest (default 10 s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
+    /// Plug an add-on board into a connector (docs/addons.md): every device
+    /// of the board, one overlay, one guest acknowledgement.
+    Plug {
+        /// The connector's id.
+        connector: String,
+        /// The add-on description, as a value tree of its TOML file.
+        addon: toml::Value,
+        /// The overlay source's name, for messages.
+        overlay_name: String,
+        /// The overlay source's text.
+        overlay: String,
+        /// The directory relative paths in the description resolve against.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base_dir: Option<std::path::PathBuf>,
+        /// How long to wait for the guest (default 10 s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
+    /// Unplug the add-on board from a connector.
+    Unplug {
+        /// The connector's id.
+        connector: String,
+        /// Tear the board down even if the guest refuses or does not answer.
         #[serde(default)]
         force: bool,
         /// How long to wait for the guest (default 10 s).
@@ -267,6 +298,44 @@ pub enum Reply {
     DeviceState(DeviceStateResult),
     /// `move`.
     Moved(super::handover::MoveReport),
+    /// `plug`.
+    Plugged(PlugResult),
+    /// `unplug`.
+    Unplugged(UnplugResult),
+}
+
+/// The result of `plug`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PlugResult {
+    /// The connector.
+    pub connector: String,
+    /// The board's name.
+    pub addon: String,
+    /// The board's devices as placed.
+    pub devices: Vec<DeviceInfo>,
+    /// The guest agent's id of the board's overlay.
+    pub overlay: u32,
+    /// The node paths the overlay added.
+    pub nodes: Vec<String>,
+    /// From the request to the guest's acknowledgement.
+    pub elapsed_ms: f64,
+}
+
+/// The result of `unplug`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UnplugResult {
+    /// The connector.
+    pub connector: String,
+    /// The board that was plugged in.
+    pub addon: String,
+    /// Whether `force` tore the board down although the guest did not
+    /// acknowledge.
+    pub forced: bool,
+    /// What the guest said, when forced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_error: Option<String>,
+    /// From the request to the answer.
+    pub elapsed_ms: f64,
 }
 
 /// `enable` / `disable`: the device's state now.
@@ -444,6 +513,12 @@ pub struct DeviceInfo {
     /// How long ago it was attached.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub attached_ms_ago: Option<u64>,
+    /// The connector an add-on's device sits on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connector: Option<String>,
+    /// The add-on board a device belongs to, or a connector holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub addon: Option<String>,
 }
 
 /// The result of `attach`: the device as placed, and the time it took.

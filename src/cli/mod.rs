@@ -1,5 +1,6 @@
 //! The `cellvm` command line.
 
+mod addon;
 mod move_device;
 mod run;
 
@@ -305,6 +306,33 @@ pub enum Command {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
         timeout: u64,
     },
+    /// Plug an add-on board (its description file: a .dtso overlay and the
+    /// devices cellvm serves) into a connector of a running cell: all of
+    /// it or nothing (docs/addons.md).
+    Plug {
+        /// Cell name, or a control socket path.
+        cell: String,
+        /// Connector id.
+        connector: String,
+        /// The add-on description (TOML).
+        addon: PathBuf,
+        /// How long to wait for the guest, in seconds (1 to 300).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+        timeout: u64,
+    },
+    /// Unplug the add-on board from a connector of a running cell.
+    Unplug {
+        /// Cell name, or a control socket path.
+        cell: String,
+        /// Connector id.
+        connector: String,
+        /// Tear the board down even if the guest refuses or does not answer.
+        #[arg(long)]
+        force: bool,
+        /// How long to wait for the guest, in seconds (1 to 300).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+        timeout: u64,
+    },
     /// Validate a cell configuration and print its address map; given
     /// several, validate each and then whether they can share this host
     /// (pinned CPUs, images, names, ivshmem peers, memory).
@@ -324,6 +352,10 @@ pub enum Command {
         /// in order) to the freshly booted cell, planned offline.
         #[arg(long = "with", value_name = "DEVICE")]
         with: Vec<PathBuf>,
+        /// Then plug these add-ons (CONNECTOR=ADDON.toml, in order), planned
+        /// offline: checks an add-on's overlay source against the cell.
+        #[arg(long = "plug", value_name = "CONNECTOR=ADDON", value_parser = addon::parse_plug_arg)]
+        plug: Vec<(String, PathBuf)>,
     },
     /// Write the overlay that attaching DEVICE to the freshly booted CELL
     /// would send to the guest (planned offline, no KVM).
@@ -343,7 +375,14 @@ pub enum Command {
 fn plan_offline(
     cell: &Path,
     devices: &[PathBuf],
-) -> Result<(crate::fdt::Node, Vec<crate::attach::AttachedDevice>), String> {
+) -> Result<
+    (
+        crate::fdt::Node,
+        Vec<crate::attach::AttachedDevice>,
+        crate::layout::CellLayout,
+    ),
+    String,
+> {
     let (cfg, mut layout) = load(cell, false)?;
     let base = crate::fdt::build_base_tree(&cfg, &layout).map_err(|e| e.to_string())?;
     let mut attached = Vec::new();
@@ -355,7 +394,7 @@ fn plan_offline(
         plan.commit(&mut layout, &mut attached)
             .map_err(|e| e.to_string())?;
     }
-    Ok((base, attached))
+    Ok((base, attached, layout))
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
@@ -586,16 +625,34 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             print_value(&r, false);
             Ok(0)
         }
+        Command::Plug {
+            cell,
+            connector,
+            addon,
+            timeout,
+        } => addon::plug(&cell, &connector, &addon, timeout),
+        Command::Unplug {
+            cell,
+            connector,
+            force,
+            timeout,
+        } => addon::unplug(&cell, &connector, force, timeout),
         Command::Check { cells } => match cells.as_slice() {
             [cell] => check_one(cell),
             _ => check_set(&cells),
         },
-        Command::Dtb { cell, output, with } => {
-            let (base, attached) = plan_offline(&cell, &with)?;
-            let dtb = if attached.is_empty() {
+        Command::Dtb {
+            cell,
+            output,
+            with,
+            plug,
+        } => {
+            let (base, attached, mut layout) = plan_offline(&cell, &with)?;
+            let plugged = addon::plug_offline(&base, &mut layout, &attached, &plug)?;
+            let dtb = if attached.is_empty() && plugged.is_empty() {
                 crate::fdt::emit::to_dtb(&base).map_err(|e| e.to_string())?
             } else {
-                crate::attach::current_tree(&base, &attached)
+                crate::attach::live_tree(&base, &attached, &plugged)
                     .map_err(|e| e.to_string())?
                     .to_dtb()
             };
@@ -607,7 +664,7 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             device,
             output,
         } => {
-            let (_, attached) = plan_offline(&cell, std::slice::from_ref(&device))?;
+            let (_, attached, _) = plan_offline(&cell, std::slice::from_ref(&device))?;
             let overlay = attached
                 .first()
                 .map(|d| d.overlay.clone())

@@ -26,8 +26,9 @@ use super::source::{parse_toml, read_source, source_dir};
 use super::validate::{self, Ctx, Spans};
 use std::path::{Path, PathBuf};
 
-/// Largest overlay source an add-on may have (1 MiB: far above any board).
-pub const MAX_OVERLAY_SOURCE: u64 = 1 << 20;
+/// Largest overlay source an add-on may have (256 KiB: far above any
+/// board, and inside one control-API request line).
+pub const MAX_OVERLAY_SOURCE: u64 = 256 << 10;
 
 /// A validated add-on board.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -194,12 +194,7 @@ pub fn virtio_mmio_node(slot: &VirtioMmioSlot) -> Result<Node, FdtError> {
 
 /// An add-on connector, labelled with its id.
 pub fn connector_node(slot: &ConnectorSlot) -> Result<Node, FdtError> {
-    t::CONNECTOR.instantiate(
-        &window_vars(slot.window)
-            .raw("label", slot.id.as_str())
-            .string("id", slot.id.as_str())
-            .cells("irqs", slot.irqs.iter().copied()),
-    )
+    t::CONNECTOR.instantiate(&window_vars(slot.window).raw("label", slot.id.as_str()))
 }
 
 /// A PCI host bridge, with its INTx interrupt-map.

@@ -33,19 +33,31 @@ use std::time::{Duration, Instant};
 pub const DEFAULT_GUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The device model of an attached device, and the overlay that added it.
-struct LiveDevice {
-    overlay: OverlayId,
+pub(super) struct LiveDevice {
+    pub(super) overlay: OverlayId,
     /// The agent generation that applied `overlay`.
-    generation: u64,
-    model: DeviceModel,
-    attached_at: Instant,
+    pub(super) generation: u64,
+    pub(super) model: DeviceModel,
+    pub(super) attached_at: Instant,
+}
+
+/// The device models of a plugged add-on, and the overlay that added it.
+pub(super) struct LiveAddon {
+    pub(super) overlay: OverlayId,
+    /// The agent generation that applied `overlay`.
+    pub(super) generation: u64,
+    pub(super) models: Vec<DeviceModel>,
 }
 
 /// Everything that changes on attach/detach, under one lock.
 pub(super) struct State {
-    layout: CellLayout,
+    pub(super) layout: CellLayout,
     pub(super) attached: Vec<AttachedDevice>,
-    live: BTreeMap<String, LiveDevice>,
+    pub(super) live: BTreeMap<String, LiveDevice>,
+    /// Add-ons plugged into connectors (`vmm::plug`).
+    pub(super) plugged: Vec<attach::PluggedAddon>,
+    /// Their device models, by connector.
+    pub(super) live_addons: BTreeMap<String, LiveAddon>,
     /// The cell's boot-time devices (`vmm::device_state`).
     pub(super) boot: BTreeMap<String, BootDevice>,
 }
@@ -63,7 +75,7 @@ pub struct Hotplug {
     pub(super) state: Mutex<State>,
 }
 
-fn attach_error(e: AttachError) -> ApiError {
+pub(super) fn attach_error(e: AttachError) -> ApiError {
     let kind = match e.kind() {
         AttachErrorKind::Invalid => ErrorKind::InvalidDevice,
         AttachErrorKind::Conflict => ErrorKind::Conflict,
@@ -86,7 +98,7 @@ pub(super) fn channel_error(e: &ChannelError) -> ApiError {
     ApiError::new(kind, e.to_string())
 }
 
-fn config_error(e: &ConfigError) -> ApiError {
+pub(super) fn config_error(e: &ConfigError) -> ApiError {
     ApiError::new(ErrorKind::InvalidDevice, e.to_string())
 }
 
@@ -121,6 +133,8 @@ impl Hotplug {
                 layout,
                 attached: Vec::new(),
                 live: BTreeMap::new(),
+                plugged: Vec::new(),
+                live_addons: BTreeMap::new(),
                 boot: boot.into_iter().map(|b| (b.id().to_string(), b)).collect(),
             }),
         }
@@ -338,6 +352,11 @@ impl Hotplug {
         let mut st = self.lock();
         for live in st.live.values_mut() {
             live.model.stop_workers();
+        }
+        for addon in st.live_addons.values_mut() {
+            for model in &mut addon.models {
+                model.stop_workers();
+            }
         }
         for model in st.boot.values_mut().filter_map(|b| b.model.as_mut()) {
             model.stop_workers();

@@ -15,6 +15,7 @@ mod irq;
 mod ivshmem;
 mod memory;
 mod mptable;
+mod plug;
 pub mod runtime;
 mod trim;
 pub mod vcpu;

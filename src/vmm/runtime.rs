@@ -217,7 +217,9 @@ impl CellRuntime {
         let layout = self.hotplug.layout();
         let attached = self.hotplug.attached();
         let boot_states = self.hotplug.boot_states();
-        let is_attached = |id: &str| attached.iter().any(|d| d.id == id);
+        let plugged = self.hotplug.plugged_ids();
+        let is_attached =
+            |id: &str| attached.iter().any(|d| d.id == id) || plugged.iter().any(|p| p == id);
         let mut out = vec![DeviceInfo {
             id: "console".into(),
             kind: "uart",
@@ -283,6 +285,7 @@ impl CellRuntime {
             });
         }
         out.extend(attached);
+        out.extend(self.hotplug.connector_devices());
         out
     }
 }
@@ -347,6 +350,35 @@ impl ControlTarget for CellRuntime {
                 self.hotplug
                     .detach(&id, force, timeout(timeout_ms)?)
                     .map(Reply::Detached)
+            }
+            Request::Plug {
+                connector,
+                addon,
+                overlay_name,
+                overlay,
+                base_dir,
+                timeout_ms,
+            } => {
+                self.not_paused("plug")?;
+                let req = super::plug::PlugRequest {
+                    connector: &connector,
+                    addon,
+                    overlay: (&overlay_name, &overlay),
+                    base_dir: base_dir.as_deref(),
+                };
+                self.hotplug
+                    .plug(req, timeout(timeout_ms)?)
+                    .map(Reply::Plugged)
+            }
+            Request::Unplug {
+                connector,
+                force,
+                timeout_ms,
+            } => {
+                self.not_paused("unplug")?;
+                self.hotplug
+                    .unplug(&connector, force, timeout(timeout_ms)?)
+                    .map(Reply::Unplugged)
             }
             Request::Pause {} => {
                 self.not_stopping()?;

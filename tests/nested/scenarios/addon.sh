@@ -1,0 +1,140 @@
+#!/bin/sh
+# Add-on boards (docs/addons.md) on a running Linux cell with a connector
+# (cells/test-addon.toml, agent mode): the sensor board of
+# cells/addons/sensor-board.* plugged and unplugged as a unit, its disk used,
+# refusals that change nothing, 50 plug/unplug cycles. tests/nested_boot.rs
+# checks the transcript. Steps are marked "step: NAME".
+# cellvm-timeout: 420
+cell=/cellvm/cells/test-addon.toml
+name=test-addon
+conn=/connector-bus@d1000000
+dir="$(mktemp -d)"
+export CELLVM_RUNTIME_DIR="$dir/run"
+log="$dir/console.log"
+mkfifo "$dir/in"
+exec 3<>"$dir/in"
+cellvm run "$cell" <"$dir/in" >"$log" 2>&1 &
+pid=$!
+
+count() { grep -c -- "$1" "$log" 2>/dev/null; true; }
+wait_count() {
+    _i=0
+    while [ "$(count "$1")" -lt "$2" ] && [ "$_i" -lt 1500 ]; do
+        _i=$((_i + 1))
+        usleep 20000
+    done
+}
+act_and_wait() {
+    _pat="$1"
+    shift
+    _c="$(count "$_pat")"
+    "$@"
+    wait_count "$_pat" $((_c + 1))
+}
+# guest CMD PATTERN: send CMD to the guest, wait for one more PATTERN line
+# and print the newest.
+guest() {
+    act_and_wait "$2" printf '%s\n' "$1" >&3
+    grep -- "$2" "$log" | tail -n 1
+}
+step() { echo "step: $*"; }
+api() { echo "\$ cellvm $*"; cellvm "$@" 2>&1; echo "rc=$?"; }
+
+# The committed board with its image here (the example's path is relative
+# to the repository's build/ directory).
+dd if=/dev/zero of="$dir/sensor.img" bs=1024 count=1024 2>/dev/null
+sed "s|^path = .*|path = \"$dir/sensor.img\"|; s|^overlay = .*|overlay = \"/cellvm/cells/addons/sensor-board.dtso\"|" \
+    /cellvm/cells/addons/sensor-board.toml >"$dir/board.toml"
+# A board whose overlay reaches outside its connector.
+cat >"$dir/outside.dtso" <<'DTS'
+/dts-v1/;
+/plugin/;
+
+&j1 {
+	fine { compatible = "cellvm,test"; };
+};
+
+&ioapic {
+	evil { compatible = "cellvm,test"; };
+};
+DTS
+cat >"$dir/outside.toml" <<DESC
+name = "outside"
+overlay = "$dir/outside.dtso"
+DESC
+
+_i=0
+while [ "$(count "CELLVM-AGENT-READY\|CELLVM-AGENT-ERROR")" -lt 1 ] && [ "$_i" -lt 1500 ]; do
+    _i=$((_i + 1))
+    usleep 20000
+done
+step ready
+grep "CELLVM-AGENT" "$log"
+api devices "$name"
+guest "dt-ls $conn" "CELLVM-DT-LS .* END"
+
+step plug
+act_and_wait "CELLVM-DEV+ virtio[0-9]*:virtio_blk" api plug "$name" j1 "$dir/board.toml"
+wait_count "CELLVM-DEV+ virtio[0-9]*:virtio_rng" 1
+api devices "$name"
+guest "dt-ls $conn" "CELLVM-DT-LS .* END"
+guest "blk-write sensor-marker-1" "CELLVM-BLK-WRITE"
+guest "blk-read" "CELLVM-BLK-READ"
+
+step plug-twice
+api plug "$name" j1 "$dir/board.toml"
+
+step unplug
+act_and_wait "CELLVM-DEV- virtio[0-9]*:virtio_blk" api unplug "$name" j1
+guest "dt-ls $conn" "CELLVM-DT-LS .* END"
+guest "blk-read" "CELLVM-BLK-READ"
+api devices "$name"
+od -c "$dir/sensor.img" | head -n 1
+
+step replug
+act_and_wait "CELLVM-DEV+ virtio[0-9]*:virtio_blk" api plug "$name" j1 "$dir/board.toml"
+guest "blk-read" "CELLVM-BLK-READ"
+act_and_wait "CELLVM-DEV- virtio[0-9]*:virtio_blk" api unplug "$name" j1
+
+step refusals
+api plug "$name" j9 "$dir/board.toml"
+api plug "$name" j1 "$dir/outside.toml"
+api unplug "$name" j1
+guest "agent-mode nak" "CELLVM-AGENT-MODE"
+api plug "$name" j1 "$dir/board.toml"
+guest "agent-mode normal" "CELLVM-AGENT-MODE"
+api devices "$name"
+guest "dt-ls $conn" "CELLVM-DT-LS .* END"
+
+step devices-before-cycles
+cellvm devices "$name" --json >"$dir/before.json"
+step cycles
+n=0
+fail=0
+while [ "$n" -lt 50 ]; do
+    cellvm plug "$name" j1 "$dir/board.toml" >/dev/null 2>"$dir/err" || { fail=$((fail + 1)); cat "$dir/err"; }
+    cellvm unplug "$name" j1 >/dev/null 2>"$dir/err" || { fail=$((fail + 1)); cat "$dir/err"; }
+    n=$((n + 1))
+done
+echo "cycles: $n failures: $fail"
+cellvm devices "$name" --json >"$dir/after.json"
+if cmp -s "$dir/before.json" "$dir/after.json"; then echo "cycles: devices identical"; else echo "cycles: devices DIFFER"; cat "$dir/after.json"; fi
+guest "devices cycles" "CELLVM-DEVICES cycles"
+guest "dt-ls $conn" "CELLVM-DT-LS .* END"
+
+step after-cycles
+act_and_wait "CELLVM-DEV+ virtio[0-9]*:virtio_blk" api plug "$name" j1 "$dir/board.toml"
+guest "blk-read" "CELLVM-BLK-READ"
+act_and_wait "CELLVM-DEV- virtio[0-9]*:virtio_blk" api unplug "$name" j1
+guest "devices end" "CELLVM-DEVICES end"
+
+step end
+printf 'exit\n' >&3
+wait $pid
+rc=$?
+exec 3>&-
+echo "step: console"
+cat "$log"
+rm -rf "$dir"
+echo "scenario: cellvm rc=$rc"
+exit $rc
