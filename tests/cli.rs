@@ -372,3 +372,84 @@ fn check_of_several_cells_reports_every_invalid_file() {
     assert!(err.contains(&format!("{}:", b.display())), "{err}");
     assert!(err.contains("2 of the 2 cells are invalid"), "{err}");
 }
+
+/// A cell file with connector j1 (its kernel is never read by `dtb`).
+fn write_connector_cell(dir: &Path) -> std::path::PathBuf {
+    let path = dir.join("board-host.toml");
+    std::fs::write(
+        &path,
+        "name = \"board-host\"\n[cpus]\ncount = 1\n[[memory]]\nsize = \"64M\"\n\
+         [kernel]\npath = \"bzImage\"\n[[connector]]\nid = \"j1\"\n",
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn dtb_with_the_shipped_add_on_plugged_puts_its_nodes_under_the_connector() {
+    let dir = tempfile::tempdir().unwrap();
+    let cell = write_connector_cell(dir.path());
+    let board = Path::new(env!("CARGO_MANIFEST_DIR")).join("cells/addons/sensor-board.toml");
+    let dtb = dir.path().join("t.dtb");
+    let out = cellvm(
+        dir.path(),
+        &[
+            "dtb",
+            cell.to_str().unwrap(),
+            "--plug",
+            &format!("j1={}", board.display()),
+            "-o",
+            dtb.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let dts = sorted_dts(&dtb);
+    let connector = dts
+        .split("connector-bus@d1000000 {")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no connector node:\n{dts}"));
+    for node in [
+        "\t\tvirtio_mmio@d1000000 {",
+        "\t\tvirtio_mmio@d1001000 {",
+        "\t\tclock-24m {",
+        "\t\tsensor-info {",
+    ] {
+        assert!(connector.contains(node), "{node} missing:\n{dts}");
+    }
+}
+
+#[test]
+fn dtb_with_a_broken_add_on_names_its_file_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    let cell = write_connector_cell(dir.path());
+    std::fs::write(
+        dir.path().join("b.dtso"),
+        "/dts-v1/;\n/plugin/;\n&j1 {\n\tled { gpios = <&gpio 3 GPIO_ACTIVE_HIGH>; };\n};\n",
+    )
+    .unwrap();
+    let board = dir.path().join("b.toml");
+    std::fs::write(&board, "name = \"b\"\noverlay = \"b.dtso\"\n").unwrap();
+    let out = cellvm(
+        dir.path(),
+        &[
+            "dtb",
+            cell.to_str().unwrap(),
+            "--plug",
+            &format!("j1={}", board.display()),
+            "-o",
+            dir.path().join("t.dtb").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let expected = format!(
+        "{}:4:25: unexpected 'G', expected a number, '&label' or '>'",
+        dir.path().join("b.dtso").display()
+    );
+    assert!(err.contains(&expected), "{err}");
+    assert!(!dir.path().join("t.dtb").exists());
+}

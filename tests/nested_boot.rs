@@ -116,6 +116,12 @@ fn demo_cell_prints_its_summary_and_exits_cleanly() {
         s.output
     );
     assert!(s.output.contains("pci hosts:"), "{}", s.output);
+    assert!(
+        s.output.contains("plugged sensor-board into linux-demo:j1"),
+        "{}",
+        s.output
+    );
+    assert!(s.output.contains("addon=sensor-board"), "{}", s.output);
 }
 
 #[test]

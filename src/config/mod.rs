@@ -18,6 +18,8 @@ mod source;
 mod validate;
 
 #[cfg(test)]
+mod addon_tests;
+#[cfg(test)]
 mod description_tests;
 #[cfg(test)]
 pub(crate) mod tests;

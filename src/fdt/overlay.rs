@@ -19,8 +19,9 @@
 //! `&ioapic`) are written as the phandle number the base tree's DTB carries:
 //! phandles come only from labels and are numbered deterministically
 //! ([`Phandles::assign`]), and the guest keeps the numbers of the DTB it booted
-//! with. That needs no `__symbols__` in the base tree and no `__fixups__` in
-//! the overlay, so the guest's resolver has nothing to look up. Labels on
+//! with. That needs no `__fixups__` in the overlay, so the guest's resolver
+//! has nothing to look up (the base tree's `__symbols__` are for overlays
+//! compiled elsewhere). Labels on
 //! nodes inside the overlay get overlay-local phandles (1, 2, ...) and every
 //! reference to them is listed in `__local_fixups__`, which the guest (and
 //! libfdt / dtoolkit) relocate past the live tree's highest phandle. Any other

@@ -1,8 +1,9 @@
 #!/bin/sh
 # The README's demo (scripts/demo.sh): boot cells/linux-demo.toml, look at
 # its devices, attach a PCI host bridge with a test device while it runs,
-# watch the guest find it, detach it again, and leave.
-# cellvm-timeout: 120
+# watch the guest find it, detach it again, plug the sensor add-on board
+# (cells/addons/) into its connector and unplug it, and leave.
+# cellvm-timeout: 150
 cell=/cellvm/cells/linux-demo.toml
 name=linux-demo
 dir="$(mktemp -d)"
@@ -58,6 +59,20 @@ show_console
 say "detach it again"
 run cellvm detach "$name" hot0
 wait_console "CELLVM-DEV- .*:08:01.0"
+show_console
+
+say "plug an add-on board into connector j1: its DTS plus a disk and an RNG cellvm serves"
+dd if=/dev/zero of="$dir/sensor.img" bs=1024 count=1024 2>/dev/null
+sed "s|^path = .*|path = \"$dir/sensor.img\"|; s|^overlay = .*|overlay = \"/cellvm/cells/addons/sensor-board.dtso\"|" \
+    /cellvm/cells/addons/sensor-board.toml >"$dir/sensor-board.toml"
+cat /cellvm/cells/addons/sensor-board.dtso
+run cellvm plug "$name" j1 "$dir/sensor-board.toml"
+wait_console "CELLVM-DEV+ virtio[0-9]*:virtio_blk"
+show_console
+
+say "unplug it: the guest lets go of the whole board"
+run cellvm unplug "$name" j1
+wait_console "CELLVM-DEV- virtio[0-9]*:virtio_blk"
 show_console
 
 say "leave the cell"
