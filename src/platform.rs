@@ -42,6 +42,9 @@ pub const MAX_CONNECTOR_SIZE: u64 = 0x400_0000;
 pub const DEFAULT_CONNECTOR_IRQS: u32 = 2;
 /// Most IOAPIC pins one connector may reserve.
 pub const MAX_CONNECTOR_IRQS: u32 = 8;
+/// 32-bit window of an add-on's PCI bridge whose table gives no `mmio32`
+/// size (1 MiB, inside the connector's window).
+pub const ADDON_MMIO32_SIZE: u64 = 0x10_0000;
 /// Pool for PCI configuration windows (ECAM/CAM), below 4 GiB.
 pub const PCI_CONFIG_POOL: (u64, u64) = (0xe000_0000, 0xfe00_0000);
 /// IOAPIC registers.

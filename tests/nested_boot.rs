@@ -1268,9 +1268,13 @@ const NO_ADDON_NODES: &str = "CELLVM-DT-LS /connector-bus@d1000000: none END";
 fn an_add_on_board_is_plugged_as_one_unit_and_its_disk_works() {
     let steps = addon_steps();
     let ready = &steps["ready"];
+    let j1 = ready
+        .lines()
+        .find(|l| l.contains("id=j1 "))
+        .unwrap_or_else(|| panic!("no connector j1 listed:\n{ready}"));
     assert!(
-        ready.contains("id=j1 kind=connector") && ready.contains("state=empty"),
-        "{ready}"
+        j1.contains("kind=connector") && j1.contains("state=empty"),
+        "{j1}"
     );
     assert!(ready.contains(NO_ADDON_NODES), "{ready}");
     let plug = &steps["plug"];
@@ -1328,6 +1332,38 @@ fn refused_plugs_change_nothing_and_name_the_cause() {
     assert!(r.contains("guest_refused"), "{r}");
     assert!(!r.contains("state=plugged"), "{r}");
     assert!(r.contains(NO_ADDON_NODES), "{r}");
+}
+
+#[test]
+fn a_boards_pci_bridge_is_enumerated_under_its_connector_and_removed() {
+    let steps = addon_steps();
+    let pci = &steps["pci-board"];
+    assert!(
+        pci.contains("plugged pci-board into test-addon:j2"),
+        "{pci}"
+    );
+    let bridge = pci
+        .lines()
+        .find(|l| l.contains("id=board-pci") && l.contains("state=plugged"))
+        .unwrap_or_else(|| panic!("board-pci not listed:\n{pci}"));
+    assert!(bridge.contains("config=0xd1400000+0x100000"), "{bridge}");
+    assert!(bridge.contains("connector=j2"), "{bridge}");
+    assert!(
+        pci.contains(
+            "CELLVM-DT-LS /connector-bus@d1400000: clock-100m pci-board-info pci@d1400000 END"
+        ),
+        "{pci}"
+    );
+    let console = &steps["console"];
+    assert!(
+        console.contains("pci d1400000:20:01.0: [1b36:00ce]"),
+        "{console}"
+    );
+    assert!(console.contains("CELLVM-DEV- d1400000.pci"), "{console}");
+    assert!(
+        pci.contains("CELLVM-DT-LS /connector-bus@d1400000: none END"),
+        "{pci}"
+    );
 }
 
 #[test]

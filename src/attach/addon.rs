@@ -27,7 +27,7 @@ use super::{AttachError, AttachedDevice};
 use crate::config::AddonConfig;
 use crate::fdt::dts::{self, SourceFragment, Target};
 use crate::fdt::overlay::{build_overlay_for_base, ApplyError, Fragment, LiveTree};
-use crate::fdt::{virtio_mmio_node, FdtError, Node};
+use crate::fdt::{pci_host_node, virtio_mmio_node, FdtError, Node};
 use crate::layout::{CellLayout, PlacedDevice};
 
 /// An add-on plugged into a connector (a committed [`PlugPlan`]).
@@ -181,13 +181,17 @@ pub fn plan_plug(
                 id: dev.id().to_string(),
                 source,
             })?;
-        let PlacedDevice::VirtioMmio(s) = &placed else {
-            return Err(AttachError::LayoutMismatch {
-                id: dev.id().to_string(),
-                owner: "a virtio-mmio slot".to_string(),
-            });
+        let node = match &placed {
+            PlacedDevice::VirtioMmio(s) => virtio_mmio_node(s),
+            PlacedDevice::PciBridge(s) => pci_host_node(s),
+            PlacedDevice::Uart(_) => {
+                return Err(AttachError::LayoutMismatch {
+                    id: dev.id().to_string(),
+                    owner: "a slot on the connector".to_string(),
+                })
+            }
         };
-        let mut node = virtio_mmio_node(s).map_err(|source| AttachError::Fdt {
+        let mut node = node.map_err(|source| AttachError::Fdt {
             id: dev.id().to_string(),
             source,
         })?;

@@ -317,3 +317,113 @@ fn unplugging_an_empty_connector_is_not_found() {
     assert_eq!(err.to_string(), "nothing is plugged into connector j1");
     assert_eq!(err.kind(), AttachErrorKind::NotFound);
 }
+
+fn test_bridge(id: &str, bus_start: u8) -> DeviceConfig {
+    DeviceConfig::PciBridge(crate::config::PciBridgeConfig {
+        id: id.into(),
+        state: crate::config::DeviceState::Okay,
+        kind: crate::config::PciHostKind::Ecam,
+        config_base: None,
+        bus_start,
+        bus_end: bus_start,
+        mmio32: None,
+        mmio64: None,
+        devices: vec![crate::config::PciDeviceConfig {
+            slot: 1,
+            function: 0,
+            kind: crate::config::PciDeviceKind::Test,
+        }],
+    })
+}
+
+fn cell_with(size: u64, irqs: u32) -> Cell {
+    let mut cfg = small_config();
+    cfg.connectors = vec![ConnectorConfig {
+        id: "j1".into(),
+        size,
+        irqs,
+    }];
+    let (base, layout) = tree_and_layout(&cfg);
+    Cell {
+        base,
+        layout,
+        plugged: Vec::new(),
+    }
+}
+
+#[test]
+fn a_boards_pci_bridge_sits_in_the_connector_window_and_takes_four_of_its_pins() {
+    let cell = cell_with(4 << 20, 4);
+    let src = "/dts-v1/;\n/plugin/;\n&j1 { info { bridge = <&board_pci>; }; };\n";
+    let plan = cell
+        .plan(&addon(src, vec![test_bridge("board-pci", 32)]), "j1")
+        .expect("plan");
+    let conn = plan.layout.connector("j1").expect("connector").clone();
+    let PlacedDevice::PciBridge(b) = &plan.plugged.slots[0] else {
+        panic!("not a bridge slot");
+    };
+    let inside =
+        |w: crate::config::Window| w.base >= conn.window.base && w.end() <= conn.window.end();
+    assert!(
+        inside(b.config) && inside(b.mmio32),
+        "{b:?} outside {conn:?}"
+    );
+    assert_eq!(b.config.base, 0xd100_0000);
+    assert_eq!(b.mmio32.size, crate::platform::ADDON_MMIO32_SIZE);
+    assert_eq!(b.intx.to_vec(), conn.irqs);
+    assert_eq!(
+        plan.plugged.nodes[0],
+        format!("{CONNECTOR}/pci@d1000000"),
+        "{:?}",
+        plan.plugged.nodes
+    );
+    // The bridge node is the base tree's builder's, under the connector.
+    let base_dtb = emit::to_dtb(&cell.base).expect("base dtb");
+    let mut live = LiveTree::from_dtb(&base_dtb, "base").expect("base");
+    live.apply(&plan.plugged.overlay, "add-on")
+        .expect("applies");
+    let applied = flatten(&live.to_dtb());
+    let mut expected = cell.base.clone();
+    let mut node = crate::fdt::pci_host_node(b).expect("node");
+    node.set_label(Some("board_pci".into()));
+    let c = expected.find_mut(CONNECTOR).expect("connector");
+    c.add_child(node).expect("bridge");
+    c.add_child(
+        crate::fdt::dts::parse_overlay_source("b", src).expect("src")[0]
+            .body
+            .children()[0]
+            .clone(),
+    )
+    .expect("info");
+    let expected = flatten(&emit::to_dtb(&expected).expect("dtb"));
+    let strip = |mut f: Flat| {
+        f.retain(|p, _| !p.starts_with("/__symbols__"));
+        for props in f.values_mut() {
+            props.retain(|n, _| n != "phandle" && n != "bridge");
+        }
+        f
+    };
+    assert_eq!(strip(applied), strip(expected));
+}
+
+#[test]
+fn a_pci_bridge_needs_four_free_pins_on_the_connector() {
+    let cell = cell_with(4 << 20, 2);
+    match cell.plan(&addon(SOURCE, vec![test_bridge("board-pci", 32)]), "j1") {
+        Err(AttachError::Layout {
+            source: LayoutError::ConnectorIrqsExhausted { pins: 2, .. },
+            ..
+        }) => {}
+        other => panic!("expected no free pins, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_bridge_that_does_not_fit_the_window_is_refused() {
+    // 1 MiB: the config window fits, the 1 MiB 32-bit window does not.
+    let cell = cell_with(1 << 20, 4);
+    let err = cell
+        .plan(&addon(SOURCE, vec![test_bridge("board-pci", 32)]), "j1")
+        .expect_err("too small");
+    assert!(err.to_string().contains("the connector's window"), "{err}");
+}

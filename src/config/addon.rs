@@ -13,10 +13,11 @@
 //! ```
 //!
 //! The devices are validated by the cell file's code (same keys, defaults
-//! and messages), with three rules of their own: no `base` or `irq` (the
+//! and messages), with three rules of their own: no fixed addresses or pins
+//! (`base`, `irq`, `config_base`, an `mmio32` base, `mmio64`: the
 //! connector's window and pins place them), no `state` other than `okay`
-//! (the board is plugged in use), and only `[[virtio_mmio]]` tables for now
-//! (`[[pci_bridge]]` and `[[uart]]` are refused at their table). The
+//! (the board is plugged in use), and `[[virtio_mmio]]` and
+//! `[[pci_bridge]]` tables only (`[[uart]]` is refused at its table). The
 //! overlay file is read here, as text; `fdt::dts` parses it.
 
 use super::error::ConfigError;
@@ -40,8 +41,9 @@ pub struct AddonConfig {
     pub overlay_name: String,
     /// The overlay source's text.
     pub overlay_text: String,
-    /// The devices cellvm serves for the board, in file order
-    /// (virtio-mmio devices, without `base` or `irq`).
+    /// The devices cellvm serves for the board: its virtio-mmio devices,
+    /// then its PCI bridges, each in file order, with no fixed addresses or
+    /// pins.
     pub devices: Vec<DeviceConfig>,
 }
 
@@ -144,7 +146,6 @@ fn validate_addon(
         Some(n) => ctx.id(n, "name")?,
         None => return Err(ctx.missing(&None, "name", "")),
     };
-    refuse_tables(ctx, &raw.pci_bridge, "pci_bridge")?;
     refuse_tables(ctx, &raw.uart, "uart")?;
     let mut spans = Spans::default();
     let mut devices = Vec::new();
@@ -173,6 +174,41 @@ fn validate_addon(
         }
         devices.push(DeviceConfig::VirtioMmio(cfg));
     }
+    for (i, br) in raw.pci_bridge.iter().flat_map(|v| &v.value).enumerate() {
+        let f = format!("pci_bridge[{i}]");
+        let v = &br.value;
+        let fixed = [
+            ("config_base", v.config_base.as_ref().map(|b| &b.span)),
+            ("mmio64", v.mmio64.as_ref().map(|w| &w.span)),
+            (
+                "mmio32.base",
+                v.mmio32
+                    .as_ref()
+                    .and_then(|w| w.value.base.as_ref())
+                    .map(|b| &b.span),
+            ),
+        ];
+        for (key, span) in fixed {
+            if let Some(span) = span {
+                return Err(ctx.invalid(
+                    span,
+                    &format!("{f}.{key}"),
+                    "an add-on's bridge is placed in the connector's window (give mmio32 a \
+                     size only) and has no 64-bit window",
+                ));
+            }
+        }
+        let cfg = validate::bridge(ctx, i, br, &mut spans)?;
+        if cfg.state != DeviceState::Okay {
+            let span = v.state.as_ref().and_then(|s| s.span.clone());
+            return Err(ctx.invalid(
+                &span,
+                &format!("{f}.state"),
+                "an add-on's devices are in use when it is plugged: leave state out or say \"okay\"",
+            ));
+        }
+        devices.push(DeviceConfig::PciBridge(cfg));
+    }
     validate::unique_ids(ctx, &spans)?;
     Ok(AddonConfig {
         name,
@@ -196,7 +232,8 @@ fn refuse_tables<T>(
         span,
         &format!("{key}[0]"),
         format!(
-            "add-ons serve [[virtio_mmio]] devices; [[{key}]] on an add-on is not supported yet"
+            "add-ons serve [[virtio_mmio]] and [[pci_bridge]] devices; [[{key}]] on an add-on \
+             is not supported yet"
         ),
     ))
 }

@@ -75,7 +75,7 @@ fn a_board_device_is_in_use() {
 fn tables_a_board_cannot_serve_yet_are_refused_at_the_table() {
     assert_error(
         "name = \"s\"\noverlay = \"board.dtso\"\n[[uart]]\nid = \"u0\"\n",
-        "board.toml:3:1: uart[0]: add-ons serve [[virtio_mmio]] devices; [[uart]] on an add-on is not supported yet",
+        "board.toml:3:1: uart[0]: add-ons serve [[virtio_mmio]] and [[pci_bridge]] devices; [[uart]] on an add-on is not supported yet",
     );
 }
 
@@ -103,4 +103,32 @@ fn unknown_keys_in_a_board_are_refused() {
     let (_dir, r) = load("name = \"s\"\noverlay = \"board.dtso\"\ncolour = 1\n");
     let e = r.expect_err("unknown key").to_string();
     assert!(e.contains(":3:1: colour: unknown key"), "{e}");
+}
+
+#[test]
+fn a_board_bridge_may_not_fix_its_windows_or_have_a_64_bit_one() {
+    assert_error(
+        "name = \"s\"\noverlay = \"board.dtso\"\n[[pci_bridge]]\nid = \"b\"\nkind = \"ecam\"\nmmio64 = { size = \"1G\" }\n",
+        "board.toml:6:10: pci_bridge[0].mmio64: an add-on's bridge is placed in the connector's window (give mmio32 a size only) and has no 64-bit window",
+    );
+    assert_error(
+        "name = \"s\"\noverlay = \"board.dtso\"\n[[pci_bridge]]\nid = \"b\"\nkind = \"ecam\"\nconfig_base = 0xe0000000\n",
+        "board.toml:6:15: pci_bridge[0].config_base: an add-on's bridge is placed in the connector's window (give mmio32 a size only) and has no 64-bit window",
+    );
+}
+
+#[test]
+fn a_board_bridge_is_validated_like_a_cell_files() {
+    let (_dir, r) = load(
+        "name = \"s\"\noverlay = \"board.dtso\"\n[[pci_bridge]]\nid = \"b\"\nkind = \"ecam\"\nbus_start = 32\nmmio32 = { size = \"2M\" }\n[[pci_bridge.device]]\nslot = 1\nkind = \"test\"\n",
+    );
+    let addon = r.expect("valid").addon;
+    match &addon.devices[..] {
+        [DeviceConfig::PciBridge(b)] => {
+            assert_eq!(b.bus_start, 32);
+            assert_eq!(b.mmio32.map(|w| w.size), Some(2 << 20));
+            assert_eq!(b.devices.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
 }

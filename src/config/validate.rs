@@ -1225,7 +1225,7 @@ fn window(ctx: &Ctx<'_>, w: &Sp<RawWindow>, f: &str) -> Result<(Option<u64>, u64
     Ok((base, size))
 }
 
-fn bridge(
+pub(super) fn bridge(
     ctx: &Ctx<'_>,
     i: usize,
     br: &Sp<RawPciBridge>,

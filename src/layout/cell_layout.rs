@@ -92,10 +92,12 @@ impl CellLayout {
     }
 
     /// Places `dev`, a device of an add-on, on connector `connector`: its
-    /// page is the lowest free one of the connector's window and its pin
-    /// the lowest free one of the connector's pins. Only virtio-mmio
-    /// devices without a fixed `base` or `irq` sit on a connector. All or
-    /// nothing.
+    /// windows are the lowest free ones of the connector's window and its
+    /// pins the lowest free ones of the connector's pins. A virtio-mmio
+    /// device takes a page and a pin; a PCI bridge its config window (at
+    /// least 1 MiB aligned), its 32-bit window (its `mmio32` size, else
+    /// [`ADDON_MMIO32_SIZE`]) and four pins. Fixed addresses, fixed pins, a
+    /// 64-bit window and UARTs cannot sit on a connector. All or nothing.
     pub fn place_on(
         &mut self,
         connector: &str,
@@ -105,57 +107,57 @@ impl CellLayout {
         if let Some(other) = self.id_user(&id) {
             return Err(LayoutError::DuplicateId { id, other });
         }
-        let cfg = match dev {
-            DeviceConfig::VirtioMmio(c) if c.base.is_none() && c.irq.is_none() => c,
+        let mut next = self.clone();
+        let placed = match dev {
+            DeviceConfig::VirtioMmio(c) if c.base.is_none() && c.irq.is_none() => {
+                let slot = next.connector_mut(connector)?;
+                let w = slot.window;
+                let window = slot.occupants.allocate(
+                    Owner::VirtioMmio(id.clone()),
+                    VIRTIO_MMIO_SIZE,
+                    VIRTIO_MMIO_SIZE,
+                    (w.base, w.end()),
+                    "the connector's window",
+                )?;
+                let irq = take_pins(slot, &id, 1)?[0];
+                let placed = VirtioMmioSlot { id, window, irq };
+                next.virtio_mmio.push(placed.clone());
+                PlacedDevice::VirtioMmio(placed)
+            }
+            DeviceConfig::PciBridge(c)
+                if c.config_base.is_none()
+                    && c.mmio64.is_none()
+                    && c.mmio32.is_none_or(|w| w.base == 0) =>
+            {
+                let placed = bridge_on(&mut next, connector, c)?;
+                next.pci_bridges.push(placed.clone());
+                PlacedDevice::PciBridge(placed)
+            }
             DeviceConfig::VirtioMmio(_) => {
                 return Err(LayoutError::NotOnConnector {
                     id,
                     kind: "virtio-mmio device with a fixed base or irq",
                 })
             }
-            other => {
+            DeviceConfig::PciBridge(_) => {
                 return Err(LayoutError::NotOnConnector {
                     id,
-                    kind: other.kind_name(),
+                    kind: "pci bridge with a fixed config_base or mmio32 base, or an mmio64 window",
                 })
             }
+            DeviceConfig::Uart(_) => return Err(LayoutError::NotOnConnector { id, kind: "uart" }),
         };
-        let mut next = self.clone();
-        let Some(slot) = next.connectors.iter_mut().find(|c| c.id == connector) else {
-            return Err(LayoutError::NoSuchConnector {
-                id: connector.to_string(),
-            });
-        };
-        let owner = Owner::VirtioMmio(id.clone());
-        let w = slot.window;
-        let window = slot.occupants.allocate(
-            owner,
-            VIRTIO_MMIO_SIZE,
-            VIRTIO_MMIO_SIZE,
-            (w.base, w.end()),
-            "the connector's window",
-        )?;
-        let Some(irq) = slot
-            .irqs
-            .iter()
-            .copied()
-            .find(|p| !slot.pin_users.contains_key(p))
-        else {
-            return Err(LayoutError::ConnectorIrqsExhausted {
-                id,
-                connector: connector.to_string(),
-                pins: slot.irqs.len(),
-            });
-        };
-        slot.pin_users.insert(irq, id.clone());
-        let placed = VirtioMmioSlot {
-            id: cfg.id.clone(),
-            window,
-            irq,
-        };
-        next.virtio_mmio.push(placed.clone());
         *self = next;
-        Ok(PlacedDevice::VirtioMmio(placed))
+        Ok(placed)
+    }
+
+    fn connector_mut(&mut self, connector: &str) -> Result<&mut ConnectorSlot, LayoutError> {
+        self.connectors
+            .iter_mut()
+            .find(|c| c.id == connector)
+            .ok_or_else(|| LayoutError::NoSuchConnector {
+                id: connector.to_string(),
+            })
     }
 
     /// Records that add-on `addon` is plugged into connector `connector`
@@ -349,6 +351,84 @@ fn virtio_mmio(
     })
 }
 
+/// Takes `n` free pins of connector `slot` for device `id`, lowest first.
+fn take_pins(slot: &mut ConnectorSlot, id: &str, n: usize) -> Result<Vec<u32>, LayoutError> {
+    let free: Vec<u32> = slot
+        .irqs
+        .iter()
+        .copied()
+        .filter(|p| !slot.pin_users.contains_key(p))
+        .take(n)
+        .collect();
+    if free.len() < n {
+        return Err(LayoutError::ConnectorIrqsExhausted {
+            id: id.to_string(),
+            connector: slot.id.clone(),
+            pins: slot.irqs.len(),
+        });
+    }
+    for p in &free {
+        slot.pin_users.insert(*p, id.to_string());
+    }
+    Ok(free)
+}
+
+/// Places an add-on's PCI bridge inside connector `connector` of `layout`.
+fn bridge_on(
+    layout: &mut CellLayout,
+    connector: &str,
+    cfg: &PciBridgeConfig,
+) -> Result<PciBridgeSlot, LayoutError> {
+    check_bus_start(layout, cfg)?;
+    let slot = layout.connector_mut(connector)?;
+    let pool = (slot.window.base, slot.window.end());
+    let part = |p: BridgePart| Owner::PciBridge(cfg.id.clone(), p);
+    let buses = u64::from(cfg.bus_end.saturating_sub(cfg.bus_start)) + 1;
+    let config_size = bus_size(cfg.kind) * buses;
+    let config = slot.occupants.allocate(
+        part(BridgePart::ConfigSpace),
+        config_size,
+        config_size.max(ECAM_BUS_SIZE),
+        pool,
+        "the connector's window",
+    )?;
+    let size = cfg.mmio32.map_or(ADDON_MMIO32_SIZE, |w| w.size);
+    let mmio32 = slot.occupants.allocate(
+        part(BridgePart::Mmio32),
+        size,
+        size.next_power_of_two(),
+        pool,
+        "the connector's window",
+    )?;
+    let pins = take_pins(slot, &cfg.id, 4)?;
+    Ok(PciBridgeSlot {
+        id: cfg.id.clone(),
+        kind: cfg.kind,
+        config,
+        bus_start: cfg.bus_start,
+        bus_end: cfg.bus_end,
+        mmio32,
+        mmio64: None,
+        intx: [pins[0], pins[1], pins[2], pins[3]],
+    })
+}
+
+/// A bridge's first bus must be no other bridge's.
+fn check_bus_start(layout: &CellLayout, cfg: &PciBridgeConfig) -> Result<(), LayoutError> {
+    match layout
+        .pci_bridges
+        .iter()
+        .find(|b| b.bus_start == cfg.bus_start)
+    {
+        Some(other) => Err(LayoutError::BusCollision {
+            id: cfg.id.clone(),
+            bus: cfg.bus_start,
+            other: other.id.clone(),
+        }),
+        None => Ok(()),
+    }
+}
+
 /// Configuration space per bus.
 fn bus_size(kind: PciHostKind) -> u64 {
     match kind {
@@ -366,17 +446,7 @@ fn pci_bridge(
     layout: &mut CellLayout,
     cfg: &PciBridgeConfig,
 ) -> Result<PciBridgeSlot, LayoutError> {
-    if let Some(other) = layout
-        .pci_bridges
-        .iter()
-        .find(|b| b.bus_start == cfg.bus_start)
-    {
-        return Err(LayoutError::BusCollision {
-            id: cfg.id.clone(),
-            bus: cfg.bus_start,
-            other: other.id.clone(),
-        });
-    }
+    check_bus_start(layout, cfg)?;
     let part = |p: BridgePart| Owner::PciBridge(cfg.id.clone(), p);
     let buses = u64::from(cfg.bus_end.saturating_sub(cfg.bus_start)) + 1;
     let config_size = bus_size(cfg.kind) * buses;

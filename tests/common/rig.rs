@@ -79,7 +79,9 @@ pub fn parse_log(log: &str) -> BTreeMap<String, Scenario> {
 
 static RIG: OnceLock<Result<RigRun, String>> = OnceLock::new();
 
-/// Boots L1 once (per test binary) with all scenarios. A failed L1 run is
+/// Boots L1 once (per test binary) with all scenarios (or those
+/// `CELLVM_SCENARIOS` names, `a,b`: for running a few tests while
+/// developing; a test of a scenario left out fails). A failed L1 run is
 /// remembered too: every test then fails with its message at once, instead
 /// of each booting L1 again (one hung L1 must not cost one timeout per test).
 pub fn rig() -> &'static RigRun {
@@ -99,8 +101,9 @@ fn run_rig() -> Result<RigRun, String> {
         }
     }
     let script = root.join("scripts/run-l1.sh");
+    let scenarios = std::env::var("CELLVM_SCENARIOS").unwrap_or_else(|_| "all".to_string());
     let out = Command::new(&script)
-        .args(["--scenarios", "all"])
+        .args(["--scenarios", &scenarios])
         .current_dir(&root)
         .output()
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;

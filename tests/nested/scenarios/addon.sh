@@ -2,9 +2,10 @@
 # Add-on boards (docs/addons.md) on a running Linux cell with a connector
 # (cells/test-addon.toml, agent mode): the sensor board of
 # cells/addons/sensor-board.* plugged and unplugged as a unit, its disk used,
-# refusals that change nothing, 50 plug/unplug cycles. tests/nested_boot.rs
+# refusals that change nothing, the PCI board of cells/addons/pci-board.*
+# enumerated and removed, 50 plug/unplug cycles of each. tests/nested_boot.rs
 # checks the transcript. Steps are marked "step: NAME".
-# cellvm-timeout: 420
+# cellvm-timeout: 480
 cell=/cellvm/cells/test-addon.toml
 name=test-addon
 conn=/connector-bus@d1000000
@@ -31,10 +32,15 @@ act_and_wait() {
     "$@"
     wait_count "$_pat" $((_c + 1))
 }
-# guest CMD PATTERN: send CMD to the guest, wait for one more PATTERN line
-# and print the newest.
+# guest CMD PATTERN: send CMD to the guest, wait for one more PATTERN line,
+# whole (the console log ends with a newline), and print the newest.
 guest() {
     act_and_wait "$2" printf '%s\n' "$1" >&3
+    _i=0
+    while [ -n "$(tail -c 1 "$log" | tr -d '\n')" ] && [ "$_i" -lt 500 ]; do
+        _i=$((_i + 1))
+        usleep 20000
+    done
     grep -- "$2" "$log" | tail -n 1
 }
 step() { echo "step: $*"; }
@@ -45,6 +51,8 @@ api() { echo "\$ cellvm $*"; cellvm "$@" 2>&1; echo "rc=$?"; }
 dd if=/dev/zero of="$dir/sensor.img" bs=1024 count=1024 2>/dev/null
 sed "s|^path = .*|path = \"$dir/sensor.img\"|; s|^overlay = .*|overlay = \"/cellvm/cells/addons/sensor-board.dtso\"|" \
     /cellvm/cells/addons/sensor-board.toml >"$dir/board.toml"
+# The committed PCI board (a bridge with a test function), as it is.
+cp /cellvm/cells/addons/pci-board.toml /cellvm/cells/addons/pci-board.dtso "$dir/"
 # A board whose overlay reaches outside its connector.
 cat >"$dir/outside.dtso" <<'DTS'
 /dts-v1/;
@@ -106,6 +114,14 @@ guest "agent-mode normal" "CELLVM-AGENT-MODE"
 api devices "$name"
 guest "dt-ls $conn" "CELLVM-DT-LS .* END"
 
+step pci-board
+act_and_wait "CELLVM-DEV+ .*:20:01.0" api plug "$name" j2 "$dir/pci-board.toml"
+api devices "$name"
+guest "dt-ls /connector-bus@d1400000" "CELLVM-DT-LS .* END"
+guest "devices pci" "CELLVM-DEVICES pci"
+act_and_wait "CELLVM-DEV- d14[0-9a-f]*\.pci" api unplug "$name" j2
+guest "dt-ls /connector-bus@d1400000" "CELLVM-DT-LS .* END"
+
 step devices-before-cycles
 cellvm devices "$name" --json >"$dir/before.json"
 step cycles
@@ -114,6 +130,8 @@ fail=0
 while [ "$n" -lt 50 ]; do
     cellvm plug "$name" j1 "$dir/board.toml" >/dev/null 2>"$dir/err" || { fail=$((fail + 1)); cat "$dir/err"; }
     cellvm unplug "$name" j1 >/dev/null 2>"$dir/err" || { fail=$((fail + 1)); cat "$dir/err"; }
+    cellvm plug "$name" j2 "$dir/pci-board.toml" >/dev/null 2>"$dir/err" || { fail=$((fail + 1)); cat "$dir/err"; }
+    cellvm unplug "$name" j2 >/dev/null 2>"$dir/err" || { fail=$((fail + 1)); cat "$dir/err"; }
     n=$((n + 1))
 done
 echo "cycles: $n failures: $fail"
