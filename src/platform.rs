@@ -39,7 +39,7 @@ pub const MIN_CONNECTOR_SIZE: u64 = 0x1_0000;
 /// Largest connector window (64 MiB).
 pub const MAX_CONNECTOR_SIZE: u64 = 0x400_0000;
 /// IOAPIC pins of a connector whose config gives no count.
-pub const DEFAULT_CONNECTOR_IRQS: u32 = 2;
+pub const DEFAULT_CONNECTOR_IRQS: u32 = 4;
 /// Most IOAPIC pins one connector may reserve.
 pub const MAX_CONNECTOR_IRQS: u32 = 8;
 /// 32-bit window of an add-on's PCI bridge whose table gives no `mmio32`

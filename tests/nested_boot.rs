@@ -1261,7 +1261,7 @@ fn addon_steps() -> std::collections::BTreeMap<String, String> {
 }
 
 const ADDON_NODES: &str = "CELLVM-DT-LS /connector-bus@d1000000: clock-24m regulator-sensor \
-                           sensor-info virtio_mmio@d1000000 virtio_mmio@d1001000 END";
+                           sensor-info serial@d1002000 virtio_mmio@d1000000 virtio_mmio@d1001000 END";
 const NO_ADDON_NODES: &str = "CELLVM-DT-LS /connector-bus@d1000000: none END";
 
 #[test]
@@ -1294,6 +1294,11 @@ fn an_add_on_board_is_plugged_as_one_unit_and_its_disk_works() {
     assert!(plug.contains(ADDON_NODES), "{plug}");
     assert!(plug.contains("CELLVM-BLK-WRITE rc=0"), "{plug}");
     assert!(plug.contains("CELLVM-BLK-READ: sensor-marker-1"), "{plug}");
+    assert!(plug.contains("CELLVM-UART-WRITE ttyS"), "{plug}");
+    assert!(
+        plug.contains("host: sensor-uart.out: hello from the sensor board"),
+        "{plug}"
+    );
     assert!(
         steps["plug-twice"].contains("connector j1 already has add-on sensor-board plugged in"),
         "{}",

@@ -27,7 +27,7 @@ use super::{AttachError, AttachedDevice};
 use crate::config::AddonConfig;
 use crate::fdt::dts::{self, SourceFragment, Target};
 use crate::fdt::overlay::{build_overlay_for_base, ApplyError, Fragment, LiveTree};
-use crate::fdt::{pci_host_node, virtio_mmio_node, FdtError, Node};
+use crate::fdt::{pci_host_node, uart_node, virtio_mmio_node, FdtError, Node};
 use crate::layout::{CellLayout, PlacedDevice};
 
 /// An add-on plugged into a connector (a committed [`PlugPlan`]).
@@ -184,12 +184,7 @@ pub fn plan_plug(
         let node = match &placed {
             PlacedDevice::VirtioMmio(s) => virtio_mmio_node(s),
             PlacedDevice::PciBridge(s) => pci_host_node(s),
-            PlacedDevice::Uart(_) => {
-                return Err(AttachError::LayoutMismatch {
-                    id: dev.id().to_string(),
-                    owner: "a slot on the connector".to_string(),
-                })
-            }
+            PlacedDevice::Uart(s) => uart_node(s),
         };
         let mut node = node.map_err(|source| AttachError::Fdt {
             id: dev.id().to_string(),

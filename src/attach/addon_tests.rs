@@ -427,3 +427,57 @@ fn a_bridge_that_does_not_fit_the_window_is_refused() {
         .expect_err("too small");
     assert!(err.to_string().contains("the connector's window"), "{err}");
 }
+
+#[test]
+fn a_boards_uart_is_memory_mapped_in_the_connector_window_on_one_of_its_pins() {
+    let cell = cell_with(1 << 20, 2);
+    let uart = DeviceConfig::Uart(crate::config::UartConfig {
+        id: "board-uart".into(),
+        state: crate::config::DeviceState::Okay,
+        port: None,
+        irq: None,
+        path: None,
+    });
+    let plan = cell
+        .plan(&addon(SOURCE, vec![rng("sensor-disk"), uart]), "j1")
+        .expect("plan");
+    let PlacedDevice::Uart(u) = &plan.plugged.slots[1] else {
+        panic!("not a uart slot");
+    };
+    assert_eq!(u.mmio.map(|w| w.base), Some(0xd100_1000));
+    assert_eq!(u.irq, plan.layout.connector("j1").expect("j1").irqs[1]);
+    assert!(plan
+        .plugged
+        .nodes
+        .contains(&format!("{CONNECTOR}/serial@d1001000")));
+    let base_dtb = emit::to_dtb(&cell.base).expect("base dtb");
+    let mut live = LiveTree::from_dtb(&base_dtb, "base").expect("base");
+    live.apply(&plan.plugged.overlay, "add-on")
+        .expect("applies");
+    let flat = flatten(&live.to_dtb());
+    let serial = &flat[&format!("{CONNECTOR}/serial@d1001000")];
+    assert_eq!(serial["compatible"], b"ns16550a\0".to_vec());
+    assert_eq!(
+        serial["reg"],
+        [0u32, 0xd100_1000, 0, 8]
+            .iter()
+            .flat_map(|c| c.to_be_bytes())
+            .collect::<Vec<u8>>()
+    );
+    assert_eq!(serial["reg-io-width"], 1u32.to_be_bytes().to_vec());
+    // A UART with a port of its own cannot sit on a connector.
+    let fixed = DeviceConfig::Uart(crate::config::UartConfig {
+        id: "u2".into(),
+        state: crate::config::DeviceState::Okay,
+        port: Some(0x2f8),
+        irq: None,
+        path: None,
+    });
+    assert!(matches!(
+        cell.plan(&addon(SOURCE, vec![rng("sensor-disk"), fixed]), "j1"),
+        Err(AttachError::Layout {
+            source: LayoutError::NotOnConnector { .. },
+            ..
+        })
+    ));
+}

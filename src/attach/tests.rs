@@ -255,6 +255,7 @@ fn a_uart_goes_under_the_isa_node_at_0x2f8_irq_3_by_default() {
         PlacedDevice::Uart(UartSlot {
             id: "com2".into(),
             port: 0x2f8,
+            mmio: None,
             irq: 3,
         })
     );

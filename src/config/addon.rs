@@ -16,13 +16,13 @@
 //! and messages), with three rules of their own: no fixed addresses or pins
 //! (`base`, `irq`, `config_base`, an `mmio32` base, `mmio64`: the
 //! connector's window and pins place them), no `state` other than `okay`
-//! (the board is plugged in use), and `[[virtio_mmio]]` and
-//! `[[pci_bridge]]` tables only (`[[uart]]` is refused at its table). The
+//! (the board is plugged in use); a `[[uart]]` has no `port` or `irq` (it
+//! is memory-mapped on the connector). The
 //! overlay file is read here, as text; `fdt::dts` parses it.
 
 use super::error::ConfigError;
 use super::model::{DeviceConfig, DeviceState, LoadOptions};
-use super::raw::{RawAddon, Sp, Span};
+use super::raw::RawAddon;
 use super::source::{parse_toml, read_source, source_dir};
 use super::validate::{self, Ctx, Spans};
 use std::path::{Path, PathBuf};
@@ -42,8 +42,8 @@ pub struct AddonConfig {
     /// The overlay source's text.
     pub overlay_text: String,
     /// The devices cellvm serves for the board: its virtio-mmio devices,
-    /// then its PCI bridges, each in file order, with no fixed addresses or
-    /// pins.
+    /// then its PCI bridges, then its UARTs, each in file order, with no
+    /// fixed addresses or pins.
     pub devices: Vec<DeviceConfig>,
 }
 
@@ -146,7 +146,6 @@ fn validate_addon(
         Some(n) => ctx.id(n, "name")?,
         None => return Err(ctx.missing(&None, "name", "")),
     };
-    refuse_tables(ctx, &raw.uart, "uart")?;
     let mut spans = Spans::default();
     let mut devices = Vec::new();
     for (i, dev) in raw.virtio_mmio.iter().flat_map(|v| &v.value).enumerate() {
@@ -209,6 +208,33 @@ fn validate_addon(
         }
         devices.push(DeviceConfig::PciBridge(cfg));
     }
+    for (i, u) in raw.uart.iter().flat_map(|v| &v.value).enumerate() {
+        let f = format!("uart[{i}]");
+        let v = &u.value;
+        for (key, span) in [
+            ("port", v.port.as_ref().map(|p| &p.span)),
+            ("irq", v.irq.as_ref().map(|q| &q.span)),
+        ] {
+            if let Some(span) = span {
+                return Err(ctx.invalid(
+                    span,
+                    &format!("{f}.{key}"),
+                    "an add-on's UART is memory-mapped in the connector's window on one of its \
+                     pins; leave port and irq out",
+                ));
+            }
+        }
+        let cfg = validate::uart(ctx, i, u, &mut spans)?;
+        if cfg.state != DeviceState::Okay {
+            let span = v.state.as_ref().and_then(|s| s.span.clone());
+            return Err(ctx.invalid(
+                &span,
+                &format!("{f}.state"),
+                "an add-on's devices are in use when it is plugged: leave state out or say \"okay\"",
+            ));
+        }
+        devices.push(DeviceConfig::Uart(cfg));
+    }
     validate::unique_ids(ctx, &spans)?;
     Ok(AddonConfig {
         name,
@@ -216,24 +242,4 @@ fn validate_addon(
         overlay_text,
         devices,
     })
-}
-
-/// Refuses a device table add-ons cannot serve yet, at the table.
-fn refuse_tables<T>(
-    ctx: &Ctx<'_>,
-    tables: &Option<Sp<Vec<Sp<T>>>>,
-    key: &str,
-) -> Result<(), ConfigError> {
-    let Some(first) = tables.as_ref().and_then(|t| t.value.first()) else {
-        return Ok(());
-    };
-    let span: &Span = &first.span;
-    Err(ctx.invalid(
-        span,
-        &format!("{key}[0]"),
-        format!(
-            "add-ons serve [[virtio_mmio]] and [[pci_bridge]] devices; [[{key}]] on an add-on \
-             is not supported yet"
-        ),
-    ))
 }

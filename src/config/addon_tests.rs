@@ -72,10 +72,14 @@ fn a_board_device_is_in_use() {
 }
 
 #[test]
-fn tables_a_board_cannot_serve_yet_are_refused_at_the_table() {
+fn a_board_uart_has_no_port_or_irq() {
     assert_error(
-        "name = \"s\"\noverlay = \"board.dtso\"\n[[uart]]\nid = \"u0\"\n",
-        "board.toml:3:1: uart[0]: add-ons serve [[virtio_mmio]] and [[pci_bridge]] devices; [[uart]] on an add-on is not supported yet",
+        "name = \"s\"\noverlay = \"board.dtso\"\n[[uart]]\nid = \"u0\"\nport = 0x2f8\n",
+        "board.toml:5:8: uart[0].port: an add-on's UART is memory-mapped in the connector's window on one of its pins; leave port and irq out",
+    );
+    let (_dir, r) = load("name = \"s\"\noverlay = \"board.dtso\"\n[[uart]]\nid = \"u0\"\n");
+    assert!(
+        matches!(&r.expect("valid").addon.devices[..], [DeviceConfig::Uart(u)] if u.id == "u0")
     );
 }
 

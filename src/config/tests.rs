@@ -2028,14 +2028,14 @@ fn a_path_with_a_newline_gives_a_one_line_error() {
 // Connectors
 
 #[test]
-fn a_connector_defaults_to_one_mib_and_two_pins() {
+fn a_connector_defaults_to_one_mib_and_four_pins() {
     let cfg = ok(&head("[[connector]]\nid = \"j1\"\n"));
     assert_eq!(
         cfg.connectors,
         vec![ConnectorConfig {
             id: "j1".into(),
             size: 1 << 20,
-            irqs: 2
+            irqs: 4
         }]
     );
 }

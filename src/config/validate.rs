@@ -1576,7 +1576,7 @@ pub(super) fn unique_ids(ctx: &Ctx<'_>, spans: &Spans) -> Result<(), ConfigError
 }
 
 /// `[[uart]]`: an extra 16550 under the ISA bus.
-fn uart(
+pub(super) fn uart(
     ctx: &Ctx<'_>,
     i: usize,
     u: &Sp<RawUart>,

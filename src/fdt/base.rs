@@ -49,9 +49,10 @@ pub mod templates {
     template!(PCI_HOST, "pci-host.dts");
     template!(MSI, "msi.dts");
     template!(CONNECTOR, "connector.dts");
+    template!(NS16550_MMIO, "ns16550-mmio.dts");
 
     /// Every template, for checks that they all parse.
-    pub const ALL: [Template; 17] = [
+    pub const ALL: [Template; 18] = [
         ROOT,
         CHOSEN,
         ALIASES,
@@ -69,6 +70,7 @@ pub mod templates {
         PCI_HOST,
         MSI,
         CONNECTOR,
+        NS16550_MMIO,
     ];
 }
 
@@ -135,9 +137,19 @@ fn ns16550_node(port: u16, irq: u32) -> Result<Node, FdtError> {
     )
 }
 
-/// An extra UART (a child of the ISA bus node).
+/// An extra UART: a child of the ISA bus node at its port, or, memory-mapped
+/// (an add-on board's), a node with its registers in its page.
 pub fn uart_node(slot: &UartSlot) -> Result<Node, FdtError> {
-    ns16550_node(slot.port, slot.irq)
+    match slot.mmio {
+        None => ns16550_node(slot.port, slot.irq),
+        Some(w) => t::NS16550_MMIO.instantiate(
+            &window_vars(Window {
+                base: w.base,
+                size: u64::from(UART_PORT_COUNT),
+            })
+            .cells("irq", [slot.irq]),
+        ),
+    }
 }
 
 /// The ISA bus with the console UART and the cell's extra UARTs.

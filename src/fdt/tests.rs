@@ -829,7 +829,9 @@ fn every_compiled_in_template_instantiates_in_the_base_tree() {
         "pci",
         "connector-bus",
     ];
-    assert_eq!(expected.len(), templates::ALL.len());
+    // Every template but the memory-mapped UART's (add-on boards only,
+    // checked in attach::addon_tests) is in the full tree.
+    assert_eq!(expected.len(), templates::ALL.len() - 1);
     assert_eq!(kinds, expected.iter().map(|s| s.to_string()).collect());
     for t in templates::ALL {
         assert!(

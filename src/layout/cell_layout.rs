@@ -96,8 +96,9 @@ impl CellLayout {
     /// pins the lowest free ones of the connector's pins. A virtio-mmio
     /// device takes a page and a pin; a PCI bridge its config window (at
     /// least 1 MiB aligned), its 32-bit window (its `mmio32` size, else
-    /// [`ADDON_MMIO32_SIZE`]) and four pins. Fixed addresses, fixed pins, a
-    /// 64-bit window and UARTs cannot sit on a connector. All or nothing.
+    /// [`ADDON_MMIO32_SIZE`]) and four pins. Fixed addresses, fixed pins or a
+    /// 64-bit window cannot sit on a connector. A UART is memory-mapped on
+    /// a connector: a page and a pin. All or nothing.
     pub fn place_on(
         &mut self,
         connector: &str,
@@ -108,45 +109,69 @@ impl CellLayout {
             return Err(LayoutError::DuplicateId { id, other });
         }
         let mut next = self.clone();
-        let placed = match dev {
-            DeviceConfig::VirtioMmio(c) if c.base.is_none() && c.irq.is_none() => {
-                let slot = next.connector_mut(connector)?;
-                let w = slot.window;
-                let window = slot.occupants.allocate(
-                    Owner::VirtioMmio(id.clone()),
-                    VIRTIO_MMIO_SIZE,
-                    VIRTIO_MMIO_SIZE,
-                    (w.base, w.end()),
-                    "the connector's window",
-                )?;
-                let irq = take_pins(slot, &id, 1)?[0];
-                let placed = VirtioMmioSlot { id, window, irq };
-                next.virtio_mmio.push(placed.clone());
-                PlacedDevice::VirtioMmio(placed)
-            }
-            DeviceConfig::PciBridge(c)
-                if c.config_base.is_none()
-                    && c.mmio64.is_none()
-                    && c.mmio32.is_none_or(|w| w.base == 0) =>
-            {
-                let placed = bridge_on(&mut next, connector, c)?;
-                next.pci_bridges.push(placed.clone());
-                PlacedDevice::PciBridge(placed)
-            }
-            DeviceConfig::VirtioMmio(_) => {
-                return Err(LayoutError::NotOnConnector {
-                    id,
-                    kind: "virtio-mmio device with a fixed base or irq",
-                })
-            }
-            DeviceConfig::PciBridge(_) => {
-                return Err(LayoutError::NotOnConnector {
+        let placed =
+            match dev {
+                DeviceConfig::VirtioMmio(c) if c.base.is_none() && c.irq.is_none() => {
+                    let slot = next.connector_mut(connector)?;
+                    let w = slot.window;
+                    let window = slot.occupants.allocate(
+                        Owner::VirtioMmio(id.clone()),
+                        VIRTIO_MMIO_SIZE,
+                        VIRTIO_MMIO_SIZE,
+                        (w.base, w.end()),
+                        "the connector's window",
+                    )?;
+                    let irq = take_pins(slot, &id, 1)?[0];
+                    let placed = VirtioMmioSlot { id, window, irq };
+                    next.virtio_mmio.push(placed.clone());
+                    PlacedDevice::VirtioMmio(placed)
+                }
+                DeviceConfig::PciBridge(c)
+                    if c.config_base.is_none()
+                        && c.mmio64.is_none()
+                        && c.mmio32.is_none_or(|w| w.base == 0) =>
+                {
+                    let placed = bridge_on(&mut next, connector, c)?;
+                    next.pci_bridges.push(placed.clone());
+                    PlacedDevice::PciBridge(placed)
+                }
+                DeviceConfig::VirtioMmio(_) => {
+                    return Err(LayoutError::NotOnConnector {
+                        id,
+                        kind: "virtio-mmio device with a fixed base or irq",
+                    })
+                }
+                DeviceConfig::PciBridge(_) => return Err(LayoutError::NotOnConnector {
                     id,
                     kind: "pci bridge with a fixed config_base or mmio32 base, or an mmio64 window",
-                })
-            }
-            DeviceConfig::Uart(_) => return Err(LayoutError::NotOnConnector { id, kind: "uart" }),
-        };
+                }),
+                DeviceConfig::Uart(c) if c.port.is_none() && c.irq.is_none() => {
+                    let slot = next.connector_mut(connector)?;
+                    let w = slot.window;
+                    let window = slot.occupants.allocate(
+                        Owner::Uart(id.clone()),
+                        PLATFORM_DEVICE_SIZE,
+                        PLATFORM_DEVICE_SIZE,
+                        (w.base, w.end()),
+                        "the connector's window",
+                    )?;
+                    let irq = take_pins(slot, &id, 1)?[0];
+                    let placed = UartSlot {
+                        id,
+                        port: 0,
+                        mmio: Some(window),
+                        irq,
+                    };
+                    next.uarts.push(placed.clone());
+                    PlacedDevice::Uart(placed)
+                }
+                DeviceConfig::Uart(_) => {
+                    return Err(LayoutError::NotOnConnector {
+                        id,
+                        kind: "uart with a fixed port or irq",
+                    })
+                }
+            };
         *self = next;
         Ok(placed)
     }
@@ -552,6 +577,7 @@ fn uart(layout: &mut CellLayout, cfg: &UartConfig) -> Result<UartSlot, LayoutErr
     Ok(UartSlot {
         id: cfg.id.clone(),
         port,
+        mmio: None,
         irq,
     })
 }

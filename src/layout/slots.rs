@@ -41,8 +41,12 @@ pub struct PciBridgeSlot {
 pub struct UartSlot {
     /// Device id.
     pub id: String,
-    /// First of its 8 I/O ports.
+    /// First of its 8 I/O ports (0 for a memory-mapped UART).
     pub port: u16,
+    /// The page of a memory-mapped UART (an add-on board's, on a
+    /// connector): its registers are the page's first 8 bytes. `None`: the
+    /// UART is at `port`.
+    pub mmio: Option<Window>,
     /// IOAPIC pin (edge rising).
     pub irq: u32,
 }

@@ -112,7 +112,7 @@ impl AcpiPlatform {
         let uarts = layout
             .uarts
             .iter()
-            .filter(|u| present.contains(&u.id))
+            .filter(|u| present.contains(&u.id) && u.mmio.is_none())
             .map(|u| AcpiUart {
                 port: u.port,
                 irq: u.irq,

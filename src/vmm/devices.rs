@@ -382,13 +382,23 @@ impl DeviceManager {
             })?;
         model.irqfd = Some((irq, slot.irq));
         let name = format!("uart {}", slot.id);
-        self.pio.insert(
-            &name,
-            u64::from(slot.port),
-            u64::from(UART_PORT_COUNT),
-            Arc::new(Mutex::new(uart)),
-        )?;
-        model.pio.push(name);
+        let uart = Arc::new(Mutex::new(uart));
+        match slot.mmio {
+            Some(w) => {
+                self.mmio
+                    .insert(&name, w.base, u64::from(UART_PORT_COUNT), uart)?;
+                model.mmio.push(name);
+            }
+            None => {
+                self.pio.insert(
+                    &name,
+                    u64::from(slot.port),
+                    u64::from(UART_PORT_COUNT),
+                    uart,
+                )?;
+                model.pio.push(name);
+            }
+        }
         Ok(())
     }
 }

@@ -386,7 +386,8 @@ pub(super) fn placement(slot: &PlacedDevice) -> DeviceInfo {
         PlacedDevice::Uart(s) => DeviceInfo {
             id: s.id.clone(),
             kind: "uart",
-            port: Some(format!("{:#x}", s.port)),
+            port: s.mmio.is_none().then(|| format!("{:#x}", s.port)),
+            base: s.mmio.map(|w| format!("{:#x}", w.base)),
             irq: Some(s.irq),
             ..DeviceInfo::default()
         },

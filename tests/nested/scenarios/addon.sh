@@ -88,6 +88,8 @@ api devices "$name"
 guest "dt-ls $conn" "CELLVM-DT-LS .* END"
 guest "blk-write sensor-marker-1" "CELLVM-BLK-WRITE"
 guest "blk-read" "CELLVM-BLK-READ"
+guest "uart-write d1002000.serial hello from the sensor board" "CELLVM-UART-WRITE"
+echo "host: sensor-uart.out: $(cat "$dir/run/test-addon.sensor-uart.out" 2>&1)"
 
 step plug-twice
 api plug "$name" j1 "$dir/board.toml"
