@@ -1372,6 +1372,46 @@ fn a_boards_pci_bridge_is_enumerated_under_its_connector_and_removed() {
 }
 
 #[test]
+fn a_connector_attached_at_run_time_takes_a_board_and_goes_with_it_when_forced() {
+    let steps = addon_steps();
+    let r = &steps["runtime-connector"];
+    assert!(
+        r.contains("id=j3")
+            && r.contains("base=0xd1100000")
+            && r.contains("nodes=[\"/connector-bus@d1100000\"]"),
+        "{r}"
+    );
+    assert!(r.contains("d1100000.connector-bus"), "{r}");
+    assert!(r.contains("plugged sensor-board into test-addon:j3"), "{r}");
+    assert!(
+        r.contains("CELLVM-DT-LS /connector-bus@d1100000: clock-24m regulator-sensor sensor-info serial@d1102000 virtio_mmio@d1100000 virtio_mmio@d1101000 END"),
+        "{r}"
+    );
+    assert!(r.contains("CELLVM-BLK-READ: sensor-marker-1"), "{r}");
+    assert!(
+        r.contains("connector j3 already has add-on sensor-board plugged in"),
+        "{r}"
+    );
+    assert!(
+        r.contains("connector j1 is in the cell file and cannot be disconnected"),
+        "{r}"
+    );
+    assert!(r.contains("unplugged=sensor-board"), "{r}");
+    let gone = r
+        .lines()
+        .find(|l| l.starts_with("CELLVM-DEVICES j3-gone:"))
+        .unwrap_or_else(|| panic!("no device snapshot:\n{r}"));
+    assert!(!gone.contains("d1100000"), "{gone}");
+    let after = r
+        .split("CELLVM-DEVICES j3-gone:")
+        .nth(1)
+        .unwrap_or_default();
+    assert!(!after.lines().any(|l| l.contains("id=j3 ")), "{r}");
+    let again = &steps["reconnect"];
+    assert_eq!(again.matches("rc=0").count(), 4, "{again}");
+}
+
+#[test]
 fn fifty_plug_unplug_cycles_leave_the_cell_as_it_was_without_kernel_complaints() {
     let steps = addon_steps();
     let cycles = &steps["cycles"];

@@ -98,7 +98,9 @@
 #define CV_CAP_OVERLAY 0x1u
 #define CV_CAP_PING 0x2u
 #define CV_CAP_SHUTDOWN 0x4u
-#define CV_AGENT_CAPS (CV_CAP_OVERLAY | CV_CAP_PING | CV_CAP_SHUTDOWN)
+#define CV_CAP_CONNECTORS 0x8u
+#define CV_AGENT_CAPS \
+	(CV_CAP_OVERLAY | CV_CAP_PING | CV_CAP_SHUTDOWN | CV_CAP_CONNECTORS)
 
 /* Host capabilities (HOST_CAPS register). */
 #define CV_HOST_CAP_POWER_OFF 0x1u
@@ -605,6 +607,43 @@ static int cv_remove_overlay(struct cv_agent *ag, struct cv_overlay *ov)
 }
 
 /*
+ * Populates every add-on connector (compatible "cellvm,connector", a
+ * simple-bus) that overlay @ov added. Linux populates simple-buses at boot
+ * only: without this, the nodes a later overlay (an add-on board) adds
+ * under a connector attached at run time would get no devices, because the
+ * platform notifier only creates devices under a populated bus. Removal
+ * needs nothing: of_platform_device_destroy() tears a populated bus down
+ * with its children.
+ */
+static void cv_populate_connectors(struct cv_agent *ag, struct cv_overlay *ov)
+{
+	struct cv_node *n;
+
+	list_for_each_entry(n, &ov->nodes, list) {
+		struct device_node *np = of_find_node_by_path(n->path);
+		struct platform_device *pdev;
+		int ret;
+
+		if (!np)
+			continue;
+		if (of_device_is_compatible(np, "cellvm,connector") &&
+		    !of_node_check_flag(np, OF_POPULATED_BUS)) {
+			pdev = of_find_device_by_node(np);
+			ret = of_platform_populate(np, NULL, NULL,
+						   pdev ? &pdev->dev : NULL);
+			if (ret)
+				dev_warn(ag->dev, "populating connector %pOF: %d\n",
+					 np, ret);
+			else
+				dev_info(ag->dev, "connector %pOF ready\n", np);
+			if (pdev)
+				put_device(&pdev->dev);
+		}
+		of_node_put(np);
+	}
+}
+
+/*
  * Applies @blob; on success *@id is the overlay changeset id. The nodes on
  * @enabled (the ones it sets "okay") move to the overlay, either way.
  */
@@ -644,6 +683,7 @@ static int cv_apply_overlay(struct cv_agent *ag, const void *blob, u32 len,
 		return ret;
 	}
 	list_add_tail(&ov->list, &ag->overlays);
+	cv_populate_connectors(ag, ov);
 	*id = ov->id;
 	return 0;
 }

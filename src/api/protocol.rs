@@ -88,6 +88,26 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
     },
+    /// Attach a connector at run time (docs/addons.md): a `[[connector]]`
+    /// table as a value tree (`{"connector": [{"id": "j3"}]}`).
+    Connect {
+        /// The description.
+        connector: toml::Value,
+        /// How long to wait for the guest (default 10 s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
+    /// Detach a connector that `connect` attached.
+    Disconnect {
+        /// The connector's id.
+        id: String,
+        /// Unplug its add-on first, and tear down what the guest refuses.
+        #[serde(default)]
+        force: bool,
+        /// How long to wait for the guest (default 10 s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
     /// Stop every vCPU (the cell keeps its memory and devices).
     Pause {},
     /// Start the vCPUs of a paused cell (or one created with `--paused`).
@@ -302,6 +322,46 @@ pub enum Reply {
     Plugged(PlugResult),
     /// `unplug`.
     Unplugged(UnplugResult),
+    /// `connect`.
+    Connected(ConnectResult),
+    /// `disconnect`.
+    Disconnected(DisconnectResult),
+}
+
+/// The result of `connect`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ConnectResult {
+    /// The connector's id.
+    pub id: String,
+    /// Its window's base.
+    pub base: String,
+    /// Its window's size.
+    pub size: String,
+    /// Its IOAPIC pins.
+    pub irqs: Vec<u32>,
+    /// The guest agent's id of its overlay.
+    pub overlay: u32,
+    /// The node paths the overlay added.
+    pub nodes: Vec<String>,
+    /// From the request to the guest's acknowledgement.
+    pub elapsed_ms: f64,
+}
+
+/// The result of `disconnect`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DisconnectResult {
+    /// The connector's id.
+    pub id: String,
+    /// Whether `force` removed it although the guest did not acknowledge.
+    pub forced: bool,
+    /// The add-on `force` unplugged first, if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unplugged: Option<String>,
+    /// What the guest said, when forced.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_error: Option<String>,
+    /// From the request to the answer.
+    pub elapsed_ms: f64,
 }
 
 /// The result of `plug`.

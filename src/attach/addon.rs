@@ -12,7 +12,8 @@
 //!   builders, labelled with the device id, `-` written `_`, when that is a
 //!   valid label) and every node of the user's overlay source.
 //! - Each block of the overlay source must target the connector itself
-//!   (`&j1` or `&{/connector-bus@...}`) and may only add nodes: a block
+//!   (`&j1`, `&connector` for whichever connector the board is plugged
+//!   into, or `&{/connector-bus@...}`) and may only add nodes: a block
 //!   targeting any other node, or setting a property of the connector, is
 //!   refused at its line and column.
 //! - References in the source resolve to labels of the cell's tree (by
@@ -23,7 +24,7 @@
 //! - Unplugging releases every reservation of the board's devices and
 //!   empties the connector.
 
-use super::{AttachError, AttachedDevice};
+use super::{AttachError, AttachedDevice, ConnectedConnector};
 use crate::config::AddonConfig;
 use crate::fdt::dts::{self, SourceFragment, Target};
 use crate::fdt::overlay::{build_overlay_for_base, ApplyError, Fragment, LiveTree};
@@ -106,13 +107,21 @@ impl UnplugPlan {
 }
 
 /// The cell's current tree: `base_tree` with the overlays of `attached`
-/// devices and `plugged` add-ons applied.
+/// devices, `connected` connectors and `plugged` add-ons applied.
 pub fn live_tree(
     base_tree: &Node,
     attached: &[AttachedDevice],
+    connected: &[ConnectedConnector],
     plugged: &[PluggedAddon],
 ) -> Result<LiveTree, AttachError> {
     let mut live = super::current_tree(base_tree, attached)?;
+    for c in connected {
+        live.apply(
+            &c.overlay,
+            &format!("the overlay of connector {}", c.slot.id),
+        )
+        .map_err(|source| AttachError::CurrentTree { source })?;
+    }
     for p in plugged {
         live.apply(
             &p.overlay,
@@ -122,6 +131,11 @@ pub fn live_tree(
     }
     Ok(live)
 }
+
+/// The label an add-on's overlay may use for whichever connector it is
+/// plugged into (as upstream's connector proposals export a generic symbol):
+/// `&connector { ... };` makes a board portable across connectors.
+pub const ANY_CONNECTOR: &str = "connector";
 
 /// The label of a served device's node: its id with `-` written `_`, if
 /// that is a valid label.
@@ -165,12 +179,7 @@ pub fn plan_plug(
                 message: dts::located(&e),
             }
         })?;
-    let connector_path =
-        base_tree
-            .path_of_label(connector)
-            .ok_or_else(|| AttachError::NoSuchConnector {
-                connector: connector.to_string(),
-            })?;
+    let connector_path = slot.path();
     let mut next = layout.clone();
     let mut slots = Vec::new();
     let mut nodes = Vec::new();
@@ -257,7 +266,7 @@ fn user_nodes(
 ) -> Result<Vec<Node>, AttachError> {
     let at = format!("{}:{}:{}", addon.overlay_name, frag.line, frag.column);
     let on_connector = match &frag.target {
-        Target::Label(l) => l == connector,
+        Target::Label(l) => l == connector || l == ANY_CONNECTOR,
         Target::Path(p) => p.trim_end_matches('/') == connector_path,
     };
     if !on_connector {

@@ -72,7 +72,7 @@ impl Cell {
     }
 
     fn live(&self) -> LiveTree {
-        live_tree(&self.base, &[], &self.plugged).expect("current tree")
+        live_tree(&self.base, &[], &[], &self.plugged).expect("current tree")
     }
 
     fn plan(&self, a: &AddonConfig, connector: &str) -> Result<PlugPlan, AttachError> {

@@ -23,16 +23,22 @@
 //! overlay format and the checks are described in `docs/overlays.md`.
 
 mod addon;
+mod connector;
 mod plan;
 mod state;
 
 #[cfg(test)]
 mod addon_tests;
 #[cfg(test)]
+mod connector_tests;
+#[cfg(test)]
 mod tests;
 
 pub use addon::{
     device_label, live_tree, plan_plug, plan_unplug, PlugPlan, PluggedAddon, UnplugPlan,
+};
+pub use connector::{
+    plan_connect, plan_disconnect, ConnectPlan, ConnectedConnector, DisconnectPlan,
 };
 pub use plan::{current_tree, plan, plan_detach, AttachPlan, DetachPlan};
 pub use state::{plan_state, StatePlan};
@@ -183,6 +189,12 @@ pub enum AttachError {
         /// The connector asked for.
         connector: String,
     },
+    /// A connector of the cell file cannot be disconnected.
+    #[error("connector {id} is in the cell file and cannot be disconnected")]
+    BootTimeConnector {
+        /// The connector.
+        id: String,
+    },
     /// Something is plugged into the connector already.
     #[error("connector {connector} already has add-on {addon} plugged in; unplug it first")]
     ConnectorOccupied {
@@ -217,7 +229,8 @@ impl AttachError {
         match self {
             AttachError::BootTimeDevice { .. }
             | AttachError::NotInUse { .. }
-            | AttachError::OverlaySource { .. } => AttachErrorKind::Invalid,
+            | AttachError::OverlaySource { .. }
+            | AttachError::BootTimeConnector { .. } => AttachErrorKind::Invalid,
             AttachError::ConnectorOccupied { .. }
             | AttachError::Layout { .. }
             | AttachError::NodeExists { .. }

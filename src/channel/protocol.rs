@@ -79,6 +79,10 @@ pub const AGENT_CAP_OVERLAY: u32 = 1 << 0;
 pub const AGENT_CAP_PING: u32 = 1 << 1;
 /// Agent capability: answers SHUTDOWN (ACK, then an orderly poweroff).
 pub const AGENT_CAP_SHUTDOWN: u32 = 1 << 2;
+/// Agent capability: populates every add-on connector (a node compatible
+/// `cellvm,connector`) an overlay adds, so a later overlay's nodes under it
+/// get devices (docs/addons.md).
+pub const AGENT_CAP_CONNECTORS: u32 = 1 << 3;
 
 /// Host capability (`HOST_CAPS` register): the host stops the cell when
 /// the guest sends POWER_OFF.

@@ -1,5 +1,6 @@
 //! `cellvm plug` and `cellvm unplug`: add-on boards on a running cell
-//! (docs/addons.md), and `cellvm dtb --plug`, the same plan made offline.
+//! (docs/addons.md), `cellvm connect` and `cellvm disconnect`: connectors
+//! at run time, and `cellvm dtb --plug`, a plug planned offline.
 
 use super::{api_call, guest_wait, one_line};
 use crate::api::protocol::Request;
@@ -8,6 +9,7 @@ use crate::config::LoadOptions;
 use crate::fdt::Node;
 use crate::layout::CellLayout;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 /// `CONNECTOR=ADDON.toml` of `cellvm dtb --plug`.
 pub(super) fn parse_plug_arg(s: &str) -> Result<(String, PathBuf), String> {
@@ -90,11 +92,41 @@ pub(super) fn plug_offline(
             Ok(d) => d.addon,
             Err(e) => return Err(e.to_string()),
         };
-        let live = crate::attach::live_tree(base, attached, &plugged).map_err(|e| e.to_string())?;
+        let live =
+            crate::attach::live_tree(base, attached, &[], &plugged).map_err(|e| e.to_string())?;
         let plan = crate::attach::plan_plug(&addon, connector, layout, base, &live)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         plan.commit(layout, &mut plugged)
             .map_err(|e| e.to_string())?;
     }
     Ok(plugged)
+}
+
+/// `cellvm connect CELL CONNECTOR.toml`.
+pub(super) fn connect(cell: &str, path: &Path, timeout: u64) -> Result<u8, String> {
+    let description = crate::config::load_connector(path).map_err(|e| e.to_string())?;
+    let value = description
+        .to_value()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let (guest_ms, answer_within) = guest_wait(timeout);
+    let request = Request::Connect {
+        connector: value,
+        timeout_ms: Some(guest_ms),
+    };
+    println!("{}", one_line(&api_call(cell, &request, answer_within)?));
+    Ok(0)
+}
+
+/// `cellvm disconnect CELL ID [--force]`.
+pub(super) fn disconnect(cell: &str, id: &str, force: bool, timeout: u64) -> Result<u8, String> {
+    let (guest_ms, answer_within) = guest_wait(timeout);
+    let request = Request::Disconnect {
+        id: id.to_string(),
+        force,
+        timeout_ms: Some(guest_ms),
+    };
+    // A forced disconnect may unplug a board first: two guest waits.
+    let answer_within = answer_within.saturating_add(Duration::from_millis(guest_ms));
+    println!("{}", one_line(&api_call(cell, &request, answer_within)?));
+    Ok(0)
 }

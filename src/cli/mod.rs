@@ -333,6 +333,31 @@ pub enum Command {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
         timeout: u64,
     },
+    /// Attach a connector to a running cell ([[connector]] description
+    /// file): boards can then be plugged into it.
+    Connect {
+        /// Cell name, or a control socket path.
+        cell: String,
+        /// The connector description (TOML, one [[connector]] table).
+        connector: PathBuf,
+        /// How long to wait for the guest, in seconds (1 to 300).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+        timeout: u64,
+    },
+    /// Detach a connector that `connect` attached; refused while a board is
+    /// plugged into it unless --force (which unplugs the board first).
+    Disconnect {
+        /// Cell name, or a control socket path.
+        cell: String,
+        /// Connector id.
+        id: String,
+        /// Unplug its board first, and tear down what the guest refuses.
+        #[arg(long)]
+        force: bool,
+        /// How long to wait for the guest, in seconds (1 to 300).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+        timeout: u64,
+    },
     /// Validate a cell configuration and print its address map; given
     /// several, validate each and then whether they can share this host
     /// (pinned CPUs, images, names, ivshmem peers, memory).
@@ -637,6 +662,17 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             force,
             timeout,
         } => addon::unplug(&cell, &connector, force, timeout),
+        Command::Connect {
+            cell,
+            connector,
+            timeout,
+        } => addon::connect(&cell, &connector, timeout),
+        Command::Disconnect {
+            cell,
+            id,
+            force,
+            timeout,
+        } => addon::disconnect(&cell, &id, force, timeout),
         Command::Check { cells } => match cells.as_slice() {
             [cell] => check_one(cell),
             _ => check_set(&cells),
@@ -652,7 +688,7 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             let dtb = if attached.is_empty() && plugged.is_empty() {
                 crate::fdt::emit::to_dtb(&base).map_err(|e| e.to_string())?
             } else {
-                crate::attach::live_tree(&base, &attached, &plugged)
+                crate::attach::live_tree(&base, &attached, &[], &plugged)
                     .map_err(|e| e.to_string())?
                     .to_dtb()
             };

@@ -28,7 +28,9 @@ use source::{parse_toml, read_source, source_dir};
 use std::path::Path;
 
 pub use addon::{addon_from_value, load_addon, AddonConfig, AddonDescription, MAX_OVERLAY_SOURCE};
-pub use connector::valid_connector_id;
+pub use connector::{
+    connector_from_value, load_connector, valid_connector_id, ConnectorDescription,
+};
 pub use description::{device_from_value, load_device, parse_device, Description};
 pub use error::{shown, ConfigError, Location};
 pub use kernel_image::{detect_kernel_format, kernel_format_from_header, KernelFileError};

@@ -465,12 +465,23 @@ pub(crate) struct RawCell {
 }
 
 /// `[[connector]]`: where add-on boards plug in.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawConnector {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub size: Option<Sp<RawSize>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub irqs: Option<Sp<i64>>,
+}
+
+/// A connector description file: one `[[connector]]` table.
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConnectorFile {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connector: Option<Sp<Vec<Sp<RawConnector>>>>,
 }
 
 /// An add-on board's description file (docs/addons.md).

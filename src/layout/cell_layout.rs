@@ -86,6 +86,25 @@ impl CellLayout {
         Ok(slot)
     }
 
+    /// Removes the empty connector `id`: releases its window and pins.
+    pub fn remove_connector(&mut self, id: &str) -> Result<ConnectorSlot, LayoutError> {
+        let slot = self
+            .connector(id)
+            .cloned()
+            .ok_or_else(|| LayoutError::NoSuchConnector { id: id.to_string() })?;
+        if let Some(addon) = &slot.addon {
+            return Err(LayoutError::ConnectorInUse {
+                id: id.to_string(),
+                addon: addon.clone(),
+            });
+        }
+        let owner = Owner::Connector(id.to_string());
+        self.map.release(&owner);
+        self.irqs.release(&owner);
+        self.connectors.retain(|c| c.id != id);
+        Ok(slot)
+    }
+
     /// The connector `id`, if the cell has one.
     pub fn connector(&self, id: &str) -> Option<&ConnectorSlot> {
         self.connectors.iter().find(|c| c.id == id)

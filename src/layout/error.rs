@@ -105,6 +105,14 @@ pub enum LayoutError {
         /// The connector asked for.
         id: String,
     },
+    /// A connector with an add-on plugged in cannot go.
+    #[error("connector {id} has add-on {addon} plugged in; unplug it first")]
+    ConnectorInUse {
+        /// The connector.
+        id: String,
+        /// The add-on.
+        addon: String,
+    },
     /// A device kind that cannot sit on a connector.
     #[error("{id}: a {kind} cannot sit on a connector (add-ons serve virtio-mmio devices)")]
     NotOnConnector {
@@ -170,6 +178,7 @@ impl LayoutError {
             },
             LayoutError::NoSuchDevice { id }
             | LayoutError::NoSuchConnector { id }
+            | LayoutError::ConnectorInUse { id, .. }
             | LayoutError::NotOnConnector { id, .. }
             | LayoutError::ConnectorIrqsExhausted { id, .. } => Culprit::Device { id, key: "id" },
         }
@@ -206,6 +215,7 @@ impl LayoutError {
             | LayoutError::BusCollision { .. }
             | LayoutError::NoSuchDevice { .. }
             | LayoutError::NoSuchConnector { .. }
+            | LayoutError::ConnectorInUse { .. }
             | LayoutError::NotOnConnector { .. }
             | LayoutError::ConnectorIrqsExhausted { .. } => {}
         }

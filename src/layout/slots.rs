@@ -69,6 +69,12 @@ pub struct ConnectorSlot {
 }
 
 impl ConnectorSlot {
+    /// The path of the connector's node (`/connector-bus@d1000000`), where
+    /// the base tree or a connector's overlay puts it.
+    pub fn path(&self) -> String {
+        format!("/connector-bus@{:x}", self.window.base)
+    }
+
     /// Ids of the devices placed on the connector, by address.
     pub fn device_ids(&self) -> Vec<String> {
         self.occupants

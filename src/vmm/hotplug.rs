@@ -58,6 +58,10 @@ pub(super) struct State {
     pub(super) plugged: Vec<attach::PluggedAddon>,
     /// Their device models, by connector.
     pub(super) live_addons: BTreeMap<String, LiveAddon>,
+    /// Connectors attached at run time (`vmm::connect`).
+    pub(super) connected: Vec<attach::ConnectedConnector>,
+    /// Their overlays in the guest (id, agent generation), by connector.
+    pub(super) live_connectors: BTreeMap<String, (OverlayId, u64)>,
     /// The cell's boot-time devices (`vmm::device_state`).
     pub(super) boot: BTreeMap<String, BootDevice>,
 }
@@ -135,6 +139,8 @@ impl Hotplug {
                 live: BTreeMap::new(),
                 plugged: Vec::new(),
                 live_addons: BTreeMap::new(),
+                connected: Vec::new(),
+                live_connectors: BTreeMap::new(),
                 boot: boot.into_iter().map(|b| (b.id().to_string(), b)).collect(),
             }),
         }

@@ -4,6 +4,7 @@
 mod acpi;
 pub mod boot;
 mod channel_mem;
+mod connect;
 pub mod control;
 pub mod cpu;
 mod device_state;

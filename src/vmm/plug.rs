@@ -57,11 +57,17 @@ impl Hotplug {
     ) -> Result<PlugResult, ApiError> {
         let started = Instant::now();
         let _change = crate::sync::lock(&self.change);
-        let (layout, attached, plugged) = {
+        let (layout, attached, connected, plugged) = {
             let st = self.lock();
-            (st.layout.clone(), st.attached.clone(), st.plugged.clone())
+            (
+                st.layout.clone(),
+                st.attached.clone(),
+                st.connected.clone(),
+                st.plugged.clone(),
+            )
         };
-        let live = attach::live_tree(&self.base_tree, &attached, &plugged).map_err(attach_error)?;
+        let live = attach::live_tree(&self.base_tree, &attached, &connected, &plugged)
+            .map_err(attach_error)?;
         let plan = attach::plan_plug(addon, connector, &layout, &self.base_tree, &live)
             .map_err(attach_error)?;
         let models = self.build_all(addon, &plan.plugged.slots)?;

@@ -380,6 +380,25 @@ impl ControlTarget for CellRuntime {
                     .unplug(&connector, force, timeout(timeout_ms)?)
                     .map(Reply::Unplugged)
             }
+            Request::Connect {
+                connector,
+                timeout_ms,
+            } => {
+                self.not_paused("connect")?;
+                self.hotplug
+                    .connect(connector, timeout(timeout_ms)?)
+                    .map(Reply::Connected)
+            }
+            Request::Disconnect {
+                id,
+                force,
+                timeout_ms,
+            } => {
+                self.not_paused("disconnect")?;
+                self.hotplug
+                    .disconnect(&id, force, timeout(timeout_ms)?)
+                    .map(Reply::Disconnected)
+            }
             Request::Pause {} => {
                 self.not_stopping()?;
                 self.controls

@@ -3,7 +3,8 @@
 # (cells/test-addon.toml, agent mode): the sensor board of
 # cells/addons/sensor-board.* plugged and unplugged as a unit, its disk used,
 # refusals that change nothing, the PCI board of cells/addons/pci-board.*
-# enumerated and removed, 50 plug/unplug cycles of each. tests/nested_boot.rs
+# enumerated and removed, 50 plug/unplug cycles of each, a connector
+# attached at run time with the sensor board on it, then detached. tests/nested_boot.rs
 # checks the transcript. Steps are marked "step: NAME".
 # cellvm-timeout: 480
 cell=/cellvm/cells/test-addon.toml
@@ -147,6 +148,27 @@ act_and_wait "CELLVM-DEV+ virtio[0-9]*:virtio_blk" api plug "$name" j1 "$dir/boa
 guest "blk-read" "CELLVM-BLK-READ"
 act_and_wait "CELLVM-DEV- virtio[0-9]*:virtio_blk" api unplug "$name" j1
 guest "devices end" "CELLVM-DEVICES end"
+
+step runtime-connector
+cat >"$dir/j3.toml" <<'DESC'
+[[connector]]
+id = "j3"
+DESC
+api connect "$name" "$dir/j3.toml"
+guest "devices j3" "CELLVM-DEVICES j3"
+act_and_wait "CELLVM-DEV+ virtio[0-9]*:virtio_blk" api plug "$name" j3 "$dir/board.toml"
+guest "dt-ls /connector-bus@d1100000" "CELLVM-DT-LS .* END"
+guest "blk-read" "CELLVM-BLK-READ"
+api disconnect "$name" j3
+api disconnect "$name" j1
+act_and_wait "CELLVM-DEV- virtio[0-9]*:virtio_blk" api disconnect "$name" j3 --force
+guest "devices j3-gone" "CELLVM-DEVICES j3-gone"
+api devices "$name"
+step reconnect
+api connect "$name" "$dir/j3.toml"
+act_and_wait "CELLVM-DEV+ virtio[0-9]*:virtio_blk" api plug "$name" j3 "$dir/board.toml"
+act_and_wait "CELLVM-DEV- virtio[0-9]*:virtio_blk" api unplug "$name" j3
+api disconnect "$name" j3
 
 step end
 printf 'exit\n' >&3
