@@ -8,6 +8,9 @@
  * overlay id (ACK) or the kernel's error (NAK). REMOVE destroys the platform
  * devices of the nodes the overlay created, then removes the overlay.
  * Everything the agent applied is removed when the module is unloaded.
+ * CONNECTORS: after an apply, every node the overlay added that is
+ * compatible "cellvm,connector" (an add-on connector, a simple-bus) is
+ * populated, so a later overlay's nodes under it get platform devices.
  *
  * SHUTDOWN: the agent acknowledges and calls orderly_poweroff() (the
  * kernel runs its poweroff_cmd, /sbin/poweroff). When the host announces
@@ -99,8 +102,7 @@
 #define CV_CAP_PING 0x2u
 #define CV_CAP_SHUTDOWN 0x4u
 #define CV_CAP_CONNECTORS 0x8u
-#define CV_AGENT_CAPS \
-	(CV_CAP_OVERLAY | CV_CAP_PING | CV_CAP_SHUTDOWN | CV_CAP_CONNECTORS)
+#define CV_AGENT_CAPS (CV_CAP_OVERLAY | CV_CAP_PING | CV_CAP_SHUTDOWN | CV_CAP_CONNECTORS)
 
 /* Host capabilities (HOST_CAPS register). */
 #define CV_HOST_CAP_POWER_OFF 0x1u

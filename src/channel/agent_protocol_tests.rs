@@ -56,6 +56,7 @@ fn paired() -> Vec<(&'static str, &'static str, u64)> {
         CV_CAP_OVERLAY = proto::AGENT_CAP_OVERLAY,
         CV_CAP_PING = proto::AGENT_CAP_PING,
         CV_CAP_SHUTDOWN = proto::AGENT_CAP_SHUTDOWN,
+        CV_CAP_CONNECTORS = proto::AGENT_CAP_CONNECTORS,
         CV_HOST_CAP_POWER_OFF = proto::HOST_CAP_POWER_OFF,
         CV_HDR_LEN = proto::HEADER_LEN,
     ]
