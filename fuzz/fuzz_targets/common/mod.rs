@@ -24,8 +24,9 @@ pub struct Cell {
     pub tree: Node,
 }
 
-/// The cell of `cells/test-pci.toml` plus a UART and a virtio-mmio device,
-/// so attachments meet every kind of boot-time device.
+/// The cell of `cells/test-pci.toml` plus a UART, a virtio-mmio device and
+/// connector j1, so attachments meet every kind of boot-time device and
+/// add-on boards have somewhere to go.
 const CELL: &str = concat!(
     include_str!("../../../cells/test-pci.toml"),
     r#"
@@ -35,6 +36,10 @@ id = "com2"
 [[virtio_mmio]]
 id = "rng0"
 kind = "rng"
+
+[[connector]]
+id = "j1"
+size = "4M"
 "#
 );
 
