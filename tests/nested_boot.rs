@@ -1372,6 +1372,40 @@ fn a_boards_pci_bridge_is_enumerated_under_its_connector_and_removed() {
 }
 
 #[test]
+fn a_surprise_removal_under_reads_fails_them_and_the_guest_takes_a_new_plug() {
+    let steps = addon_steps();
+    let s = &steps["surprise"];
+    assert!(s.contains("CELLVM-BLK-READER: reading"), "{s}");
+    assert!(s.contains("forced=true"), "{s}");
+    assert!(!s.contains("guest_error"), "{s}");
+    // The reads in flight failed instead of hanging, and the disk went.
+    assert!(s.contains("CELLVM-BLK-READER: stopped after"), "{s}");
+    assert!(s.contains("disk gone from the guest: 1"), "{s}");
+    assert!(!s.contains("state=plugged"), "{s}");
+    assert!(s.contains(NO_ADDON_NODES), "{s}");
+    let replug = &steps["surprise-replug"];
+    assert!(
+        replug.contains("CELLVM-BLK-READ: sensor-marker-1"),
+        "{replug}"
+    );
+    assert_eq!(replug.matches("rc=0").count(), 2, "{replug}");
+    let pci = &steps["surprise-pci"];
+    assert_eq!(pci.matches("rc=0").count(), 4, "{pci}");
+    assert!(pci.contains("forced=true"), "{pci}");
+    assert!(
+        pci.contains("CELLVM-DT-LS /connector-bus@d1400000: none END"),
+        "{pci}"
+    );
+    let end = pci
+        .lines()
+        .find(|l| l.starts_with("CELLVM-DEVICES surprise-end:"))
+        .unwrap_or_else(|| panic!("no device snapshot:\n{pci}"));
+    for gone in ["d1000000.virtio_mmio", "d1002000.serial", "d1400000.pci"] {
+        assert!(!end.contains(gone), "{gone} still there: {end}");
+    }
+}
+
+#[test]
 fn a_connector_attached_at_run_time_takes_a_board_and_goes_with_it_when_forced() {
     let steps = addon_steps();
     let r = &steps["runtime-connector"];

@@ -388,10 +388,11 @@ pub struct UnplugResult {
     pub connector: String,
     /// The board that was plugged in.
     pub addon: String,
-    /// Whether `force` tore the board down although the guest did not
-    /// acknowledge.
+    /// Whether it was a surprise removal (`force`): the board's devices
+    /// were cut off before the guest was told.
     pub forced: bool,
-    /// What the guest said, when forced.
+    /// Why the guest did not drop the board's nodes (a surprise removal
+    /// goes on regardless).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub guest_error: Option<String>,
     /// From the request to the answer.

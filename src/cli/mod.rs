@@ -326,7 +326,9 @@ pub enum Command {
         cell: String,
         /// Connector id.
         connector: String,
-        /// Tear the board down even if the guest refuses or does not answer.
+        /// Surprise removal: cut the board's devices off first (requests
+        /// fail, registers read all-ones), then tell the guest; the board
+        /// goes whatever it answers.
         #[arg(long)]
         force: bool,
         /// How long to wait for the guest, in seconds (1 to 300).
@@ -351,7 +353,8 @@ pub enum Command {
         cell: String,
         /// Connector id.
         id: String,
-        /// Unplug its board first, and tear down what the guest refuses.
+        /// Pull its board first (a surprise removal), and tear down what the
+        /// guest refuses.
         #[arg(long)]
         force: bool,
         /// How long to wait for the guest, in seconds (1 to 300).

@@ -107,6 +107,17 @@ pub fn addon_from_value(
     if raw.overlay.is_none() {
         return Err(ctx.missing(&None, "overlay", ""));
     }
+    if overlay.1.len() as u64 > MAX_OVERLAY_SOURCE {
+        return Err(ctx.invalid(
+            &None,
+            "overlay",
+            format!(
+                "{} is {} bytes; an overlay source may have at most {MAX_OVERLAY_SOURCE}",
+                overlay.0,
+                overlay.1.len()
+            ),
+        ));
+    }
     validate_addon(&ctx, &raw, Path::new(overlay.0), overlay.1.to_string())
 }
 

@@ -136,3 +136,23 @@ fn a_board_bridge_is_validated_like_a_cell_files() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn a_board_sent_over_the_api_may_not_carry_an_overlay_above_the_limit() {
+    let value: toml::Value = toml::from_str("name = \"big\"\noverlay = \"big.dtso\"\n").unwrap();
+    let text = "/".repeat(MAX_OVERLAY_SOURCE as usize + 1);
+    let err = addon_from_value(
+        value.clone(),
+        ("big.dtso", &text),
+        "<request>",
+        None,
+        &NO_FILES,
+    )
+    .expect_err("too large");
+    assert!(
+        err.to_string().contains("big.dtso is 262145 bytes"),
+        "{err}"
+    );
+    let fits = "/dts-v1/;\n/plugin/;\n&j1 { };\n";
+    addon_from_value(value, ("big.dtso", fits), "<request>", None, &NO_FILES).expect("fits");
+}

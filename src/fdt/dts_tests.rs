@@ -126,3 +126,11 @@ fn the_reader_survives_arbitrary_bytes() {
         assert!(parse_overlay_source("f", text).is_err(), "{text:?}");
     }
 }
+
+#[test]
+fn fragments_are_located_on_their_own_line_and_column_wherever_they_start() {
+    let text = "/dts-v1/;\n/plugin/;\n&j1 { a { }; }; &j1 {\n};\n\n  &{/x} { };\n";
+    let frags = parse_overlay_source("f.dtso", text).expect("parses");
+    let at: Vec<(usize, usize)> = frags.iter().map(|f| (f.line, f.column)).collect();
+    assert_eq!(at, [(3, 1), (3, 17), (6, 3)]);
+}

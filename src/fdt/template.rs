@@ -287,6 +287,21 @@ impl Expanded {
     }
 }
 
+/// `(offset, line, column)` of `at`, counted on from `from` (an earlier
+/// position of the same text, with its line and column).
+fn advance(text: &str, from: (usize, usize, usize), at: usize) -> (usize, usize, usize) {
+    let (start, line, column) = from;
+    let between = text.get(start..at).unwrap_or_default();
+    match between.rfind('\n') {
+        Some(i) => (
+            at,
+            line + between.matches('\n').count(),
+            between.get(i + 1..).map_or(0, |t| t.chars().count()) + 1,
+        ),
+        None => (at, line, column + between.chars().count()),
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum LexState {
     Code,
@@ -603,6 +618,10 @@ impl Parser<'_> {
         self.directive("/dts-v1/;")?;
         self.directive("/plugin/;")?;
         let mut fragments = Vec::new();
+        // Where the previous fragment began (offset, line, column): each
+        // position is found from the one before, never from the start, so
+        // locating thousands of fragments stays linear in the text.
+        let mut cursor = (0usize, 1usize, 1usize);
         loop {
             self.skip_ws()?;
             let at = self.pos;
@@ -673,11 +692,11 @@ impl Parser<'_> {
                 Target::Path(p) => p.clone(),
             };
             let body = self.parse_node_rest(None, name, 1)?;
-            let (line, _) = self.expanded.locate(at);
+            cursor = advance(self.text, cursor, at);
             fragments.push(SourceFragment {
                 target,
-                line,
-                column: self.expanded.column(at),
+                line: cursor.1,
+                column: cursor.2,
                 body,
             });
         }

@@ -114,7 +114,7 @@ pub enum LayoutError {
         addon: String,
     },
     /// A device kind that cannot sit on a connector.
-    #[error("{id}: a {kind} cannot sit on a connector (add-ons serve virtio-mmio devices)")]
+    #[error("{id}: a {kind} cannot sit on a connector (the connector places a board's devices: leave out fixed addresses, irqs and mmio64)")]
     NotOnConnector {
         /// The device.
         id: String,

@@ -5,7 +5,8 @@
 //! image size (whole 512-byte sectors; a trailing partial sector is not
 //! visible to the guest) and complete with `VIRTIO_BLK_S_IOERR` when they
 //! fall outside it, when the data length is not a multiple of 512, when they
-//! write to a read-only image, or when the host I/O fails. I/O is synchronous,
+//! write to a read-only image, when the host I/O fails, or once the disk was
+//! surprise-removed (the image is closed then). I/O is synchronous,
 //! in the notifying vCPU's thread.
 
 use super::{
@@ -36,7 +37,8 @@ const CHUNK: usize = 64 * 1024;
 /// The block device backend.
 pub struct BlockBackend {
     path: PathBuf,
-    file: File,
+    /// The image; `None` once surprise-removed (every request then fails).
+    file: Option<File>,
     read_only: bool,
     /// Capacity in 512-byte sectors.
     capacity: u64,
@@ -72,7 +74,7 @@ impl BlockBackend {
         id[..n].copy_from_slice(&serial.as_bytes()[..n]);
         Ok(BlockBackend {
             path: path.to_path_buf(),
-            file,
+            file: Some(file),
             read_only,
             capacity: len / SECTOR_SIZE,
             id,
@@ -115,6 +117,12 @@ impl BlockBackend {
         sector_bytes.copy_from_slice(&header[8..16]);
         let sector = u64::from_le_bytes(sector_bytes);
         let in_len = req.writable_len() - 1;
+        let Some(file) = &self.file else {
+            self.warn(format_args!(
+                "request on a surprise-removed disk failed (VIRTIO_BLK_S_IOERR)"
+            ));
+            return (VIRTIO_BLK_S_IOERR, 0);
+        };
         match kind {
             VIRTIO_BLK_T_IN => {
                 let Some(mut pos) = self.range(sector, in_len) else {
@@ -125,7 +133,7 @@ impl BlockBackend {
                 let mut done = 0u64;
                 while done < in_len {
                     let n = (in_len - done).min(CHUNK as u64) as usize;
-                    if let Err(e) = self.file.read_exact_at(&mut buf[..n], pos) {
+                    if let Err(e) = file.read_exact_at(&mut buf[..n], pos) {
                         self.warn(format_args!("read at {pos:#x}: {e}"));
                         return (VIRTIO_BLK_S_IOERR, done);
                     }
@@ -156,7 +164,7 @@ impl BlockBackend {
                     if got < n {
                         return (VIRTIO_BLK_S_IOERR, 0);
                     }
-                    if let Err(e) = self.file.write_all_at(&buf[..n], pos) {
+                    if let Err(e) = file.write_all_at(&buf[..n], pos) {
                         self.warn(format_args!("write at {pos:#x}: {e}"));
                         return (VIRTIO_BLK_S_IOERR, 0);
                     }
@@ -169,7 +177,7 @@ impl BlockBackend {
                 if self.read_only {
                     return (VIRTIO_BLK_S_OK, 0);
                 }
-                match self.file.sync_data() {
+                match file.sync_data() {
                     Ok(()) => (VIRTIO_BLK_S_OK, 0),
                     Err(e) => {
                         self.warn(format_args!("flush: {e}"));
@@ -217,6 +225,13 @@ impl VirtioBackend for BlockBackend {
         c.extend_from_slice(&0u32.to_le_bytes());
         c.extend_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
         c
+    }
+
+    /// Closes the image: its lock can pass to another cell at once. Every
+    /// later request completes with `VIRTIO_BLK_S_IOERR`, so none the
+    /// driver waits for when it goes (del_gendisk) is left in flight.
+    fn sever(&mut self) {
+        self.file = None;
     }
 
     fn process_queue(

@@ -399,6 +399,14 @@ impl VirtioBackend for ConsoleBackend {
         c
     }
 
+    /// The host side (file, socket and its client, pty) is closed; output
+    /// is discarded from now on, so a driver writing (hvc spins until its
+    /// buffer comes back) is never stuck, and no input arrives.
+    fn sever(&mut self) {
+        self.host = Host::Out(Box::new(std::io::sink()));
+        self.pending.clear();
+    }
+
     fn process_queue(
         &mut self,
         index: usize,

@@ -145,6 +145,11 @@ impl VirtioMmioDevice {
         self.state.host_fds()
     }
 
+    /// Surprise removal ([`VirtioState::sever`]).
+    pub fn sever(&mut self) {
+        self.state.sever();
+    }
+
     /// Signals `waker` whenever a register write changes [`Self::host_fds`].
     pub fn set_host_fds_waker(&mut self, waker: EventFd) {
         self.waker.set(waker);

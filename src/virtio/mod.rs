@@ -120,6 +120,12 @@ pub trait VirtioBackend: Send {
         queue: &mut Queue,
         mem: &GuestMemoryMmap,
     ) -> Result<bool, VirtioError>;
+    /// The device was surprise-removed (docs/addons.md): drop the host side
+    /// (an image file, a console connection) now. Later calls of
+    /// [`Self::process_queue`] must not block: they fail each request with
+    /// the device type's error status, or leave it unanswered where the
+    /// guest's driver does not wait for it when the device goes.
+    fn sever(&mut self);
     /// Host file descriptors whose readability means host input may be
     /// pending (see [`VirtioMmioDevice::process_host_input`]). The set can
     /// change after each call of `process_host_input` (a console client
@@ -157,6 +163,9 @@ pub trait VirtioTransport: Send {
     /// device: a worker blocked in poll on the old set then asks again.
     /// Default: ignored.
     fn set_host_fds_waker(&mut self, _waker: EventFd) {}
+    /// Surprise removal: the backend drops its host side
+    /// ([`VirtioBackend::sever`]); the registers keep answering.
+    fn sever(&mut self);
 }
 
 /// What a transport keeps to tell its worker that a guest access changed
@@ -205,6 +214,9 @@ impl VirtioTransport for VirtioMmioDevice {
     fn set_host_fds_waker(&mut self, waker: EventFd) {
         VirtioMmioDevice::set_host_fds_waker(self, waker)
     }
+    fn sever(&mut self) {
+        VirtioMmioDevice::sever(self)
+    }
 }
 
 impl VirtioTransport for VirtioPciFunction {
@@ -222,6 +234,9 @@ impl VirtioTransport for VirtioPciFunction {
     }
     fn set_host_fds_waker(&mut self, waker: EventFd) {
         VirtioPciFunction::set_host_fds_waker(self, waker)
+    }
+    fn sever(&mut self) {
+        VirtioPciFunction::sever(self)
     }
 }
 

@@ -281,6 +281,11 @@ impl VirtioPciFunction {
         self.deliver(signals);
     }
 
+    /// Surprise removal ([`super::state::VirtioState::sever`]).
+    pub fn sever(&mut self) {
+        self.state.sever();
+    }
+
     /// Host file descriptors to watch before calling
     /// [`Self::process_host_input`] (re-query after each call); none while
     /// bus mastering is off, when that call reads nothing.

@@ -35,6 +35,8 @@ pub fn host_random(buf: &mut [u8]) -> usize {
 /// The entropy device backend.
 pub struct RngBackend {
     queue_sizes: [u16; 1],
+    /// Surprise-removed: requests are left unanswered.
+    severed: bool,
     log: RateLimiter,
 }
 
@@ -49,6 +51,7 @@ impl RngBackend {
     pub fn new() -> Self {
         RngBackend {
             queue_sizes: [QUEUE_SIZE],
+            severed: false,
             log: RateLimiter::new(10),
         }
     }
@@ -77,12 +80,21 @@ impl VirtioBackend for RngBackend {
         Vec::new()
     }
 
+    /// Nothing of the host to drop; requests are left unanswered from now
+    /// on (virtio-rng's removal does not wait for them).
+    fn sever(&mut self) {
+        self.severed = true;
+    }
+
     fn process_queue(
         &mut self,
         index: usize,
         queue: &mut Queue,
         mem: &GuestMemoryMmap,
     ) -> Result<bool, VirtioError> {
+        if self.severed {
+            return Ok(false);
+        }
         let mut used = false;
         let mut chunk = [0u8; 4096];
         while let Some(req) = next_valid_request(index, queue, mem, &self.log, "rng", &mut used)? {

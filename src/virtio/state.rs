@@ -91,6 +91,8 @@ pub struct VirtioState {
     driver_features: u64,
     status: u32,
     config_generation: u32,
+    /// Surprise-removed ([`Self::sever`]): the host side is gone.
+    severed: bool,
     log: RateLimiter,
 }
 
@@ -119,8 +121,29 @@ impl VirtioState {
             driver_features: 0,
             status: 0,
             config_generation: 0,
+            severed: false,
             log: RateLimiter::new(10),
         }
+    }
+
+    /// Surprise removal (docs/addons.md): the backend drops its host side
+    /// now ([`VirtioBackend::sever`]); from then on host input is no longer
+    /// watched and the device-specific configuration reads all-ones. The
+    /// registers keep answering, so the driver can still tear down.
+    pub fn sever(&mut self) {
+        if !self.severed {
+            self.severed = true;
+            self.backend.sever();
+            log::warn!(
+                "{}: surprise-removed: host side dropped, requests fail from now on",
+                self.name
+            );
+        }
+    }
+
+    /// Whether [`Self::sever`] was called.
+    pub fn severed(&self) -> bool {
+        self.severed
     }
 
     /// A rate-limited warning naming the device.
@@ -471,7 +494,7 @@ impl VirtioState {
     /// Lets the backend move pending host-side input into its queues. A
     /// no-op until the driver runs the device.
     pub fn process_host_input(&mut self) -> Signals {
-        if !self.live() {
+        if !self.live() || self.severed {
             return Signals::NONE;
         }
         let before: Vec<u16> = self.queues.iter().map(|q| q.next_used()).collect();
@@ -501,7 +524,7 @@ impl VirtioState {
     /// [`Self::process_host_input`] reads nothing before (an fd left
     /// readable would make the caller's poll spin).
     pub fn host_fds(&self) -> Vec<std::os::fd::RawFd> {
-        if !self.live() {
+        if !self.live() || self.severed {
             return Vec::new();
         }
         self.backend.host_fds()
@@ -515,6 +538,10 @@ impl VirtioState {
     /// Reads `data.len()` bytes of the device configuration at `offset`;
     /// beyond its end reads as zeros (with a log line).
     pub fn read_config(&self, offset: u64, data: &mut [u8]) {
+        if self.severed {
+            data.fill(0xff);
+            return;
+        }
         let config = self.backend.config_space();
         let got = usize::try_from(offset)
             .ok()

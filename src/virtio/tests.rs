@@ -18,6 +18,8 @@ use virtio_bindings::virtio_config::{
 };
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
+mod sever;
+
 const MEM_SIZE: usize = 4 << 20;
 const QSIZE: u16 = 16;
 const F_NEXT: u16 = 1;

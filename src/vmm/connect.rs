@@ -6,7 +6,8 @@
 //! (the guest agent populates the new bus, capability
 //! `AGENT_CAP_CONNECTORS`) → commit on the ACK; anything else changes
 //! nothing. Disconnect: refused while an add-on is plugged in, unless
-//! `force`, which unplugs it first (forced too); then the guest removes the
+//! `force`, which unplugs it first (a surprise removal, under the same
+//! change lock); then the guest removes the
 //! connector's overlay and the window and pins are released.
 
 use super::hotplug::{attach_error, channel_error, config_error, Hotplug, State};
@@ -93,6 +94,9 @@ impl Hotplug {
         timeout: Duration,
     ) -> Result<DisconnectResult, ApiError> {
         let started = Instant::now();
+        // One change lock for both steps: nothing can plug a board between
+        // the forced unplug and the connector's removal.
+        let _change = crate::sync::lock(&self.change);
         let addon = self
             .lock()
             .layout
@@ -100,12 +104,11 @@ impl Hotplug {
             .and_then(|c| c.addon.clone());
         let unplugged = match addon {
             Some(name) if force => {
-                self.unplug(id, true, timeout)?;
+                self.unplug_locked(id, true, timeout)?;
                 Some(name)
             }
             _ => None,
         };
-        let _change = crate::sync::lock(&self.change);
         let (plan, live) = {
             let st = self.lock();
             let plan =

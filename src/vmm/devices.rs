@@ -71,6 +71,9 @@ pub struct DeviceModel {
     /// live), and their worker threads once started.
     virtio: Vec<VirtioModel>,
     workers: Vec<VirtioWorker>,
+    /// A virtio-mmio transport: a surprise removal leaves its registers on
+    /// the bus ([`DeviceManager::sever`]).
+    keeps_registers: bool,
     /// Doorbell receivers of its ivshmem functions, for the control loop.
     ivshmem: Vec<IvshmemSubscriber>,
     /// Output files this build created (they did not exist before): a
@@ -178,6 +181,7 @@ impl DeviceManager {
             (DeviceConfig::VirtioMmio(cfg), PlacedDevice::VirtioMmio(s)) => {
                 let (device, virtio) = build_virtio_mmio(s, cfg, &self.memory, &self.vm)?;
                 model.virtio.push(virtio);
+                model.keeps_registers = true;
                 let name = format!("virtio-mmio {}", s.id);
                 self.mmio
                     .insert(&name, s.window.base, s.window.size, device)
@@ -270,6 +274,43 @@ impl DeviceManager {
         }
         // Dropping the bridge unmaps its BARs (and so the virtio-pci notify
         // ioeventfds); dropping the virtio models unregisters virtio-mmio's.
+    }
+
+    /// Surprise removal (docs/addons.md): the host side of `model` goes now,
+    /// without the guest's consent. Its virtio backends drop their host
+    /// resources (an image is closed) and fail or leave unanswered every
+    /// later request; a virtio-mmio transport keeps its registers on the
+    /// bus so the guest's driver can still tear down (Linux's virtio-blk
+    /// waits for requests in flight when it goes: on registers reading
+    /// all-ones they would never complete). Everything else leaves the
+    /// buses now, so the guest reads all-ones there as from a removed
+    /// card: a UART (and its interrupt), a PCI host bridge's configuration
+    /// window and its functions' BARs. [`Self::remove`] later undoes the
+    /// rest.
+    pub fn sever(&self, model: &mut DeviceModel) {
+        for v in &model.virtio {
+            v.sever();
+        }
+        if model.keeps_registers {
+            return;
+        }
+        for name in model.mmio.drain(..) {
+            if let Err(e) = self.mmio.remove(&name) {
+                log::warn!("unregister {name}: {e}");
+            }
+        }
+        for name in model.pio.drain(..) {
+            if let Err(e) = self.pio.remove(&name) {
+                log::warn!("unregister {name}: {e}");
+            }
+        }
+        if let Some((fd, gsi)) = model.irqfd.take() {
+            if let Err(e) = self.vm.unregister_irqfd(&fd, gsi) {
+                log::warn!("unregister irqfd on pin {gsi}: {e}");
+            }
+        }
+        // The bus let go of the bridge: dropping it unmaps the BARs.
+        model.bridge = None;
     }
 
     /// A host bridge with its functions and INTx lines, registered at its

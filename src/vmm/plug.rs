@@ -7,8 +7,10 @@
 //! model → send the overlay → on the guest's ACK commit. Any failure
 //! (a claim, a build, a NAK, a timeout, no agent) unregisters every model
 //! built so far, releases every claim and leaves the layout as it was.
-//! Unplug: ask the guest to remove the overlay → on ACK (or with `force`)
-//! unregister every model, release the claims and the placements.
+//! Unplug: ask the guest to remove the overlay → on ACK unregister every
+//! model, release the claims and the placements. A forced unplug is a
+//! surprise removal: the models are severed and the claims released
+//! before the guest is told, and the board goes whatever it answers.
 //! Both run under the cell's change lock, like attach and detach.
 
 use super::devices::DeviceModel;
@@ -99,8 +101,8 @@ impl Hotplug {
         } = &mut *st;
         if let Err(e) = plan.commit(layout, plugged) {
             // Cannot happen under the change lock; undo in the guest too.
-            let _ = self.channel.remove_overlay(overlay, timeout);
             drop(st);
+            let _ = self.channel.remove_overlay(overlay, timeout);
             self.undo(addon, models);
             return Err(attach_error(e));
         }
@@ -132,6 +134,7 @@ impl Hotplug {
         let mut models = Vec::new();
         for (dev, slot) in addon.devices.iter().zip(slots) {
             if let Err(e) = self.claims.claim_device(dev) {
+                self.claims.release_device(dev.id());
                 self.undo(addon, models);
                 return Err(ApiError::new(ErrorKind::Conflict, e.to_string()));
             }
@@ -163,15 +166,35 @@ impl Hotplug {
         }
     }
 
-    /// Unplugs the add-on in `connector`.
+    /// Unplugs the add-on in `connector`: with the guest's consent, or with
+    /// `force` as a surprise removal (see [`Self::unplug_locked`]).
     pub fn unplug(
         &self,
         connector: &str,
         force: bool,
         timeout: Duration,
     ) -> Result<UnplugResult, ApiError> {
-        let started = Instant::now();
         let _change = crate::sync::lock(&self.change);
+        self.unplug_locked(connector, force, timeout)
+    }
+
+    /// [`Self::unplug`] under the change lock the caller holds.
+    ///
+    /// Without `force`: ask the guest to remove the overlay; only on its ACK
+    /// do the models, claims and placements go. With `force` (a surprise
+    /// removal): first every model is severed ([`DeviceManager::sever`]:
+    /// host resources dropped, requests fail, registers read all-ones) and
+    /// the claims are released, then the guest is asked to drop the nodes,
+    /// and whatever it answers the board is gone from the cell.
+    ///
+    /// [`DeviceManager::sever`]: super::devices::DeviceManager::sever
+    pub(super) fn unplug_locked(
+        &self,
+        connector: &str,
+        force: bool,
+        timeout: Duration,
+    ) -> Result<UnplugResult, ApiError> {
+        let started = Instant::now();
         let (plan, live) = {
             let st = self.lock();
             let plan =
@@ -188,6 +211,10 @@ impl Hotplug {
                 format!("connector {connector} has an add-on but no device models"),
             ));
         };
+        let addon = plan.plugged.addon.clone();
+        if force {
+            self.sever_board(connector, &addon);
+        }
         // As for a detach: never send an overlay id a new agent did not give.
         let agent = self.channel.agent_status();
         let dropped_by_guest = agent.generation != generation
@@ -202,10 +229,10 @@ impl Hotplug {
                 return Err(channel_error(e));
             }
             log::warn!(
-                "unplug {connector}: guest failed ({e}); tearing the board down anyway (--force)"
+                "unplug {connector}: the guest did not drop the board's nodes ({e}); \
+                 its drivers keep reading all-ones where the board was"
             );
         }
-        let addon = plan.plugged.addon.clone();
         let mut st = self.lock();
         let State {
             layout, plugged, ..
@@ -225,10 +252,30 @@ impl Hotplug {
         Ok(UnplugResult {
             connector: connector.to_string(),
             addon: addon.name,
-            forced: guest.is_err(),
+            forced: force,
             guest_error: guest.err().map(|e| e.to_string()),
             elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
         })
+    }
+
+    /// The host side of the board in `connector` goes now: every model
+    /// severed, every claim released (an image can pass to another cell at
+    /// once). The models stay registered until the unplug completes.
+    fn sever_board(&self, connector: &str, addon: &AddonConfig) {
+        log::warn!(
+            "unplug {connector}: surprise removal of {}: its devices are cut off now",
+            addon.name
+        );
+        let mut st = self.lock();
+        if let Some(live) = st.live_addons.get_mut(connector) {
+            for model in &mut live.models {
+                self.devices.sever(model);
+            }
+        }
+        drop(st);
+        for dev in &addon.devices {
+            self.claims.release_device(dev.id());
+        }
     }
 
     /// The connectors, and the devices of the add-ons plugged into them,

@@ -87,6 +87,11 @@ impl VirtioModel {
         let queues = self.events.clones().os("duplicate queue eventfds")?;
         VirtioWorker::spawn(&self.name, self.device.clone(), queues, seccomp)
     }
+
+    /// Surprise removal: the backend drops its host side now.
+    pub fn sever(&self) {
+        crate::sync::lock(&self.device).sever();
+    }
 }
 
 /// A virtio-mmio device for `slot`, with its notify ioeventfds registered
@@ -472,6 +477,9 @@ mod tests {
         }
         fn set_host_fds_waker(&mut self, waker: EventFd) {
             self.waker = Some(waker);
+        }
+        fn sever(&mut self) {
+            self.input = None;
         }
         fn process_host_input(&mut self) {
             use std::io::Read;

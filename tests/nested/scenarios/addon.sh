@@ -4,7 +4,9 @@
 # cells/addons/sensor-board.* plugged and unplugged as a unit, its disk used,
 # refusals that change nothing, the PCI board of cells/addons/pci-board.*
 # enumerated and removed, 50 plug/unplug cycles of each, a connector
-# attached at run time with the sensor board on it, then detached. tests/nested_boot.rs
+# attached at run time with the sensor board on it, then detached; surprise
+# removals (unplug --force) while the guest reads the board's disk, each
+# followed by a new plug. tests/nested_boot.rs
 # checks the transcript. Steps are marked "step: NAME".
 # cellvm-timeout: 480
 cell=/cellvm/cells/test-addon.toml
@@ -148,6 +150,28 @@ act_and_wait "CELLVM-DEV+ virtio[0-9]*:virtio_blk" api plug "$name" j1 "$dir/boa
 guest "blk-read" "CELLVM-BLK-READ"
 act_and_wait "CELLVM-DEV- virtio[0-9]*:virtio_blk" api unplug "$name" j1
 guest "devices end" "CELLVM-DEVICES end"
+
+step surprise
+act_and_wait "CELLVM-DEV+ virtio[0-9]*:virtio_blk" api plug "$name" j1 "$dir/board.toml"
+act_and_wait "CELLVM-BLK-READER: reading" printf 'blk-reader\n' >&3
+gone="$(count "CELLVM-DEV- virtio[0-9]*:virtio_blk")"
+act_and_wait "CELLVM-BLK-READER: stopped" api unplug "$name" j1 --force
+wait_count "CELLVM-DEV- virtio[0-9]*:virtio_blk" $((gone + 1))
+grep "CELLVM-BLK-READER" "$log"
+echo "disk gone from the guest: $(($(count "CELLVM-DEV- virtio[0-9]*:virtio_blk") - gone))"
+api devices "$name"
+guest "dt-ls $conn" "CELLVM-DT-LS .* END"
+step surprise-replug
+act_and_wait "CELLVM-DEV+ virtio[0-9]*:virtio_blk" api plug "$name" j1 "$dir/board.toml"
+guest "blk-read" "CELLVM-BLK-READ"
+act_and_wait "CELLVM-DEV- virtio[0-9]*:virtio_blk" api unplug "$name" j1
+step surprise-pci
+act_and_wait "CELLVM-DEV+ .*:20:01.0" api plug "$name" j2 "$dir/pci-board.toml"
+act_and_wait "CELLVM-DEV- d14[0-9a-f]*\.pci" api unplug "$name" j2 --force
+guest "dt-ls /connector-bus@d1400000" "CELLVM-DT-LS .* END"
+act_and_wait "CELLVM-DEV+ .*:20:01.0" api plug "$name" j2 "$dir/pci-board.toml"
+act_and_wait "CELLVM-DEV- d14[0-9a-f]*\.pci" api unplug "$name" j2
+guest "devices surprise-end" "CELLVM-DEVICES surprise-end"
 
 step runtime-connector
 cat >"$dir/j3.toml" <<'DESC'
