@@ -91,6 +91,7 @@ fn cellvm_run(addr: u64, op: Op, n: u64) -> Duration {
             mmio32: None,
             mmio64: None,
             devices: vec![PciDeviceConfig {
+                bus: 0,
                 slot: 1,
                 function: 0,
                 kind: PciDeviceKind::Test,

@@ -372,6 +372,7 @@ fn pci_walk(kind: PciHostKind, config_base: u64, devfn_shift: u32) {
         mmio32: None,
         mmio64: None,
         devices: vec![PciDeviceConfig {
+            bus: 0,
             slot: 1,
             function: 0,
             kind: PciDeviceKind::Test,
@@ -449,6 +450,7 @@ fn ivshmem_cell(elf: std::path::PathBuf, region: &str, peer: u16) -> CellConfig 
         mmio32: None,
         mmio64: None,
         devices: vec![PciDeviceConfig {
+            bus: 0,
             slot: 1,
             function: 0,
             kind: PciDeviceKind::Ivshmem(IvshmemConfig {
@@ -628,6 +630,7 @@ fn virtio_pci_notify_ioeventfds_follow_bar0_where_the_guest_maps_it() {
         mmio32: None,
         mmio64: None,
         devices: vec![PciDeviceConfig {
+            bus: 0,
             slot: 1,
             function: 0,
             kind: PciDeviceKind::Virtio(VirtioPciConfig {

@@ -329,6 +329,7 @@ fn test_bridge(id: &str, bus_start: u8) -> DeviceConfig {
         mmio32: None,
         mmio64: None,
         devices: vec![crate::config::PciDeviceConfig {
+            bus: bus_start,
             slot: 1,
             function: 0,
             kind: crate::config::PciDeviceKind::Test,

@@ -29,6 +29,7 @@ fn bridge_config(id: &str, bus_start: u8) -> PciBridgeConfig {
         mmio32: None,
         mmio64: None,
         devices: vec![PciDeviceConfig {
+            bus: bus_start,
             slot: 1,
             function: 0,
             kind: PciDeviceKind::Test,

@@ -12,6 +12,7 @@ pub mod ivshmem_shape;
 mod kernel_image;
 mod model;
 mod origins;
+mod pci_buses;
 mod raw;
 mod size;
 mod source;
@@ -21,6 +22,8 @@ mod validate;
 mod addon_tests;
 #[cfg(test)]
 mod description_tests;
+#[cfg(test)]
+mod pci_buses_tests;
 #[cfg(test)]
 pub(crate) mod tests;
 

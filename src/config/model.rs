@@ -371,13 +371,17 @@ pub struct PciBridgeConfig {
     pub mmio32: Option<Window>,
     /// Optional 64-bit prefetchable MMIO window size or fixed window.
     pub mmio64: Option<Window>,
-    /// PCI functions behind the bridge, on its first bus.
+    /// PCI functions behind the bridge: on its first bus, or on the
+    /// secondary bus of a PCI-to-PCI bridge function on the first bus.
     pub devices: Vec<PciDeviceConfig>,
 }
 
 /// A PCI function behind a bridge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PciDeviceConfig {
+    /// Bus number: the bridge's `bus_start` (the default) or the
+    /// `secondary` bus of one of its PCI-to-PCI bridges.
+    pub bus: u8,
     /// Device (slot) number, 0..=31.
     pub slot: u8,
     /// Function number, 0..=7; functions above 0 need function 0 in the same slot.
@@ -395,6 +399,12 @@ pub enum PciDeviceKind {
     Ivshmem(IvshmemConfig),
     /// A virtio device on the virtio-pci transport (docs/virtio.md).
     Virtio(VirtioPciConfig),
+    /// A PCI-to-PCI bridge (type-1 header) on the first bus, leading to
+    /// bus `secondary` (docs/pci.md).
+    PciBridge {
+        /// The bus behind it (its secondary and subordinate bus).
+        secondary: u8,
+    },
 }
 
 /// An ivshmem 2.0 device: memory shared with peer cells plus doorbells.

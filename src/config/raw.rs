@@ -651,11 +651,15 @@ pub(crate) struct RawPciBridge {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawPciDevice {
     #[serde(skip_serializing_if = "Option::is_none")]
+    pub bus: Option<Sp<i64>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub slot: Option<Sp<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub function: Option<Sp<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kind: Option<Sp<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub secondary: Option<Sp<i64>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub region: Option<Sp<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1714,6 +1714,7 @@ fn accepts_test_and_ivshmem_devices_behind_a_bridge() {
     assert_eq!(
         devices[0],
         PciDeviceConfig {
+            bus: 0,
             slot: 1,
             function: 0,
             kind: PciDeviceKind::Test
@@ -1745,7 +1746,7 @@ fn rejects_two_devices_in_the_same_slot_and_function() {
         &device_cell(
             "[[pci_bridge.device]]\nslot = 3\nkind = \"test\"\n[[pci_bridge.device]]\nslot = 3\nkind = \"test\"\n",
         ),
-        "cells/x.toml:15:8: pci_bridge[0].device[1].slot: 03.0 is already used by pci_bridge[0].device[0]",
+        "cells/x.toml:15:8: pci_bridge[0].device[1].slot: 00:03.0 is already used by pci_bridge[0].device[0]",
     );
 }
 
@@ -1761,7 +1762,7 @@ fn rejects_function_without_function_zero() {
 fn rejects_unknown_pci_device_kind() {
     assert_err(
         &device_cell("[[pci_bridge.device]]\nslot = 1\nkind = \"nvme\"\n"),
-        "cells/x.toml:13:8: pci_bridge[0].device[0].kind: unknown kind \"nvme\", expected \"test\", \"ivshmem\" or \"virtio\"",
+        "cells/x.toml:13:8: pci_bridge[0].device[0].kind: unknown kind \"nvme\", expected \"test\", \"ivshmem\", \"virtio\" or \"pci-bridge\"",
     );
 }
 

@@ -1343,7 +1343,7 @@ pub(super) fn bridge(
             })
         }
     };
-    let devices = pci_devices(ctx, &f, br)?;
+    let devices = pci_devices(ctx, &f, br, (bus_start, bus_end))?;
     spans.device(
         ctx,
         &f,
@@ -1374,6 +1374,7 @@ fn pci_devices(
     ctx: &Ctx<'_>,
     bridge_field: &str,
     br: &Sp<RawPciBridge>,
+    (bus_start, bus_end): (u8, u8),
 ) -> Result<Vec<PciDeviceConfig>, ConfigError> {
     let mut out: Vec<PciDeviceConfig> = Vec::new();
     let mut spans = Vec::new();
@@ -1406,14 +1407,30 @@ fn pci_devices(
             }
         };
         let (slot, function) = (slot as u8, function as u8);
+        let bus = match &v.bus {
+            None => bus_start,
+            Some(b) => {
+                let n = bus_number(ctx, b, &format!("{f}.bus"))?;
+                if n < bus_start || n > bus_end {
+                    return Err(ctx.invalid(
+                        &b.span,
+                        &format!("{f}.bus"),
+                        format!("bus {n} is outside the bridge's buses {bus_start}..={bus_end}"),
+                    ));
+                }
+                n
+            }
+        };
         if let Some(j) = out
             .iter()
-            .position(|o| o.slot == slot && o.function == function)
+            .position(|o| o.bus == bus && o.slot == slot && o.function == function)
         {
             return Err(ctx.invalid(
                 &slot_v.span,
                 &format!("{f}.slot"),
-                format!("{slot:02x}.{function} is already used by {bridge_field}.device[{j}]"),
+                format!(
+                    "{bus:02x}:{slot:02x}.{function} is already used by {bridge_field}.device[{j}]"
+                ),
             ));
         }
         let Some(kind_v) = &v.kind else {
@@ -1448,11 +1465,29 @@ fn pci_devices(
             )),
             _ => Ok(()),
         };
+        let bridge_keys = [("secondary", v.secondary.as_ref().map(|x| &x.span))];
+        if kind_v.value != "pci-bridge" {
+            foreign(&bridge_keys, "pci-bridge")?;
+        }
         let kind = match kind_v.value.as_str() {
             "test" => {
                 foreign(&ivshmem_keys, "ivshmem")?;
                 foreign(&virtio_keys, "virtio")?;
                 PciDeviceKind::Test
+            }
+            "pci-bridge" => {
+                foreign(&ivshmem_keys, "ivshmem")?;
+                foreign(&virtio_keys, "virtio")?;
+                let Some(sec) = &v.secondary else {
+                    return Err(ctx.missing(
+                        &d.span,
+                        &format!("{f}.secondary"),
+                        " (the bus behind the PCI-to-PCI bridge)",
+                    ));
+                };
+                PciDeviceKind::PciBridge {
+                    secondary: bus_number(ctx, sec, &format!("{f}.secondary"))?,
+                }
             }
             "ivshmem" => {
                 foreign(&virtio_keys, "virtio")?;
@@ -1475,21 +1510,32 @@ fn pci_devices(
                 return Err(ctx.invalid(
                     &kind_v.span,
                     &format!("{f}.kind"),
-                    format!("unknown kind {other:?}, expected \"test\", \"ivshmem\" or \"virtio\""),
+                    format!("unknown kind {other:?}, expected \"test\", \"ivshmem\", \"virtio\" or \"pci-bridge\""),
                 ))
             }
         };
-        spans.push(slot_v.span.clone());
+        spans.push((
+            slot_v.span.clone(),
+            v.bus.as_ref().map(|b| b.span.clone()),
+            v.secondary.as_ref().map(|b| b.span.clone()),
+        ));
         out.push(PciDeviceConfig {
+            bus,
             slot,
             function,
             kind,
         });
     }
+    super::pci_buses::check(ctx, bridge_field, &out, &spans, (bus_start, bus_end))?;
     for (i, d) in out.iter().enumerate() {
-        if d.function > 0 && !out.iter().any(|o| o.slot == d.slot && o.function == 0) {
+        let spans = &spans[i].0;
+        if d.function > 0
+            && !out
+                .iter()
+                .any(|o| o.bus == d.bus && o.slot == d.slot && o.function == 0)
+        {
             return Err(ctx.invalid(
-                &spans[i],
+                spans,
                 &format!("{bridge_field}.device[{i}].function"),
                 format!(
                     "function {} of slot {} needs a function 0 in the same slot (Linux only scans further functions of a present function 0)",

@@ -217,6 +217,9 @@ pub struct PciHostBridge {
     intx_gsis: [u32; 4],
     pins: [Arc<SharedPin>; 4],
     functions: BTreeMap<PciAddress, Slot>,
+    /// Buses behind PCI-to-PCI bridges: secondary bus → the root-bus
+    /// device number of the bridge leading to it (INTx swizzling).
+    behind: BTreeMap<u8, u8>,
     bad_accesses: u64,
     bad_log: RateLimiter,
     map_log: RateLimiter,
@@ -237,6 +240,7 @@ impl PciHostBridge {
             intx_gsis: slot.intx,
             pins: Default::default(),
             functions: BTreeMap::new(),
+            behind: BTreeMap::new(),
             bad_accesses: 0,
             bad_log: RateLimiter::new(10),
             map_log: RateLimiter::new(10),
@@ -284,9 +288,35 @@ impl PciHostBridge {
     pub fn intx_gsi(&self, address: PciAddress) -> Option<u32> {
         let slot = self.functions.get(&address)?;
         let pin = sync::lock(&slot.function).config().interrupt_pin();
-        (1..=4)
-            .contains(&pin)
-            .then(|| pci_intx_pin(&self.intx_gsis, u32::from(address.device), u32::from(pin)))
+        let (device, pin) = self.root_intx(address, pin)?;
+        Some(pci_intx_pin(
+            &self.intx_gsis,
+            u32::from(device),
+            u32::from(pin),
+        ))
+    }
+
+    /// Records that the PCI-to-PCI bridge at `device` of the root bus leads
+    /// to bus `secondary`: functions added on that bus afterwards have
+    /// their INTx swizzled through it.
+    pub fn route_bus(&mut self, secondary: u8, device: u8) {
+        self.behind.insert(secondary, device);
+    }
+
+    /// The root-bus device and pin (1 = INTA) that pin `pin` of the
+    /// function at `address` reaches: itself on the root bus; behind a
+    /// PCI-to-PCI bridge, swizzled by its device number onto the bridge's
+    /// pins (as Linux's `pci_swizzle_interrupt_pin`). `None` without a pin
+    /// or on a bus no bridge leads to.
+    fn root_intx(&self, address: PciAddress, pin: u8) -> Option<(u8, u8)> {
+        if !(1..=4).contains(&pin) {
+            return None;
+        }
+        if address.bus == self.decoder.bus_start() {
+            return Some((address.device, pin));
+        }
+        let bridge = *self.behind.get(&address.bus)?;
+        Some((bridge, (pin - 1 + address.device) % 4 + 1))
     }
 
     /// Attaches `function` at `address`: wires its INTx to the swizzled
@@ -312,15 +342,16 @@ impl PciHostBridge {
         {
             let mut f = sync::lock(&function);
             let pin = f.config().interrupt_pin();
-            let line: Option<Arc<dyn InterruptLine>> = if (1..=4).contains(&pin) {
-                let index = Self::intx_index(address.device, pin);
-                Some(Arc::new(IntxSource {
-                    pin: self.pins[index].clone(),
-                    source: (u16::from(address.bus) << 8) | u16::from(address.devfn()),
-                }))
-            } else {
-                None
-            };
+            let line: Option<Arc<dyn InterruptLine>> =
+                if let Some((device, pin)) = self.root_intx(address, pin) {
+                    let index = Self::intx_index(device, pin);
+                    Some(Arc::new(IntxSource {
+                        pin: self.pins[index].clone(),
+                        source: (u16::from(address.bus) << 8) | u16::from(address.devfn()),
+                    }))
+                } else {
+                    None
+                };
             f.config_mut().connect_intx(line);
         }
         self.functions.insert(

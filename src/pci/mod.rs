@@ -25,6 +25,7 @@ pub mod decode;
 pub mod host_bridge;
 pub mod intx;
 pub mod msix;
+pub mod p2p_bridge;
 pub mod test_device;
 
 pub use bar::{BarKind, BarMapError, BarMapper, BarRegion, BarSpec};
@@ -33,6 +34,7 @@ pub use decode::{BadAccess, ConfigDecoder, Decoded, PciAddress};
 pub use host_bridge::PciHostBridge;
 pub use intx::pci_intx_pin;
 pub use msix::{MsiSender, Msix};
+pub use p2p_bridge::PciToPciBridge;
 pub use test_device::PciTestDevice;
 
 use thiserror::Error;

@@ -14,6 +14,8 @@ use crate::layout::PciBridgeSlot;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+mod p2p;
+
 const CONFIG_BASE: u64 = 0xe000_0000;
 const MMIO32: Window = Window {
     base: 0xc000_0000,
