@@ -60,6 +60,35 @@ echo "|---|---|---|---|---|---|"
 echo "| attach (API request -> guest ACK, bus enumerated) | ${am} ms | ${ap} ms | [${amin}..${amax}] ms | ${an} | <= 50 ms |"
 echo "| detach (API request -> guest ACK, bus removed) | ${dm} ms | ${dp} ms | [${dmin}..${dmax}] ms | ${dn} | - |"
 echo
+echo "where the attach time went (ms; cellvm's breakdown: plan, build the model, deliver = until the agent took the overlay, guest = the agent's apply and the drivers' probes, ack = the ACK back and the API thread waking, commit):"
+echo "| sample | attach | plan | build | deliver | guest | ack | commit |"
+echo "|---|---|---|---|---|---|---|---|"
+# The samples at the median and at the p99 of the attach latency, then the
+# median of each step over all samples.
+sed -n 's/^bench-sample attach_ms=\([0-9.]*\) .*plan_ms=\([0-9.]*\) build_ms=\([0-9.]*\) deliver_ms=\([0-9.]*\) guest_ms=\([0-9.]*\) ack_ms=\([0-9.]*\) commit_ms=\([0-9.]*\).*/\1 \2 \3 \4 \5 \6 \7/p' "$run_log" |
+    sort -n | awk '
+        { for (i = 1; i <= 7; i++) v[NR, i] = $i }
+        END {
+            if (NR == 0) { print "| (no breakdown in the samples) |"; exit }
+            split("median p99", name, " ")
+            row[1] = int((NR + 1) / 2); row[2] = int(NR * 0.99 + 0.999); if (row[2] > NR) row[2] = NR
+            for (r = 1; r <= 2; r++) {
+                printf "| at the %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n", name[r],
+                    v[row[r], 1], v[row[r], 2], v[row[r], 3], v[row[r], 4], v[row[r], 5], v[row[r], 6], v[row[r], 7]
+            }
+            printf "| median of each step |"
+            for (i = 1; i <= 7; i++) {
+                # Insertion sort of column i (POSIX awk has no sort).
+                for (j = 1; j <= NR; j++) {
+                    x = v[j, i] + 0
+                    for (k = j - 1; k >= 1 && col[k] > x; k--) col[k + 1] = col[k]
+                    col[k + 1] = x
+                }
+                printf " %.1f |", col[int((NR + 1) / 2)]
+            }
+            printf "\n"
+        }'
+echo
 echo "failed cycles: ${fails}"
 echo "cellvm VmRSS before ${rss_cycles} cycles: ${before:-?} KiB, after: ${after:-?} KiB, drift $(( ${after:-0} - ${before:-0} )) KiB (failures: ${rss_fail:-?}; target: 0)"
 echo "cellvm's own memory (VmRSS - resident guest RAM) before: ${own_before:-?} KiB, after: ${own_after:-?} KiB, drift $(( ${own_after:-0} - ${own_before:-0} )) KiB (target: 0)"

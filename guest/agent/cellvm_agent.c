@@ -44,6 +44,7 @@
 
 #include <linux/interrupt.h>
 #include <linux/io.h>
+#include <linux/ktime.h>
 #include <linux/list.h>
 #include <linux/mm.h>
 #include <linux/module.h>
@@ -708,7 +709,8 @@ static void cv_handle_apply(struct cv_agent *ag, u32 seq, const void *p,
 	struct cv_overlay *ov;
 	LIST_HEAD(disabled);
 	LIST_HEAD(enabled);
-	__le32 le_id;
+	ktime_t start = ktime_get();
+	__le32 ack[2];
 	int id = 0, ret;
 
 	/* A status change that takes a device away needs consent first. */
@@ -728,8 +730,11 @@ static void cv_handle_apply(struct cv_agent *ag, u32 seq, const void *p,
 		cv_send(ag, CV_OP_NAK, seq, ret, NULL, 0);
 		return;
 	}
-	le_id = cpu_to_le32((u32)id);
-	ret = cv_send(ag, CV_OP_ACK, seq, 0, &le_id, sizeof(le_id));
+	/* The overlay id, then the apply's duration in microseconds. */
+	ack[0] = cpu_to_le32((u32)id);
+	ack[1] = cpu_to_le32((u32)min_t(s64, ktime_us_delta(ktime_get(), start),
+					U32_MAX));
+	ret = cv_send(ag, CV_OP_ACK, seq, 0, ack, sizeof(ack));
 	if (ret) {
 		/*
 		 * The host refused the ACK (e.g. -ETIMEDOUT: it gave up on the

@@ -304,8 +304,8 @@ pub enum Reply {
     Status(StatusInfo),
     /// `devices`.
     Devices(Vec<DeviceInfo>),
-    /// `attach`.
-    Attached(AttachResult),
+    /// `attach` (boxed: the largest answer by far).
+    Attached(Box<AttachResult>),
     /// `detach`.
     Detached(DetachResult),
     /// `pause`, `resume`, `destroy`: the state after the request.
@@ -590,6 +590,34 @@ pub struct AttachResult {
     pub device: DeviceInfo,
     /// From the request to the guest's acknowledgement.
     pub elapsed_ms: f64,
+    /// Where `elapsed_ms` went.
+    #[serde(flatten)]
+    pub breakdown: AttachBreakdown,
+}
+
+/// The steps of an attach, in milliseconds (docs/benchmarks.md, "Attach
+/// benchmark"). They add up to `elapsed_ms` (up to rounding); a step the
+/// guest's agent does not report is left out.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct AttachBreakdown {
+    /// Planning: validation, placement, the overlay checked against the
+    /// live tree.
+    pub plan_ms: f64,
+    /// Claiming host resources and building and registering the model.
+    pub build_ms: f64,
+    /// From sending the overlay until the agent took it out of the mailbox.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deliver_ms: Option<f64>,
+    /// The agent's apply, as it measured it (of_overlay_fdt_apply and the
+    /// drivers' probes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guest_ms: Option<f64>,
+    /// The rest of the guest round trip: the ACK crossing back and the
+    /// waiting API thread waking up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ack_ms: Option<f64>,
+    /// Committing the plan after the ACK.
+    pub commit_ms: f64,
 }
 
 /// The result of `detach`.

@@ -28,7 +28,9 @@ const RECENT_TIMEOUTS: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Reply {
     /// ACK of APPLY_OVERLAY with the guest's overlay id.
-    Applied(u32),
+    /// The overlay id, and how long the agent says the apply took (the
+    /// optional second word of its ACK, in microseconds).
+    Applied { id: u32, guest_us: Option<u32> },
     /// ACK of REMOVE_OVERLAY.
     Removed,
     /// STATUS in answer to PING: the agent's overlay ids.
@@ -59,6 +61,18 @@ struct Outstanding {
     /// Set by the device when the reply (or an agent reset) arrives; taken
     /// by the waiting caller.
     reply: Option<Result<Reply, ChannelError>>,
+    /// When the guest released the mailbox holding it (H2G_DONE).
+    taken_at: Option<Instant>,
+}
+
+/// When a request's steps happened, for [`super::ChannelHandle`]'s traced
+/// calls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct RequestTrace {
+    /// From the call to the guest taking the message out of the mailbox.
+    pub taken: Option<Duration>,
+    /// From the call to the reply.
+    pub total: Duration,
 }
 
 struct State {
@@ -327,6 +341,13 @@ impl Shared {
             regs::H2G_DONE => match st.posted {
                 Some(p) if p.ticket == value => {
                     st.h2g_result = 0;
+                    if let Some(o) = st
+                        .outstanding
+                        .as_mut()
+                        .filter(|o| p.request && o.seq == p.seq)
+                    {
+                        o.taken_at = Some(Instant::now());
+                    }
                     st.release_mailbox();
                 }
                 posted => {
@@ -511,6 +532,17 @@ impl Shared {
         payload: Vec<u8>,
         timeout: Duration,
     ) -> Result<Reply, ChannelError> {
+        self.request_traced(op, payload, timeout).map(|(r, _)| r)
+    }
+
+    /// [`Self::request`], with when its steps happened.
+    pub(super) fn request_traced(
+        &self,
+        op: Op,
+        payload: Vec<u8>,
+        timeout: Duration,
+    ) -> Result<(Reply, RequestTrace), ChannelError> {
+        let called = Instant::now();
         if payload.len() > proto::MAX_H2G_PAYLOAD {
             return Err(ChannelError::TooLarge {
                 size: payload.len(),
@@ -540,6 +572,7 @@ impl Shared {
             seq,
             op,
             reply: None,
+            taken_at: None,
         });
         st.enqueue(&Message::new(op, seq, 0).with_payload(payload), true);
         self.sync_line(&mut st);
@@ -547,9 +580,13 @@ impl Shared {
             match st.outstanding.as_mut() {
                 Some(o) if o.seq == seq => {
                     if let Some(reply) = o.reply.take() {
+                        let trace = RequestTrace {
+                            taken: o.taken_at.map(|t| t.saturating_duration_since(called)),
+                            total: called.elapsed(),
+                        };
                         st.outstanding = None;
                         self.cond.notify_all();
-                        return reply;
+                        return reply.map(|r| (r, trace));
                     }
                 }
                 // Only this caller clears its request; defensive.
@@ -650,7 +687,13 @@ fn classify_reply(request: Op, msg: &Message) -> (Result<Reply, ChannelError>, O
             format!("{rep} of {req} with non-zero status {}", msg.status),
         ),
         Op::Ack if request == Op::ApplyOverlay => match proto::read_u32(&msg.payload, 0) {
-            Some(id) if id != 0 => (Ok(Reply::Applied(id)), None),
+            Some(id) if id != 0 => (
+                Ok(Reply::Applied {
+                    id,
+                    guest_us: proto::read_u32(&msg.payload, 4),
+                }),
+                None,
+            ),
             Some(_) => bad(
                 errno::EINVAL,
                 "ACK of APPLY_OVERLAY with overlay id 0".into(),

@@ -46,6 +46,21 @@ use thiserror::Error;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct OverlayId(pub u32);
 
+/// Where an overlay apply's time went, from the call to the ACK.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ApplyTrace {
+    /// Until the agent took the message out of the mailbox (waiting for an
+    /// earlier request, the interrupt, the agent's worker being scheduled);
+    /// `None` if the agent answered without releasing the mailbox first.
+    pub delivered: Option<Duration>,
+    /// The apply as the agent measured it, from taking the message to
+    /// sending its ACK (`of_overlay_fdt_apply()` and the drivers' probes);
+    /// `None` from an agent that does not report it.
+    pub guest: Option<Duration>,
+    /// The whole call.
+    pub total: Duration,
+}
+
 impl std::fmt::Display for OverlayId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "overlay {}", self.0)
@@ -179,12 +194,28 @@ impl ChannelHandle {
     /// `timeout` covers waiting for an earlier request, delivery and the
     /// guest's `of_overlay_fdt_apply()`.
     pub fn apply_overlay(&self, dtb: &[u8], timeout: Duration) -> Result<OverlayId, ChannelError> {
+        self.apply_overlay_traced(dtb, timeout).map(|(id, _)| id)
+    }
+
+    /// [`Self::apply_overlay`], with where the time went.
+    pub fn apply_overlay_traced(
+        &self,
+        dtb: &[u8],
+        timeout: Duration,
+    ) -> Result<(OverlayId, ApplyTrace), ChannelError> {
         match self
             .shared
-            .request(Op::ApplyOverlay, dtb.to_vec(), timeout)?
+            .request_traced(Op::ApplyOverlay, dtb.to_vec(), timeout)?
         {
-            Reply::Applied(id) => Ok(OverlayId(id)),
-            other => Err(unexpected(other)),
+            (Reply::Applied { id, guest_us }, trace) => Ok((
+                OverlayId(id),
+                ApplyTrace {
+                    delivered: trace.taken,
+                    guest: guest_us.map(|us| Duration::from_micros(u64::from(us))),
+                    total: trace.total,
+                },
+            )),
+            (other, _) => Err(unexpected(other)),
         }
     }
 

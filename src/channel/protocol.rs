@@ -164,7 +164,8 @@ pub enum Op {
     /// NAK (-EPROTONOSUPPORT, -EINVAL).
     Hello = 1,
     /// Host → guest request: apply the overlay DTB in the payload. Answered
-    /// with ACK (payload: u32 overlay id) or NAK (-errno).
+    /// with ACK (payload: u32 overlay id, optionally u32 microseconds the
+    /// apply took) or NAK (-errno).
     ApplyOverlay = 2,
     /// Host → guest request: remove overlay (payload: u32 overlay id).
     /// Answered with ACK (empty) or NAK.

@@ -326,6 +326,33 @@ fn disabled_interrupts_keep_the_line_low() {
 }
 
 #[test]
+fn a_traced_apply_reports_delivery_the_agents_own_time_and_the_total() {
+    let (g, h) = ready();
+    let agent = thread::spawn(move || {
+        let m = g.expect(Op::ApplyOverlay);
+        let mut payload = 7u32.to_le_bytes().to_vec();
+        payload.extend_from_slice(&1234u32.to_le_bytes());
+        assert_eq!(
+            g.send(&Message::new(Op::Ack, m.seq, 0).with_payload(payload)),
+            0
+        );
+        let m = g.expect(Op::ApplyOverlay);
+        assert_eq!(g.send(&ack_id(m.seq, 8)), 0);
+        g
+    });
+    let (id, trace) = h.apply_overlay_traced(b"dtb", T).unwrap();
+    assert_eq!(id, OverlayId(7));
+    assert_eq!(trace.guest, Some(Duration::from_micros(1234)));
+    let delivered = trace.delivered.expect("the agent released the mailbox");
+    assert!(delivered <= trace.total, "{trace:?}");
+    // An agent that reports no time of its own.
+    let (id, trace) = h.apply_overlay_traced(b"dtb", T).unwrap();
+    assert_eq!(id, OverlayId(8));
+    assert_eq!(trace.guest, None);
+    agent.join().unwrap();
+}
+
+#[test]
 fn apply_is_acked_with_the_overlay_id() {
     let (g, h) = ready();
     let dtb: Vec<u8> = (0..3000u32).map(|i| (i * 7) as u8).collect();

@@ -227,6 +227,7 @@ impl Hotplug {
         };
         let plan =
             attach::plan(device, &layout, &self.base_tree, &attached).map_err(attach_error)?;
+        let planned = Instant::now();
         self.claims
             .claim_device(device)
             .map_err(|e| ApiError::new(ErrorKind::Conflict, e.to_string()))?;
@@ -243,9 +244,10 @@ impl Hotplug {
             self.claims.release_device(device.id());
             return Err(ApiError::new(ErrorKind::Internal, e.to_string()));
         }
+        let built = Instant::now();
         let generation = self.channel.agent_status().generation;
-        let overlay = match self.channel.apply_overlay(&plan.overlay, timeout) {
-            Ok(id) => id,
+        let (overlay, trace) = match self.channel.apply_overlay_traced(&plan.overlay, timeout) {
+            Ok(applied) => applied,
             Err(e) => {
                 self.devices.discard(model);
                 self.claims.release_device(device.id());
@@ -253,6 +255,7 @@ impl Hotplug {
                 return Err(channel_error(&e));
             }
         };
+        let acked = Instant::now();
         let id = plan.id.clone();
         let slot = plan.slot.clone();
         let nodes = plan.nodes.clone();
@@ -279,13 +282,28 @@ impl Hotplug {
                 attached_at: Instant::now(),
             },
         );
+        drop(st);
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let round_trip = acked.saturating_duration_since(built);
+        let ack = match (trace.delivered, trace.guest) {
+            (Some(d), Some(g)) => Some(round_trip.saturating_sub(d).saturating_sub(g)),
+            _ => None,
+        };
         Ok(AttachResult {
             device: DeviceInfo {
                 overlay: Some(overlay.0),
                 nodes: Some(nodes),
                 ..placement(&slot)
             },
-            elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+            elapsed_ms: ms(started.elapsed()),
+            breakdown: crate::api::protocol::AttachBreakdown {
+                plan_ms: ms(planned.saturating_duration_since(started)),
+                build_ms: ms(built.saturating_duration_since(planned)),
+                deliver_ms: trace.delivered.map(ms),
+                guest_ms: trace.guest.map(ms),
+                ack_ms: ack.map(ms),
+                commit_ms: ms(acked.elapsed()),
+            },
         })
     }
 

@@ -339,7 +339,7 @@ impl ControlTarget for CellRuntime {
                 self.not_paused("attach")?;
                 self.hotplug
                     .attach(device, base_dir.as_deref(), timeout(timeout_ms)?)
-                    .map(Reply::Attached)
+                    .map(|r| Reply::Attached(Box::new(r)))
             }
             Request::Detach {
                 id,

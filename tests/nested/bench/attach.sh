@@ -46,9 +46,15 @@ ms() { sed -n 's/.*elapsed_ms=\([0-9.]*\).*/\1/p'; }
 cellvm attach "$name" "$dir/pci.toml" >/dev/null && cellvm detach "$name" bench0 >/dev/null
 n=0
 while [ "$n" -lt "$cycles" ]; do
-    a="$(cellvm attach "$name" "$dir/pci.toml" | ms)"
+    out="$(cellvm attach "$name" "$dir/pci.toml")"
+    a="$(echo "$out" | ms)"
+    # Where the attach's time went (cellvm's breakdown in the answer).
+    steps=""
+    for k in plan_ms build_ms deliver_ms guest_ms ack_ms commit_ms; do
+        steps="$steps $k=$(echo "$out" | sed -n "s/.* $k=\([0-9.]*\).*/\1/p")"
+    done
     d="$(cellvm detach "$name" bench0 | ms)"
-    echo "bench-sample attach_ms=${a:-fail} detach_ms=${d:-fail}"
+    echo "bench-sample attach_ms=${a:-fail} detach_ms=${d:-fail}$steps"
     n=$((n + 1))
 done
 rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status"; }
