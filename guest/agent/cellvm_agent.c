@@ -616,11 +616,13 @@ static int cv_remove_overlay(struct cv_agent *ag, struct cv_overlay *ov)
  * under a connector attached at run time would get no devices, because the
  * platform notifier only creates devices under a populated bus. Removal
  * needs nothing: of_platform_device_destroy() tears a populated bus down
- * with its children.
+ * with its children. Returns the first error (the caller then undoes the
+ * whole overlay and NAKs it).
  */
-static void cv_populate_connectors(struct cv_agent *ag, struct cv_overlay *ov)
+static int cv_populate_connectors(struct cv_agent *ag, struct cv_overlay *ov)
 {
 	struct cv_node *n;
+	int err = 0;
 
 	list_for_each_entry(n, &ov->nodes, list) {
 		struct device_node *np = of_find_node_by_path(n->path);
@@ -634,16 +636,20 @@ static void cv_populate_connectors(struct cv_agent *ag, struct cv_overlay *ov)
 			pdev = of_find_device_by_node(np);
 			ret = of_platform_populate(np, NULL, NULL,
 						   pdev ? &pdev->dev : NULL);
-			if (ret)
+			if (ret) {
 				dev_warn(ag->dev, "populating connector %pOF: %d\n",
 					 np, ret);
-			else
+				if (!err)
+					err = ret;
+			} else {
 				dev_info(ag->dev, "connector %pOF ready\n", np);
+			}
 			if (pdev)
 				put_device(&pdev->dev);
 		}
 		of_node_put(np);
 	}
+	return err;
 }
 
 /*
@@ -686,7 +692,16 @@ static int cv_apply_overlay(struct cv_agent *ag, const void *blob, u32 len,
 		return ret;
 	}
 	list_add_tail(&ov->list, &ag->overlays);
-	cv_populate_connectors(ag, ov);
+	/* A connector that cannot be populated is no connector: undo all. */
+	ret = cv_populate_connectors(ag, ov);
+	if (ret) {
+		rm = cv_remove_overlay(ag, ov);
+		if (rm)
+			dev_err(ag->dev,
+				"overlay %d with an unusable connector cannot be removed: %d\n",
+				ov->id, rm);
+		return ret;
+	}
 	*id = ov->id;
 	return 0;
 }
