@@ -1030,7 +1030,11 @@ static int cv_probe(struct platform_device *pdev)
 	ag->rx = kvmalloc(ag->h2g_size, GFP_KERNEL);
 	if (!ag->rx)
 		return -ENOMEM;
-	ag->wq = alloc_ordered_workqueue("cellvm_agent", 0);
+	/*
+	 * High priority: the host waits for every answer, and a busy guest
+	 * (a shell forking in a loop) must not keep the worker off the CPU.
+	 */
+	ag->wq = alloc_ordered_workqueue("cellvm_agent", WQ_HIGHPRI);
 	if (!ag->wq) {
 		ret = -ENOMEM;
 		goto err_rx;

@@ -40,7 +40,7 @@ pub use addon::{
 pub use connector::{
     plan_connect, plan_disconnect, ConnectPlan, ConnectedConnector, DisconnectPlan,
 };
-pub use plan::{current_tree, plan, plan_detach, AttachPlan, DetachPlan};
+pub use plan::{current_tree, plan, plan_detach, plan_on, AttachPlan, DetachPlan};
 pub use state::{plan_state, StatePlan};
 
 use crate::config::DeviceConfig;

@@ -28,11 +28,21 @@ pub struct AttachPlan {
     /// Base-tree nodes the overlay refers to by phandle (checked against
     /// the cell's tree).
     pub base_references: Vec<BaseReference>,
+    /// The cell's tree with the overlay applied: the current tree once the
+    /// plan is committed ([`Self::take_tree`]).
+    tree: Option<LiveTree>,
     before: CellLayout,
     attached_before: Vec<String>,
 }
 
 impl AttachPlan {
+    /// The cell's tree as it will be once this plan is committed (taken
+    /// once), for a caller that keeps the current tree instead of
+    /// rebuilding it for every attach ([`plan_on`]).
+    pub fn take_tree(&mut self) -> Option<LiveTree> {
+        self.tree.take()
+    }
+
     /// Makes the attachment part of the cell's state: `layout` becomes
     /// [`AttachPlan::layout`] and the device joins `attached`. Fails, changing
     /// nothing, if `layout` or `attached` are not what the plan was made
@@ -142,6 +152,21 @@ pub fn plan(
     base_tree: &Node,
     attached: &[AttachedDevice],
 ) -> Result<AttachPlan, AttachError> {
+    let live = current_tree(base_tree, attached)?;
+    plan_on(device, layout, base_tree, attached, live)
+}
+
+/// [`plan`] against `live`, the cell's current tree
+/// (`current_tree(base_tree, attached)`), which the caller kept from the
+/// previous plan ([`AttachPlan::take_tree`]) instead of rebuilding it: the
+/// cost of planning then does not grow with the devices attached.
+pub fn plan_on(
+    device: &DeviceConfig,
+    layout: &CellLayout,
+    base_tree: &Node,
+    attached: &[AttachedDevice],
+    mut live: LiveTree,
+) -> Result<AttachPlan, AttachError> {
     let id = device.id().to_string();
     if device.state() != crate::config::DeviceState::Okay {
         return Err(AttachError::NotInUse {
@@ -170,7 +195,6 @@ pub fn plan(
         }
     };
     let overlay = build_overlay_for_base(base_tree, &[fragment]).map_err(fdt_err)?;
-    let mut live = current_tree(base_tree, attached)?;
     for r in &overlay.base_references {
         let found = live.phandle(&r.path);
         if found != Some(r.phandle) {
@@ -203,6 +227,7 @@ pub fn plan(
         overlay: overlay.blob,
         nodes,
         base_references: overlay.base_references,
+        tree: Some(live),
         before: layout.clone(),
         attached_before: ids(attached),
     })

@@ -51,7 +51,7 @@ while [ "$n" -lt "$cycles" ]; do
     # Where the attach's time went (cellvm's breakdown in the answer).
     steps=""
     for k in plan_ms build_ms deliver_ms guest_ms ack_ms commit_ms; do
-        steps="$steps $k=$(echo "$out" | sed -n "s/.* $k=\([0-9.]*\).*/\1/p")"
+        steps="$steps $k=$(echo "$out" | sed -n "s/\(^\|.* \)$k=\([0-9.]*\).*/\2/p")"
     done
     d="$(cellvm detach "$name" bench0 | ms)"
     echo "bench-sample attach_ms=${a:-fail} detach_ms=${d:-fail}$steps"
