@@ -60,24 +60,24 @@ echo "|---|---|---|---|---|---|"
 echo "| attach (API request -> guest ACK, bus enumerated) | ${am} ms | ${ap} ms | [${amin}..${amax}] ms | ${an} | <= 50 ms |"
 echo "| detach (API request -> guest ACK, bus removed) | ${dm} ms | ${dp} ms | [${dmin}..${dmax}] ms | ${dn} | - |"
 echo
-echo "where the attach time went (ms; cellvm's breakdown: plan, build the model, deliver = until the agent took the overlay, guest = the agent's apply and the drivers' probes, ack = the ACK back and the API thread waking, commit):"
-echo "| sample | attach | plan | build | deliver | guest | ack | commit |"
-echo "|---|---|---|---|---|---|---|---|"
+echo "where the attach time went (ms; cellvm's breakdown: plan, build the model, deliver = until the agent took the overlay, of which wake = the guest's interrupt to the agent's worker running, guest = the agent's apply and the drivers' probes, ack = the ACK back and the API thread waking, commit):"
+echo "| sample | attach | plan | build | deliver | (wake) | guest | ack | commit |"
+echo "|---|---|---|---|---|---|---|---|---|"
 # The samples at the median and at the p99 of the attach latency, then the
 # median of each step over all samples.
-sed -n 's/^bench-sample attach_ms=\([0-9.]*\) .*plan_ms=\([0-9.]*\) build_ms=\([0-9.]*\) deliver_ms=\([0-9.]*\) guest_ms=\([0-9.]*\) ack_ms=\([0-9.]*\) commit_ms=\([0-9.]*\).*/\1 \2 \3 \4 \5 \6 \7/p' "$run_log" |
+sed -n 's/^bench-sample attach_ms=\([0-9.]*\) .*plan_ms=\([0-9.]*\) build_ms=\([0-9.]*\) deliver_ms=\([0-9.]*\) wake_ms=\([0-9.]*\) guest_ms=\([0-9.]*\) ack_ms=\([0-9.]*\) commit_ms=\([0-9.]*\).*/\1 \2 \3 \4 \5 \6 \7 \8/p' "$run_log" |
     sort -n | awk '
-        { for (i = 1; i <= 7; i++) v[NR, i] = $i }
+        { for (i = 1; i <= 8; i++) v[NR, i] = $i }
         END {
             if (NR == 0) { print "| (no breakdown in the samples) |"; exit }
             split("median p99", name, " ")
             row[1] = int((NR + 1) / 2); row[2] = int(NR * 0.99 + 0.999); if (row[2] > NR) row[2] = NR
             for (r = 1; r <= 2; r++) {
-                printf "| at the %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n", name[r],
-                    v[row[r], 1], v[row[r], 2], v[row[r], 3], v[row[r], 4], v[row[r], 5], v[row[r], 6], v[row[r], 7]
+                printf "| at the %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f |\n", name[r],
+                    v[row[r], 1], v[row[r], 2], v[row[r], 3], v[row[r], 4], v[row[r], 5], v[row[r], 6], v[row[r], 7], v[row[r], 8]
             }
             printf "| median of each step |"
-            for (i = 1; i <= 7; i++) {
+            for (i = 1; i <= 8; i++) {
                 # Insertion sort of column i (POSIX awk has no sort).
                 for (j = 1; j <= NR; j++) {
                     x = v[j, i] + 0

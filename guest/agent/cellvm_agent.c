@@ -200,6 +200,10 @@ struct cv_agent {
 	struct list_head *capture_list;
 	/* Sends POWER_OFF at the end of a poweroff (NULL if not registered). */
 	struct sys_off_handler *sys_off;
+	/* ktime (ns) of the first interrupt cv_work has not served yet, or 0. */
+	s64 irq_ns;
+	/* From that interrupt to cv_work running (us), -1 if unknown. */
+	s64 wake_us;
 };
 
 static u32 cv_read(struct cv_agent *ag, u32 reg)
@@ -725,7 +729,7 @@ static void cv_handle_apply(struct cv_agent *ag, u32 seq, const void *p,
 	LIST_HEAD(disabled);
 	LIST_HEAD(enabled);
 	ktime_t start = ktime_get();
-	__le32 ack[2];
+	__le32 ack[3];
 	int id = 0, ret;
 
 	/* A status change that takes a device away needs consent first. */
@@ -745,10 +749,15 @@ static void cv_handle_apply(struct cv_agent *ag, u32 seq, const void *p,
 		cv_send(ag, CV_OP_NAK, seq, ret, NULL, 0);
 		return;
 	}
-	/* The overlay id, then the apply's duration in microseconds. */
+	/*
+	 * The overlay id, the apply's duration and the time from the interrupt
+	 * to this worker running (U32_MAX: unknown), in microseconds.
+	 */
 	ack[0] = cpu_to_le32((u32)id);
 	ack[1] = cpu_to_le32((u32)min_t(s64, ktime_us_delta(ktime_get(), start),
-					U32_MAX));
+					U32_MAX - 1));
+	ack[2] = cpu_to_le32(ag->wake_us < 0 ? U32_MAX :
+			     (u32)min_t(s64, ag->wake_us, U32_MAX - 1));
 	ret = cv_send(ag, CV_OP_ACK, seq, 0, ack, sizeof(ack));
 	if (ret) {
 		/*
@@ -939,8 +948,10 @@ static void cv_work(struct work_struct *work)
 	struct cv_agent *ag = container_of(work, struct cv_agent, work);
 	const struct cv_hdr *h = (const struct cv_hdr *)ag->rx;
 	void __iomem *mb = ag->base + ag->h2g_off;
+	s64 irq = xchg(&ag->irq_ns, 0);
 
 	mutex_lock(&ag->lock);
+	ag->wake_us = irq ? div_s64(ktime_get_ns() - irq, 1000) : -1;
 	cv_answer_held(ag);
 	while (!ag->stopping && cv_read(ag, CV_REG_H2G_STATE) == 1) {
 		u32 ticket = cv_read(ag, CV_REG_H2G_TICKET), len;
@@ -978,6 +989,8 @@ static irqreturn_t cv_irq(int irq, void *data)
 	if (!status)
 		return IRQ_NONE; /* shared line: not ours */
 	cv_write(ag, CV_REG_INT_ACK, status);
+	if (!READ_ONCE(ag->irq_ns))
+		WRITE_ONCE(ag->irq_ns, ktime_get_ns() ?: 1);
 	queue_work(ag->wq, &ag->work);
 	return IRQ_HANDLED;
 }

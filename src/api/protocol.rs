@@ -608,6 +608,10 @@ pub struct AttachBreakdown {
     /// From sending the overlay until the agent took it out of the mailbox.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub deliver_ms: Option<f64>,
+    /// Within `deliver_ms`: from the guest's interrupt to the agent's
+    /// worker running, as the agent measured it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub wake_ms: Option<f64>,
     /// The agent's apply, as it measured it (of_overlay_fdt_apply and the
     /// drivers' probes).
     #[serde(skip_serializing_if = "Option::is_none")]

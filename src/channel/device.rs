@@ -28,9 +28,14 @@ const RECENT_TIMEOUTS: usize = 16;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Reply {
     /// ACK of APPLY_OVERLAY with the guest's overlay id.
-    /// The overlay id, and how long the agent says the apply took (the
-    /// optional second word of its ACK, in microseconds).
-    Applied { id: u32, guest_us: Option<u32> },
+    /// The overlay id, how long the agent says the apply took and how long
+    /// its worker took to run after the interrupt (the optional second and
+    /// third words of its ACK, in microseconds; `u32::MAX`: unknown).
+    Applied {
+        id: u32,
+        guest_us: Option<u32>,
+        wake_us: Option<u32>,
+    },
     /// ACK of REMOVE_OVERLAY.
     Removed,
     /// STATUS in answer to PING: the agent's overlay ids.
@@ -690,7 +695,8 @@ fn classify_reply(request: Op, msg: &Message) -> (Result<Reply, ChannelError>, O
             Some(id) if id != 0 => (
                 Ok(Reply::Applied {
                     id,
-                    guest_us: proto::read_u32(&msg.payload, 4),
+                    guest_us: proto::read_u32(&msg.payload, 4).filter(|&us| us != u32::MAX),
+                    wake_us: proto::read_u32(&msg.payload, 8).filter(|&us| us != u32::MAX),
                 }),
                 None,
             ),

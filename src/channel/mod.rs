@@ -53,6 +53,10 @@ pub struct ApplyTrace {
     /// earlier request, the interrupt, the agent's worker being scheduled);
     /// `None` if the agent answered without releasing the mailbox first.
     pub delivered: Option<Duration>,
+    /// Within `delivered`: from the guest's interrupt to the agent's worker
+    /// running, as the agent measured it; `None` if it does not report it
+    /// (or did not take the message on an interrupt).
+    pub guest_wake: Option<Duration>,
     /// The apply as the agent measured it, from taking the message to
     /// sending its ACK (`of_overlay_fdt_apply()` and the drivers' probes);
     /// `None` from an agent that does not report it.
@@ -207,14 +211,25 @@ impl ChannelHandle {
             .shared
             .request_traced(Op::ApplyOverlay, dtb.to_vec(), timeout)?
         {
-            (Reply::Applied { id, guest_us }, trace) => Ok((
-                OverlayId(id),
-                ApplyTrace {
-                    delivered: trace.taken,
-                    guest: guest_us.map(|us| Duration::from_micros(u64::from(us))),
-                    total: trace.total,
+            (
+                Reply::Applied {
+                    id,
+                    guest_us,
+                    wake_us,
                 },
-            )),
+                trace,
+            ) => {
+                let micros = |us: u32| Duration::from_micros(u64::from(us));
+                Ok((
+                    OverlayId(id),
+                    ApplyTrace {
+                        delivered: trace.taken,
+                        guest_wake: wake_us.map(micros),
+                        guest: guest_us.map(micros),
+                        total: trace.total,
+                    },
+                ))
+            }
             (other, _) => Err(unexpected(other)),
         }
     }

@@ -332,6 +332,7 @@ fn a_traced_apply_reports_delivery_the_agents_own_time_and_the_total() {
         let m = g.expect(Op::ApplyOverlay);
         let mut payload = 7u32.to_le_bytes().to_vec();
         payload.extend_from_slice(&1234u32.to_le_bytes());
+        payload.extend_from_slice(&56u32.to_le_bytes());
         assert_eq!(
             g.send(&Message::new(Op::Ack, m.seq, 0).with_payload(payload)),
             0
@@ -343,12 +344,14 @@ fn a_traced_apply_reports_delivery_the_agents_own_time_and_the_total() {
     let (id, trace) = h.apply_overlay_traced(b"dtb", T).unwrap();
     assert_eq!(id, OverlayId(7));
     assert_eq!(trace.guest, Some(Duration::from_micros(1234)));
+    assert_eq!(trace.guest_wake, Some(Duration::from_micros(56)));
     let delivered = trace.delivered.expect("the agent released the mailbox");
     assert!(delivered <= trace.total, "{trace:?}");
     // An agent that reports no time of its own.
     let (id, trace) = h.apply_overlay_traced(b"dtb", T).unwrap();
     assert_eq!(id, OverlayId(8));
     assert_eq!(trace.guest, None);
+    assert_eq!(trace.guest_wake, None);
     agent.join().unwrap();
 }
 

@@ -332,6 +332,7 @@ impl Hotplug {
                 plan_ms: ms(planned.saturating_duration_since(started)),
                 build_ms: ms(built.saturating_duration_since(planned)),
                 deliver_ms: trace.delivered.map(ms),
+                wake_ms: trace.guest_wake.map(ms),
                 guest_ms: trace.guest.map(ms),
                 ack_ms: ack.map(ms),
                 commit_ms: ms(acked.elapsed()),

@@ -50,7 +50,7 @@ while [ "$n" -lt "$cycles" ]; do
     a="$(echo "$out" | ms)"
     # Where the attach's time went (cellvm's breakdown in the answer).
     steps=""
-    for k in plan_ms build_ms deliver_ms guest_ms ack_ms commit_ms; do
+    for k in plan_ms build_ms deliver_ms wake_ms guest_ms ack_ms commit_ms; do
         steps="$steps $k=$(echo "$out" | sed -n "s/\(^\|.* \)$k=\([0-9.]*\).*/\2/p")"
     done
     d="$(cellvm detach "$name" bench0 | ms)"
