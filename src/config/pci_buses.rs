@@ -29,18 +29,27 @@ pub(super) fn check(
     spans: &[DeviceSpans],
     (bus_start, bus_end): (u8, u8),
 ) -> Result<(), ConfigError> {
-    let secondaries: Vec<(usize, u8)> = devices
+    // (index, device, its spans) for every device; the two slices are
+    // built side by side.
+    let entries: Vec<(usize, &PciDeviceConfig, &DeviceSpans)> = devices
         .iter()
+        .zip(spans)
         .enumerate()
-        .filter_map(|(i, d)| match d.kind {
+        .map(|(i, (d, s))| (i, d, s))
+        .collect();
+    let secondaries: Vec<(usize, u8)> = entries
+        .iter()
+        .filter_map(|&(i, d, _)| match d.kind {
             PciDeviceKind::PciBridge { secondary } => Some((i, secondary)),
             _ => None,
         })
         .collect();
-    for &(i, secondary) in &secondaries {
-        let (slot_span, bus_span, sec_span) = &spans[i];
+    for &(i, d, (slot_span, bus_span, sec_span)) in &entries {
+        let PciDeviceKind::PciBridge { secondary } = d.kind else {
+            continue;
+        };
         let f = format!("{bridge_field}.device[{i}]");
-        if devices[i].bus != bus_start {
+        if d.bus != bus_start {
             return Err(ctx.invalid(
                 bus_span.as_ref().unwrap_or(slot_span),
                 &format!("{f}.bus"),
@@ -68,10 +77,9 @@ pub(super) fn check(
             ));
         }
     }
-    for (i, d) in devices.iter().enumerate() {
+    for &(i, d, (slot_span, bus_span, _)) in &entries {
         let reachable = d.bus == bus_start || secondaries.iter().any(|&(_, s)| s == d.bus);
         if !reachable {
-            let (slot_span, bus_span, _) = &spans[i];
             return Err(ctx.invalid(
                 bus_span.as_ref().unwrap_or(slot_span),
                 &format!("{bridge_field}.device[{i}].bus"),

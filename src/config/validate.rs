@@ -1527,15 +1527,14 @@ fn pci_devices(
         });
     }
     super::pci_buses::check(ctx, bridge_field, &out, &spans, (bus_start, bus_end))?;
-    for (i, d) in out.iter().enumerate() {
-        let spans = &spans[i].0;
+    for (i, (d, (slot_span, _, _))) in out.iter().zip(&spans).enumerate() {
         if d.function > 0
             && !out
                 .iter()
                 .any(|o| o.bus == d.bus && o.slot == d.slot && o.function == 0)
         {
             return Err(ctx.invalid(
-                spans,
+                slot_span,
                 &format!("{bridge_field}.device[{i}].function"),
                 format!(
                     "function {} of slot {} needs a function 0 in the same slot (Linux only scans further functions of a present function 0)",

@@ -327,21 +327,20 @@ impl DeviceManager {
             .intx
             .map(|gsi| Arc::new(KvmIrqLine::new(self.vm.clone(), gsi)) as _);
         bridge.connect_intx(lines);
-        // Bus numbers as placed (a board's bridge gets its buses from the
-        // connector): the configured ones shifted to the slot's first bus.
-        let placed_bus = |bus: u8| slot.bus_start.wrapping_add(bus.wrapping_sub(cfg.bus_start));
+        // Buses behind PCI-to-PCI bridges first, so that functions added
+        // on them find their INTx route.
         for dev in &cfg.devices {
             if let PciDeviceKind::PciBridge { secondary } = dev.kind {
-                bridge.route_bus(placed_bus(secondary), dev.slot);
+                bridge.route_bus(secondary, dev.slot);
             }
         }
         for dev in &cfg.devices {
-            let address = PciAddress::new(placed_bus(dev.bus), dev.slot, dev.function)?;
+            let address = PciAddress::new(dev.bus, dev.slot, dev.function)?;
             let function: SharedFunction = match &dev.kind {
                 PciDeviceKind::Test => Arc::new(Mutex::new(PciTestDevice::new()?)),
-                PciDeviceKind::PciBridge { secondary } => Arc::new(Mutex::new(
-                    PciToPciBridge::new(slot.bus_start, placed_bus(*secondary)),
-                )),
+                PciDeviceKind::PciBridge { secondary } => {
+                    Arc::new(Mutex::new(PciToPciBridge::new(slot.bus_start, *secondary)))
+                }
                 PciDeviceKind::Ivshmem(_) if runtime => {
                     return Err(VmmError::NotAtRuntime {
                         what: format!("{}: ivshmem function at {address}", slot.id),
