@@ -1475,3 +1475,83 @@ fn fifty_plug_unplug_cycles_leave_the_cell_as_it_was_without_kernel_complaints()
         assert!(!console.contains(bad), "guest said {bad}:\n{console}");
     }
 }
+
+/// The numbers of the last `CELLVM-SCALE TAG:` line (`key=value` pairs).
+fn scale_counts(
+    steps: &std::collections::BTreeMap<String, String>,
+    step: &str,
+    tag: &str,
+) -> std::collections::BTreeMap<String, u64> {
+    let text = &steps[step];
+    let line = text
+        .lines()
+        .rev()
+        .find_map(|l| l.strip_prefix(&format!("CELLVM-SCALE {tag}: ")))
+        .unwrap_or_else(|| panic!("no scale-check {tag} in step {step}:\n{text}"));
+    line.split_whitespace()
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.parse().unwrap()))
+        .collect()
+}
+
+fn assert_scale(counts: &std::collections::BTreeMap<String, u64>, want: &[(&str, u64)]) {
+    for (key, value) in want {
+        assert_eq!(counts.get(*key), Some(value), "{key} in {counts:?}");
+    }
+}
+
+#[test]
+fn a_cell_with_64_devices_on_shared_pins_binds_and_uses_every_one() {
+    let steps = scenario_steps("scale");
+    // At boot: 24 virtio-mmio devices (8 disks) and 8 test functions.
+    let boot = scale_counts(&steps, "boot-devices", "boot");
+    let at_boot = [
+        ("virtio", 24),
+        ("bound", 24),
+        ("disks", 8),
+        ("marked", 8),
+        ("wrote", 8),
+        ("rng_bytes", 16),
+        ("pci_test", 8),
+        ("pci_ok", 8),
+    ];
+    assert_scale(&boot, &at_boot);
+    assert!(boot["shared_lines"] > 0, "24 devices share pins: {boot:?}");
+    // 40 virtio-mmio devices and 24 PCI functions, all on 18 pins.
+    assert!(
+        steps["attach-all"].contains("attach-all: failures=0"),
+        "{}",
+        steps["attach-all"]
+    );
+    let all = [
+        ("virtio", 40),
+        ("bound", 40),
+        ("disks", 16),
+        ("marked", 16),
+        ("wrote", 16),
+        ("rng_bytes", 16),
+        ("pci_test", 24),
+        ("pci_ok", 24),
+    ];
+    assert_scale(&scale_counts(&steps, "attach-all", "full"), &all);
+    assert!(
+        steps["detach-all"].contains("detach-all: failures=0"),
+        "{}",
+        steps["detach-all"]
+    );
+    assert_scale(&scale_counts(&steps, "detach-all", "detached"), &at_boot);
+    assert!(
+        steps["reattach-all"].contains("attach-all: failures=0"),
+        "{}",
+        steps["reattach-all"]
+    );
+    assert_scale(&scale_counts(&steps, "reattach-all", "again"), &all);
+    assert!(
+        steps["host-reads"].contains("host-reads: disks=16 guest_lines=16"),
+        "{}",
+        steps["host-reads"]
+    );
+    // No interrupt storm, no stuck line, no kernel warning in the guest.
+    let console = &steps["console"];
+    assert!(console.contains("irq-problems: 0"), "{console}");
+}

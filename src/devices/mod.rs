@@ -11,8 +11,10 @@ pub mod debug_exit;
 pub mod legacy;
 pub mod pvpanic;
 pub mod serial;
+mod shared_line;
 
 pub use bus::{Bus, BusError, BusKind};
+pub use shared_line::{LineSource, SharedLine};
 
 /// A device model reachable through a [`Bus`].
 ///

@@ -362,7 +362,8 @@ impl CellLayout {
 }
 
 /// Places a virtio-mmio device: a page at its fixed base or the first free
-/// one of the virtio-mmio pool, its fixed pin or the first free dynamic one.
+/// one of the virtio-mmio pool, its fixed pin (exclusive) or a shared
+/// level-triggered one ([`IrqAllocator::allocate_shared`]).
 fn virtio_mmio(
     layout: &mut CellLayout,
     cfg: &VirtioMmioConfig,
@@ -386,7 +387,7 @@ fn virtio_mmio(
     };
     let irq = match cfg.irq {
         Some(pin) => layout.irqs.reserve(&owner, pin)?,
-        None => layout.irqs.allocate(&owner)?,
+        None => layout.irqs.allocate_shared(&owner)?,
     };
     Ok(VirtioMmioSlot {
         id: cfg.id.clone(),
@@ -485,7 +486,7 @@ fn bus_size(kind: PciHostKind) -> u64 {
 /// or from the config pool, aligned to at least 1 MiB so each bridge has a
 /// distinct PCI domain on x86), its 32-bit window (fixed, or a size or
 /// 16 MiB from the 32-bit pool), its optional 64-bit window and four
-/// dynamic pins for INTA..INTD.
+/// shared level-triggered pins for INTA..INTD.
 fn pci_bridge(
     layout: &mut CellLayout,
     cfg: &PciBridgeConfig,
@@ -537,7 +538,7 @@ fn pci_bridge(
     };
     let mut intx = [0u32; 4];
     for (n, pin) in (0u8..).zip(intx.iter_mut()) {
-        *pin = layout.irqs.allocate(&part(BridgePart::Intx(n)))?;
+        *pin = layout.irqs.allocate_shared(&part(BridgePart::Intx(n)))?;
     }
     Ok(PciBridgeSlot {
         id: cfg.id.clone(),

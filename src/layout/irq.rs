@@ -1,12 +1,28 @@
 //! IOAPIC pin allocation.
+//!
+//! A pin is either **exclusive** (one holder: fixed pins, UARTs, connectors,
+//! the platform's pins) or **shared** (level-triggered, one or more holders:
+//! virtio-mmio devices and PCI INTx lines placed without a fixed pin). A
+//! shared allocation takes the lowest free dynamic pin while one is free, and
+//! then joins the shared pin with the fewest holders (the lowest such pin on
+//! a tie), so a cell is not limited to the IOAPIC's 18 dynamic pins and the
+//! result depends only on the order of placements. Only shared pins are
+//! ever joined; an exclusive pin never gains a second holder.
 
 use super::error::LayoutError;
 use super::owner::Owner;
 
+/// One pin: who holds it and whether others may join.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Pin {
+    holders: Vec<Owner>,
+    shared: bool,
+}
+
 /// Tracks which IOAPIC pins are in use and by whom.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IrqAllocator {
-    owners: Vec<Option<Owner>>,
+    pins: Vec<Pin>,
     first_dynamic: u32,
 }
 
@@ -14,71 +30,105 @@ impl IrqAllocator {
     /// An allocator for `pins` pins, handing out pins from `first_dynamic` up.
     pub fn new(pins: u32, first_dynamic: u32) -> Self {
         IrqAllocator {
-            owners: vec![None; pins as usize],
+            pins: vec![Pin::default(); pins as usize],
             first_dynamic,
         }
     }
 
-    /// Takes a specific pin.
+    /// Takes a specific pin, exclusively.
     pub fn reserve(&mut self, owner: &Owner, pin: u32) -> Result<u32, LayoutError> {
-        let pins = self.owners.len();
-        let Some(slot) = self.owners.get_mut(pin as usize) else {
+        let count = self.pins.len();
+        let Some(slot) = self.pins.get_mut(pin as usize) else {
             return Err(LayoutError::IrqOutOfRange {
                 what: owner.clone(),
                 pin,
-                pins,
+                pins: count,
             });
         };
-        if let Some(holder) = slot {
+        if let Some(holder) = slot.holders.first() {
             return Err(LayoutError::IrqTaken {
                 what: owner.clone(),
                 pin,
                 holder: holder.clone(),
             });
         }
-        *slot = Some(owner.clone());
+        slot.holders.push(owner.clone());
         Ok(pin)
     }
 
-    /// Takes the lowest free dynamic pin.
+    /// Takes the lowest free dynamic pin, exclusively.
     pub fn allocate(&mut self, owner: &Owner) -> Result<u32, LayoutError> {
-        let first = self.first_dynamic as usize;
-        let free = self
-            .owners
-            .iter()
+        self.take_free(owner, false)
+            .ok_or_else(|| LayoutError::IrqsExhausted(owner.clone()))
+    }
+
+    /// Takes a level-triggered pin that others may share: the lowest free
+    /// dynamic pin, else the shared pin with the fewest holders.
+    pub fn allocate_shared(&mut self, owner: &Owner) -> Result<u32, LayoutError> {
+        if let Some(pin) = self.take_free(owner, true) {
+            return Ok(pin);
+        }
+        let least = self
+            .pins
+            .iter_mut()
             .enumerate()
-            .skip(first)
-            .find(|(_, o)| o.is_none())
-            .map(|(i, _)| i);
-        match free.and_then(|i| Some((i, self.owners.get_mut(i)?))) {
-            Some((i, slot)) => {
-                *slot = Some(owner.clone());
-                Ok(i as u32)
+            .filter(|(_, p)| p.shared)
+            .min_by_key(|(i, p)| (p.holders.len(), *i));
+        match least {
+            Some((i, pin)) => {
+                pin.holders.push(owner.clone());
+                u32::try_from(i).map_err(|_| LayoutError::IrqsExhausted(owner.clone()))
             }
             None => Err(LayoutError::IrqsExhausted(owner.clone())),
         }
     }
 
-    /// Frees every pin held by `owner`.
+    fn take_free(&mut self, owner: &Owner, shared: bool) -> Option<u32> {
+        let (i, pin) = self
+            .pins
+            .iter_mut()
+            .enumerate()
+            .skip(self.first_dynamic as usize)
+            .find(|(_, p)| p.holders.is_empty())?;
+        pin.holders.push(owner.clone());
+        pin.shared = shared;
+        u32::try_from(i).ok()
+    }
+
+    /// Frees every pin held by `owner` (a shared pin stays with its other
+    /// holders).
     pub fn release(&mut self, owner: &Owner) {
-        for o in self.owners.iter_mut() {
-            if o.as_ref() == Some(owner) {
-                *o = None;
+        for pin in self.pins.iter_mut() {
+            pin.holders.retain(|o| o != owner);
+            if pin.holders.is_empty() {
+                pin.shared = false;
             }
         }
     }
 
-    /// Who holds `pin`, if anyone.
+    /// Who holds `pin` first, if anyone.
     pub fn owner(&self, pin: u32) -> Option<&Owner> {
-        self.owners.get(pin as usize).and_then(Option::as_ref)
+        self.holders(pin).first()
     }
 
-    /// Every pin in use, with its owner, by pin number.
+    /// Every holder of `pin`, in the order they took it.
+    pub fn holders(&self, pin: u32) -> &[Owner] {
+        self.pins
+            .get(pin as usize)
+            .map_or(&[], |p| p.holders.as_slice())
+    }
+
+    /// Whether `pin` is a shared, level-triggered pin.
+    pub fn is_shared(&self, pin: u32) -> bool {
+        self.pins.get(pin as usize).is_some_and(|p| p.shared)
+    }
+
+    /// Every pin in use with each of its holders, by pin number.
     pub fn owners(&self) -> impl Iterator<Item = (u32, &Owner)> + '_ {
-        self.owners
-            .iter()
-            .enumerate()
-            .filter_map(|(pin, o)| Some((u32::try_from(pin).ok()?, o.as_ref()?)))
+        self.pins.iter().enumerate().flat_map(|(pin, p)| {
+            let pin = u32::try_from(pin).ok();
+            p.holders.iter().filter_map(move |o| Some((pin?, o)))
+        })
     }
 
     /// The pins held by `owner`, in ascending order.

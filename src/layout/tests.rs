@@ -1,7 +1,7 @@
 use super::*;
 use crate::config::{
-    CellConfig, ConsoleConfig, ConsoleInput, ConsoleOutput, CpuConfig, KernelConfig, KernelFormat,
-    MemoryRegion, PciBridgeConfig, PciHostKind, VirtioKind, VirtioMmioConfig, Window,
+    CellConfig, ConsoleConfig, ConsoleInput, ConsoleOutput, CpuConfig, DeviceConfig, KernelConfig,
+    KernelFormat, MemoryRegion, PciBridgeConfig, PciHostKind, VirtioKind, VirtioMmioConfig, Window,
 };
 
 fn cfg() -> CellConfig {
@@ -163,14 +163,109 @@ fn out_of_range_irq_is_refused() {
 }
 
 #[test]
-fn irqs_run_out_with_a_clear_error() {
+fn virtio_devices_share_pins_evenly_once_the_dynamic_pins_are_taken() {
     let mut c = cfg();
-    c.virtio_mmio = (0..19)
+    c.virtio_mmio = (0..64)
         .map(|i| virtio(&format!("v{i}"), None, None))
         .collect();
+    let l = CellLayout::new(&c).unwrap();
+    let first = crate::platform::FIRST_DYNAMIC_IRQ;
+    let dynamic = crate::platform::IOAPIC_PINS - first;
+    for (i, slot) in (0u32..).zip(&l.virtio_mmio) {
+        // Round robin over the dynamic pins: the one with the fewest
+        // holders, the lowest on a tie.
+        assert_eq!(slot.irq, first + i % dynamic, "{}", slot.id);
+        assert!(l.irqs.is_shared(slot.irq));
+    }
+    let counts: Vec<usize> = (first..crate::platform::IOAPIC_PINS)
+        .map(|p| l.irqs.holders(p).len())
+        .collect();
     assert_eq!(
-        CellLayout::new(&c).unwrap_err(),
-        LayoutError::IrqsExhausted(Owner::VirtioMmio("v18".into()))
+        counts.iter().max().unwrap() - counts.iter().min().unwrap(),
+        1
+    );
+    assert_eq!(counts.iter().sum::<usize>(), 64);
+}
+
+#[test]
+fn a_fixed_pin_is_never_shared() {
+    let mut c = cfg();
+    c.virtio_mmio = vec![virtio("fixed", None, Some(10))];
+    c.virtio_mmio
+        .extend((0..40).map(|i| virtio(&format!("v{i}"), None, None)));
+    let l = CellLayout::new(&c).unwrap();
+    assert_eq!(l.irqs.holders(10), [Owner::VirtioMmio("fixed".into())]);
+    assert!(!l.irqs.is_shared(10));
+    assert!(l.virtio_mmio[1..].iter().all(|s| s.irq != 10));
+}
+
+#[test]
+fn a_fixed_pin_on_a_shared_pin_is_refused_with_its_first_holder() {
+    let mut c = cfg();
+    c.virtio_mmio = vec![virtio("a", None, None), virtio("b", None, Some(6))];
+    assert_eq!(
+        CellLayout::new(&c).unwrap_err().to_string(),
+        "IOAPIC pin 6 for virtio-mmio b is already used by virtio-mmio a"
+    );
+}
+
+#[test]
+fn bridges_share_pins_with_virtio_devices_once_pins_run_out() {
+    let mut c = cfg();
+    c.virtio_mmio = (0..17)
+        .map(|i| virtio(&format!("v{i}"), None, None))
+        .collect();
+    c.pci_bridges = vec![bridge("pci0", PciHostKind::Ecam, None, (0, 0))];
+    let l = CellLayout::new(&c).unwrap();
+    let intx = l.pci_bridges[0].intx;
+    // INTA takes the last free pin; INTB..INTD join the least-shared ones.
+    assert_eq!(intx, [23, 6, 7, 8]);
+    assert_eq!(
+        l.irqs.holders(6),
+        [
+            Owner::VirtioMmio("v0".into()),
+            Owner::PciBridge("pci0".into(), BridgePart::Intx(1))
+        ]
+    );
+}
+
+#[test]
+fn an_exclusive_pin_runs_out_with_a_clear_error_when_every_pin_is_shared() {
+    let mut c = cfg();
+    c.virtio_mmio = (0..18)
+        .map(|i| virtio(&format!("v{i}"), None, None))
+        .collect();
+    let mut l = CellLayout::new(&c).unwrap();
+    // An extra UART takes pin 3 (below the dynamic ones); a second one
+    // needs an exclusive dynamic pin, and all are shared.
+    l.place(&DeviceConfig::Uart(uart("u0"))).unwrap();
+    assert_eq!(
+        l.place(&DeviceConfig::Uart(uart("u1"))).unwrap_err(),
+        LayoutError::IrqsExhausted(Owner::Uart("u1".into()))
+    );
+}
+
+#[test]
+fn releasing_one_holder_keeps_a_shared_pin_for_the_others() {
+    let mut irqs = IrqAllocator::new(8, 7);
+    let (a, b) = (Owner::Uart("a".into()), Owner::Uart("b".into()));
+    assert_eq!(irqs.allocate_shared(&a), Ok(7));
+    assert_eq!(irqs.allocate_shared(&b), Ok(7));
+    irqs.release(&a);
+    assert_eq!(irqs.holders(7), std::slice::from_ref(&b));
+    assert!(irqs.is_shared(7));
+    irqs.release(&b);
+    assert!(!irqs.is_shared(7));
+    assert_eq!(irqs.allocate(&a), Ok(7), "an empty pin is free again");
+}
+
+#[test]
+fn a_shared_allocation_never_joins_an_exclusive_pin() {
+    let mut irqs = IrqAllocator::new(8, 7);
+    assert_eq!(irqs.allocate(&Owner::Uart("a".into())), Ok(7));
+    assert_eq!(
+        irqs.allocate_shared(&Owner::Uart("b".into())),
+        Err(LayoutError::IrqsExhausted(Owner::Uart("b".into())))
     );
 }
 
@@ -276,4 +371,14 @@ fn irq_release_frees_pins() {
     assert!(irqs.allocate(&Owner::Uart("c".into())).is_err());
     irqs.release(&Owner::Uart("a".into()));
     assert_eq!(irqs.allocate(&Owner::Uart("c".into())), Ok(6));
+}
+
+fn uart(id: &str) -> crate::config::UartConfig {
+    crate::config::UartConfig {
+        id: id.into(),
+        state: crate::config::DeviceState::Okay,
+        port: None,
+        irq: None,
+        path: None,
+    }
 }

@@ -14,65 +14,22 @@ use super::decode::{BadAccess, ConfigDecoder, Decoded, PciAddress};
 use super::intx::pci_intx_pin;
 use super::PciError;
 use crate::config::Window;
-use crate::devices::{fill_le, le_value, Bus, BusDevice, InterruptLine};
+use crate::devices::{fill_le, le_value, Bus, BusDevice, InterruptLine, SharedLine};
 use crate::layout::PciBridgeSlot;
 use crate::ratelimit::RateLimiter;
 use crate::sync;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, Weak};
-
-#[derive(Default)]
-struct PinState {
-    line: Option<Arc<dyn InterruptLine>>,
-    /// Functions currently asserting this pin (`bus << 8 | devfn`).
-    sources: BTreeSet<u16>,
-    level: bool,
-}
-
-/// One of the bridge's four INTx pins, shared by every function swizzled
-/// onto it: the line is the OR of their levels (level-triggered sharing).
-#[derive(Default)]
-struct SharedPin {
-    state: Mutex<PinState>,
-}
-
-impl SharedPin {
-    fn set(&self, source: u16, level: bool) {
-        let mut st = sync::lock(&self.state);
-        if level {
-            st.sources.insert(source);
-        } else {
-            st.sources.remove(&source);
-        }
-        let new = !st.sources.is_empty();
-        if new != st.level {
-            st.level = new;
-            if let Some(line) = &st.line {
-                line.set_level(new);
-            }
-        }
-    }
-
-    fn connect(&self, line: Arc<dyn InterruptLine>) {
-        let mut st = sync::lock(&self.state);
-        line.set_level(st.level);
-        st.line = Some(line);
-    }
-
-    fn level(&self) -> bool {
-        sync::lock(&self.state).level
-    }
-}
 
 /// What a function's INTx is connected to: its source bit on a shared pin.
 struct IntxSource {
-    pin: Arc<SharedPin>,
+    pin: Arc<SharedLine>,
     source: u16,
 }
 
 impl InterruptLine for IntxSource {
     fn set_level(&self, level: bool) {
-        self.pin.set(self.source, level);
+        self.pin.set(u64::from(self.source), level);
     }
 }
 
@@ -215,7 +172,7 @@ pub struct PciHostBridge {
     mmio: Weak<Bus>,
     apertures: Vec<Window>,
     intx_gsis: [u32; 4],
-    pins: [Arc<SharedPin>; 4],
+    pins: [Arc<SharedLine>; 4],
     functions: BTreeMap<PciAddress, Slot>,
     /// Buses behind PCI-to-PCI bridges: secondary bus → the root-bus
     /// device number of the bridge leading to it (INTx swizzling).

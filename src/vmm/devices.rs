@@ -13,7 +13,7 @@
 //! Platform devices (console, debug-exit, boot timer, channel, i8042,
 //! CMOS) are not configurable and are registered by [`super::Cell::new`].
 
-use super::irq::{GsiRouter, KvmIrqLine};
+use super::irq::{GsiRouter, LevelPins};
 use super::virtio::{build_virtio_mmio, build_virtio_pci, VirtioModel, VirtioWorker};
 use super::{ivshmem, VmmError};
 use crate::config::{
@@ -42,6 +42,8 @@ pub struct DeviceManager {
     pub pio: Arc<Bus>,
     vm: Arc<VmFd>,
     router: Arc<GsiRouter>,
+    /// The level-triggered IOAPIC pins devices share (virtio-mmio, INTx).
+    pins: LevelPins,
     memory: GuestMemoryMmap,
     /// Whether KVM maps read-only memory slots (ivshmem's read-only sections).
     readonly_mem: bool,
@@ -136,6 +138,7 @@ impl DeviceManager {
         DeviceManager {
             mmio: Arc::new(Bus::new(crate::devices::BusKind::Mmio)),
             pio: Arc::new(Bus::new(crate::devices::BusKind::Pio)),
+            pins: LevelPins::new(parts.vm.clone()),
             vm: parts.vm,
             router: parts.router,
             memory: parts.memory,
@@ -179,7 +182,8 @@ impl DeviceManager {
         };
         let built = match (dev, slot) {
             (DeviceConfig::VirtioMmio(cfg), PlacedDevice::VirtioMmio(s)) => {
-                let (device, virtio) = build_virtio_mmio(s, cfg, &self.memory, &self.vm)?;
+                let (device, virtio) =
+                    build_virtio_mmio(s, cfg, &self.memory, &self.vm, &self.pins)?;
                 model.virtio.push(virtio);
                 model.keeps_registers = true;
                 let name = format!("virtio-mmio {}", s.id);
@@ -323,9 +327,7 @@ impl DeviceManager {
         model: &mut DeviceModel,
     ) -> Result<(), VmmError> {
         let mut bridge = PciHostBridge::new(slot, &self.mmio);
-        let lines: [Arc<dyn InterruptLine>; 4] = slot
-            .intx
-            .map(|gsi| Arc::new(KvmIrqLine::new(self.vm.clone(), gsi)) as _);
+        let lines: [Arc<dyn InterruptLine>; 4] = slot.intx.map(|gsi| self.pins.line(gsi));
         bridge.connect_intx(lines);
         // Buses behind PCI-to-PCI bridges first, so that functions added
         // on them find their INTx route.

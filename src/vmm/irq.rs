@@ -1,8 +1,9 @@
-//! Interrupts into KVM's in-kernel irqchip: IOAPIC pins driven with
-//! `KVM_IRQ_LINE`, edge-triggered pins and MSI-X vectors signalled through
-//! irqfds, and the GSI routing table the MSI irqfds need.
+//! Interrupts into KVM's in-kernel irqchip: level-triggered IOAPIC pins
+//! driven with `KVM_IRQ_LINE` and shared by the devices on them, MSI-X
+//! vectors signalled through irqfds, and the GSI routing table the MSI
+//! irqfds need.
 
-use crate::devices::InterruptLine;
+use crate::devices::{InterruptLine, SharedLine};
 use crate::sync;
 use kvm_bindings::{
     kvm_irq_routing_entry, KvmIrqRouting, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
@@ -10,7 +11,7 @@ use kvm_bindings::{
 };
 use kvm_ioctls::VmFd;
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
 /// Pins of KVM's in-kernel IOAPIC (GSIs 0..24 route to them).
@@ -44,66 +45,43 @@ impl InterruptLine for KvmIrqLine {
     }
 }
 
-/// An edge-triggered IOAPIC pin behind an irqfd: asserting the line writes
-/// the eventfd, and KVM injects a rising edge without cellvm making an ioctl;
-/// deasserting does nothing (an edge has no level to drop). The DT describes
-/// such pins as edge rising, so the guest does not expect a level.
-pub struct EdgeIrqfd {
+/// The cell's level-triggered IOAPIC pins, each a [`SharedLine`] driven
+/// with `KVM_IRQ_LINE`: every device line on a pin is a source of the same
+/// shared line, so devices the layout put on one pin
+/// (`layout::IrqAllocator::allocate_shared`) share it, and the pin stays
+/// asserted while any of them asserts it. (KVM keeps one level per pin for
+/// all of userspace, so the OR must happen here.) A pin's shared line lives
+/// while some device holds a source of it.
+pub struct LevelPins {
     vm: Arc<VmFd>,
-    fd: EventFd,
-    gsi: u32,
+    pins: Mutex<BTreeMap<u32, Weak<SharedLine>>>,
 }
 
-impl EdgeIrqfd {
-    /// Registers an irqfd for IOAPIC pin `gsi`.
-    pub fn new(vm: Arc<VmFd>, gsi: u32) -> std::io::Result<Self> {
-        let fd = EventFd::new(EFD_NONBLOCK)?;
-        vm.register_irqfd(&fd, gsi)
-            .map_err(|e| std::io::Error::from_raw_os_error(e.errno()))?;
-        Ok(EdgeIrqfd { vm, fd, gsi })
+impl LevelPins {
+    /// The level pins of `vm`.
+    pub fn new(vm: Arc<VmFd>) -> Self {
+        LevelPins {
+            vm,
+            pins: Mutex::new(BTreeMap::new()),
+        }
     }
-}
 
-impl InterruptLine for EdgeIrqfd {
-    fn set_level(&self, level: bool) {
-        if level {
-            if let Err(e) = self.fd.write(1) {
-                log::error!("irqfd for pin {}: {e}", self.gsi);
+    /// A new source on pin `gsi`, for one device's line.
+    pub fn line(&self, gsi: u32) -> Arc<dyn InterruptLine> {
+        let mut pins = sync::lock(&self.pins);
+        pins.retain(|_, pin| pin.strong_count() > 0);
+        let pin = match pins.get(&gsi).and_then(Weak::upgrade) {
+            Some(pin) => pin,
+            None => {
+                let pin = Arc::new(SharedLine::new(Arc::new(KvmIrqLine::new(
+                    self.vm.clone(),
+                    gsi,
+                ))));
+                pins.insert(gsi, Arc::downgrade(&pin));
+                pin
             }
-        }
-    }
-}
-
-impl Drop for EdgeIrqfd {
-    fn drop(&mut self) {
-        if let Err(e) = self.vm.unregister_irqfd(&self.fd, self.gsi) {
-            log::warn!("unregister irqfd for pin {}: {e}", self.gsi);
-        }
-    }
-}
-
-/// An interrupt line for a virtio-mmio device on pin `gsi`: an edge irqfd,
-/// or `KVM_IRQ_LINE` if KVM refuses the irqfd (logged; the DT then still
-/// says edge, which a level line driven high then low also satisfies).
-pub fn virtio_mmio_line(vm: &Arc<VmFd>, gsi: u32) -> Arc<dyn InterruptLine> {
-    match EdgeIrqfd::new(vm.clone(), gsi) {
-        Ok(line) => Arc::new(line),
-        Err(e) => {
-            log::warn!("irqfd for pin {gsi} refused ({e}); using KVM_IRQ_LINE");
-            Arc::new(PulseLine(KvmIrqLine::new(vm.clone(), gsi)))
-        }
-    }
-}
-
-/// An edge made of a level: high, then low at once.
-struct PulseLine(KvmIrqLine);
-
-impl InterruptLine for PulseLine {
-    fn set_level(&self, level: bool) {
-        if level {
-            self.0.set_level(true);
-            self.0.set_level(false);
-        }
+        };
+        Arc::new(pin.source())
     }
 }
 

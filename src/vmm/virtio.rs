@@ -7,8 +7,9 @@
 //! index as datamatch), so the vCPU does not exit to cellvm for it. The
 //! device's worker thread waits on those eventfds (and on the backend's host
 //! fds: a console's pty or socket), and serves the queue; interrupts go out
-//! through irqfds (`irq::EdgeIrqfd` for virtio-mmio, `irq::IrqfdMsiSender`
-//! for virtio-pci's MSI-X). A write KVM does not match (another width or
+//! on the device's level-triggered pin (`irq::LevelPins`, `KVM_IRQ_LINE`)
+//! for virtio-mmio and through irqfds (`irq::IrqfdMsiSender`) for
+//! virtio-pci's MSI-X. A write KVM does not match (another width or
 //! value, or registration refused) still exits and is served synchronously
 //! on the vCPU thread, so the slow path stays correct.
 
@@ -95,16 +96,18 @@ impl VirtioModel {
 }
 
 /// A virtio-mmio device for `slot`, with its notify ioeventfds registered
-/// and its interrupt on an edge irqfd.
+/// and its interrupt a source of its level-triggered pin (shared with the
+/// other devices the layout put there).
 pub(crate) fn build_virtio_mmio(
     slot: &crate::layout::VirtioMmioSlot,
     cfg: &crate::config::VirtioMmioConfig,
     memory: &GuestMemoryMmap,
     vm: &Arc<VmFd>,
+    pins: &irq::LevelPins,
 ) -> Result<(Arc<Mutex<VirtioMmioDevice>>, VirtioModel), VmmError> {
     let backend = build_backend(&cfg.id, cfg.kind, &cfg.backend)?;
     let queues = backend.queue_max_sizes().len();
-    let line = irq::virtio_mmio_line(vm, slot.irq);
+    let line = pins.line(slot.irq);
     let device = Arc::new(Mutex::new(VirtioMmioDevice::new(
         &slot.id,
         backend,
