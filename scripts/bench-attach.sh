@@ -5,7 +5,11 @@
 # request to the guest's acknowledgement, which comes after the bridge's bus
 # was enumerated) and cellvm's RSS before and after many cycles.
 #
-# Usage: scripts/bench-attach.sh [--cycles N] [--rss-cycles M] [--no-build]
+# Then the same attach with 1, 16 and 64 devices already attached, and the
+# 64-device median against the 1-device one (target: within 1.5x).
+#
+# Usage: scripts/bench-attach.sh [--cycles N] [--rss-cycles M]
+#                                [--scale-cycles K] [--no-build]
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -14,17 +18,19 @@ set -euo pipefail
 
 cycles=50
 rss_cycles=1000
+scale_cycles=20
 build=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --cycles) cycles="$2"; shift 2 ;;
         --rss-cycles) rss_cycles="$2"; shift 2 ;;
+        --scale-cycles) scale_cycles="$2"; shift 2 ;;
         --no-build) build=0; shift ;;
         -h | --help) print_header; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
-case "$cycles$rss_cycles" in *[!0-9]*) die "--cycles and --rss-cycles take whole numbers" ;; esac
+case "$cycles$rss_cycles$scale_cycles" in *[!0-9]*) die "--cycles, --rss-cycles and --scale-cycles take whole numbers" ;; esac
 
 start="$(now)"
 [ "$build" = 0 ] || "$REPO_ROOT/scripts/setup.sh" || die "scripts/setup.sh failed"
@@ -34,8 +40,8 @@ mkdir -p "$out_dir"
 run_log="$out_dir/attach-run.log"
 log "== booting L1 once: scenario bench/attach, $cycles timed cycles, $rss_cycles RSS cycles (log: $run_log)"
 set +e
-"$REPO_ROOT/scripts/run-l1.sh" --scenarios bench/attach --timeout $((300 + rss_cycles)) \
-    --append "cellvm.bench_cycles=$cycles cellvm.bench_rss_cycles=$rss_cycles" 2>&1 | tee "$run_log" >&2
+"$REPO_ROOT/scripts/run-l1.sh" --scenarios bench/attach --timeout $((900 + rss_cycles + 6 * scale_cycles)) \
+    --append "cellvm.bench_cycles=$cycles cellvm.bench_rss_cycles=$rss_cycles cellvm.bench_scale_cycles=$scale_cycles" 2>&1 | tee "$run_log" >&2
 l1_rc="${PIPESTATUS[0]}"
 set -e
 grep -q '^@@CELLVM-SCENARIO-END bench/attach rc=0' "$run_log" ||
@@ -88,6 +94,19 @@ sed -n 's/^bench-sample attach_ms=\([0-9.]*\) .*plan_ms=\([0-9.]*\) build_ms=\([
             }
             printf "\n"
         }'
+echo
+echo "attach of the same bridge with N devices already attached (virtio-mmio rng, on shared pins):"
+echo "| devices attached | attach median | attach p99 | detach median | samples |"
+echo "|---|---|---|---|---|"
+scale_median=()
+for n in 1 16 64; do
+    grep "^bench-scale devices=$n " "$run_log" | sed 's/^bench-scale/bench-sample/' >"$out_dir/attach-scale-$n.log" || true
+    read -r sm sp _ _ sn <<<"$(sample_stats "$out_dir/attach-scale-$n.log" attach_ms)"
+    read -r sdm _ _ _ _ <<<"$(sample_stats "$out_dir/attach-scale-$n.log" detach_ms)"
+    echo "| $n | ${sm} ms | ${sp} ms | ${sdm} ms | ${sn} |"
+    scale_median+=("$sm")
+done
+echo "64 devices / 1 device (attach median): $(awk -v a="${scale_median[2]}" -v b="${scale_median[0]}" 'BEGIN { if (b + 0 > 0) printf "%.2fx", a / b; else print "-" }') (target: <= 1.5x)"
 echo
 echo "failed cycles: ${fails}"
 echo "cellvm VmRSS before ${rss_cycles} cycles: ${before:-?} KiB, after: ${after:-?} KiB, drift $(( ${after:-0} - ${before:-0} )) KiB (failures: ${rss_fail:-?}; target: 0)"

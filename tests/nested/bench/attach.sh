@@ -7,7 +7,8 @@
 # enumerated the bus). Prints raw samples; scripts/bench-attach.sh makes the
 # table. Also reports cellvm's VmRSS, and its own memory (VmRSS minus the
 # resident guest RAM), before, during and after CELLVM_BENCH_RSS_CYCLES.
-# cellvm-timeout: 1500
+# Then the attach with 1, 16 and 64 devices already attached (bench-scale).
+# cellvm-timeout: 2400
 cell=/cellvm/cells/test-agent.toml
 name=test-agent
 param() { # param NAME DEFAULT: NAME=value from L1's kernel command line
@@ -18,6 +19,7 @@ param() { # param NAME DEFAULT: NAME=value from L1's kernel command line
     echo "$_v"
 }
 cycles="$(param cellvm.bench_cycles 50)"
+scale_cycles="$(param cellvm.bench_scale_cycles 20)"
 rss_cycles="$(param cellvm.bench_rss_cycles 1000)"
 dir="$(mktemp -d)"
 export CELLVM_RUNTIME_DIR="$dir/run"
@@ -55,6 +57,29 @@ while [ "$n" -lt "$cycles" ]; do
     done
     d="$(cellvm detach "$name" bench0 | ms)"
     echo "bench-sample attach_ms=${a:-fail} detach_ms=${d:-fail}$steps"
+    n=$((n + 1))
+done
+# Attach cost as devices accumulate: with 1, 16 and 64 virtio-mmio rng
+# devices attached beside it, the same bridge is attached and detached
+# scale_cycles times ("bench-scale devices=N ..." lines).
+have=0
+for target in 1 16 64; do
+    while [ "$have" -lt "$target" ]; do
+        printf '[[virtio_mmio]]\nid = "bg%s"\nkind = "rng"\n' "$have" >"$dir/bg.toml"
+        cellvm attach "$name" "$dir/bg.toml" >/dev/null || echo "bench-scale: attach of bg$have failed"
+        have=$((have + 1))
+    done
+    n=0
+    while [ "$n" -lt "$scale_cycles" ]; do
+        a="$(cellvm attach "$name" "$dir/pci.toml" | ms)"
+        d="$(cellvm detach "$name" bench0 | ms)"
+        echo "bench-scale devices=$target attach_ms=${a:-fail} detach_ms=${d:-fail}"
+        n=$((n + 1))
+    done
+done
+n=0
+while [ "$n" -lt "$have" ]; do
+    cellvm detach "$name" "bg$n" >/dev/null || echo "bench-scale: detach of bg$n failed"
     n=$((n + 1))
 done
 rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status"; }

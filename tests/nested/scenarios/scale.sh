@@ -24,7 +24,7 @@ wait_count() {
         usleep 20000
     done
 }
-step() { echo "step: $*"; }
+step() { echo "step: $*"; echo "at: $(date +%s)"; }
 
 # disk N: a 64 KiB image whose first line is marker-N.
 disk() {
