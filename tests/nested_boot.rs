@@ -1555,3 +1555,34 @@ fn a_cell_with_64_devices_on_shared_pins_binds_and_uses_every_one() {
     let console = &steps["console"];
     assert!(console.contains("irq-problems: 0"), "{console}");
 }
+
+#[test]
+fn an_ivshmem_function_attached_at_run_time_exchanges_doorbells_with_a_booted_peer() {
+    let steps = scenario_steps("ivshmem-hot");
+    assert!(
+        steps["attach"].contains("attach rc=0"),
+        "{}",
+        steps["attach"]
+    );
+    let exchange = &steps["exchange"];
+    assert!(exchange.contains("peer0 rc=0"), "{exchange}");
+    let logs = &steps["logs"];
+    for line in [
+        "peer1: ivshmem: e0000000:04:01.0 id=0x00000001 max_peers=0x00000002",
+        // Peer 0's doorbell reached the attached function's receiver.
+        "peer1: ivshmem: doorbell interrupt received count=1",
+        "peer1: ivshmem: peer1 marker=0x0C0FFEE0 peer0_state=0x00000001",
+        "peer0: ivshmem: doorbell interrupt received count=1",
+        "peer1: ivshmem: peer1 peer0_state=0x00000002",
+        "peer0: ivshmem: peer0 peer1_state=0x00000002",
+        "peer1: CELLVM-IVSHMEM rc=0",
+        "CELLVM-DEV- e0000000:04:01.0",
+    ] {
+        assert!(logs.contains(line), "{line}:\n{logs}");
+    }
+    assert!(
+        steps["detach"].contains("detach rc=0"),
+        "{}",
+        steps["detach"]
+    );
+}

@@ -27,12 +27,17 @@ use crate::layout::{PciBridgeSlot, PlacedDevice, UartSlot};
 use crate::pci::{PciAddress, PciHostBridge, PciTestDevice, PciToPciBridge, SharedFunction};
 use crate::platform::UART_PORT_COUNT;
 use crate::seccomp::Filters;
+use event_manager::{MutEventSubscriber, RemoteEndpoint, SubscriberId, SubscriberOps};
 use kvm_ioctls::VmFd;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
+
+/// What the cell's control loop (an `event-manager` loop) runs: control
+/// events and the ivshmem doorbell receivers.
+pub type LoopSubscriber = Box<dyn MutEventSubscriber + Send>;
 
 /// Builds and removes the cell's device models.
 pub struct DeviceManager {
@@ -55,6 +60,9 @@ pub struct DeviceManager {
     output_dir: PathBuf,
     /// The seccomp filters the worker threads of virtio devices install.
     seccomp: Option<Arc<Filters>>,
+    /// The running control loop, to which models built at run time hand
+    /// their doorbell receivers (`None` before the cell runs).
+    control_loop: Mutex<Option<RemoteEndpoint<LoopSubscriber>>>,
 }
 
 /// A device's model and everything registered for it; give it back to
@@ -78,6 +86,8 @@ pub struct DeviceModel {
     keeps_registers: bool,
     /// Doorbell receivers of its ivshmem functions, for the control loop.
     ivshmem: Vec<IvshmemSubscriber>,
+    /// The same, once a runtime build handed them to the running loop.
+    subscribed: Vec<SubscriberId>,
     /// Output files this build created (they did not exist before): a
     /// refused attach removes them again ([`DeviceManager::discard`]).
     created_files: Vec<PathBuf>,
@@ -147,6 +157,61 @@ impl DeviceManager {
             cell: parts.cell,
             output_dir: parts.output_dir,
             seccomp: parts.seccomp,
+            control_loop: Mutex::new(None),
+        }
+    }
+
+    /// The cell's control loop is running: models built from now on hand
+    /// their doorbell receivers to it through `endpoint`.
+    pub fn connect_control_loop(&self, endpoint: RemoteEndpoint<LoopSubscriber>) {
+        *crate::sync::lock(&self.control_loop) = Some(endpoint);
+    }
+
+    /// Hands `model`'s doorbell receivers to the running control loop
+    /// (a runtime build), waiting until the loop has them. Must not be
+    /// called on the control loop's thread.
+    fn subscribe(&self, model: &mut DeviceModel) -> Result<(), VmmError> {
+        if model.ivshmem.is_empty() {
+            return Ok(());
+        }
+        let Some(endpoint) = crate::sync::lock(&self.control_loop).clone() else {
+            return Err(VmmError::NotAtRuntime {
+                what: "an ivshmem function before the cell's control loop runs".into(),
+            });
+        };
+        for sub in model.ivshmem.drain(..) {
+            let id = endpoint
+                .call_blocking(
+                    move |ops: &mut dyn SubscriberOps<Subscriber = LoopSubscriber>| {
+                        Ok::<_, event_manager::Error>(ops.add_subscriber(Box::new(sub)))
+                    },
+                )
+                .map_err(|e| VmmError::Boot(format!("control loop: {e:?}")))?;
+            model.subscribed.push(id);
+        }
+        Ok(())
+    }
+
+    /// Takes `model`'s doorbell receivers out of the control loop (without
+    /// waiting: the loop may be the caller, or gone).
+    fn unsubscribe(&self, model: &mut DeviceModel) {
+        if model.subscribed.is_empty() {
+            return;
+        }
+        let Some(endpoint) = crate::sync::lock(&self.control_loop).clone() else {
+            return;
+        };
+        for id in model.subscribed.drain(..) {
+            let removed = endpoint.fire(
+                move |ops: &mut dyn SubscriberOps<Subscriber = LoopSubscriber>| {
+                    if let Err(e) = ops.remove_subscriber(id) {
+                        log::warn!("control loop: removing a doorbell receiver: {e:?}");
+                    }
+                },
+            );
+            if let Err(e) = removed {
+                log::warn!("control loop: cannot remove a doorbell receiver: {e:?}");
+            }
         }
     }
 
@@ -193,7 +258,7 @@ impl DeviceManager {
                     .map_err(VmmError::from)
             }
             (DeviceConfig::PciBridge(cfg), PlacedDevice::PciBridge(s)) => {
-                self.build_bridge(cfg, s, runtime, &mut model)
+                self.build_bridge(cfg, s, &mut model)
             }
             (DeviceConfig::Uart(cfg), PlacedDevice::Uart(s)) => self.build_uart(cfg, s, &mut model),
             _ => Err(VmmError::Boot(format!(
@@ -202,7 +267,11 @@ impl DeviceManager {
                 dev.kind_name()
             ))),
         };
-        match built {
+        let subscribed = match built {
+            Ok(()) if runtime => self.subscribe(&mut model),
+            other => other,
+        };
+        match subscribed {
             Ok(()) => Ok(model),
             Err(e) => {
                 self.discard(model);
@@ -261,6 +330,7 @@ impl DeviceManager {
     /// Unregisters everything `model` registered and stops its workers.
     pub fn remove(&self, mut model: DeviceModel) {
         model.stop_workers();
+        self.unsubscribe(&mut model);
         for name in &model.mmio {
             if let Err(e) = self.mmio.remove(name) {
                 log::warn!("unregister {name}: {e}");
@@ -323,7 +393,6 @@ impl DeviceManager {
         &self,
         cfg: &PciBridgeConfig,
         slot: &PciBridgeSlot,
-        runtime: bool,
         model: &mut DeviceModel,
     ) -> Result<(), VmmError> {
         let mut bridge = PciHostBridge::new(slot, &self.mmio);
@@ -342,11 +411,6 @@ impl DeviceManager {
                 PciDeviceKind::Test => Arc::new(Mutex::new(PciTestDevice::new()?)),
                 PciDeviceKind::PciBridge { secondary } => {
                     Arc::new(Mutex::new(PciToPciBridge::new(slot.bus_start, *secondary)))
-                }
-                PciDeviceKind::Ivshmem(_) if runtime => {
-                    return Err(VmmError::NotAtRuntime {
-                        what: format!("{}: ivshmem function at {address}", slot.id),
-                    })
                 }
                 PciDeviceKind::Ivshmem(iv) => {
                     let boot = |e: crate::ivshmem::IvshmemError| {

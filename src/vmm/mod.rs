@@ -452,7 +452,7 @@ impl Cell {
         } else {
             None
         };
-        let mut events = EventManager::<Box<dyn event_manager::MutEventSubscriber>>::new()
+        let mut events = EventManager::<devices::LoopSubscriber>::new()
             .map_err(|e| VmmError::Boot(format!("event manager: {e:?}")))?;
         let deadline = match timeout {
             Some(after) => Some(control::Deadline::new(after).os("arm the run timeout")?),
@@ -466,6 +466,8 @@ impl Cell {
         for sub in self.hotplug.take_ivshmem_subscribers() {
             events.add_subscriber(Box::new(sub));
         }
+        // Models built from now on (attach) hand theirs over through this.
+        self.devices.connect_control_loop(events.remote_endpoint());
         self.hotplug.start_boot_workers(seccomp.as_ref())?;
         let mut threads = Vec::with_capacity(self.vcpus.len());
         let pins = self.cfg.cpus.pin.clone();
