@@ -1546,6 +1546,20 @@ fn a_cell_with_64_devices_on_shared_pins_binds_and_uses_every_one() {
         steps["reattach-all"]
     );
     assert_scale(&scale_counts(&steps, "reattach-all", "again"), &all);
+    // A function added to the boot-time bridge is bound and interrupts.
+    let added = &steps["add-function"];
+    assert!(
+        added.contains("added test e0000000:00:09.0 to bootpci"),
+        "{added}"
+    );
+    assert!(
+        added.contains("add-function rc=0") && added.contains("remove-function rc=0"),
+        "{added}"
+    );
+    assert_scale(
+        &scale_counts(&steps, "add-function", "added"),
+        &[("virtio", 40), ("pci_test", 25), ("pci_ok", 25)],
+    );
     assert!(
         steps["host-reads"].contains("host-reads: disks=16 guest_lines=16"),
         "{}",
@@ -1585,4 +1599,50 @@ fn an_ivshmem_function_attached_at_run_time_exchanges_doorbells_with_a_booted_pe
         "{}",
         steps["detach"]
     );
+}
+
+#[test]
+fn functions_are_added_to_and_removed_from_a_running_bridge() {
+    let steps = attach_steps();
+    let added = &steps["add-function"];
+    assert!(
+        added.contains("added test e0000000:08:03.0 to hot0"),
+        "{added}"
+    );
+    let virtio = &steps["add-function-virtio"];
+    assert!(
+        virtio.contains("added virtio e0000000:08:04.0 to hot0"),
+        "{virtio}"
+    );
+    let refused = &steps["add-function-refused"];
+    for line in [
+        "conflict: bridge hot0: 08:01.0 is taken",
+        "not_found: no device nosuch in this cell",
+        "not_found: bridge hot0 has no function 08:05.0",
+    ] {
+        assert!(refused.contains(line), "{line}:\n{refused}");
+    }
+    assert_eq!(refused.matches("rc=1").count(), 3, "{refused}");
+    let removed = &steps["remove-function"];
+    assert!(
+        removed.contains("removed test e0000000:08:03.0 from hot0"),
+        "{removed}"
+    );
+    assert!(
+        removed.contains("removed virtio e0000000:08:04.0 from hot0"),
+        "{removed}"
+    );
+    assert!(steps["remove-function-configured"].contains("removed test e0000000:08:02.0 from hot0"));
+    // The guest saw each function come and go (its driver bound and unbound).
+    let console = &steps["console"];
+    for line in [
+        "PCI function e0000000:08:03.0 added",
+        "CELLVM-DEV+ e0000000:08:03.0",
+        "CELLVM-DEV+ e0000000:08:04.0",
+        "PCI function e0000000:08:04.0 removed",
+        "CELLVM-DEV- e0000000:08:03.0",
+        "CELLVM-DEV- e0000000:08:02.0",
+    ] {
+        assert!(console.contains(line), "{line}:\n{console}");
+    }
 }

@@ -12,6 +12,12 @@
  * compatible "cellvm,connector" (an add-on connector, a simple-bus) is
  * populated, so a later overlay's nodes under it get platform devices.
  *
+ * PCI_RESCAN / PCI_REMOVE (CV_CAP_PCI_FUNCTIONS): a function the host
+ * added to a running PCI host bridge is found by rescanning its bus; one
+ * the host takes away is stopped and removed (its driver unbound) after
+ * the consent hook let "pci:DOMAIN:BB:DD.F" go. The payload names the
+ * function by PCI domain, bus and devfn.
+ *
  * SHUTDOWN: the agent acknowledges and calls orderly_poweroff() (the
  * kernel runs its poweroff_cmd, /sbin/poweroff). When the host announces
  * CV_HOST_CAP_POWER_OFF, the agent registers a power-off handler that
@@ -54,6 +60,7 @@
 #include <linux/of.h>
 #include <linux/of_fdt.h>
 #include <linux/of_platform.h>
+#include <linux/pci.h>
 #include <linux/platform_device.h>
 #include <linux/reboot.h>
 #include <linux/slab.h>
@@ -97,13 +104,17 @@
 #define CV_OP_BYE 8
 #define CV_OP_SHUTDOWN 9
 #define CV_OP_POWER_OFF 10
+#define CV_OP_PCI_RESCAN 11
+#define CV_OP_PCI_REMOVE 12
 
 /* Agent capabilities (HELLO). */
 #define CV_CAP_OVERLAY 0x1u
 #define CV_CAP_PING 0x2u
 #define CV_CAP_SHUTDOWN 0x4u
 #define CV_CAP_CONNECTORS 0x8u
-#define CV_AGENT_CAPS (CV_CAP_OVERLAY | CV_CAP_PING | CV_CAP_SHUTDOWN | CV_CAP_CONNECTORS)
+#define CV_CAP_PCI_FUNCTIONS 0x10u
+#define CV_CAPS_OVERLAYS (CV_CAP_OVERLAY | CV_CAP_CONNECTORS)
+#define CV_AGENT_CAPS (CV_CAPS_OVERLAYS | CV_CAP_PING | CV_CAP_SHUTDOWN | CV_CAP_PCI_FUNCTIONS)
 
 /* Host capabilities (HOST_CAPS register). */
 #define CV_HOST_CAP_POWER_OFF 0x1u
@@ -334,6 +345,10 @@ static const char *cv_op_name(u16 op)
 		return "PING";
 	case CV_OP_SHUTDOWN:
 		return "SHUTDOWN";
+	case CV_OP_PCI_RESCAN:
+		return "PCI_RESCAN";
+	case CV_OP_PCI_REMOVE:
+		return "PCI_REMOVE";
 	default:
 		return "other";
 	}
@@ -833,6 +848,86 @@ static void cv_handle_ping(struct cv_agent *ag, u32 seq)
 	kfree(p);
 }
 
+/* PCI_RESCAN / PCI_REMOVE payload: u32 domain, u32 bus, u32 devfn. */
+struct cv_pci_target {
+	int domain;
+	u32 bus;
+	u32 devfn;
+};
+
+static int cv_pci_target(const void *p, u32 len, struct cv_pci_target *t)
+{
+	if (len < 12)
+		return -EINVAL;
+	/* x86 DT host bridges: the domain is the low 32 bits of the ECAM base. */
+	t->domain = (int)get_unaligned_le32(p);
+	t->bus = get_unaligned_le32(p + 4);
+	t->devfn = get_unaligned_le32(p + 8);
+	return t->bus > 0xff || t->devfn > 0xff ? -EINVAL : 0;
+}
+
+/* Rescans the target's bus; ACK once the function is there. */
+static void cv_handle_pci_rescan(struct cv_agent *ag, u32 seq, const void *p,
+				 u32 len)
+{
+	struct cv_pci_target t;
+	struct pci_bus *bus;
+	struct pci_dev *dev = NULL;
+	int ret = cv_pci_target(p, len, &t);
+
+	if (!ret) {
+		pci_lock_rescan_remove();
+		bus = pci_find_bus(t.domain, t.bus);
+		if (bus) {
+			pci_rescan_bus(bus);
+			dev = pci_get_slot(bus, t.devfn);
+		}
+		pci_unlock_rescan_remove();
+		ret = dev ? 0 : -ENODEV;
+		pci_dev_put(dev);
+	}
+	if (ret) {
+		dev_warn(ag->dev, "PCI rescan for %04x:%02x:%02x.%u: %d\n",
+			 (u32)t.domain, t.bus, t.devfn >> 3, t.devfn & 7, ret);
+		cv_send(ag, CV_OP_NAK, seq, ret, NULL, 0);
+		return;
+	}
+	dev_info(ag->dev, "PCI function %04x:%02x:%02x.%u added\n",
+		 (u32)t.domain, t.bus, t.devfn >> 3, t.devfn & 7);
+	cv_send(ag, CV_OP_ACK, seq, 0, NULL, 0);
+}
+
+/* Removes the target function after the consent hook let it go. */
+static void cv_handle_pci_remove(struct cv_agent *ag, u32 seq, const void *p,
+				 u32 len)
+{
+	struct cv_pci_target t;
+	struct pci_dev *dev;
+	char name[48];
+	int ret = cv_pci_target(p, len, &t);
+
+	if (ret) {
+		cv_send(ag, CV_OP_NAK, seq, ret, NULL, 0);
+		return;
+	}
+	dev = pci_get_domain_bus_and_slot(t.domain, t.bus, t.devfn);
+	if (!dev) {
+		cv_send(ag, CV_OP_NAK, seq, -ENOENT, NULL, 0);
+		return;
+	}
+	snprintf(name, sizeof(name), "pci:%s", pci_name(dev));
+	ret = cv_ask_consent(ag, "remove", name);
+	if (ret) {
+		pci_dev_put(dev);
+		cv_send(ag, CV_OP_NAK, seq, ret, NULL, 0);
+		return;
+	}
+	pci_stop_and_remove_bus_device_locked(dev);
+	pci_dev_put(dev);
+	dev_info(ag->dev, "PCI function %s removed\n", name + 4);
+	cv_send(ag, CV_OP_ACK, seq, 0, NULL, 0);
+}
+
 /*
  * SHUTDOWN: acknowledge, then power off in an orderly way (the kernel runs
  * its poweroff_cmd, falling back to a forced poweroff if that cannot run).
@@ -895,6 +990,14 @@ static void cv_handle(struct cv_agent *ag, const struct cv_hdr *h,
 	case CV_OP_SHUTDOWN:
 		if (!cv_test_refuse(ag, op, seq))
 			cv_handle_shutdown(ag, seq);
+		break;
+	case CV_OP_PCI_RESCAN:
+		if (!cv_test_refuse(ag, op, seq))
+			cv_handle_pci_rescan(ag, seq, payload, len);
+		break;
+	case CV_OP_PCI_REMOVE:
+		if (!cv_test_refuse(ag, op, seq))
+			cv_handle_pci_remove(ag, seq, payload, len);
 		break;
 	case CV_OP_ACK:
 		if (seq == ag->hello_seq && len >= 8)

@@ -108,6 +108,32 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         timeout_ms: Option<u64>,
     },
+    /// Add one function to a PCI host bridge the cell has (docs/pci.md,
+    /// "Functions on a running bridge"): a `[[pci_bridge.device]]` table
+    /// as a value tree (`{"pci_bridge": {"device": [{"slot": 3, "kind":
+    /// "test"}]}}`).
+    AddFunction {
+        /// The bridge's id.
+        bridge: String,
+        /// The function's description.
+        function: toml::Value,
+        /// The directory relative paths in it resolve against.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base_dir: Option<std::path::PathBuf>,
+        /// How long to wait for the guest (default 10 s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
+    /// Remove one function from a PCI host bridge, with the guest's consent.
+    RemoveFunction {
+        /// The bridge's id.
+        bridge: String,
+        /// The function: `DD.F`, `DD` (function 0) or `BB:DD.F`.
+        function: String,
+        /// How long to wait for the guest (default 10 s).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_ms: Option<u64>,
+    },
     /// Stop every vCPU (the cell keeps its memory and devices).
     Pause {},
     /// Start the vCPUs of a paused cell (or one created with `--paused`).
@@ -326,6 +352,23 @@ pub enum Reply {
     Connected(ConnectResult),
     /// `disconnect`.
     Disconnected(DisconnectResult),
+    /// `add_function`, `remove_function`.
+    Function(FunctionResult),
+}
+
+/// The result of `add_function` and `remove_function`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FunctionResult {
+    /// The bridge's id.
+    pub bridge: String,
+    /// The function as the guest names it (`e0000000:08:03.0`).
+    pub function: String,
+    /// What it is (`test`, `virtio`, `ivshmem`).
+    pub kind: String,
+    /// `added` or `removed`.
+    pub change: &'static str,
+    /// From the request to the guest's acknowledgement.
+    pub elapsed_ms: f64,
 }
 
 /// The result of `connect`.

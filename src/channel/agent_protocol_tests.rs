@@ -57,6 +57,7 @@ fn paired() -> Vec<(&'static str, &'static str, u64)> {
         CV_CAP_PING = proto::AGENT_CAP_PING,
         CV_CAP_SHUTDOWN = proto::AGENT_CAP_SHUTDOWN,
         CV_CAP_CONNECTORS = proto::AGENT_CAP_CONNECTORS,
+        CV_CAP_PCI_FUNCTIONS = proto::AGENT_CAP_PCI_FUNCTIONS,
         CV_HOST_CAP_POWER_OFF = proto::HOST_CAP_POWER_OFF,
         CV_HDR_LEN = proto::HEADER_LEN,
     ]
@@ -65,10 +66,16 @@ fn paired() -> Vec<(&'static str, &'static str, u64)> {
 
 /// C defines with no Rust constant, and why. (`CV_OP_*` are checked against
 /// [`Op`] instead.)
-const GUEST_ONLY: &[(&str, &str)] = &[(
-    "CV_AGENT_CAPS",
-    "what this agent announces in HELLO; checked to be a subset of the AGENT_CAP_* bits",
-)];
+const GUEST_ONLY: &[(&str, &str)] = &[
+    (
+        "CV_AGENT_CAPS",
+        "what this agent announces in HELLO; checked to be a subset of the AGENT_CAP_* bits",
+    ),
+    (
+        "CV_CAPS_OVERLAYS",
+        "the overlay part of CV_AGENT_CAPS (defines are one line each)",
+    ),
+];
 
 /// `protocol.rs` constants with no C define, and why.
 const HOST_ONLY: &[(&[&str], &str)] = &[

@@ -42,6 +42,8 @@ pub(super) enum Reply {
     Overlays(Vec<u32>),
     /// ACK of SHUTDOWN: the guest is powering off.
     ShuttingDown,
+    /// ACK of PCI_RESCAN or PCI_REMOVE.
+    PciDone,
 }
 
 /// A host message waiting for the host→guest mailbox.
@@ -711,6 +713,7 @@ fn classify_reply(request: Op, msg: &Message) -> (Result<Reply, ChannelError>, O
         },
         Op::Ack if request == Op::RemoveOverlay => (Ok(Reply::Removed), None),
         Op::Ack if request == Op::Shutdown => (Ok(Reply::ShuttingDown), None),
+        Op::Ack if matches!(request, Op::PciRescan | Op::PciRemove) => (Ok(Reply::PciDone), None),
         Op::Status if request == Op::Ping => match proto::decode_status(&msg.payload) {
             Some((_, ids)) => (Ok(Reply::Overlays(ids)), None),
             None => bad(errno::EINVAL, "STATUS payload shorter than 4 bytes".into()),

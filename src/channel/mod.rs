@@ -272,6 +272,38 @@ impl ChannelHandle {
         self.shared.set_on_power_off(f)
     }
 
+    /// Asks the agent to rescan the bus of `function` and waits until the
+    /// guest has it (NAK -ENODEV if it did not appear).
+    pub fn pci_rescan(
+        &self,
+        function: protocol::PciFunction,
+        timeout: Duration,
+    ) -> Result<(), ChannelError> {
+        self.pci_request(Op::PciRescan, function, timeout)
+    }
+
+    /// Asks the agent to remove `function` (its driver unbound first; the
+    /// guest's consent hook may refuse) and waits for it.
+    pub fn pci_remove(
+        &self,
+        function: protocol::PciFunction,
+        timeout: Duration,
+    ) -> Result<(), ChannelError> {
+        self.pci_request(Op::PciRemove, function, timeout)
+    }
+
+    fn pci_request(
+        &self,
+        op: Op,
+        function: protocol::PciFunction,
+        timeout: Duration,
+    ) -> Result<(), ChannelError> {
+        match self.shared.request(op, function.encode(), timeout)? {
+            Reply::PciDone => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Liveness check: the overlays the agent has applied (and not removed).
     pub fn ping(&self, timeout: Duration) -> Result<Vec<OverlayId>, ChannelError> {
         match self.shared.request(Op::Ping, Vec::new(), timeout)? {

@@ -84,6 +84,11 @@ pub const AGENT_CAP_SHUTDOWN: u32 = 1 << 2;
 /// get devices (docs/addons.md).
 pub const AGENT_CAP_CONNECTORS: u32 = 1 << 3;
 
+/// Agent capability: rescans a PCI bus and removes a PCI function on the
+/// host's request (PCI_RESCAN, PCI_REMOVE), so a running bridge gains and
+/// loses functions (docs/pci.md, "Functions on a running bridge").
+pub const AGENT_CAP_PCI_FUNCTIONS: u32 = 1 << 4;
+
 /// Host capability (`HOST_CAPS` register): the host stops the cell when
 /// the guest sends POWER_OFF.
 pub const HOST_CAP_POWER_OFF: u32 = 1 << 0;
@@ -188,6 +193,15 @@ pub enum Op {
     /// Guest → host notice: the guest is powering off now (no reply); the
     /// host stops the cell as powered off.
     PowerOff = 10,
+    /// Host → guest request: rescan a PCI bus for a function the host added
+    /// (payload [`PciFunction`]). Answered with ACK (empty) once the function
+    /// is there, or NAK (-ENODEV: no such bus, or the function did not
+    /// appear).
+    PciRescan = 11,
+    /// Host → guest request: stop and remove a PCI function (payload
+    /// [`PciFunction`]), after the consent hook let it go. Answered with
+    /// ACK (empty) or NAK (-ENOENT: no such function, -EBUSY: refused).
+    PciRemove = 12,
 }
 
 impl Op {
@@ -204,6 +218,8 @@ impl Op {
             8 => Op::Bye,
             9 => Op::Shutdown,
             10 => Op::PowerOff,
+            11 => Op::PciRescan,
+            12 => Op::PciRemove,
             _ => return None,
         })
     }
@@ -229,6 +245,8 @@ impl Op {
             Op::Bye => "BYE",
             Op::Shutdown => "SHUTDOWN",
             Op::PowerOff => "POWER_OFF",
+            Op::PciRescan => "PCI_RESCAN",
+            Op::PciRemove => "PCI_REMOVE",
         }
     }
 }
@@ -435,6 +453,38 @@ impl Hello {
         Some(Hello {
             version: read_u32(p, 0)?,
             capabilities: read_u32(p, 4)?,
+        })
+    }
+}
+
+/// The payload of PCI_RESCAN and PCI_REMOVE: a PCI function as the guest
+/// names it. On x86 a DT-probed host bridge's PCI domain is the low 32 bits
+/// of its configuration window's base (docs/pci.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PciFunction {
+    /// PCI domain (segment).
+    pub domain: u32,
+    /// Bus number.
+    pub bus: u8,
+    /// `device << 3 | function`.
+    pub devfn: u8,
+}
+
+impl PciFunction {
+    /// Payload bytes: u32 domain, u32 bus, u32 devfn.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = self.domain.to_le_bytes().to_vec();
+        v.extend_from_slice(&u32::from(self.bus).to_le_bytes());
+        v.extend_from_slice(&u32::from(self.devfn).to_le_bytes());
+        v
+    }
+
+    /// From payload bytes (at least 12; bus and devfn must fit a byte).
+    pub fn decode(p: &[u8]) -> Option<PciFunction> {
+        Some(PciFunction {
+            domain: read_u32(p, 0)?,
+            bus: u8::try_from(read_u32(p, 4)?).ok()?,
+            devfn: u8::try_from(read_u32(p, 8)?).ok()?,
         })
     }
 }

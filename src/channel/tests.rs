@@ -516,6 +516,48 @@ fn shutdown_is_acked_or_refused_by_the_agent() {
 }
 
 #[test]
+fn pci_rescan_and_remove_name_the_function_and_take_ack_or_nak() {
+    let f = proto::PciFunction {
+        domain: 0xe000_0000,
+        bus: 8,
+        devfn: 3 << 3 | 1,
+    };
+    let (g, h) = ready();
+    let agent = thread::spawn(move || {
+        let m = g.expect(Op::PciRescan);
+        assert_eq!(proto::PciFunction::decode(&m.payload), Some(f));
+        assert_eq!(g.send(&Message::new(Op::Ack, m.seq, 0)), 0);
+        let m = g.expect(Op::PciRemove);
+        assert_eq!(proto::PciFunction::decode(&m.payload), Some(f));
+        assert_eq!(g.send(&Message::new(Op::Nak, m.seq, -16)), 0);
+        // A STATUS is no answer to a PCI request: refused, and the caller
+        // hears of a malformed reply.
+        let m = g.expect(Op::PciRemove);
+        assert_ne!(g.send(&Message::new(Op::Status, m.seq, 0)), 0);
+    });
+    assert_eq!(h.pci_rescan(f, T), Ok(()));
+    assert_eq!(h.pci_remove(f, T), Err(ChannelError::Nak { errno: 16 }));
+    assert!(matches!(h.pci_remove(f, T), Err(ChannelError::BadReply(_))));
+    agent.join().unwrap();
+}
+
+#[test]
+fn a_pci_function_payload_is_three_words_and_rejects_out_of_range_numbers() {
+    let f = proto::PciFunction {
+        domain: 0xe010_0000,
+        bus: 255,
+        devfn: 255,
+    };
+    let bytes = f.encode();
+    assert_eq!(bytes.len(), 12);
+    assert_eq!(proto::PciFunction::decode(&bytes), Some(f));
+    assert_eq!(proto::PciFunction::decode(&bytes[..11]), None);
+    let mut big_bus = bytes.clone();
+    big_bus[5] = 1;
+    assert_eq!(proto::PciFunction::decode(&big_bus), None);
+}
+
+#[test]
 fn power_off_from_the_guest_runs_the_handler_announced_in_host_caps() {
     let (g, h) = ready();
     assert_eq!(g.r32(regs::HOST_CAPS), 0, "no handler, no capability");

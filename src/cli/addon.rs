@@ -21,7 +21,7 @@ pub(super) fn parse_plug_arg(s: &str) -> Result<(String, PathBuf), String> {
 
 /// The directory an add-on's relative paths resolve against, absolute (the
 /// cell process has its own working directory).
-fn base_dir_of(path: &Path) -> Result<PathBuf, String> {
+pub(super) fn base_dir_of(path: &Path) -> Result<PathBuf, String> {
     let dir = match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

@@ -1,6 +1,7 @@
 //! The `cellvm` command line.
 
 mod addon;
+mod function;
 mod move_device;
 mod run;
 
@@ -361,6 +362,32 @@ pub enum Command {
         #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
         timeout: u64,
     },
+    /// Add one function to a PCI host bridge of a running cell (a file with
+    /// one [[pci_bridge.device]] table); the guest rescans the bus.
+    AddFunction {
+        /// Cell name, or a control socket path.
+        cell: String,
+        /// The bridge's id.
+        bridge: String,
+        /// The function description (TOML or JSON).
+        function: PathBuf,
+        /// How long to wait for the guest, in seconds (1 to 300).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+        timeout: u64,
+    },
+    /// Remove one function from a PCI host bridge of a running cell, once
+    /// the guest let it go.
+    RemoveFunction {
+        /// Cell name, or a control socket path.
+        cell: String,
+        /// The bridge's id.
+        bridge: String,
+        /// The function: DD.F, DD or BB:DD.F (hex, as lspci prints it).
+        function: String,
+        /// How long to wait for the guest, in seconds (1 to 300).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+        timeout: u64,
+    },
     /// Validate a cell configuration and print its address map; given
     /// several, validate each and then whether they can share this host
     /// (pinned CPUs, images, names, ivshmem peers, memory).
@@ -676,6 +703,18 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             force,
             timeout,
         } => addon::disconnect(&cell, &id, force, timeout),
+        Command::AddFunction {
+            cell,
+            bridge,
+            function,
+            timeout,
+        } => function::add(&cell, &bridge, &function, timeout),
+        Command::RemoveFunction {
+            cell,
+            bridge,
+            function,
+            timeout,
+        } => function::remove(&cell, &bridge, &function, timeout),
         Command::Check { cells } => match cells.as_slice() {
             [cell] => check_one(cell),
             _ => check_set(&cells),

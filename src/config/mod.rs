@@ -8,6 +8,7 @@ mod addon;
 mod connector;
 mod description;
 mod error;
+mod function;
 pub mod ivshmem_shape;
 mod kernel_image;
 mod model;
@@ -23,6 +24,8 @@ mod addon_tests;
 #[cfg(test)]
 mod description_tests;
 #[cfg(test)]
+mod function_tests;
+#[cfg(test)]
 mod pci_buses_tests;
 #[cfg(test)]
 pub(crate) mod tests;
@@ -36,6 +39,7 @@ pub use connector::{
 };
 pub use description::{device_from_value, load_device, parse_device, Description};
 pub use error::{shown, ConfigError, Location};
+pub use function::{function_from_value, load_function, parse_function, FunctionDescription};
 pub use kernel_image::{detect_kernel_format, kernel_format_from_header, KernelFileError};
 pub use model::*;
 pub use origins::{Origin, Origins};

@@ -1343,7 +1343,7 @@ pub(super) fn bridge(
             })
         }
     };
-    let devices = pci_devices(ctx, &f, br, (bus_start, bus_end))?;
+    let devices = pci_devices(ctx, &f, br, (bus_start, bus_end), true)?;
     spans.device(
         ctx,
         &f,
@@ -1370,11 +1370,16 @@ pub(super) fn bridge(
 }
 
 /// `[[pci_bridge.device]]` entries of one bridge.
-fn pci_devices(
+/// The functions of bridge table `br` on buses `bus_start..=bus_end`.
+/// `whole_bridge`: they are all of the bridge's functions, so a function
+/// above 0 needs function 0 among them (a function description added to a
+/// running bridge is checked against the bridge instead).
+pub(super) fn pci_devices(
     ctx: &Ctx<'_>,
     bridge_field: &str,
     br: &Sp<RawPciBridge>,
     (bus_start, bus_end): (u8, u8),
+    whole_bridge: bool,
 ) -> Result<Vec<PciDeviceConfig>, ConfigError> {
     let mut out: Vec<PciDeviceConfig> = Vec::new();
     let mut spans = Vec::new();
@@ -1528,7 +1533,8 @@ fn pci_devices(
     }
     super::pci_buses::check(ctx, bridge_field, &out, &spans, (bus_start, bus_end))?;
     for (i, (d, (slot_span, _, _))) in out.iter().zip(&spans).enumerate() {
-        if d.function > 0
+        if whole_bridge
+            && d.function > 0
             && !out
                 .iter()
                 .any(|o| o.bus == d.bus && o.slot == d.slot && o.function == 0)

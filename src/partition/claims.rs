@@ -517,10 +517,18 @@ impl CellClaims {
         Ok(true)
     }
 
-    /// Releases the claims of device `id` (detached). The record is
+    /// Releases the claims of device `id` (detached), and those of its
+    /// parts (`id/...`: functions added to a running bridge). The record is
     /// rewritten; a failure to rewrite it is logged (the locks are gone).
     pub fn release_device(&self, id: &str) {
-        if crate::sync::lock(&self.devices).remove(id).is_some() {
+        let released = {
+            let mut devices = crate::sync::lock(&self.devices);
+            let before = devices.len();
+            let part = format!("{id}/");
+            devices.retain(|key, _| key != id && !key.starts_with(&part));
+            devices.len() != before
+        };
+        if released {
             if let Err(e) = self.write_record() {
                 log::warn!("{e}");
             }

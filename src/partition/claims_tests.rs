@@ -151,6 +151,34 @@ fn a_released_device_frees_its_image() {
 }
 
 #[test]
+fn releasing_a_bridge_releases_the_functions_added_to_it_and_nothing_else() {
+    let (_tmp, dir, image) = setup();
+    let other = image.with_file_name("other.img");
+    std::fs::write(&other, b"x").unwrap();
+    let a = CellClaims::take(&cell("a", "", ""), &dir).unwrap();
+    let mut part = cell("x", "", &disk("hot0", &image, false)).devices()[0].clone();
+    if let DeviceConfig::VirtioMmio(v) = &mut part {
+        v.id = "hot0/08:04.0".into();
+    }
+    let mut unrelated = cell("x", "", &disk("hot0x", &other, false)).devices()[0].clone();
+    if let DeviceConfig::VirtioMmio(v) = &mut unrelated {
+        v.id = "hot0x/08:04.0".into();
+    }
+    a.claim_device(&part).unwrap();
+    a.claim_device(&unrelated).unwrap();
+    a.release_device("hot0");
+    assert_eq!(
+        a.lines(),
+        [format!(
+            "image {} read-write {}",
+            id(&other),
+            other.display()
+        )],
+        "hot0's function went, hot0x's stayed"
+    );
+}
+
+#[test]
 fn an_image_locked_by_another_program_is_refused_without_a_cell_name() {
     let (_tmp, dir, image) = setup();
     // What QEMU holds on an image it writes: bytes 100, 101 and 201.

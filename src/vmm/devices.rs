@@ -17,7 +17,8 @@ use super::irq::{GsiRouter, LevelPins};
 use super::virtio::{build_virtio_mmio, build_virtio_pci, VirtioModel, VirtioWorker};
 use super::{ivshmem, VmmError};
 use crate::config::{
-    DeviceConfig, PciBridgeConfig, PciDeviceKind, UartConfig, VirtioBackendConfig, VirtioKind,
+    DeviceConfig, PciBridgeConfig, PciDeviceConfig, PciDeviceKind, UartConfig, VirtioBackendConfig,
+    VirtioKind,
 };
 use crate::devices::serial::SerialConsole;
 use crate::devices::Bus;
@@ -38,6 +39,26 @@ use vmm_sys_util::eventfd::EventFd;
 /// What the cell's control loop (an `event-manager` loop) runs: control
 /// events and the ivshmem doorbell receivers.
 pub type LoopSubscriber = Box<dyn MutEventSubscriber + Send>;
+
+/// The file a virtio console appends its output to, if it has one.
+fn console_output(kind: VirtioKind, backend: &VirtioBackendConfig) -> Option<PathBuf> {
+    (kind == VirtioKind::Console)
+        .then(|| backend.path.clone())
+        .flatten()
+}
+
+/// The output file of a bridge's function (a virtio console's).
+fn function_output(dev: &PciDeviceConfig) -> Option<PathBuf> {
+    match &dev.kind {
+        PciDeviceKind::Virtio(v) => console_output(v.kind, &v.backend),
+        _ => None,
+    }
+}
+
+/// The name of a bridge's function (its virtio model and worker thread).
+fn function_name(bridge: &str, dev: &PciDeviceConfig) -> String {
+    format!("{bridge}-{:02x}.{}", dev.slot, dev.function)
+}
 
 /// Builds and removes the cell's device models.
 pub struct DeviceManager {
@@ -88,6 +109,9 @@ pub struct DeviceModel {
     ivshmem: Vec<IvshmemSubscriber>,
     /// The same, once a runtime build handed them to the running loop.
     subscribed: Vec<SubscriberId>,
+    /// Functions added to this (bridge) model while it ran
+    /// ([`DeviceManager::add_function`]), each with its own model.
+    functions: Vec<(PciAddress, DeviceModel)>,
     /// Output files this build created (they did not exist before): a
     /// refused attach removes them again ([`DeviceManager::discard`]).
     created_files: Vec<PathBuf>,
@@ -117,6 +141,26 @@ impl DeviceModel {
     pub fn stop_workers(&mut self) {
         for w in self.workers.drain(..) {
             w.stop();
+        }
+        for (_, f) in &mut self.functions {
+            f.stop_workers();
+        }
+    }
+
+    /// Keeps the model of a function added to this bridge at run time
+    /// ([`DeviceManager::add_function`]): it goes with the bridge.
+    pub fn keep_function(&mut self, address: PciAddress, model: DeviceModel) {
+        self.functions.push((address, model));
+    }
+
+    /// Drops the virtio device `name` and stops its worker (its function
+    /// left the bridge).
+    fn stop_virtio(&mut self, name: &str) {
+        if let Some(i) = self.virtio.iter().position(|v| v.name() == name) {
+            self.virtio.remove(i);
+            if i < self.workers.len() {
+                self.workers.remove(i).stop();
+            }
         }
     }
 }
@@ -284,22 +328,10 @@ impl DeviceManager {
     /// a UART's, a virtio console's `path`. Sockets and pty links are
     /// removed by their backends when the model goes.
     fn output_files(&self, dev: &DeviceConfig) -> Vec<PathBuf> {
-        let console = |kind: VirtioKind, backend: &VirtioBackendConfig| {
-            (kind == VirtioKind::Console)
-                .then(|| backend.path.clone())
-                .flatten()
-        };
         match dev {
             DeviceConfig::Uart(u) => vec![self.uart_output(u)],
-            DeviceConfig::VirtioMmio(v) => console(v.kind, &v.backend).into_iter().collect(),
-            DeviceConfig::PciBridge(b) => b
-                .devices
-                .iter()
-                .filter_map(|d| match &d.kind {
-                    PciDeviceKind::Virtio(v) => console(v.kind, &v.backend),
-                    _ => None,
-                })
-                .collect(),
+            DeviceConfig::VirtioMmio(v) => console_output(v.kind, &v.backend).into_iter().collect(),
+            DeviceConfig::PciBridge(b) => b.devices.iter().filter_map(function_output).collect(),
         }
     }
 
@@ -331,6 +363,9 @@ impl DeviceManager {
     pub fn remove(&self, mut model: DeviceModel) {
         model.stop_workers();
         self.unsubscribe(&mut model);
+        for (_, f) in std::mem::take(&mut model.functions) {
+            self.remove(f);
+        }
         for name in &model.mmio {
             if let Err(e) = self.mmio.remove(name) {
                 log::warn!("unregister {name}: {e}");
@@ -362,7 +397,8 @@ impl DeviceManager {
     /// window and its functions' BARs. [`Self::remove`] later undoes the
     /// rest.
     pub fn sever(&self, model: &mut DeviceModel) {
-        for v in &model.virtio {
+        let added = model.functions.iter().flat_map(|(_, f)| &f.virtio);
+        for v in model.virtio.iter().chain(added) {
             v.sever();
         }
         if model.keeps_registers {
@@ -407,48 +443,7 @@ impl DeviceManager {
         }
         for dev in &cfg.devices {
             let address = PciAddress::new(dev.bus, dev.slot, dev.function)?;
-            let function: SharedFunction = match &dev.kind {
-                PciDeviceKind::Test => Arc::new(Mutex::new(PciTestDevice::new()?)),
-                PciDeviceKind::PciBridge { secondary } => {
-                    Arc::new(Mutex::new(PciToPciBridge::new(slot.bus_start, *secondary)))
-                }
-                PciDeviceKind::Ivshmem(iv) => {
-                    let boot = |e: crate::ivshmem::IvshmemError| {
-                        VmmError::Boot(format!("pci bridge {}: ivshmem at {address}: {e}", slot.id))
-                    };
-                    let region = Arc::new(
-                        IvshmemRegion::open(&crate::ivshmem::runtime_dir(), iv).map_err(boot)?,
-                    );
-                    // Without read-only slots BAR2 is served through MMIO exits.
-                    let mapper: Option<Arc<dyn crate::pci::BarMapper>> = if self.readonly_mem {
-                        let count = crate::ivshmem::region::MAX_GUEST_SLOTS as u32;
-                        let first = self.allocate_slots(count);
-                        let m =
-                            ivshmem::KvmShmemMapper::new(self.vm.clone(), region.clone(), first);
-                        Some(Arc::new(m))
-                    } else {
-                        None
-                    };
-                    let device = Arc::new(Mutex::new(
-                        IvshmemDevice::new(region, mapper).map_err(boot)?,
-                    ));
-                    model.ivshmem.push(IvshmemDevice::subscriber(&device));
-                    device
-                }
-                PciDeviceKind::Virtio(v) => {
-                    let name = format!("{}-{:02x}.{}", slot.id, dev.slot, dev.function);
-                    let (device, virtio) = build_virtio_pci(
-                        &name,
-                        v.kind,
-                        &v.backend,
-                        &self.memory,
-                        &self.vm,
-                        &self.router,
-                    )?;
-                    model.virtio.push(virtio);
-                    device
-                }
-            };
+            let function = self.build_function(slot, dev, model)?;
             bridge.add_function(address, function)?;
         }
         let bridge = Arc::new(Mutex::new(bridge));
@@ -457,6 +452,137 @@ impl DeviceManager {
             .insert(&name, slot.config.base, slot.config.size, bridge.clone())?;
         model.mmio.push(name);
         model.bridge = Some(bridge);
+        Ok(())
+    }
+
+    /// The model of one function of bridge `slot`; its virtio device and
+    /// doorbell receiver go into `model`.
+    fn build_function(
+        &self,
+        slot: &PciBridgeSlot,
+        dev: &PciDeviceConfig,
+        model: &mut DeviceModel,
+    ) -> Result<SharedFunction, VmmError> {
+        let address = PciAddress::new(dev.bus, dev.slot, dev.function)?;
+        Ok(match &dev.kind {
+            PciDeviceKind::Test => Arc::new(Mutex::new(PciTestDevice::new()?)),
+            PciDeviceKind::PciBridge { secondary } => {
+                Arc::new(Mutex::new(PciToPciBridge::new(slot.bus_start, *secondary)))
+            }
+            PciDeviceKind::Ivshmem(iv) => {
+                let boot = |e: crate::ivshmem::IvshmemError| {
+                    VmmError::Boot(format!("pci bridge {}: ivshmem at {address}: {e}", slot.id))
+                };
+                let region = Arc::new(
+                    IvshmemRegion::open(&crate::ivshmem::runtime_dir(), iv).map_err(boot)?,
+                );
+                // Without read-only slots BAR2 is served through MMIO exits.
+                let mapper: Option<Arc<dyn crate::pci::BarMapper>> = if self.readonly_mem {
+                    let count = crate::ivshmem::region::MAX_GUEST_SLOTS as u32;
+                    let first = self.allocate_slots(count);
+                    let m = ivshmem::KvmShmemMapper::new(self.vm.clone(), region.clone(), first);
+                    Some(Arc::new(m))
+                } else {
+                    None
+                };
+                let device = Arc::new(Mutex::new(
+                    IvshmemDevice::new(region, mapper).map_err(boot)?,
+                ));
+                model.ivshmem.push(IvshmemDevice::subscriber(&device));
+                device
+            }
+            PciDeviceKind::Virtio(v) => {
+                let (device, virtio) = build_virtio_pci(
+                    &function_name(&slot.id, dev),
+                    v.kind,
+                    &v.backend,
+                    &self.memory,
+                    &self.vm,
+                    &self.router,
+                )?;
+                model.virtio.push(virtio);
+                device
+            }
+        })
+    }
+
+    /// Adds function `dev` to the running `bridge` (placed at `slot`): its
+    /// model is built and put on the bridge (BARs unmapped until the guest
+    /// programs them), its workers run and its doorbell receiver listens.
+    /// Keep the model with the bridge's ([`DeviceModel::keep_function`]),
+    /// or give it to [`Self::drop_function`]. All or nothing.
+    pub fn add_function(
+        &self,
+        bridge: &Arc<Mutex<PciHostBridge>>,
+        slot: &PciBridgeSlot,
+        dev: &PciDeviceConfig,
+    ) -> Result<(PciAddress, DeviceModel), VmmError> {
+        let address = PciAddress::new(dev.bus, dev.slot, dev.function)?;
+        let mut model = DeviceModel {
+            created_files: function_output(dev)
+                .filter(|p| std::fs::symlink_metadata(p).is_err())
+                .into_iter()
+                .collect(),
+            ..DeviceModel::default()
+        };
+        let built = self
+            .build_function(slot, dev, &mut model)
+            .and_then(|function| Ok(crate::sync::lock(bridge).add_function(address, function)?));
+        let placed = built.is_ok();
+        let started = built
+            .and_then(|()| self.subscribe(&mut model))
+            .and_then(|()| model.start_workers(self.seccomp.as_ref()));
+        if let Err(e) = started {
+            if placed {
+                let _ = crate::sync::lock(bridge).remove_function(address);
+            }
+            self.discard(model);
+            return Err(e);
+        }
+        Ok((address, model))
+    }
+
+    /// Undoes [`Self::add_function`] (the guest did not take the function).
+    pub fn drop_function(
+        &self,
+        bridge: &Arc<Mutex<PciHostBridge>>,
+        address: PciAddress,
+        model: DeviceModel,
+    ) {
+        if let Err(e) = crate::sync::lock(bridge).remove_function(address) {
+            log::warn!("dropping function {address}: {e}");
+        }
+        self.discard(model);
+    }
+
+    /// Takes function `address` off the running bridge of `bridge_model`:
+    /// its BARs are unmapped and its INTx lowered, and its model goes (a
+    /// function added at run time: everything [`Self::add_function`]
+    /// built; one the bridge was built with: its virtio worker stops).
+    pub fn remove_function(
+        &self,
+        bridge_model: &mut DeviceModel,
+        slot: &PciBridgeSlot,
+        dev: &PciDeviceConfig,
+    ) -> Result<(), VmmError> {
+        let Some(bridge) = bridge_model.bridge.clone() else {
+            return Err(VmmError::Boot(format!(
+                "{}: not a PCI host bridge",
+                slot.id
+            )));
+        };
+        let address = PciAddress::new(dev.bus, dev.slot, dev.function)?;
+        crate::sync::lock(&bridge).remove_function(address)?;
+        if let Some(i) = bridge_model
+            .functions
+            .iter()
+            .position(|(a, _)| *a == address)
+        {
+            let (_, model) = bridge_model.functions.remove(i);
+            self.remove(model);
+        } else {
+            bridge_model.stop_virtio(&function_name(&slot.id, dev));
+        }
         Ok(())
     }
 

@@ -10,6 +10,7 @@ pub mod cpu;
 mod device_state;
 pub mod devices;
 mod error;
+mod functions;
 pub mod gate;
 mod hotplug;
 mod irq;

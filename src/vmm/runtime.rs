@@ -380,6 +380,27 @@ impl ControlTarget for CellRuntime {
                     .unplug(&connector, force, timeout(timeout_ms)?)
                     .map(Reply::Unplugged)
             }
+            Request::AddFunction {
+                bridge,
+                function,
+                base_dir,
+                timeout_ms,
+            } => {
+                self.not_paused("add_function")?;
+                self.hotplug
+                    .add_function(&bridge, function, base_dir.as_deref(), timeout(timeout_ms)?)
+                    .map(Reply::Function)
+            }
+            Request::RemoveFunction {
+                bridge,
+                function,
+                timeout_ms,
+            } => {
+                self.not_paused("remove_function")?;
+                self.hotplug
+                    .remove_function(&bridge, &function, timeout(timeout_ms)?)
+                    .map(Reply::Function)
+            }
             Request::Connect {
                 connector,
                 timeout_ms,

@@ -82,6 +82,11 @@ pub(crate) struct VirtioModel {
 }
 
 impl VirtioModel {
+    /// The device's name (its worker thread's).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Starts the device's worker thread, under the virtio-worker filter of
     /// `seccomp` (if any).
     pub fn start(&self, seccomp: Option<&Arc<Filters>>) -> Result<VirtioWorker, VmmError> {

@@ -103,6 +103,24 @@ id = "vdisk"
 kind = "block"
 path = "/nonexistent/disk.img"
 DESC
+cat >"$dir/fn-test.toml" <<'DESC'
+[[pci_bridge.device]]
+slot = 3
+kind = "test"
+DESC
+cat >"$dir/fn-taken.toml" <<'DESC'
+[[pci_bridge.device]]
+slot = 1
+kind = "test"
+DESC
+dd if=/dev/zero of="$dir/fn.img" bs=1024 count=256 2>/dev/null
+cat >"$dir/fn-blk.toml" <<DESC
+[[pci_bridge.device]]
+slot = 4
+kind = "virtio"
+virtio = "block"
+path = "$dir/fn.img"
+DESC
 cat >"$dir/uart.toml" <<'DESC'
 [[uart]]
 id = "ser1"
@@ -127,6 +145,19 @@ api devices "$name"
 step attach-pci
 act_and_wait "CELLVM-DEV+ .*:08:02.0" api attach "$name" "$dir/pci.toml"
 api devices "$name"
+step add-function
+act_and_wait "CELLVM-DEV+ .*:08:03.0" api add-function "$name" hot0 "$dir/fn-test.toml"
+step add-function-virtio
+act_and_wait "CELLVM-DEV+ virtio[0-9]*:virtio_blk" api add-function "$name" hot0 "$dir/fn-blk.toml"
+step add-function-refused
+api add-function "$name" hot0 "$dir/fn-taken.toml"
+api add-function "$name" nosuch "$dir/fn-test.toml"
+api remove-function "$name" hot0 05.0
+step remove-function
+act_and_wait "CELLVM-DEV- .*:08:03.0" api remove-function "$name" hot0 03.0
+act_and_wait "CELLVM-DEV- virtio[0-9]*:virtio_blk" api remove-function "$name" hot0 04
+step remove-function-configured
+act_and_wait "CELLVM-DEV- .*:08:02.0" api remove-function "$name" hot0 02.0
 step detach-pci
 act_and_wait "CELLVM-DEV- e[0-9a-f]*\.pci" api detach "$name" hot0
 

@@ -120,6 +120,14 @@ check detached
 step reattach-all
 attach_all
 check again
+step add-function
+# A function more on the boot-time bridge, driven by the guest, then gone.
+printf '[[pci_bridge.device]]\nslot = 9\nkind = "test"\n' >"$dir/fn.toml"
+cellvm add-function "$name" bootpci "$dir/fn.toml"
+echo "add-function rc=$?"
+check added
+cellvm remove-function "$name" bootpci 09.0
+echo "remove-function rc=$?"
 step host-reads
 # What the guest wrote into sector 1 of each disk (two checks since the
 # last marker write: the line is the same).
