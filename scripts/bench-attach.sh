@@ -96,14 +96,17 @@ sed -n 's/^bench-sample attach_ms=\([0-9.]*\) .*plan_ms=\([0-9.]*\) build_ms=\([
         }'
 echo
 echo "attach of the same bridge with N devices already attached (virtio-mmio rng, on shared pins):"
-echo "| devices attached | attach median | attach p99 | detach median | samples |"
-echo "|---|---|---|---|---|"
+echo "| devices attached | attach median | attach p99 | plan median | deliver median | guest median | detach median | samples |"
+echo "|---|---|---|---|---|---|---|---|"
 scale_median=()
 for n in 1 16 64; do
     grep "^bench-scale devices=$n " "$run_log" | sed 's/^bench-scale/bench-sample/' >"$out_dir/attach-scale-$n.log" || true
     read -r sm sp _ _ sn <<<"$(sample_stats "$out_dir/attach-scale-$n.log" attach_ms)"
     read -r sdm _ _ _ _ <<<"$(sample_stats "$out_dir/attach-scale-$n.log" detach_ms)"
-    echo "| $n | ${sm} ms | ${sp} ms | ${sdm} ms | ${sn} |"
+    read -r spl _ _ _ _ <<<"$(sample_stats "$out_dir/attach-scale-$n.log" plan_ms)"
+    read -r sdl _ _ _ _ <<<"$(sample_stats "$out_dir/attach-scale-$n.log" deliver_ms)"
+    read -r sgu _ _ _ _ <<<"$(sample_stats "$out_dir/attach-scale-$n.log" guest_ms)"
+    echo "| $n | ${sm} ms | ${sp} ms | ${spl} ms | ${sdl} ms | ${sgu} ms | ${sdm} ms | ${sn} |"
     scale_median+=("$sm")
 done
 echo "64 devices / 1 device (attach median): $(awk -v a="${scale_median[2]}" -v b="${scale_median[0]}" 'BEGIN { if (b + 0 > 0) printf "%.2fx", a / b; else print "-" }') (target: <= 1.5x)"

@@ -71,9 +71,14 @@ for target in 1 16 64; do
     done
     n=0
     while [ "$n" -lt "$scale_cycles" ]; do
-        a="$(cellvm attach "$name" "$dir/pci.toml" | ms)"
+        out="$(cellvm attach "$name" "$dir/pci.toml")"
+        a="$(echo "$out" | ms)"
+        steps=""
+        for k in plan_ms deliver_ms guest_ms; do
+            steps="$steps $k=$(echo "$out" | sed -n "s/\(^\|.* \)$k=\([0-9.]*\).*/\2/p")"
+        done
         d="$(cellvm detach "$name" bench0 | ms)"
-        echo "bench-scale devices=$target attach_ms=${a:-fail} detach_ms=${d:-fail}"
+        echo "bench-scale devices=$target attach_ms=${a:-fail} detach_ms=${d:-fail}$steps"
         n=$((n + 1))
     done
 done
