@@ -26,6 +26,7 @@ mod addon;
 mod connector;
 mod plan;
 mod state;
+mod tree_cache;
 
 #[cfg(test)]
 mod addon_tests;
@@ -42,6 +43,7 @@ pub use connector::{
 };
 pub use plan::{current_tree, plan, plan_detach, plan_on, AttachPlan, DetachPlan};
 pub use state::{plan_state, StatePlan};
+pub use tree_cache::TreeCache;
 
 use crate::config::DeviceConfig;
 use crate::fdt::overlay::ApplyError;

@@ -892,3 +892,56 @@ fn a_state_change_of_a_node_that_is_not_in_the_tree_is_refused() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// The tree cache
+
+#[test]
+fn the_tree_cache_finds_the_tree_of_a_set_again_after_the_last_attach_is_detached() {
+    let mut cell = Cell::new(&small_config());
+    let mut cache = TreeCache::default();
+    cell.attach(&virtio("v0", None, None));
+    let before = current_tree(&cell.base, &cell.attached).unwrap();
+    cache.put(&cell.attached, before.clone());
+    cell.attach(&bridge("hot0", 8));
+    let after = current_tree(&cell.base, &cell.attached).unwrap();
+    cache.put(&cell.attached, after.clone());
+    assert_eq!(cache.get(&cell.attached), Some(after));
+    cell.detach("hot0");
+    assert_eq!(cache.get(&cell.attached), Some(before.clone()));
+    // The same device attached again is the same key: its tree is there.
+    cell.attach(&bridge("hot0", 8));
+    assert!(cache.get(&cell.attached).is_some());
+    // A different overlay under the same id is not.
+    cell.detach("hot0");
+    cell.attach(&bridge("hot0", 9));
+    assert_eq!(cache.get(&cell.attached), None);
+}
+
+#[test]
+fn the_tree_cache_keeps_the_most_recently_used_trees() {
+    let mut cell = Cell::new(&small_config());
+    let mut cache = TreeCache::default();
+    let mut sets = Vec::new();
+    for i in 0..6 {
+        cell.attach(&virtio(&format!("v{i}"), None, None));
+        cache.put(
+            &cell.attached,
+            current_tree(&cell.base, &cell.attached).unwrap(),
+        );
+        sets.push(cell.attached.clone());
+    }
+    // Six trees put, four kept: the two oldest went.
+    assert!(cache.get(&sets[0]).is_none(), "evicted: only 4 are kept");
+    assert!(cache.get(&sets[1]).is_none(), "evicted: only 4 are kept");
+    assert!(cache.get(&sets[5]).is_some());
+    assert!(cache.get(&sets[2]).is_some());
+    cache.put(&sets[0], current_tree(&cell.base, &sets[0]).unwrap());
+    assert!(cache.get(&sets[2]).is_some(), "used recently: kept");
+    assert!(
+        cache.get(&sets[3]).is_none(),
+        "the least recently used went"
+    );
+    cache.clear();
+    assert!(cache.get(&sets[5]).is_none());
+}

@@ -64,25 +64,9 @@ pub(super) struct State {
     pub(super) live_connectors: BTreeMap<String, (OverlayId, u64)>,
     /// The cell's boot-time devices (`vmm::device_state`).
     pub(super) boot: BTreeMap<String, BootDevice>,
-    /// The tree an attach checks against (`attach::current_tree` of the
-    /// base and `attached`), kept from the last attach so the next one need
-    /// not rebuild it; valid only while `attached` is what it was built
-    /// from ([`tree_key`]).
-    pub(super) tree: Option<(Vec<(String, u64)>, crate::fdt::overlay::LiveTree)>,
-}
-
-/// What the kept tree was built from: each attached device's id and a hash
-/// of its overlay.
-pub(super) fn tree_key(attached: &[AttachedDevice]) -> Vec<(String, u64)> {
-    use std::hash::{Hash, Hasher};
-    attached
-        .iter()
-        .map(|d| {
-            let mut h = std::collections::hash_map::DefaultHasher::new();
-            d.overlay.hash(&mut h);
-            (d.id().to_string(), h.finish())
-        })
-        .collect()
+    /// Recent trees an attach checks against (`attach::current_tree` of
+    /// the base and `attached`), so the next one need not rebuild it.
+    pub(super) trees: attach::TreeCache,
 }
 
 /// What a cell needs to hotplug devices.
@@ -161,7 +145,7 @@ impl Hotplug {
                 connected: Vec::new(),
                 live_connectors: BTreeMap::new(),
                 boot: boot.into_iter().map(|b| (b.id().to_string(), b)).collect(),
-                tree: None,
+                trees: attach::TreeCache::default(),
             }),
         }
     }
@@ -242,18 +226,25 @@ impl Hotplug {
         let started = Instant::now();
         let _change = crate::sync::lock(&self.change);
         let (layout, attached, kept) = {
-            let st = self.lock();
-            let key = tree_key(&st.attached);
-            let kept = st
-                .tree
-                .as_ref()
-                .filter(|(k, _)| *k == key)
-                .map(|(_, t)| t.clone());
-            (st.layout.clone(), st.attached.clone(), kept)
+            let mut st = self.lock();
+            let State {
+                layout,
+                attached,
+                trees,
+                ..
+            } = &mut *st;
+            let kept = trees.get(attached);
+            (layout.clone(), attached.clone(), kept)
         };
         let live = match kept {
             Some(tree) => tree,
-            None => attach::current_tree(&self.base_tree, &attached).map_err(attach_error)?,
+            None => {
+                let tree =
+                    attach::current_tree(&self.base_tree, &attached).map_err(attach_error)?;
+                // Kept for the detach of what this attach adds.
+                self.lock().trees.put(&attached, tree.clone());
+                tree
+            }
         };
         let mut plan = attach::plan_on(device, &layout, &self.base_tree, &attached, live)
             .map_err(attach_error)?;
@@ -313,7 +304,12 @@ impl Hotplug {
                 attached_at: Instant::now(),
             },
         );
-        st.tree = next_tree.map(|t| (tree_key(&st.attached), t));
+        if let Some(tree) = next_tree {
+            let State {
+                attached, trees, ..
+            } = &mut *st;
+            trees.put(attached, tree);
+        }
         drop(st);
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let round_trip = acked.saturating_duration_since(built);
