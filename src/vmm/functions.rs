@@ -216,9 +216,20 @@ impl Hotplug {
             return Err(channel_error(&e));
         }
         let mut st = self.lock();
-        let parts = bridge_parts(&mut st, bridge)?;
-        parts.config.devices.push(dev.clone());
-        parts.model.keep_function(address, model);
+        match bridge_parts(&mut st, bridge) {
+            Ok(parts) => {
+                parts.config.devices.push(dev.clone());
+                parts.model.keep_function(address, model);
+            }
+            Err(e) => {
+                // Cannot happen under the change lock; undo all of it.
+                drop(st);
+                self.devices.drop_function(&host, address, model);
+                self.claims.release_device(&claim);
+                return Err(e);
+            }
+        }
+        drop(st);
         Ok(FunctionResult {
             bridge: bridge.to_string(),
             function: guest_name(&slot, &dev),
