@@ -608,6 +608,10 @@ pub struct DeviceInfo {
     /// A bridge's IOAPIC pins for INTA..INTD.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub intx: Option<[u32; 4]>,
+    /// A bridge's functions (`08:01.0 test`), those added at run time
+    /// included.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub functions: Option<Vec<String>>,
     /// The guest agent's id of the overlay that added it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub overlay: Option<u32>,

@@ -112,6 +112,28 @@ fn claim_id(bridge: &str, dev: &PciDeviceConfig) -> String {
     format!("{bridge}/{:02x}:{:02x}.{}", dev.bus, dev.slot, dev.function)
 }
 
+/// A bridge's functions as `devices` lists them (`08:01.0 test`); `None`
+/// for another kind of device.
+pub(super) fn function_list(device: &DeviceConfig) -> Option<Vec<String>> {
+    let DeviceConfig::PciBridge(cfg) = device else {
+        return None;
+    };
+    Some(
+        cfg.devices
+            .iter()
+            .map(|d| {
+                format!(
+                    "{:02x}:{:02x}.{} {}",
+                    d.bus,
+                    d.slot,
+                    d.function,
+                    kind_name(d)
+                )
+            })
+            .collect(),
+    )
+}
+
 fn kind_name(dev: &PciDeviceConfig) -> &'static str {
     match dev.kind {
         PciDeviceKind::Test => "test",
@@ -309,6 +331,14 @@ impl Hotplug {
         })
     }
 
+    /// The functions of boot-time bridge `id`, for `devices`.
+    pub fn boot_functions(&self, id: &str) -> Option<Vec<String>> {
+        self.lock()
+            .boot
+            .get(id)
+            .and_then(|b| function_list(&b.device))
+    }
+
     /// The bridge's config, slot and running model, copied out of the state.
     fn bridge_snapshot(
         &self,
@@ -326,6 +356,39 @@ impl Hotplug {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bridge_lists_its_functions_and_other_devices_have_none() {
+        let test = |slot| PciDeviceConfig {
+            bus: 8,
+            slot,
+            function: 0,
+            kind: PciDeviceKind::Test,
+        };
+        let bridge = DeviceConfig::PciBridge(PciBridgeConfig {
+            id: "hot0".into(),
+            state: crate::config::DeviceState::Okay,
+            kind: crate::config::PciHostKind::Ecam,
+            config_base: None,
+            bus_start: 8,
+            bus_end: 8,
+            mmio32: None,
+            mmio64: None,
+            devices: vec![test(1), test(0x1f)],
+        });
+        assert_eq!(
+            function_list(&bridge),
+            Some(vec!["08:01.0 test".to_string(), "08:1f.0 test".to_string()])
+        );
+        let uart = DeviceConfig::Uart(crate::config::UartConfig {
+            id: "u".into(),
+            state: crate::config::DeviceState::Okay,
+            port: None,
+            irq: None,
+            path: None,
+        });
+        assert_eq!(function_list(&uart), None);
+    }
 
     #[test]
     fn function_addresses_are_read_as_lspci_prints_them() {

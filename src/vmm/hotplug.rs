@@ -195,6 +195,7 @@ impl Hotplug {
                     overlay: live.map(|l| l.overlay.0),
                     nodes: Some(d.nodes.clone()),
                     attached_ms_ago: live.map(|l| l.attached_at.elapsed().as_millis() as u64),
+                    functions: super::functions::function_list(&d.device),
                     ..placement(&d.slot)
                 }
             })

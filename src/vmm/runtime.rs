@@ -281,6 +281,7 @@ impl CellRuntime {
                     (other, _) => other.as_str(),
                 }),
                 mmio32: None,
+                functions: self.hotplug.boot_functions(slot.id()),
                 ..placement(&slot)
             });
         }

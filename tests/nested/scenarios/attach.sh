@@ -149,6 +149,7 @@ step add-function
 act_and_wait "CELLVM-DEV+ .*:08:03.0" api add-function "$name" hot0 "$dir/fn-test.toml"
 step add-function-virtio
 act_and_wait "CELLVM-DEV+ virtio[0-9]*:virtio_blk" api add-function "$name" hot0 "$dir/fn-blk.toml"
+api devices "$name"
 step add-function-refused
 api add-function "$name" hot0 "$dir/fn-taken.toml"
 api add-function "$name" nosuch "$dir/fn-test.toml"
