@@ -11,7 +11,7 @@ pub struct VirtioMmioSlot {
     pub id: String,
     /// MMIO window.
     pub window: Window,
-    /// IOAPIC pin.
+    /// IOAPIC pin (level high; shared with other devices unless fixed).
     pub irq: u32,
 }
 

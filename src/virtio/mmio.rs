@@ -4,8 +4,9 @@
 //! A trapped write of QueueNotify is served synchronously in the vCPU's MMIO
 //! exit; the VMM normally registers an ioeventfd per queue on that register,
 //! so the write completes in KVM and a worker thread calls
-//! [`VirtioMmioDevice::queue_notified`] instead. The interrupt is raised on
-//! every delivery (the VMM's line is an edge irqfd) and the status register
+//! [`VirtioMmioDevice::queue_notified`] instead. The interrupt line is
+//! level-triggered (the VMM may share its pin with other devices): it is
+//! asserted while InterruptStatus has a bit set, and the status register
 //! tells the driver why.
 
 use super::state::{QueueField, Signals, VirtioState};
