@@ -1476,7 +1476,8 @@ fn fifty_plug_unplug_cycles_leave_the_cell_as_it_was_without_kernel_complaints()
     }
 }
 
-/// The numbers of the last `CELLVM-SCALE TAG:` line (`key=value` pairs).
+/// The numbers of the last whole `CELLVM-SCALE TAG: ... END` line
+/// (`key=value` pairs).
 fn scale_counts(
     steps: &std::collections::BTreeMap<String, String>,
     step: &str,
@@ -1486,8 +1487,11 @@ fn scale_counts(
     let line = text
         .lines()
         .rev()
-        .find_map(|l| l.strip_prefix(&format!("CELLVM-SCALE {tag}: ")))
-        .unwrap_or_else(|| panic!("no scale-check {tag} in step {step}:\n{text}"));
+        .find_map(|l| {
+            l.strip_prefix(&format!("CELLVM-SCALE {tag}: "))?
+                .strip_suffix(" END")
+        })
+        .unwrap_or_else(|| panic!("no whole scale-check {tag} line in step {step}:\n{text}"));
     line.split_whitespace()
         .filter_map(|kv| kv.split_once('='))
         .map(|(k, v)| (k.to_string(), v.parse().unwrap()))

@@ -102,12 +102,15 @@ stop() {
     grep -v "^CELLVM-DEV[+-]\|^CELLVM-KMSG" "$log" | tail -n 20
     [ "$rc" -eq 0 ] || fail=1
 }
-# check TAG: the guest's scale-check, waited for (it drives 24 functions).
+# check TAG: the guest's scale-check, waited for (it drives 24 functions)
+# until its whole line is in the log (it ends with END: the console may
+# have written only part of it when the first bytes match).
 check() {
-    _c="$(count "CELLVM-SCALE $1:")"
+    _p="CELLVM-SCALE $1: .* END"
+    _c="$(count "$_p")"
     printf 'scale-check %s\n' "$1" >&3
-    wait_count "CELLVM-SCALE $1:" $((_c + 1)) 9000
-    grep "CELLVM-SCALE $1:" "$log" | tail -n 1
+    wait_count "$_p" $((_c + 1)) 9000
+    grep -- "$_p" "$log" | tail -n 1
 }
 # each VERB PREFIX: cellvm VERB for every device of PREFIX; counts failures.
 each() {
