@@ -53,6 +53,28 @@ unsafe impl GlobalAlloc for CountingAlloc {
     }
 }
 
+/// Caps glibc's malloc arenas. Call it first thing in `main`, before any
+/// thread starts.
+///
+/// Without a cap, the first time a thread needs a ninth arena glibc asks
+/// how many CPUs there are by reading `/sys/devices/system/cpu/online`
+/// (`__get_nprocs` in `arena_get2`). On a thread under its seccomp filter
+/// that `openat` is forbidden and stops the cell: a cell with dozens of
+/// virtio workers did so now and then while devices were detached. With a
+/// cap glibc never asks, and fewer arenas also keep less memory resident.
+pub fn limit_arenas() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt only sets a malloc parameter; called before any
+    // other thread exists, nothing allocates concurrently.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, MAX_ARENAS);
+    }
+}
+
+/// Arenas glibc may create (one per thread that contends, up to this).
+#[cfg(target_env = "gnu")]
+const MAX_ARENAS: libc::c_int = 4;
+
 /// Bytes allocated through [`CountingAlloc`] and not yet freed (0 when it
 /// is not the global allocator).
 pub fn live_bytes() -> usize {

@@ -10,5 +10,6 @@ static ALLOC: cellvm::heap::CountingAlloc = cellvm::heap::CountingAlloc;
 
 fn main() -> ExitCode {
     let start = Instant::now();
+    cellvm::heap::limit_arenas();
     cellvm::cli::main_with(cellvm::cli::Cli::parse(), start)
 }
