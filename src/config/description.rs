@@ -5,10 +5,10 @@
 //! defaults, rules and messages are the cell file's (docs/overlays.md,
 //! "Description files").
 
-use super::error::{ConfigError, Location};
+use super::error::ConfigError;
 use super::model::{DeviceConfig, LoadOptions};
 use super::raw;
-use super::source::{parse_toml, read_source, source_dir};
+use super::source::{json_value, parse_toml, read_source, source_dir};
 use super::validate;
 use std::path::Path;
 
@@ -20,22 +20,9 @@ use std::path::Path;
 pub fn load_device(path: &Path, opts: &LoadOptions) -> Result<Description, ConfigError> {
     let text = read_source(path)?;
     let base_dir = source_dir(path);
-    let is_json = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    if is_json {
-        let value: toml::Value = serde_json::from_str(&text).map_err(|e| ConfigError::Syntax {
-            at: Location {
-                file: path.display().to_string(),
-                line: e.line().max(1),
-                column: e.column().max(1),
-            },
-            field: "<root>".to_string(),
-            message: format!("invalid JSON: {e}"),
-        })?;
-        device_from_value(value, &path.display().to_string(), Some(base_dir), opts)
-    } else {
-        parse_device(&text, Some(path), base_dir, opts)
+    match json_value(path, &text) {
+        Some(value) => device_from_value(value?, &path.display().to_string(), Some(base_dir), opts),
+        None => parse_device(&text, Some(path), base_dir, opts),
     }
 }
 

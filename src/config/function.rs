@@ -8,10 +8,10 @@
 //! A function added at run time sits on the bridge's first bus and is not a
 //! PCI-to-PCI bridge; the file holds exactly one function.
 
-use super::error::{ConfigError, Location};
+use super::error::ConfigError;
 use super::model::{LoadOptions, PciDeviceConfig};
 use super::raw::{self, RawPciBridge, Sp};
-use super::source::{parse_toml, read_source, source_dir};
+use super::source::{json_value, parse_toml, read_source, source_dir};
 use super::validate::{self, Ctx};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -46,21 +46,9 @@ impl FunctionDescription {
 pub fn load_function(path: &Path, opts: &LoadOptions) -> Result<FunctionDescription, ConfigError> {
     let text = read_source(path)?;
     let base_dir = source_dir(path);
-    if path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("json"))
-    {
+    if let Some(value) = json_value(path, &text) {
         let file = path.display().to_string();
-        let value: toml::Value = serde_json::from_str(&text).map_err(|e| ConfigError::Syntax {
-            at: Location {
-                file: file.clone(),
-                line: e.line().max(1),
-                column: e.column().max(1),
-            },
-            field: "<root>".to_string(),
-            message: format!("invalid JSON: {e}"),
-        })?;
-        return function_from_value(value, &file, Some(base_dir), opts, None);
+        return function_from_value(value?, &file, Some(base_dir), opts, None);
     }
     parse_function(&text, Some(path), base_dir, opts)
 }
