@@ -16,7 +16,8 @@ use cellvm::config::{
     CellConfig, ConsoleConfig, ConsoleInput, ConsoleOutput, CpuConfig, KernelConfig, KernelFormat,
     MemoryRegion, PciBridgeConfig, PciDeviceConfig, PciDeviceKind, PciHostKind,
 };
-use cellvm::vmm::{boot, cpu, Cell, CellIo};
+use cellvm::vmm::arch::x86_64::{boot, cpu};
+use cellvm::vmm::{Cell, CellIo};
 use guest::{elf_image, Asm, LOAD_ADDR};
 use kvm_ioctls::{Kvm, VcpuExit};
 use std::time::{Duration, Instant};

@@ -39,13 +39,15 @@ fn is_elf64_x86_64(head: &[u8]) -> bool {
 
 /// Recognises a kernel image by its first bytes: an ELF64 x86_64 image
 /// (`\x7fELF`, ELFCLASS64, EM_X86_64; reported as [`KernelFormat::Elf`],
-/// since telling a `vmlinux` needs its notes, see [`identify`]) or a bzImage
-/// (`HdrS` at 0x202).
+/// since telling a `vmlinux` needs its notes, see [`identify`]), a bzImage
+/// (`HdrS` at 0x202) or an arm64 `Image` (`ARM\x64` at 0x38).
 pub fn kernel_format_from_header(head: &[u8]) -> Option<KernelFormat> {
     if is_elf64_x86_64(head) {
         Some(KernelFormat::Elf)
     } else if head.get(0x202..0x206) == Some(&b"HdrS"[..]) {
         Some(KernelFormat::BzImage)
+    } else if head.get(0x38..0x3c) == Some(&b"ARM\x64"[..]) {
+        Some(KernelFormat::Image)
     } else {
         None
     }
@@ -162,7 +164,7 @@ pub enum KernelFileError {
         error: io::Error,
     },
     /// Neither a bzImage nor an ELF64 x86_64 image.
-    #[error("{} is neither a bzImage (\"HdrS\" at 0x202) nor an ELF64 x86_64 image", super::error::shown(.0))]
+    #[error("{} is neither a bzImage (\"HdrS\" at 0x202), an ELF64 x86_64 image nor an arm64 Image (\"ARM\\x64\" at 0x38)", super::error::shown(.0))]
     UnknownFormat(PathBuf),
 }
 

@@ -217,6 +217,32 @@ pub enum KernelFormat {
     Vmlinux,
     /// A bare-metal ELF64 image, entered in 64-bit long mode at its entry point.
     Elf,
+    /// An arm64 Linux `Image` (magic `ARM\x64` at 0x38), loaded at the start
+    /// of RAM and entered with the device tree's address in x0.
+    Image,
+}
+
+impl KernelFormat {
+    /// The formats cellvm boots on the architecture it was built for.
+    pub const NATIVE: &'static [KernelFormat] = if cfg!(target_arch = "aarch64") {
+        &[KernelFormat::Image]
+    } else {
+        &[
+            KernelFormat::BzImage,
+            KernelFormat::Vmlinux,
+            KernelFormat::Elf,
+        ]
+    };
+
+    /// The name a cell file gives the format (`kernel.format`).
+    pub fn name(self) -> &'static str {
+        match self {
+            KernelFormat::BzImage => "bzimage",
+            KernelFormat::Vmlinux => "vmlinux",
+            KernelFormat::Elf => "elf",
+            KernelFormat::Image => "image",
+        }
+    }
 }
 
 /// What the cell boots.

@@ -540,7 +540,8 @@ fn detect_kernel_format_reads_files() {
     assert_eq!(
         detect_kernel_format(&junk).map_err(|e| e.to_string()),
         Err(format!(
-            "{} is neither a bzImage (\"HdrS\" at 0x202) nor an ELF64 x86_64 image",
+            "{} is neither a bzImage (\"HdrS\" at 0x202), an ELF64 x86_64 image nor an arm64 \
+             Image (\"ARM\\x64\" at 0x38)",
             junk.display()
         ))
     );
@@ -1176,7 +1177,7 @@ fn rejects_unaligned_memory_size() {
 fn rejects_lowest_region_not_at_zero() {
     assert_err(
         &memory_cell("[[memory]]\nbase = 0x1000000\nsize = \"256M\"\n"),
-        "cells/x.toml:5:8: memory[0].base: the lowest memory region must start at 0, \
+        "cells/x.toml:5:8: memory[0].base: the lowest memory region must start at 0x0, \
          got 0x1000000",
     );
 }
@@ -1185,7 +1186,7 @@ fn rejects_lowest_region_not_at_zero() {
 fn rejects_region_at_zero_smaller_than_16_mib() {
     assert_err(
         &memory_cell("[[memory]]\nsize = \"8M\"\n[[memory]]\nbase = 0x1000000\nsize = \"64M\"\n"),
-        "cells/x.toml:5:8: memory[0].size: the region at 0 must be at least 16 MiB, got 8 MiB",
+        "cells/x.toml:5:8: memory[0].size: the region at 0x0 must be at least 16 MiB, got 8 MiB",
     );
 }
 
@@ -1282,8 +1283,8 @@ fn rejects_kernel_of_unknown_format() {
         dir.path(),
         &kernel_cell("[kernel]\npath = \"junk.bin\"\n"),
         &format!(
-            "cells/x.toml:7:8: kernel.path: {} is neither a bzImage (\"HdrS\" at 0x202) \
-             nor an ELF64 x86_64 image",
+            "cells/x.toml:7:8: kernel.path: {} is neither a bzImage (\"HdrS\" at 0x202), \
+             an ELF64 x86_64 image nor an arm64 Image (\"ARM\\x64\" at 0x38)",
             dir.path().join("junk.bin").display()
         ),
     );
@@ -2084,5 +2085,23 @@ fn a_connector_id_may_not_repeat_a_device_id() {
     assert_err(
         &head("[[uart]]\nid = \"j1\"\n[[connector]]\nid = \"j1\"\n"),
         "cells/x.toml:11:6: connector[0].id: duplicate id \"j1\" (already used by uart[0])",
+    );
+}
+
+#[cfg(target_arch = "x86_64")]
+#[test]
+fn an_arm64_image_is_recognised_and_refused_on_x86_64() {
+    let dir = kernel_dir();
+    let mut image = vec![0u8; 0x1000];
+    image[0x38..0x3c].copy_from_slice(b"ARM\x64");
+    std::fs::write(dir.path().join("Image"), &image).unwrap();
+    assert_err_in(
+        dir.path(),
+        &kernel_cell("[kernel]\npath = \"Image\"\n"),
+        &format!(
+            "cells/x.toml:7:8: kernel.path: {} is \"image\", which this cellvm (x86_64) cannot \
+             boot: it boots \"bzimage\", \"vmlinux\" or \"elf\"",
+            dir.path().join("Image").display()
+        ),
     );
 }

@@ -16,18 +16,16 @@ use super::raw::{
 };
 use super::size::{human_size, parse_size, GIB, KIB, MIB};
 use crate::platform::{
-    CAM_BUS_SIZE, DEVICE_WINDOW_END, DEVICE_WINDOW_START, ECAM_BUS_SIZE, IOAPIC_BASE, IOAPIC_PINS,
-    UART_PORT_COUNT, VIRTIO_MMIO_SIZE,
+    CAM_BUS_SIZE, DEVICE_WINDOW_END, DEVICE_WINDOW_START, ECAM_BUS_SIZE, IRQ_LINES, RAM_BASE,
+    RAM_LIMIT, UART_PORT_COUNT, VIRTIO_FIXED_WINDOW, VIRTIO_MMIO_SIZE,
 };
 use std::io;
 use std::path::{Path, PathBuf};
 
 /// Guest page size: RAM regions are aligned to it.
 const PAGE: u64 = 4 * KIB;
-/// Smallest RAM a cell may have (in total, and in the region at 0).
+/// Smallest RAM a cell may have (in total, and in the lowest region).
 const MIN_RAM: u64 = 16 * MIB;
-/// RAM must end at or below 256 GiB (the 64-bit PCI pool starts there).
-const RAM_LIMIT: u64 = 0x40_0000_0000;
 /// 4 GiB: the end of the 32-bit address space.
 const FOUR_GIB: u64 = 4 * GIB;
 /// Longest kernel command line (the boot protocol's limit minus the NUL).
@@ -35,7 +33,6 @@ const CMDLINE_MAX: usize = 2047;
 /// Command line used when none is given.
 pub(crate) const DEFAULT_CMDLINE: &str = "console=ttyS0";
 /// Where fixed virtio-mmio devices may go: the device window up to the IOAPIC.
-const VIRTIO_WINDOW: (u64, u64) = (DEVICE_WINDOW_START, IOAPIC_BASE);
 /// Smallest PCI MMIO window.
 const MIN_PCI_WINDOW: u64 = MIB;
 /// Host CPUs a pin may name: what a `cpu_set_t` can hold.
@@ -609,7 +606,7 @@ fn memory(
         let f = format!("memory[{i}]");
         let base = match &r.value.base {
             Some(b) => ctx.non_negative(b, &format!("{f}.base"))?,
-            None if i == 0 => 0,
+            None if i == 0 => RAM_BASE,
             None => {
                 return Err(ctx.missing(
                     &r.span,
@@ -703,13 +700,13 @@ fn memory(
         let Some(r) = list.value.get(low.index) else {
             return Err(ctx.invalid(&list.span, &f, "internal error: region index"));
         };
-        if low.base != 0 {
+        if low.base != RAM_BASE {
             let span = r.value.base.as_ref().map_or(&r.span, |b| &b.span);
             return Err(ctx.invalid(
                 span,
                 &format!("{f}.base"),
                 format!(
-                    "the lowest memory region must start at 0, got {:#x}",
+                    "the lowest memory region must start at {RAM_BASE:#x}, got {:#x}",
                     low.base
                 ),
             ));
@@ -720,7 +717,7 @@ fn memory(
                 span,
                 &format!("{f}.size"),
                 format!(
-                    "the region at 0 must be at least 16 MiB, got {}",
+                    "the region at {RAM_BASE:#x} must be at least 16 MiB, got {}",
                     human_size(low.size)
                 ),
             ));
@@ -746,10 +743,18 @@ fn memory(
 }
 
 fn format_name(f: KernelFormat) -> &'static str {
-    match f {
-        KernelFormat::BzImage => "bzimage",
-        KernelFormat::Vmlinux => "vmlinux",
-        KernelFormat::Elf => "elf",
+    f.name()
+}
+
+/// The formats this build boots, for messages: `"bzimage", "vmlinux" or "elf"`.
+fn native_format_list() -> String {
+    let names: Vec<String> = KernelFormat::NATIVE
+        .iter()
+        .map(|f| format!("{:?}", f.name()))
+        .collect();
+    match names.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => names.join(""),
     }
 }
 
@@ -763,12 +768,14 @@ fn kernel(ctx: &Ctx<'_>, k: &Sp<RawKernel>) -> Result<KernelConfig, ConfigError>
             "bzimage" => KernelFormat::BzImage,
             "vmlinux" => KernelFormat::Vmlinux,
             "elf" => KernelFormat::Elf,
+            "image" => KernelFormat::Image,
             other => {
                 return Err(ctx.invalid(
                     &f.span,
                     "kernel.format",
                     format!(
-                        "unknown format {other:?}, expected \"bzimage\", \"vmlinux\" or \"elf\""
+                        "unknown format {other:?}, expected {}",
+                        native_format_list()
                     ),
                 ))
             }
@@ -791,7 +798,11 @@ fn kernel(ctx: &Ctx<'_>, k: &Sp<RawKernel>) -> Result<KernelConfig, ConfigError>
                         "is an ELF64 image without \"Linux\" notes (a bare-metal ELF)"
                     }
                     (Some(KernelFormat::Elf), _) => "is an ELF64 x86_64 image",
+                    (Some(KernelFormat::Image), _) => "is an arm64 Image",
                     (None, KernelFormat::BzImage) => "has no bzImage header (\"HdrS\" at 0x202)",
+                    (None, KernelFormat::Image) => {
+                        "has no arm64 Image header (\"ARM\\x64\" at 0x38)"
+                    }
                     (None, _) => "is not an ELF64 x86_64 image",
                 };
                 return Err(ctx.invalid(
@@ -805,15 +816,33 @@ fn kernel(ctx: &Ctx<'_>, k: &Sp<RawKernel>) -> Result<KernelConfig, ConfigError>
                     &path_v.span,
                     "kernel.path",
                     format!(
-                        "{} is neither a bzImage (\"HdrS\" at 0x202) nor an ELF64 x86_64 image",
+                        "{} is neither a bzImage (\"HdrS\" at 0x202), an ELF64 x86_64 image \
+                         nor an arm64 Image (\"ARM\\x64\" at 0x38)",
                         shown(&path)
                     ),
                 ))
             }
         }
     } else {
-        given.unwrap_or(KernelFormat::BzImage)
+        given.unwrap_or(KernelFormat::NATIVE[0])
     };
+    if !KernelFormat::NATIVE.contains(&format) {
+        let (span, field) = match &k.value.format {
+            Some(f) => (&f.span, "kernel.format"),
+            None => (&path_v.span, "kernel.path"),
+        };
+        return Err(ctx.invalid(
+            span,
+            field,
+            format!(
+                "{} is {:?}, which this cellvm ({}) cannot boot: it boots {}",
+                shown(&path),
+                format.name(),
+                std::env::consts::ARCH,
+                native_format_list()
+            ),
+        ));
+    }
     let initrd = match &k.value.initrd {
         None => None,
         Some(i) => {
@@ -974,7 +1003,7 @@ pub(super) fn virtio(
                     format!("{base:#x} is not a multiple of 4 KiB"),
                 ));
             }
-            let (lo, hi) = VIRTIO_WINDOW;
+            let (lo, hi) = VIRTIO_FIXED_WINDOW;
             let end = base.saturating_add(VIRTIO_MMIO_SIZE);
             if base < lo || end > hi {
                 return Err(ctx.invalid(
@@ -1693,7 +1722,7 @@ pub(super) fn uart(
 fn ioapic_pin(ctx: &Ctx<'_>, q: &Sp<i64>, field: &str) -> Result<u32, ConfigError> {
     u32::try_from(q.value)
         .ok()
-        .filter(|&p| p < IOAPIC_PINS)
+        .filter(|&p| p < IRQ_LINES)
         .ok_or_else(|| {
             ctx.invalid(
                 &q.span,
@@ -1701,7 +1730,7 @@ fn ioapic_pin(ctx: &Ctx<'_>, q: &Sp<i64>, field: &str) -> Result<u32, ConfigErro
                 format!(
                     "IOAPIC pin {} does not exist (pins are 0 to {})",
                     q.value,
-                    IOAPIC_PINS - 1
+                    IRQ_LINES - 1
                 ),
             )
         })

@@ -4,10 +4,12 @@
 //! validate size and range before a device sees it, so device code only ever
 //! handles accesses that lie entirely inside its own window.
 
+#[cfg(target_arch = "x86_64")]
 pub mod acpi_power;
 pub mod boot_timer;
 mod bus;
 pub mod debug_exit;
+#[cfg(target_arch = "x86_64")]
 pub mod legacy;
 pub mod pvpanic;
 pub mod serial;

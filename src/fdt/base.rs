@@ -2,20 +2,24 @@
 //! `fdt-templates/`.
 //!
 //! Each `*_node` function instantiates one template and returns a
-//! self-contained [`Node`] whose references to the IOAPIC stay symbolic
-//! (`&ioapic`), so the same function serves the base tree and, later, overlay
-//! fragments that attach hardware at runtime.
+//! self-contained [`Node`] whose references to the interrupt controller
+//! stay symbolic (`&ioapic`, `&gic`), so the same function serves the base
+//! tree and, later, overlay fragments that attach hardware at runtime.
+//! Interrupt specifiers come from [`crate::platform::irq_cells`]; the nodes
+//! only one architecture has (CPUs, interrupt controller, console) are built
+//! by `fdt::x86_64` and `fdt::aarch64`.
 
+use super::arch;
 use super::template::{Template, Vars};
-use super::tree::{child_path, Cell, Node, Property};
+use super::tree::{Cell, Node, Property};
 use super::FdtError;
 use crate::config::{CellConfig, DeviceConfig, DeviceState, PciHostKind, Window};
 use crate::layout::{CellLayout, ConnectorSlot, PciBridgeSlot, UartSlot, VirtioMmioSlot};
 use crate::pci::pci_intx_pin;
 use crate::platform::*;
 
-/// Label (and so phandle) of the IOAPIC node; every interrupt refers to it.
-pub const IOAPIC_LABEL: &str = "ioapic";
+/// Label (and so phandle) of the x86 IOAPIC node.
+pub const IOAPIC_LABEL: &str = crate::platform::x86_64::INTC_LABEL;
 /// Label of the x86 MSI target node (`msi.dts`); PCI bridges' msi-map
 /// refers to it.
 pub const MSI_LABEL: &str = "msi";
@@ -50,9 +54,13 @@ pub mod templates {
     template!(MSI, "msi.dts");
     template!(CONNECTOR, "connector.dts");
     template!(NS16550_MMIO, "ns16550-mmio.dts");
+    template!(ARM_CPU, "arm-cpu.dts");
+    template!(ARM_GIC, "arm-gic.dts");
+    template!(ARM_TIMER, "arm-timer.dts");
+    template!(ARM_PSCI, "arm-psci.dts");
 
     /// Every template, for checks that they all parse.
-    pub const ALL: [Template; 18] = [
+    pub const ALL: [Template; 22] = [
         ROOT,
         CHOSEN,
         ALIASES,
@@ -71,64 +79,43 @@ pub mod templates {
         MSI,
         CONNECTOR,
         NS16550_MMIO,
+        ARM_CPU,
+        ARM_GIC,
+        ARM_TIMER,
+        ARM_PSCI,
     ];
 }
 
-use templates as t;
-
-/// Name of the ISA bus node under the root, as in `isa.dts` (Linux matches
-/// the part before `@`; see the template for the unit address).
-const ISA_NAME: &str = "isa@1";
-
-/// Interrupt type cell: level triggered, active high.
-const IRQ_LEVEL_HIGH: u32 = 1;
+pub(super) use templates as t;
 
 /// PCI `ranges` space code: 32-bit memory, non-prefetchable.
 const PCI_SPACE_MEM32: u32 = 0x0200_0000;
 /// PCI `ranges` space code: 64-bit memory, prefetchable.
 const PCI_SPACE_MEM64_PREF: u32 = 0x4300_0000;
 
-fn hi(v: u64) -> u32 {
+pub(super) fn hi(v: u64) -> u32 {
     (v >> 32) as u32
 }
 
-fn lo(v: u64) -> u32 {
+pub(super) fn lo(v: u64) -> u32 {
     v as u32
 }
 
 /// `<base-hi base-lo size-hi size-lo>` for a node under the root
 /// (`#address-cells = <2>`, `#size-cells = <2>`).
-fn reg_cells(base: u64, size: u64) -> [u32; 4] {
+pub(super) fn reg_cells(base: u64, size: u64) -> [u32; 4] {
     [hi(base), lo(base), hi(size), lo(size)]
 }
 
 /// Unit address and `reg` for a window under the root.
-fn window_vars(w: Window) -> Vars {
+pub(super) fn window_vars(w: Window) -> Vars {
     Vars::new()
         .hex("unit", w.base)
         .cells("reg", reg_cells(w.base, w.size))
 }
 
-/// Node name of the console UART under `/isa`.
-fn uart_name() -> String {
-    format!("serial@{:x}", UART_PORT)
-}
-
-/// Full path of the console UART node (`/isa/serial@3f8`).
-pub fn uart_path() -> String {
-    child_path(&child_path("/", ISA_NAME), &uart_name())
-}
-
-/// The IOAPIC node (labelled [`IOAPIC_LABEL`]).
-pub fn ioapic_node() -> Result<Node, FdtError> {
-    t::IOAPIC.instantiate(&window_vars(Window {
-        base: IOAPIC_BASE,
-        size: IOAPIC_SIZE,
-    }))
-}
-
-/// A 16550 under the ISA bus at `port` with IOAPIC pin `irq`.
-fn ns16550_node(port: u16, irq: u32) -> Result<Node, FdtError> {
+/// A 16550 under the ISA bus at `port` with IOAPIC pin `irq` (x86_64).
+pub(super) fn ns16550_node(port: u16, irq: u32) -> Result<Node, FdtError> {
     t::NS16550.instantiate(
         &Vars::new()
             .raw("unit", format!("{port:x}"))
@@ -142,26 +129,19 @@ fn ns16550_node(port: u16, irq: u32) -> Result<Node, FdtError> {
 pub fn uart_node(slot: &UartSlot) -> Result<Node, FdtError> {
     match slot.mmio {
         None => ns16550_node(slot.port, slot.irq),
-        Some(w) => t::NS16550_MMIO.instantiate(
-            &window_vars(Window {
-                base: w.base,
-                size: u64::from(UART_PORT_COUNT),
-            })
-            .cells("irq", [slot.irq]),
-        ),
+        Some(w) => ns16550_mmio_node(w.base, slot.irq),
     }
 }
 
-/// The ISA bus with the console UART and the cell's extra UARTs.
-fn isa_node(cfg: &CellConfig, uarts: &[UartSlot]) -> Result<Node, FdtError> {
-    let mut isa = t::ISA.instantiate(&Vars::new())?;
-    isa.add_child(ns16550_node(UART_PORT, UART_IRQ)?)?;
-    for slot in uarts {
-        let mut node = uart_node(slot)?;
-        with_state(&mut node, state_of(cfg, &slot.id));
-        isa.add_child(node)?;
-    }
-    Ok(isa)
+/// A memory-mapped 16550 at `base` (its 8 byte registers) on line `irq`.
+pub(super) fn ns16550_mmio_node(base: u64, irq: u32) -> Result<Node, FdtError> {
+    t::NS16550_MMIO.instantiate(
+        &window_vars(Window {
+            base,
+            size: u64::from(UART_PORT_COUNT),
+        })
+        .cells("irq", irq_cells(irq, Trigger::Edge)),
+    )
 }
 
 /// The debug-exit platform device.
@@ -195,13 +175,15 @@ pub fn channel_node() -> Result<Node, FdtError> {
             base: CHANNEL_BASE,
             size: CHANNEL_SIZE,
         })
-        .cells("irq", [CHANNEL_IRQ]),
+        .cells("irq", irq_cells(CHANNEL_IRQ, Trigger::LevelHigh)),
     )
 }
 
 /// A virtio-mmio transport.
 pub fn virtio_mmio_node(slot: &VirtioMmioSlot) -> Result<Node, FdtError> {
-    t::VIRTIO_MMIO.instantiate(&window_vars(slot.window).cells("irq", [slot.irq]))
+    t::VIRTIO_MMIO.instantiate(
+        &window_vars(slot.window).cells("irq", irq_cells(slot.irq, Trigger::LevelHigh)),
+    )
 }
 
 /// An add-on connector, labelled with its id.
@@ -244,14 +226,16 @@ pub fn pci_host_node(slot: &PciBridgeSlot) -> Result<Node, FdtError> {
                 [u32::from(slot.bus_start), u32::from(slot.bus_end)],
             )
             .cells("ranges", ranges)
-            .cells("interrupt_map", pci_interrupt_map(&slot.intx)),
+            .cells("interrupt_map", pci_interrupt_map(&slot.intx))
+            .raw("msi_map", arch::PCI_MSI_MAP),
     )
 }
 
 /// `interrupt-map` cells for devices 0..31 × INTA..INTD:
-/// `<devfn<<8 0 0 pin &ioapic ioapic-pin level-high>` each.
+/// `<devfn<<8 0 0 pin &intc [parent unit address] specifier>` each, the
+/// specifier level-high.
 fn pci_interrupt_map(intx: &[u32; 4]) -> Vec<Cell> {
-    let mut cells = Vec::with_capacity(32 * 4 * 7);
+    let mut cells = Vec::with_capacity(32 * 4 * 10);
     for device in 0..32u32 {
         for pin in 1..=4u32 {
             cells.extend([
@@ -259,49 +243,37 @@ fn pci_interrupt_map(intx: &[u32; 4]) -> Vec<Cell> {
                 Cell::Num(0),
                 Cell::Num(0),
                 Cell::Num(pin),
-                Cell::Ref(IOAPIC_LABEL.to_string()),
-                Cell::Num(pci_intx_pin(intx, device, pin)),
-                Cell::Num(IRQ_LEVEL_HIGH),
+                Cell::Ref(INTC_LABEL.to_string()),
             ]);
+            cells.extend(std::iter::repeat_n(Cell::Num(0), INTC_ADDRESS_CELLS));
+            let line = pci_intx_pin(intx, device, pin);
+            cells.extend(
+                irq_cells(line, Trigger::LevelHigh)
+                    .into_iter()
+                    .map(Cell::Num),
+            );
         }
     }
     cells
 }
 
-/// Assembles the base tree.
+/// Assembles the base tree: the root, the architecture's own nodes (CPUs,
+/// interrupt controller, console, `chosen`), then the platform devices and
+/// the configured ones.
 pub(super) fn build(cfg: &CellConfig, layout: &CellLayout) -> Result<Node, FdtError> {
-    let mut root =
-        t::ROOT.instantiate(&Vars::new().string("model", format!("cellvm {}", cfg.name)))?;
-
-    let uart = uart_path();
-    root.add_child(
-        t::CHOSEN.instantiate(
-            &Vars::new()
-                .string("bootargs", cfg.kernel.cmdline.as_str())
-                .string("stdout_path", uart.as_str()),
-        )?,
+    let mut root = t::ROOT.instantiate(
+        &Vars::new()
+            .string("model", format!("cellvm {}", cfg.name))
+            .cells("intc", [Cell::Ref(INTC_LABEL.to_string())]),
     )?;
+    let uart = arch::uart_path();
+    root.add_child(arch::chosen_node(cfg, &uart)?)?;
     root.add_child(t::ALIASES.instantiate(&Vars::new().string("serial0", uart.as_str()))?)?;
-
-    let mut cpus = t::CPUS.instantiate(&Vars::new())?;
-    for id in 0..u32::from(cfg.cpus.count) {
-        cpus.add_child(
-            t::CPU.instantiate(
-                &Vars::new()
-                    .hex("unit", u64::from(id))
-                    .cells("apic_id", [id]),
-            )?,
-        )?;
-    }
-    root.add_child(cpus)?;
-
+    root.add_child(arch::cpus_node(cfg)?)?;
     for w in &layout.memory {
         root.add_child(t::MEMORY.instantiate(&window_vars(*w))?)?;
     }
-
-    root.add_child(ioapic_node()?)?;
-    root.add_child(t::MSI.instantiate(&Vars::new())?)?;
-    root.add_child(isa_node(cfg, &layout.uarts)?)?;
+    arch::add_platform_nodes(&mut root, cfg, layout)?;
     root.add_child(debug_exit_node()?)?;
     root.add_child(boot_timer_node()?)?;
     root.add_child(pvpanic_node()?)?;
@@ -323,7 +295,7 @@ pub(super) fn build(cfg: &CellConfig, layout: &CellLayout) -> Result<Node, FdtEr
 }
 
 /// The configured state of device `id` (`okay` if the config has none).
-fn state_of(cfg: &CellConfig, id: &str) -> DeviceState {
+pub(super) fn state_of(cfg: &CellConfig, id: &str) -> DeviceState {
     cfg.devices()
         .iter()
         .find(|d| d.id() == id)

@@ -18,12 +18,21 @@
 //!
 //! See `docs/device-tree.md` for what goes in the tree and why.
 
+#[cfg(target_arch = "aarch64")]
+pub mod aarch64;
 mod base;
 pub mod dts;
 pub mod emit;
 pub mod overlay;
 pub mod template;
 pub mod tree;
+#[cfg(not(target_arch = "aarch64"))]
+pub mod x86_64;
+
+#[cfg(target_arch = "aarch64")]
+use aarch64 as arch;
+#[cfg(not(target_arch = "aarch64"))]
+use x86_64 as arch;
 
 #[cfg(test)]
 mod dts_tests;
@@ -33,12 +42,15 @@ mod tests;
 #[cfg(test)]
 pub(crate) mod overlay_tests;
 
+pub use arch::uart_path;
 pub use base::{
-    boot_timer_node, channel_node, connector_node, debug_exit_node, ioapic_node, pci_host_node,
-    templates, uart_node, uart_path, virtio_mmio_node, IOAPIC_LABEL, MSI_LABEL,
+    boot_timer_node, channel_node, connector_node, debug_exit_node, pci_host_node, templates,
+    uart_node, virtio_mmio_node, IOAPIC_LABEL, MSI_LABEL,
 };
 pub use template::{Template, Value, Vars};
 pub use tree::{Cell, Chunk, Node, Phandles, Property, Reference};
+#[cfg(not(target_arch = "aarch64"))]
+pub use x86_64::ioapic_node;
 
 use crate::config::CellConfig;
 use crate::layout::CellLayout;
@@ -145,6 +157,9 @@ pub enum FdtError {
     /// Only a root node (named `/`) can be emitted as a whole DTB.
     #[error("cannot emit node {0} as a device tree: it is not a root node (/)")]
     NotRoot(String),
+    /// A node the base tree always has is missing (a bug).
+    #[error("the base tree has no {0} node")]
+    MissingNode(&'static str),
     /// vm-fdt refused a node or property.
     #[error("writing {path}: {source}")]
     Writer {

@@ -830,8 +830,9 @@ fn every_compiled_in_template_instantiates_in_the_base_tree() {
         "connector-bus",
     ];
     // Every template but the memory-mapped UART's (add-on boards only,
-    // checked in attach::addon_tests) is in the full tree.
-    assert_eq!(expected.len(), templates::ALL.len() - 1);
+    // checked in attach::addon_tests) and the four aarch64 ones
+    // (`arm_templates_instantiate`) is in the full tree.
+    assert_eq!(expected.len(), templates::ALL.len() - 5);
     assert_eq!(kinds, expected.iter().map(|s| s.to_string()).collect());
     for t in templates::ALL {
         assert!(
@@ -1339,5 +1340,40 @@ fn reserved_and_disabled_devices_carry_their_status_and_okay_ones_none() {
     assert_eq!(
         status(format!("/pci@{:x}", b.config.base)),
         Some("disabled".to_string())
+    );
+}
+
+#[test]
+fn arm_templates_instantiate_with_their_placeholders() {
+    use crate::fdt::template::Vars;
+    let cpu = templates::ARM_CPU
+        .instantiate(&Vars::new().hex("unit", 0x101).cells("mpidr", [0x101]))
+        .unwrap();
+    assert_eq!(cpu.name(), "cpu@101");
+    assert_eq!(
+        cpu.property("enable-method").and_then(|p| p.as_str()),
+        Some("psci")
+    );
+    let gic = templates::ARM_GIC
+        .instantiate(&Vars::new().hex("unit", 0x800_0000).cells(
+            "reg",
+            [0, 0x800_0000, 0, 0x1_0000, 0, 0x810_0000, 0, 0x2_0000],
+        ))
+        .unwrap();
+    assert_eq!(gic.label(), Some("gic"));
+    let timer = templates::ARM_TIMER
+        .instantiate(&Vars::new().cells("interrupts", [1, 13, 4, 1, 14, 4, 1, 11, 4, 1, 10, 4]))
+        .unwrap();
+    assert_eq!(
+        timer
+            .property("interrupts")
+            .and_then(|p| p.as_u32s())
+            .map(|v| v.len()),
+        Some(12)
+    );
+    let psci = templates::ARM_PSCI.instantiate(&Vars::new()).unwrap();
+    assert_eq!(
+        psci.property("method").and_then(|p| p.as_str()),
+        Some("hvc")
     );
 }

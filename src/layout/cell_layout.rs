@@ -224,32 +224,18 @@ impl CellLayout {
         for (i, w) in memory.iter().enumerate() {
             map.reserve(Owner::Memory(i), *w)?;
         }
-        let fixed = [
-            (Platform::DebugExit, DEBUG_EXIT_BASE, PLATFORM_DEVICE_SIZE),
-            (Platform::BootTimer, BOOT_TIMER_BASE, PLATFORM_DEVICE_SIZE),
-            (Platform::Pvpanic, PVPANIC_BASE, PLATFORM_DEVICE_SIZE),
-            (Platform::Channel, CHANNEL_BASE, CHANNEL_SIZE),
-            (Platform::Ioapic, IOAPIC_BASE, IOAPIC_SIZE),
-            (Platform::Lapic, LAPIC_BASE, LAPIC_SIZE),
-        ];
-        for (owner, base, size) in fixed {
+        for (owner, base, size) in FIXED_MMIO {
             map.reserve(Owner::Platform(owner), Window { base, size })?;
         }
         let mut ports = AddressMap::default();
-        let fixed_ports = [
-            (Platform::I8042, I8042_PORT, I8042_PORT_COUNT),
-            (Platform::Cmos, CMOS_PORT, CMOS_PORT_COUNT),
-            (Platform::AcpiPower, ACPI_POWER_PORT, ACPI_POWER_PORT_COUNT),
-            (Platform::Console, UART_PORT, UART_PORT_COUNT),
-        ];
-        for (owner, base, count) in fixed_ports {
+        for (owner, base, count) in FIXED_PORTS {
             let w = Window {
                 base: u64::from(base),
                 size: u64::from(count),
             };
             ports.reserve(Owner::Platform(owner), w)?;
         }
-        let mut irqs = IrqAllocator::new(IOAPIC_PINS, FIRST_DYNAMIC_IRQ);
+        let mut irqs = IrqAllocator::new(IRQ_LINES, FIRST_DYNAMIC_IRQ);
         irqs.reserve(&Owner::Platform(Platform::Console), UART_IRQ)?;
         irqs.reserve(&Owner::Platform(Platform::Channel), CHANNEL_IRQ)?;
         Ok(CellLayout {

@@ -3,63 +3,7 @@
 
 use std::fmt;
 
-/// cellvm's fixed platform devices, whose ids no configured or attached
-/// device may take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Platform {
-    /// The console UART at 0x3f8.
-    Console,
-    /// The debug-exit device.
-    DebugExit,
-    /// The boot-timer device.
-    BootTimer,
-    /// The pvpanic device.
-    Pvpanic,
-    /// The paravirtual channel.
-    Channel,
-    /// The IOAPIC.
-    Ioapic,
-    /// The local APIC.
-    Lapic,
-    /// The i8042 (reset only).
-    I8042,
-    /// The CMOS RTC.
-    Cmos,
-    /// The ACPI sleep and reset registers.
-    AcpiPower,
-}
-
-impl Platform {
-    /// Every platform device.
-    pub const ALL: [Platform; 10] = [
-        Platform::Console,
-        Platform::DebugExit,
-        Platform::BootTimer,
-        Platform::Pvpanic,
-        Platform::Channel,
-        Platform::Ioapic,
-        Platform::Lapic,
-        Platform::I8042,
-        Platform::Cmos,
-        Platform::AcpiPower,
-    ];
-
-    /// The device's id (`debug-exit`).
-    pub fn name(self) -> &'static str {
-        match self {
-            Platform::Console => "console",
-            Platform::DebugExit => "debug-exit",
-            Platform::BootTimer => "boot-timer",
-            Platform::Pvpanic => "pvpanic",
-            Platform::Channel => "channel",
-            Platform::Ioapic => "ioapic",
-            Platform::Lapic => "lapic",
-            Platform::I8042 => "i8042",
-            Platform::Cmos => "cmos",
-            Platform::AcpiPower => "acpi-power",
-        }
-    }
-}
+pub use crate::platform::Platform;
 
 /// The part of a PCI host bridge a reservation is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

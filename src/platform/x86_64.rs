@@ -1,7 +1,8 @@
-//! Guest-physical constants of the x86_64 cell platform: where cellvm's
-//! own devices sit, the pools devices are placed from, and the IOAPIC pins
-//! that are fixed. `layout` places devices with them; `config` checks fixed
-//! addresses against them; device models and the device tree read them.
+//! The x86_64 cell platform: cellvm's own devices below 4 GiB, the pools
+//! devices are placed from, the in-kernel IOAPIC and LAPIC, the legacy I/O
+//! ports (docs/architecture.md, "The address map (x86_64)").
+
+use super::{Platform, Trigger, CHANNEL_SIZE, PLATFORM_DEVICE_SIZE, UART_PORT_COUNT};
 
 /// RAM may not be placed in `[DEVICE_WINDOW_START, DEVICE_WINDOW_END)`.
 pub const DEVICE_WINDOW_START: u64 = 0xc000_0000;
@@ -17,34 +18,12 @@ pub const DEBUG_EXIT_BASE: u64 = PLATFORM_BASE;
 pub const BOOT_TIMER_BASE: u64 = PLATFORM_BASE + 0x1000;
 /// pvpanic device (`qemu,pvpanic-mmio`: the guest kernel reports a panic).
 pub const PVPANIC_BASE: u64 = PLATFORM_BASE + 0x2000;
-/// Bytes of the pvpanic register window the device tree describes (QEMU's
-/// size; the layout reserves a whole platform page).
-pub const PVPANIC_REG_SIZE: u64 = 2;
-/// Size of each small platform device.
-pub const PLATFORM_DEVICE_SIZE: u64 = 0x1000;
 /// Paravirtual channel: registers + message buffer.
 pub const CHANNEL_BASE: u64 = 0xd001_0000;
-/// Size of the channel window.
-pub const CHANNEL_SIZE: u64 = 0x1_0000;
 /// Pool for virtio-mmio devices (one page each).
 pub const VIRTIO_MMIO_POOL: (u64, u64) = (0xd010_0000, 0xd020_0000);
-/// Size of one virtio-mmio device.
-pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 /// Pool for the windows of add-on connectors.
 pub const CONNECTOR_POOL: (u64, u64) = (0xd100_0000, 0xe000_0000);
-/// Window of a connector whose config gives no size (1 MiB).
-pub const DEFAULT_CONNECTOR_SIZE: u64 = 0x10_0000;
-/// Smallest connector window (64 KiB: sixteen virtio-mmio pages).
-pub const MIN_CONNECTOR_SIZE: u64 = 0x1_0000;
-/// Largest connector window (64 MiB).
-pub const MAX_CONNECTOR_SIZE: u64 = 0x400_0000;
-/// IOAPIC pins of a connector whose config gives no count.
-pub const DEFAULT_CONNECTOR_IRQS: u32 = 4;
-/// Most IOAPIC pins one connector may reserve.
-pub const MAX_CONNECTOR_IRQS: u32 = 8;
-/// 32-bit window of an add-on's PCI bridge whose table gives no `mmio32`
-/// size (1 MiB, inside the connector's window).
-pub const ADDON_MMIO32_SIZE: u64 = 0x10_0000;
 /// Pool for PCI configuration windows (ECAM/CAM), below 4 GiB.
 pub const PCI_CONFIG_POOL: (u64, u64) = (0xe000_0000, 0xfe00_0000);
 /// IOAPIC registers.
@@ -61,25 +40,9 @@ pub const PCI_MMIO64_POOL: (u64, u64) = (0x40_0000_0000, 0x50_0000_0000);
 pub const IOAPIC_PINS: u32 = 24;
 /// Console UART I/O port base.
 pub const UART_PORT: u16 = 0x3f8;
-/// Console UART IOAPIC pin.
-pub const UART_IRQ: u32 = 4;
-/// Paravirtual channel IOAPIC pin.
-pub const CHANNEL_IRQ: u32 = 5;
-/// First IOAPIC pin handed out to devices.
-pub const FIRST_DYNAMIC_IRQ: u32 = 6;
-/// Value the guest writes to the boot-timer device.
-pub const BOOT_TIMER_MAGIC: u32 = 0x1234_5678;
-/// Bytes of configuration space per bus for ECAM.
-pub const ECAM_BUS_SIZE: u64 = 1 << 20;
-/// Bytes of configuration space per bus for CAM.
-pub const CAM_BUS_SIZE: u64 = 1 << 16;
-/// I/O ports a 16550 UART decodes.
-pub const UART_PORT_COUNT: u16 = 8;
 /// Ports tried, in order, for an extra UART without a fixed port (COM2,
 /// COM3, COM4).
 pub const DEFAULT_UART_PORTS: [u16; 3] = [0x2f8, 0x3e8, 0x2e8];
-/// IOAPIC pin an extra UART gets by default (COM2's ISA IRQ), when free.
-pub const DEFAULT_UART_IRQ: u32 = 3;
 /// The i8042 controller's ports (0x60..0x65: data, status/command; only
 /// the reset command is served).
 pub const I8042_PORT: u16 = 0x60;
@@ -94,5 +57,47 @@ pub const CMOS_PORT_COUNT: u16 = 2;
 pub const ACPI_POWER_PORT: u16 = 0x600;
 /// Number of ACPI power ports.
 pub const ACPI_POWER_PORT_COUNT: u16 = 2;
-/// Size of an allocated 32-bit PCI window when the config gives none.
-pub const DEFAULT_MMIO32_SIZE: u64 = 0x100_0000;
+/// Where guest RAM starts (the first region's base when the config gives
+/// none).
+pub const RAM_BASE: u64 = 0;
+/// RAM must end at or below this address (256 GiB).
+pub const RAM_LIMIT: u64 = 0x40_0000_0000;
+/// Interrupt lines devices are wired to: the IOAPIC's pins.
+pub const IRQ_LINES: u32 = IOAPIC_PINS;
+/// Where a virtio-mmio device with a fixed `base` may sit.
+pub const VIRTIO_FIXED_WINDOW: (u64, u64) = (DEVICE_WINDOW_START, IOAPIC_BASE);
+/// The platform devices in guest-physical memory: owner, base, size.
+pub const FIXED_MMIO: [(Platform, u64, u64); 6] = [
+    (Platform::DebugExit, DEBUG_EXIT_BASE, PLATFORM_DEVICE_SIZE),
+    (Platform::BootTimer, BOOT_TIMER_BASE, PLATFORM_DEVICE_SIZE),
+    (Platform::Pvpanic, PVPANIC_BASE, PLATFORM_DEVICE_SIZE),
+    (Platform::Channel, CHANNEL_BASE, CHANNEL_SIZE),
+    (Platform::Ioapic, IOAPIC_BASE, IOAPIC_SIZE),
+    (Platform::Lapic, LAPIC_BASE, LAPIC_SIZE),
+];
+/// The platform devices in I/O port space: owner, first port, count.
+pub const FIXED_PORTS: [(Platform, u16, u16); 4] = [
+    (Platform::I8042, I8042_PORT, I8042_PORT_COUNT),
+    (Platform::Cmos, CMOS_PORT, CMOS_PORT_COUNT),
+    (Platform::AcpiPower, ACPI_POWER_PORT, ACPI_POWER_PORT_COUNT),
+    (Platform::Console, UART_PORT, UART_PORT_COUNT),
+];
+/// Label of the interrupt controller node every interrupt refers to.
+pub const INTC_LABEL: &str = "ioapic";
+/// `#address-cells` of the interrupt controller node (the parent unit
+/// address in an `interrupt-map` entry).
+pub const INTC_ADDRESS_CELLS: usize = 0;
+
+/// The interrupt specifier of IOAPIC pin `line` (x86 DT binding:
+/// `<pin type>`, type 1 = level high, 3 = edge rising).
+pub fn irq_cells(line: u32, trigger: Trigger) -> Vec<u32> {
+    let kind = match trigger {
+        Trigger::Edge => 3,
+        Trigger::LevelHigh => 1,
+    };
+    vec![line, kind]
+}
+/// The console UART's I/O port (`None`: memory-mapped).
+pub const CONSOLE_PORT: Option<u16> = Some(UART_PORT);
+/// The console UART's MMIO base (`None`: at an I/O port).
+pub const CONSOLE_MMIO: Option<u64> = None;

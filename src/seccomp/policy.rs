@@ -190,7 +190,7 @@ fn virtio_worker() -> Policy {
     ioctl.extend(nonblocking_ioctl());
     let mut list = vec![
         (SYS_ioctl, When::ArgIn(1, ioctl)),
-        (SYS_poll, When::Always),
+        (legacy::SYS_poll, When::Always),
         (SYS_ppoll, When::Always),
         (SYS_pread64, When::Always),
         (SYS_pwrite64, When::Always),
@@ -207,7 +207,7 @@ fn virtio_worker() -> Policy {
 /// The console input pump: reads stdin, waits for UART FIFO space.
 fn console_input() -> Policy {
     use libc::*;
-    vec![(SYS_poll, When::Always), (SYS_ppoll, When::Always)]
+    vec![(legacy::SYS_poll, When::Always), (SYS_ppoll, When::Always)]
 }
 
 /// The control loop: epoll on the stop eventfd, the signalfd and the
@@ -221,7 +221,7 @@ fn control(facts: ProcessFacts) -> Policy {
     ioctl.extend(bar_ioctls());
     let mut list = vec![
         (SYS_ioctl, When::ArgIn(1, ioctl)),
-        (SYS_epoll_wait, When::Always),
+        (legacy::SYS_epoll_wait, When::Always),
         (SYS_epoll_pwait, When::Always),
         (SYS_epoll_ctl, When::Always),
         (SYS_recvfrom, When::Always),
@@ -230,9 +230,9 @@ fn control(facts: ProcessFacts) -> Policy {
         (SYS_statx, When::Always),
         (SYS_newfstatat, When::Always),
         (SYS_fstat, When::Always),
-        (SYS_readlink, When::Always),
+        (legacy::SYS_readlink, When::Always),
         (SYS_readlinkat, When::Always),
-        (SYS_unlink, When::Always),
+        (legacy::SYS_unlink, When::Always),
         (SYS_unlinkat, When::Always),
     ];
     list.extend(raising_interrupts());
@@ -271,7 +271,7 @@ fn api(facts: ProcessFacts) -> Policy {
         (SYS_recvfrom, When::Always),
         (SYS_sendto, When::Always),
         (SYS_setsockopt, When::Always),
-        (SYS_poll, When::Always),
+        (legacy::SYS_poll, When::Always),
         (SYS_ppoll, When::Always),
         // Threads: connections and virtio workers. Only threads (clone3,
         // whose flags a filter cannot see, answers ENOSYS: see
@@ -300,15 +300,15 @@ fn api(facts: ProcessFacts) -> Policy {
         (SYS_newfstatat, When::Always),
         (SYS_fstat, When::Always),
         (SYS_lseek, When::Always),
-        (SYS_readlink, When::Always),
+        (legacy::SYS_readlink, When::Always),
         (SYS_readlinkat, When::Always),
-        (SYS_unlink, When::Always),
+        (legacy::SYS_unlink, When::Always),
         (SYS_unlinkat, When::Always),
-        (SYS_mkdir, When::Always),
+        (legacy::SYS_mkdir, When::Always),
         (SYS_mkdirat, When::Always),
-        (SYS_symlink, When::Always),
+        (legacy::SYS_symlink, When::Always),
         (SYS_symlinkat, When::Always),
-        (SYS_chmod, When::Always),
+        (legacy::SYS_chmod, When::Always),
         (SYS_fchmod, When::Always),
         (SYS_fchmodat, When::Always),
         (SYS_getuid, When::Always),
@@ -336,7 +336,35 @@ pub(crate) fn policy(kind: ThreadKind, facts: ProcessFacts) -> Policy {
         ThreadKind::VirtioWorker => virtio_worker(),
         ThreadKind::ConsoleInput => console_input(),
     });
+    list.retain(|(call, _)| *call != legacy::ABSENT);
     list
+}
+
+/// The system calls only x86_64 has, which glibc uses there. aarch64 has
+/// only their `*at` and `p*` forms (which the lists name as well): there
+/// they are [`legacy::ABSENT`], which [`policy`] drops.
+#[allow(non_upper_case_globals)]
+mod legacy {
+    /// The number standing for a call this architecture does not have.
+    pub const ABSENT: i64 = -1;
+    #[cfg(target_arch = "x86_64")]
+    pub use libc::{
+        SYS_chmod, SYS_epoll_wait, SYS_mkdir, SYS_poll, SYS_readlink, SYS_symlink, SYS_unlink,
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    pub const SYS_chmod: i64 = ABSENT;
+    #[cfg(not(target_arch = "x86_64"))]
+    pub const SYS_epoll_wait: i64 = ABSENT;
+    #[cfg(not(target_arch = "x86_64"))]
+    pub const SYS_mkdir: i64 = ABSENT;
+    #[cfg(not(target_arch = "x86_64"))]
+    pub const SYS_poll: i64 = ABSENT;
+    #[cfg(not(target_arch = "x86_64"))]
+    pub const SYS_readlink: i64 = ABSENT;
+    #[cfg(not(target_arch = "x86_64"))]
+    pub const SYS_symlink: i64 = ABSENT;
+    #[cfg(not(target_arch = "x86_64"))]
+    pub const SYS_unlink: i64 = ABSENT;
 }
 
 /// Whether `kind` starts threads: then `clone3` answers ENOSYS (a second,

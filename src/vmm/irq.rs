@@ -3,21 +3,15 @@
 //! vectors signalled through irqfds, and the GSI routing table the MSI
 //! irqfds need.
 
+use super::arch;
 use crate::devices::{InterruptLine, SharedLine};
 use crate::sync;
-use kvm_bindings::{
-    kvm_irq_routing_entry, KvmIrqRouting, KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER,
-    KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP, KVM_IRQ_ROUTING_MSI,
-};
+use kvm_bindings::{kvm_irq_routing_entry, KvmIrqRouting, KVM_IRQ_ROUTING_MSI};
 use kvm_ioctls::VmFd;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use vmm_sys_util::eventfd::{EventFd, EFD_NONBLOCK};
 
-/// Pins of KVM's in-kernel IOAPIC (GSIs 0..24 route to them).
-const IOAPIC_PINS: u32 = 24;
-/// Pins the two in-kernel 8259s cover (GSIs 0..16 also route to them).
-const PIC_PINS: u32 = 16;
 /// Highest GSI handed out to MSI routes (KVM allows 4096 routes per VM; the
 /// irqchip routes take 40 of them).
 const MAX_GSI: u32 = 4000;
@@ -39,7 +33,7 @@ impl KvmIrqLine {
 
 impl InterruptLine for KvmIrqLine {
     fn set_level(&self, level: bool) {
-        if let Err(e) = self.vm.set_irq_line(self.gsi, level) {
+        if let Err(e) = self.vm.set_irq_line(arch::kvm_irq_line(self.gsi), level) {
             log::error!("KVM_IRQ_LINE {} <- {level}: {e}", self.gsi);
         }
     }
@@ -110,7 +104,7 @@ impl GsiRouter {
     /// A GSI for a new MSI route, pointing at `address`/`data`.
     pub fn add_msi(&self, address: u64, data: u32) -> Result<u32, RouteError> {
         let mut routes = self.lock();
-        let gsi = (IOAPIC_PINS..=MAX_GSI)
+        let gsi = (arch::FIRST_MSI_GSI..=MAX_GSI)
             .find(|g| !routes.contains_key(g))
             .ok_or(RouteError::Exhausted)?;
         routes.insert(gsi, (address, data));
@@ -164,28 +158,8 @@ impl GsiRouter {
 
 /// The full routing table: KVM's default irqchip routes, then `msi`.
 pub(crate) fn routing_entries(msi: &BTreeMap<u32, (u64, u32)>) -> Vec<kvm_irq_routing_entry> {
-    let mut out = Vec::with_capacity((IOAPIC_PINS + PIC_PINS) as usize + msi.len());
-    let irqchip = |gsi: u32, chip: u32, pin: u32| {
-        let mut e = kvm_irq_routing_entry {
-            gsi,
-            type_: KVM_IRQ_ROUTING_IRQCHIP,
-            ..Default::default()
-        };
-        e.u.irqchip.irqchip = chip;
-        e.u.irqchip.pin = pin;
-        e
-    };
-    for gsi in 0..PIC_PINS {
-        let (chip, pin) = if gsi < 8 {
-            (KVM_IRQCHIP_PIC_MASTER, gsi)
-        } else {
-            (KVM_IRQCHIP_PIC_SLAVE, gsi - 8)
-        };
-        out.push(irqchip(gsi, chip, pin));
-    }
-    for gsi in 0..IOAPIC_PINS {
-        out.push(irqchip(gsi, KVM_IRQCHIP_IOAPIC, gsi));
-    }
+    let mut out = arch::irqchip_routes();
+    out.reserve(msi.len());
     for (&gsi, &(address, data)) in msi {
         let mut e = kvm_irq_routing_entry {
             gsi,
@@ -346,9 +320,12 @@ impl Drop for IrqfdMsiSender {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, target_arch = "x86_64"))]
 mod tests {
     use super::*;
+    use kvm_bindings::{
+        KVM_IRQCHIP_IOAPIC, KVM_IRQCHIP_PIC_MASTER, KVM_IRQCHIP_PIC_SLAVE, KVM_IRQ_ROUTING_IRQCHIP,
+    };
 
     #[test]
     fn routing_table_keeps_kvms_default_irqchip_routes_before_msi_routes() {

@@ -1,12 +1,10 @@
 //! The KVM side of a cell: VM, guest memory, devices on buses, vCPU threads,
 //! and the control loop that runs until the cell stops.
 
-mod acpi;
-pub mod boot;
+pub mod arch;
 mod channel_mem;
 mod connect;
 pub mod control;
-pub mod cpu;
 mod device_state;
 pub mod devices;
 mod error;
@@ -16,7 +14,6 @@ mod hotplug;
 mod irq;
 mod ivshmem;
 mod memory;
-mod mptable;
 mod plug;
 pub mod runtime;
 mod trim;
@@ -27,10 +24,8 @@ pub use error::VmmError;
 use error::{KvmContext, OsContext};
 
 use crate::config::{CellConfig, ConsoleInput, DeviceState};
-use crate::devices::acpi_power::AcpiPower;
 use crate::devices::boot_timer::BootTimer;
 use crate::devices::debug_exit::DebugExit;
-use crate::devices::legacy::{Cmos, I8042};
 use crate::devices::pvpanic::Pvpanic;
 use crate::devices::serial::{InputSpace, SerialConsole};
 use crate::layout::CellLayout;
@@ -49,13 +44,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use vcpu::{ExitCounters, VcpuContext};
 use vm_memory::GuestMemoryMmap;
-
-/// Address KVM needs for the TSS on Intel hosts (three pages).
-const KVM_TSS_ADDR: u64 = 0xfffb_d000;
-/// Address KVM needs for the EPT identity map on Intel hosts (one page).
-const KVM_IDENTITY_MAP_ADDR: u64 = 0xfffb_c000;
-/// KVM's limit for KVM_GET_SUPPORTED_CPUID entries.
-const MAX_CPUID_ENTRIES: usize = 80;
 
 /// Where the cell's console is connected.
 pub struct CellIo {
@@ -202,8 +190,7 @@ impl Cell {
             None => Arc::new(claim(&cfg)?),
         };
         let layout = CellLayout::new(&cfg)?;
-        let base_tree = crate::fdt::build_base_tree(&cfg, &layout)?;
-        let dtb = crate::fdt::emit::to_dtb(&base_tree)?;
+        let mut base_tree = crate::fdt::build_base_tree(&cfg, &layout)?;
 
         // Compiled before anything is created: a filter that does not build
         // fails the boot, not a thread of the running cell.
@@ -213,12 +200,8 @@ impl Cell {
             None
         };
         let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
-        let vm = Arc::new(kvm.create_vm().kvm("create VM")?);
-        vm.set_identity_map_address(KVM_IDENTITY_MAP_ADDR)
-            .kvm("set identity map address")?;
-        vm.set_tss_address(KVM_TSS_ADDR as usize)
-            .kvm("set TSS address")?;
-        vm.create_irq_chip().kvm("create in-kernel irqchip")?;
+        let (vm, irqchip) = arch::create_vm(&kvm, &cfg)?;
+        let vm = Arc::new(vm);
         let memory = memory::create_guest_memory(&vm, &layout.memory)?;
         memory::settle_guest_memory(&memory, &cfg.memory)?;
         let readonly_mem = kvm.check_extension(kvm_ioctls::Cap::ReadonlyMem);
@@ -249,30 +232,7 @@ impl Cell {
         // reference to the eventfd, so this handle may go.
         drop(serial_irq);
         let console = Arc::new(Mutex::new(serial));
-        pio.insert(
-            "console",
-            u64::from(platform::UART_PORT),
-            8,
-            console.clone(),
-        )?;
-        pio.insert(
-            "i8042",
-            I8042::BASE,
-            I8042::LEN,
-            Arc::new(Mutex::new(I8042::new(stop.clone()))),
-        )?;
-        pio.insert(
-            "cmos",
-            Cmos::BASE,
-            Cmos::LEN,
-            Arc::new(Mutex::new(Cmos::default())),
-        )?;
-        pio.insert(
-            "acpi-power",
-            u64::from(platform::ACPI_POWER_PORT),
-            u64::from(platform::ACPI_POWER_PORT_COUNT),
-            Arc::new(Mutex::new(AcpiPower::new(stop.clone()))),
-        )?;
+        arch::add_platform_devices(mmio, pio, console.clone(), &stop)?;
         mmio.insert(
             "debug-exit",
             platform::DEBUG_EXIT_BASE,
@@ -322,32 +282,9 @@ impl Cell {
             boot_devices.push(device_state::BootDevice::new(dev, slot, model));
         }
 
-        cpu::write_boot_tables(&memory)?;
-        if cfg.kernel.format != crate::config::KernelFormat::Elf {
-            // For kernels without CONFIG_OF; a DT kernel ignores it.
-            mptable::write(&memory, usize::from(cfg.cpus.count))?;
-        }
-        if cfg.kernel.acpi {
-            acpi::write(&memory, &acpi::AcpiPlatform::of(&cfg, &layout))?;
-        }
-        let entry = boot::load(&memory, &cfg.kernel, &layout.memory, &dtb)?;
-
+        let entry = arch::load(&memory, &cfg, &layout, &mut base_tree)?;
         let count = cfg.cpus.count;
-        let supported = kvm
-            .get_supported_cpuid(MAX_CPUID_ENTRIES)
-            .kvm("get supported CPUID")?;
-        let mut vcpus = Vec::with_capacity(usize::from(count));
-        for id in 0..count {
-            let vcpu = vm.create_vcpu(u64::from(id)).kvm("create vCPU")?;
-            let mut cpuid = supported.clone();
-            cpu::patch_cpuid(&mut cpuid, id, count);
-            vcpu.set_cpuid2(&cpuid).kvm("set CPUID")?;
-            cpu::setup_common(&vcpu)?;
-            if id == 0 {
-                cpu::setup_boot_vcpu(&vcpu, &entry)?;
-            }
-            vcpus.push(vcpu);
-        }
+        let vcpus = arch::create_vcpus(&kvm, &vm, &irqchip, count, &entry)?;
         let hotplug = Arc::new(hotplug::Hotplug::new(
             layout.clone(),
             base_tree,

@@ -224,7 +224,8 @@ impl CellRuntime {
             id: "console".into(),
             kind: "uart",
             state: Some("boot"),
-            port: Some(format!("{:#x}", platform::UART_PORT)),
+            port: platform::CONSOLE_PORT.map(|p| format!("{p:#x}")),
+            base: platform::CONSOLE_MMIO.map(|b| format!("{b:#x}")),
             irq: Some(platform::UART_IRQ),
             ..DeviceInfo::default()
         }];

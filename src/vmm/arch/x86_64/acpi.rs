@@ -31,11 +31,11 @@
 //!   bridges and the paravirtual channel are described by the device tree
 //!   only.
 
-use super::error::VmmError;
 use crate::config::{CellConfig, DeviceState};
 use crate::devices::acpi_power::{RESET_OFFSET, RESET_VALUE, SLEEP_OFFSET, SLEEP_TYPE_S5};
 use crate::layout::CellLayout;
 use crate::platform::{ACPI_POWER_PORT, IOAPIC_BASE, LAPIC_BASE, UART_IRQ, UART_PORT};
+use crate::vmm::error::VmmError;
 use acpi_tables::aml;
 use acpi_tables::fadt::{FADTBuilder, Flags};
 use acpi_tables::gas::{AccessSize, AddressSpace, GAS};

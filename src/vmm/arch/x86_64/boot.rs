@@ -2,8 +2,8 @@
 //! boot_params (zero page) with an e820 map, the command line, the initrd,
 //! and the device tree as a `setup_data` entry of type `SETUP_DTB`.
 
-use super::error::VmmError;
 use crate::config::{KernelConfig, KernelFormat, Window};
+use crate::vmm::error::VmmError;
 use linux_loader::loader::bootparam::{boot_params, setup_header, SETUP_DTB};
 use linux_loader::loader::{BzImage, Elf, KernelLoader, KernelLoaderResult};
 use std::fs::File;
@@ -111,6 +111,10 @@ pub fn load(
             load_linux(mem, kernel, ram, dtb, image)
         }
         KernelFormat::Elf => load_elf(mem, kernel, dtb),
+        // config::validate refuses it on x86_64.
+        KernelFormat::Image => Err(VmmError::Boot(
+            "an arm64 Image cannot boot on x86_64".into(),
+        )),
     }
 }
 

@@ -2,7 +2,7 @@
 //! 64-bit long-mode entry state of the boot vCPU.
 
 use super::boot::{addrs, EntryPoint};
-use super::error::{KvmContext, VmmError};
+use crate::vmm::error::{KvmContext, VmmError};
 use kvm_bindings::{kvm_fpu, kvm_msr_entry, kvm_regs, kvm_segment, CpuId, Msrs};
 use kvm_ioctls::VcpuFd;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};

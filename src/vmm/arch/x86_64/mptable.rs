@@ -21,8 +21,8 @@
 //!
 //! Both ranges are reserved in the e820 map (0x9fc00..0x100000).
 
-use super::error::VmmError;
 use crate::platform::{IOAPIC_BASE, LAPIC_BASE};
+use crate::vmm::error::VmmError;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap};
 
 /// Guest-physical address of the MP floating pointer.
