@@ -201,6 +201,7 @@ impl Cell {
         };
         let kvm = Kvm::new().map_err(VmmError::OpenKvm)?;
         let (vm, irqchip) = arch::create_vm(&kvm, &cfg)?;
+        let vcpus = arch::create_vcpus(&kvm, &vm, &irqchip, cfg.cpus.count)?;
         let vm = Arc::new(vm);
         let memory = memory::create_guest_memory(&vm, &layout.memory)?;
         memory::settle_guest_memory(&memory, &cfg.memory)?;
@@ -283,8 +284,11 @@ impl Cell {
         }
 
         let entry = arch::load(&memory, &cfg, &layout, &mut base_tree)?;
+        let boot_vcpu = vcpus
+            .first()
+            .ok_or_else(|| VmmError::Boot("a cell needs at least one vCPU".into()))?;
+        arch::set_boot_entry(boot_vcpu, &entry)?;
         let count = cfg.cpus.count;
-        let vcpus = arch::create_vcpus(&kvm, &vm, &irqchip, count, &entry)?;
         let hotplug = Arc::new(hotplug::Hotplug::new(
             layout.clone(),
             base_tree,

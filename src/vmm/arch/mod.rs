@@ -12,7 +12,9 @@
 //!   that architecture has, on the buses;
 //! * `load(...) -> EntryPoint`: boot tables, kernel, initrd, command line
 //!   and device tree in guest memory;
-//! * `create_vcpus(...)`: the vCPUs, the boot vCPU at the entry point;
+//! * `create_vcpus(...)`: the vCPUs, before any device (aarch64's GIC is
+//!   initialised with them, and irqfds need it);
+//! * `set_boot_entry(...)`: the boot vCPU at the entry point;
 //! * `kvm_irq_line(line)`, `irqchip_routes()`, `FIRST_MSI_GSI`: interrupt
 //!   lines as KVM names them.
 

@@ -77,14 +77,13 @@ pub fn load(
 }
 
 /// Creates `count` vCPUs with PSCI 0.2, the secondaries powered off (the
-/// guest starts them with PSCI CPU_ON), vCPU 0 at `entry`; then
-/// initialises the GIC.
+/// guest starts them with PSCI CPU_ON), then initialises the GIC: before
+/// any irqfd is registered, since KVM routes GSIs to SPIs only from then.
 pub fn create_vcpus(
     _kvm: &Kvm,
     vm: &VmFd,
     gic: &Irqchip,
     count: u8,
-    entry: &EntryPoint,
 ) -> Result<Vec<VcpuFd>, VmmError> {
     let mut init = kvm_vcpu_init::default();
     vm.get_preferred_target(&mut init)
@@ -98,9 +97,6 @@ pub fn create_vcpus(
             this.features[0] |= 1 << KVM_ARM_VCPU_POWER_OFF;
         }
         vcpu.vcpu_init(&this).kvm("initialise vCPU")?;
-        if id == 0 {
-            set_entry(&vcpu, entry)?;
-        }
         vcpus.push(vcpu);
     }
     gic.finalize()?;
@@ -108,7 +104,7 @@ pub fn create_vcpus(
 }
 
 /// The boot vCPU's registers: pc, x0 = DTB, PSTATE EL1h masked.
-fn set_entry(vcpu: &VcpuFd, entry: &EntryPoint) -> Result<(), VmmError> {
+pub fn set_boot_entry(vcpu: &VcpuFd, entry: &EntryPoint) -> Result<(), VmmError> {
     vcpu.set_one_reg(core_reg(CORE_PSTATE), &PSTATE_EL1H_MASKED.to_le_bytes())
         .kvm("set PSTATE")?;
     vcpu.set_one_reg(core_reg(CORE_PC), &entry.pc.to_le_bytes())

@@ -112,14 +112,13 @@ pub fn load(
     boot::load(memory, &cfg.kernel, &layout.memory, &dtb)
 }
 
-/// Creates `count` vCPUs with their CPUID, MSRs and LAPIC set; vCPU 0
-/// starts at `entry`, the others wait for the guest's SIPI.
+/// Creates `count` vCPUs with their CPUID, MSRs and LAPIC set; the
+/// secondaries wait for the guest's SIPI, vCPU 0 for [`set_boot_entry`].
 pub fn create_vcpus(
     kvm: &Kvm,
     vm: &VmFd,
     _irqchip: &Irqchip,
     count: u8,
-    entry: &EntryPoint,
 ) -> Result<Vec<VcpuFd>, VmmError> {
     let supported = kvm
         .get_supported_cpuid(MAX_CPUID_ENTRIES)
@@ -131,12 +130,14 @@ pub fn create_vcpus(
         cpu::patch_cpuid(&mut cpuid, id, count);
         vcpu.set_cpuid2(&cpuid).kvm("set CPUID")?;
         cpu::setup_common(&vcpu)?;
-        if id == 0 {
-            cpu::setup_boot_vcpu(&vcpu, entry)?;
-        }
         vcpus.push(vcpu);
     }
     Ok(vcpus)
+}
+
+/// Puts the boot vCPU at `entry` in 64-bit long mode.
+pub fn set_boot_entry(vcpu: &VcpuFd, entry: &EntryPoint) -> Result<(), VmmError> {
+    cpu::setup_boot_vcpu(vcpu, entry)
 }
 
 /// The `KVM_IRQ_LINE` number of IOAPIC pin `line`: the GSI itself.
