@@ -859,7 +859,8 @@ static int cv_pci_target(const void *p, u32 len, struct cv_pci_target *t)
 {
 	if (len < 12)
 		return -EINVAL;
-	/* x86 DT host bridges: the domain is the low 32 bits of the ECAM base. */
+	/* The domain as this kernel numbers the bridge: on x86 the low 32 bits
+	 * of the ECAM base, on arm64 the linux,pci-domain cellvm gave it. */
 	t->domain = (int)get_unaligned_le32(p);
 	t->bus = get_unaligned_le32(p + 4);
 	t->devfn = get_unaligned_le32(p + 8);

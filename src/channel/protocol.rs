@@ -458,8 +458,9 @@ impl Hello {
 }
 
 /// The payload of PCI_RESCAN and PCI_REMOVE: a PCI function as the guest
-/// names it. On x86 a DT-probed host bridge's PCI domain is the low 32 bits
-/// of its configuration window's base (docs/pci.md).
+/// names it: the domain is `platform::pci_domain` of the bridge's
+/// configuration window (on x86 the base's low 32 bits, on aarch64 the
+/// `linux,pci-domain` cellvm gives the bridge; docs/pci.md).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PciFunction {
     /// PCI domain (segment).

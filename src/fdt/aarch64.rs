@@ -9,7 +9,7 @@ use super::template::Vars;
 use super::tree::{child_path, Node, Property};
 use super::FdtError;
 use crate::config::CellConfig;
-use crate::layout::CellLayout;
+use crate::layout::{CellLayout, PciBridgeSlot};
 use crate::platform::aarch64::{
     GIC_DIST_BASE, GIC_DIST_SIZE, GIC_PPI, GIC_REDIST_BASE, GIC_REDIST_SIZE_PER_CPU, TIMER_PPIS,
     UART_MMIO_BASE,
@@ -19,9 +19,18 @@ use crate::platform::UART_IRQ;
 /// The GIC's label.
 pub use crate::platform::aarch64::INTC_LABEL;
 
-/// A PCI host bridge's `msi-map`: none. Without an ITS or GICv2m there is
-/// no MSI target; functions use INTx (docs/aarch64.md).
-pub const PCI_MSI_MAP: &str = "";
+/// Gives a PCI host bridge `linux,pci-domain`
+/// ([`crate::platform::pci_domain`]: Linux keeps 16 bits of it), so the
+/// channel's PCI messages name a bridge by a number the guest knows. No
+/// `msi-map`: without
+/// an ITS or GICv2m there is no MSI target; functions use INTx
+/// (docs/aarch64.md).
+pub(super) fn finish_pci_host(node: &mut Node, slot: &PciBridgeSlot) {
+    node.set_property(Property::u32s(
+        "linux,pci-domain",
+        &[crate::platform::pci_domain(slot.config.base)],
+    ));
+}
 
 /// PPI flags: level high.
 const PPI_LEVEL_HIGH: u32 = 4;

@@ -218,7 +218,7 @@ pub fn pci_host_node(slot: &PciBridgeSlot) -> Result<Node, FdtError> {
             lo(m64.size),
         ]);
     }
-    t::PCI_HOST.instantiate(
+    let mut node = t::PCI_HOST.instantiate(
         &window_vars(slot.config)
             .string("compatible", compatible)
             .cells(
@@ -226,9 +226,10 @@ pub fn pci_host_node(slot: &PciBridgeSlot) -> Result<Node, FdtError> {
                 [u32::from(slot.bus_start), u32::from(slot.bus_end)],
             )
             .cells("ranges", ranges)
-            .cells("interrupt_map", pci_interrupt_map(&slot.intx))
-            .raw("msi_map", arch::PCI_MSI_MAP),
-    )
+            .cells("interrupt_map", pci_interrupt_map(&slot.intx)),
+    )?;
+    arch::finish_pci_host(&mut node, slot);
+    Ok(node)
 }
 
 /// `interrupt-map` cells for devices 0..31 × INTA..INTD:

@@ -4,18 +4,29 @@
 
 use super::base::{ns16550_node, state_of, t, uart_node, window_vars, with_state};
 use super::template::Vars;
-use super::tree::{child_path, Node};
+use super::tree::{child_path, Cell, Node, Property};
 use super::FdtError;
 use crate::config::{CellConfig, Window};
-use crate::layout::{CellLayout, UartSlot};
+use crate::layout::{CellLayout, PciBridgeSlot, UartSlot};
 use crate::platform::{IOAPIC_BASE, IOAPIC_SIZE, UART_IRQ, UART_PORT};
 
 /// The IOAPIC's label.
 pub use crate::platform::x86_64::INTC_LABEL;
 
-/// A PCI host bridge's `msi-map`: every requester ID to the x86 MSI target
-/// (`msi.dts`), so functions may use MSI-X.
-pub const PCI_MSI_MAP: &str = "msi-map = <0 &msi 0 0x10000>;";
+/// Gives a PCI host bridge its `msi-map`: every requester ID to the x86
+/// MSI target (`msi.dts`), so functions may use MSI-X. (Linux makes the
+/// domain the config base's low 32 bits itself.)
+pub(super) fn finish_pci_host(node: &mut Node, _slot: &PciBridgeSlot) {
+    node.set_property(Property::cells(
+        "msi-map",
+        vec![
+            Cell::Num(0),
+            Cell::Ref(super::MSI_LABEL.to_string()),
+            Cell::Num(0),
+            Cell::Num(0x1_0000),
+        ],
+    ));
+}
 
 /// Name of the ISA bus node under the root, as in `isa.dts` (Linux matches
 /// the part before `@`; see the template for the unit address).

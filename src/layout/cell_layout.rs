@@ -541,6 +541,9 @@ fn pci_bridge(
 /// Places an extra UART: its 8 ports (fixed, or the first free of COM2,
 /// COM3, COM4) and its pin (fixed, else 3 if free, else a dynamic one).
 fn uart(layout: &mut CellLayout, cfg: &UartConfig) -> Result<UartSlot, LayoutError> {
+    if !HAS_PORT_IO {
+        return Err(LayoutError::NoPortIo { id: cfg.id.clone() });
+    }
     let owner = Owner::Uart(cfg.id.clone());
     let ports = |port: u16| Window {
         base: u64::from(port),

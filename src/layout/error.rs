@@ -72,6 +72,16 @@ pub enum LayoutError {
         /// The UART.
         id: String,
     },
+    /// A UART at an I/O port on an architecture without port I/O.
+    #[error(
+        "{id} is a UART at an I/O port, but {} has no port I/O: memory-mapped UARTs come \
+         with add-on boards (docs/addons.md)",
+        std::env::consts::ARCH
+    )]
+    NoPortIo {
+        /// The UART.
+        id: String,
+    },
     /// The id is taken by another device of the cell.
     #[error("id {id:?} is already used by {other}")]
     DuplicateId {
@@ -170,7 +180,9 @@ impl LayoutError {
             LayoutError::IrqOutOfRange { what, .. }
             | LayoutError::IrqTaken { what, .. }
             | LayoutError::IrqsExhausted(what) => owner(what, true),
-            LayoutError::NoFreePort { id } => Culprit::Device { id, key: "port" },
+            LayoutError::NoFreePort { id } | LayoutError::NoPortIo { id } => {
+                Culprit::Device { id, key: "port" }
+            }
             LayoutError::DuplicateId { id, .. } => Culprit::Device { id, key: "id" },
             LayoutError::BusCollision { id, .. } => Culprit::Device {
                 id,
@@ -211,6 +223,7 @@ impl LayoutError {
             | LayoutError::IrqOutOfRange { what, .. }
             | LayoutError::IrqsExhausted(what) => fix(what),
             LayoutError::NoFreePort { .. }
+            | LayoutError::NoPortIo { .. }
             | LayoutError::DuplicateId { .. }
             | LayoutError::BusCollision { .. }
             | LayoutError::NoSuchDevice { .. }

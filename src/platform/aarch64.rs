@@ -78,6 +78,8 @@ pub const FIXED_MMIO: [(Platform, u64, u64); 7] = [
 ];
 /// The platform devices in I/O port space: none.
 pub const FIXED_PORTS: [(Platform, u16, u16); 0] = [];
+/// Whether the platform has an I/O port space (extra UARTs sit there).
+pub const HAS_PORT_IO: bool = false;
 /// The console UART's I/O port (`None`: memory-mapped).
 pub const CONSOLE_PORT: Option<u16> = None;
 /// The console UART's MMIO base (`None`: at an I/O port).
@@ -91,6 +93,15 @@ pub const INTC_ADDRESS_CELLS: usize = 2;
 pub const GIC_SPI: u32 = 0;
 /// GIC binding: interrupt type PPI.
 pub const GIC_PPI: u32 = 1;
+
+/// The PCI domain of the host bridge whose configuration window starts at
+/// `config_base`, which the device tree gives it (`linux,pci-domain`):
+/// Linux keeps only 16 bits of that property, so the base's bits 16..32
+/// (windows are at least 64 KiB aligned inside [`PCI_CONFIG_POOL`], so the
+/// numbers are distinct).
+pub fn pci_domain(config_base: u64) -> u32 {
+    ((config_base >> 16) & 0xffff) as u32
+}
 
 /// The interrupt specifier of SPI `line` (GIC binding: `<type number
 /// flags>`, flags 1 = edge rising, 4 = level high).
@@ -128,5 +139,12 @@ mod tests {
         assert_eq!(irq_cells(7, Trigger::LevelHigh), [0, 7, 4]);
         assert_eq!(irq_cells(4, Trigger::Edge), [0, 4, 1]);
         assert_eq!(GIC_NR_IRQS % 32, 0);
+    }
+
+    #[test]
+    fn pci_domains_of_config_windows_fit_16_bits_and_differ() {
+        assert_eq!(pci_domain(PCI_CONFIG_POOL.0), 0x2000);
+        assert_eq!(pci_domain(PCI_CONFIG_POOL.0 + 0x1_0000), 0x2001);
+        assert!(pci_domain(PCI_CONFIG_POOL.1 - 0x1_0000) <= 0xffff);
     }
 }

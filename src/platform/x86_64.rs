@@ -88,6 +88,12 @@ pub const INTC_LABEL: &str = "ioapic";
 /// address in an `interrupt-map` entry).
 pub const INTC_ADDRESS_CELLS: usize = 0;
 
+/// The PCI domain Linux gives the host bridge whose configuration window
+/// starts at `config_base`: x86 Linux takes the base's low 32 bits.
+pub fn pci_domain(config_base: u64) -> u32 {
+    config_base as u32
+}
+
 /// The interrupt specifier of IOAPIC pin `line` (x86 DT binding:
 /// `<pin type>`, type 1 = level high, 3 = edge rising).
 pub fn irq_cells(line: u32, trigger: Trigger) -> Vec<u32> {
@@ -97,6 +103,8 @@ pub fn irq_cells(line: u32, trigger: Trigger) -> Vec<u32> {
     };
     vec![line, kind]
 }
+/// Whether the platform has an I/O port space (extra UARTs sit there).
+pub const HAS_PORT_IO: bool = true;
 /// The console UART's I/O port (`None`: memory-mapped).
 pub const CONSOLE_PORT: Option<u16> = Some(UART_PORT);
 /// The console UART's MMIO base (`None`: at an I/O port).

@@ -93,15 +93,17 @@ fn parse_function(text: &str, bus: u8) -> Option<(u8, u8, u8)> {
 fn guest_name(slot: &PciBridgeSlot, dev: &PciDeviceConfig) -> String {
     format!(
         "{:08x}:{:02x}:{:02x}.{}",
-        slot.config.base as u32, dev.bus, dev.slot, dev.function
+        crate::platform::pci_domain(slot.config.base),
+        dev.bus,
+        dev.slot,
+        dev.function
     )
 }
 
 /// The channel's name of a function of `slot`.
 fn wire(slot: &PciBridgeSlot, address: PciAddress) -> PciFunction {
     PciFunction {
-        // On x86 a DT host bridge's domain is its window's low 32 bits.
-        domain: slot.config.base as u32,
+        domain: crate::platform::pci_domain(slot.config.base),
         bus: address.bus,
         devfn: address.devfn(),
     }
