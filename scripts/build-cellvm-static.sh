@@ -6,18 +6,74 @@
 #         target/x86_64-unknown-linux-gnu/release/cellvm-bench (the boot
 #         benchmark driver, src/bin/cellvm-bench.rs; static too)
 # Cargo's own incremental build makes a second run fast.
+#
+# Usage: scripts/build-cellvm-static.sh [--arch x86_64|arm64]
+#   --arch arm64  cross-builds the static aarch64 cellvm (the arm64 rig's L1)
+#                 with Debian's Rust (rustup cannot add targets here,
+#                 platform-facts §9): RUSTC=/usr/bin/rustc /usr/bin/cargo
+#                 build --release --locked --target aarch64-unknown-linux-gnu
+#                 --bin cellvm, linker aarch64-linux-gnu-gcc, crt-static.
+#                 Installs what it needs (dpkg --add-architecture arm64,
+#                 rustc-web cargo-web libstd-rust-web-dev:arm64
+#                 gcc-aarch64-linux-gnu libc6-dev-arm64-cross). Its own
+#                 target directory, so Debian's rustc never shares one with
+#                 rustup's: output
+#                 target/arm64/aarch64-unknown-linux-gnu/release/cellvm
+#                 ($CARGO_TARGET_DIR/arm64/... when that is set). $RUSTFLAGS
+#                 is added to the aarch64 flags. No cellvm-bench (its
+#                 benchmarks compare against QEMU in the x86 rig).
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-case "${1:-}" in
-    "") ;;
-    -h | --help)
-        print_header
-        exit 0
-        ;;
-    *) die "unknown argument '$1'" ;;
-esac
+ARCH=x86_64
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --arch)
+            [ $# -ge 2 ] || die "--arch needs a value (x86_64 or arm64)"
+            set_arch "$2"
+            shift
+            ;;
+        --arch=*) set_arch "${1#*=}" ;;
+        -h | --help)
+            print_header
+            exit 0
+            ;;
+        *) die "unknown argument '$1'" ;;
+    esac
+    shift
+done
+
+if [ "$ARCH" = arm64 ]; then
+    TARGET=aarch64-unknown-linux-gnu
+    ensure_arm64_multiarch libstd-rust-web-dev:arm64
+    apt_ensure rustc-web cargo-web libstd-rust-web-dev:arm64 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+    need_file /usr/bin/rustc /usr/bin/cargo
+    need_cmd aarch64-linux-gnu-gcc
+    [ -d "/usr/lib/rustlib/$TARGET/lib" ] ||
+        die "Debian's rustc has no $TARGET standard library (/usr/lib/rustlib/$TARGET/lib): is libstd-rust-web-dev:arm64 installed?"
+    out="$TARGET_DIR/arm64"
+    start="$(now)"
+    log "$(/usr/bin/rustc --version): cargo build --release --locked --target $TARGET --bin cellvm (crt-static) in ${out#"$REPO_ROOT"/}"
+    # Debian's compiler explicitly (the rustup rustc first on PATH has no
+    # aarch64 std: "can't find crate for core"). RUSTFLAGS would replace the
+    # target's flags (cargo takes the first of CARGO_ENCODED_RUSTFLAGS,
+    # RUSTFLAGS, target.<triple>.rustflags), so it is folded into them.
+    (cd "$REPO_ROOT" && env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS \
+        RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc CARGO_TARGET_DIR="$out" \
+        CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+        CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static${RUSTFLAGS:+ $RUSTFLAGS}" \
+        /usr/bin/cargo build --release --locked --target "$TARGET" --bin cellvm) ||
+        die "cargo build of the static aarch64 cellvm failed (Debian's $(/usr/bin/rustc --version))"
+    bin="$out/$TARGET/release/cellvm"
+    need_file "$bin"
+    [ "$(elf_machine "$bin")" = aarch64 ] || die "$bin is not an aarch64 ELF ($(elf_machine "$bin"))"
+    if is_dynamic "$bin"; then
+        die "$bin is dynamically linked (crt-static not applied?)"
+    fi
+    log "static aarch64 cellvm: $bin ($(stat -c %s "$bin") bytes, $(elapsed_since "$start") s)"
+    exit 0
+fi
 
 TARGET=x86_64-unknown-linux-gnu
 need_cmd cargo

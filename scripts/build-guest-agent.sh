@@ -8,38 +8,64 @@
 #         .config); the module is built in build/guest/agent-build/ (a copy of
 #         the sources), never in the source directory.
 #
-# Usage: scripts/build-guest-agent.sh [--force]
+# Usage: scripts/build-guest-agent.sh [--force] [--arch x86_64|arm64]
+#   --arch arm64  against the arm64 guest kernel tree
+#                 (scripts/build-guest-kernel.sh --arch arm64), cross-built
+#                 with ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-; output
+#                 build/guest-arm64/cellvm_agent.ko (built in
+#                 build/guest-arm64/agent-build/)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 force=0
-case "${1:-}" in
-    "") ;;
-    --force) force=1 ;;
-    -h | --help)
-        print_header
-        exit 0
-        ;;
-    *) die "unknown argument '$1' (see --help)" ;;
-esac
+ARCH=x86_64
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --force) force=1 ;;
+        --arch)
+            [ $# -ge 2 ] || die "--arch needs a value (x86_64 or arm64)"
+            set_arch "$2"
+            shift
+            ;;
+        --arch=*) set_arch "${1#*=}" ;;
+        -h | --help)
+            print_header
+            exit 0
+            ;;
+        *) die "unknown argument '$1' (see --help)" ;;
+    esac
+    shift
+done
+
+if [ "$ARCH" = arm64 ]; then
+    kernel_args=(--arch arm64)
+    make_arch=(ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu-)
+    out_dir="$BUILD_DIR/guest-arm64"
+    apt_ensure gcc-aarch64-linux-gnu
+    need_cmd aarch64-linux-gnu-gcc
+else
+    kernel_args=()
+    make_arch=()
+    out_dir="$BUILD_DIR/guest"
+fi
+rel_ko="${out_dir#"$REPO_ROOT"/}/cellvm_agent.ko"
 
 SRC="$REPO_ROOT/guest/agent"
 need_file "$SRC/cellvm_agent.c" "$SRC/Makefile"
 need_cmd make gcc sha256sum
 
-tree="$("$REPO_ROOT/scripts/build-guest-kernel.sh" --print-tree)" ||
-    die "no guest kernel tree (scripts/build-guest-kernel.sh --print-tree failed)"
-[ -n "$tree" ] || die "scripts/build-guest-kernel.sh --print-tree printed nothing"
+tree="$("$REPO_ROOT/scripts/build-guest-kernel.sh" "${kernel_args[@]}" --print-tree)" ||
+    die "no guest kernel tree (scripts/build-guest-kernel.sh ${kernel_args[*]}${kernel_args[*]:+ }--print-tree failed)"
+[ -n "$tree" ] || die "scripts/build-guest-kernel.sh ${kernel_args[*]}${kernel_args[*]:+ }--print-tree printed nothing"
 need_file "$tree/.config" "$tree/Module.symvers" "$tree/Makefile"
 grep -qx 'CONFIG_MODULES=y' "$tree/.config" || die "guest kernel $tree has no CONFIG_MODULES"
 grep -qx 'CONFIG_OF_OVERLAY=y' "$tree/.config" || die "guest kernel $tree has no CONFIG_OF_OVERLAY"
 
-out_dir="$BUILD_DIR/guest"
 ko="$out_dir/cellvm_agent.ko"
 key="$( { cat "$SRC/cellvm_agent.c" "$SRC/Makefile" "$0" "$tree/.config"; printf '%s\n' "$tree"; } | sha256sum | cut -c1-16)"
 if [ "$force" -eq 0 ] && [ -f "$ko" ] && [ "$(cat "$ko.key" 2>/dev/null)" = "$key" ]; then
-    log "cached: build/guest/cellvm_agent.ko (key $key)"
+    log "cached: $rel_ko (key $key)"
     exit 0
 fi
 
@@ -50,7 +76,7 @@ mkdir -p "$work"
 cp "$SRC/cellvm_agent.c" "$SRC/Makefile" "$work/"
 start="$(now)"
 log "building cellvm_agent.ko against $tree"
-if ! make -C "$tree" M="$work" W=1 modules >"$work/build.log" 2>&1; then
+if ! make -C "$tree" "${make_arch[@]}" M="$work" W=1 modules >"$work/build.log" 2>&1; then
     cat "$work/build.log" >&2
     die "cellvm_agent.ko build failed (log above, also in $work/build.log)"
 fi
@@ -62,4 +88,4 @@ fi
 cp "$work/cellvm_agent.ko" "$ko.tmp"
 mv "$ko.tmp" "$ko"
 printf '%s\n' "$key" >"$ko.key"
-log "build/guest/cellvm_agent.ko ($(stat -c %s "$ko") bytes, $(elapsed_since "$start") s)"
+log "$rel_ko ($(stat -c %s "$ko") bytes, $(elapsed_since "$start") s)"

@@ -3,23 +3,49 @@
 # and guest/initramfs/init (plus any other files under guest/initramfs/).
 #
 # Output: build/guest/initramfs.cpio.gz (always rebuilt; takes < 1 s)
+#
+# Usage: scripts/build-guest-initramfs.sh [--arch x86_64|arm64]
+#   --arch arm64  the arm64 guest's initramfs: Debian's busybox-static:arm64
+#                 (cached in $CELLVM_CACHE, lib.sh need_busybox_static_arm64),
+#                 the arm64 agent (build/guest-arm64/cellvm_agent.ko) and
+#                 blkbench cross-built with aarch64-linux-gnu-gcc; /etc/cellvm-arch
+#                 says "arm64" (guest/initramfs/init then finds its devices in
+#                 the device tree). Output: build/guest-arm64/initramfs.cpio.gz
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-case "${1:-}" in
-    "") ;;
-    -h | --help)
-        print_header
-        exit 0
-        ;;
-    *) die "unknown argument '$1'" ;;
-esac
+ARCH=x86_64
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --arch)
+            [ $# -ge 2 ] || die "--arch needs a value (x86_64 or arm64)"
+            set_arch "$2"
+            shift
+            ;;
+        --arch=*) set_arch "${1#*=}" ;;
+        -h | --help)
+            print_header
+            exit 0
+            ;;
+        *) die "unknown argument '$1'" ;;
+    esac
+    shift
+done
 
-need_busybox_static
+if [ "$ARCH" = arm64 ]; then
+    need_busybox_static_arm64
+    apt_ensure gcc-aarch64-linux-gnu
+    cc=aarch64-linux-gnu-gcc
+    out_dir="$BUILD_DIR/guest-arm64"
+else
+    need_busybox_static
+    cc=gcc
+    out_dir="$BUILD_DIR/guest"
+fi
 need_file "$REPO_ROOT/guest/initramfs/init"
+rel_out="${out_dir#"$REPO_ROOT"/}"
 
-out_dir="$BUILD_DIR/guest"
 mkdir -p "$out_dir"
 stage="$(mktemp -d "$out_dir/.initramfs.XXXXXX")"
 trap 'rm -rf "$stage"' EXIT
@@ -29,20 +55,22 @@ make_busybox_root "$stage"
 cp -a "$REPO_ROOT/guest/initramfs/." "$stage/"
 chmod 0755 "$stage/init"
 echo "cell" >"$stage/etc/hostname"
+# Not x86_64: /init reads the architecture here (x86_64 has no such file).
+[ "$ARCH" = x86_64 ] || echo "$ARCH" >"$stage/etc/cellvm-arch"
 # The guest agent module (scripts/build-guest-agent.sh), when built; /init
 # loads it early.
 if [ -f "$out_dir/cellvm_agent.ko" ]; then
     mkdir -p "$stage/lib/modules"
     cp "$out_dir/cellvm_agent.ko" "$stage/lib/modules/cellvm_agent.ko"
-    log "including build/guest/cellvm_agent.ko as /lib/modules/cellvm_agent.ko"
+    log "including $rel_out/cellvm_agent.ko as /lib/modules/cellvm_agent.ko"
 fi
 
 # The block benchmark tool (guest/tools/blkbench.c): libc-free, a few KiB.
-need_cmd gcc
-gcc -O2 -static -nostdlib -ffreestanding -fno-builtin -fno-stack-protector \
+need_cmd "$cc"
+"$cc" -O2 -static -nostdlib -ffreestanding -fno-builtin -fno-stack-protector \
     -fno-pie -no-pie -Wall -Wextra -Werror \
     -o "$stage/bin/blkbench" "$REPO_ROOT/guest/tools/blkbench.c" ||
     die "building guest/tools/blkbench.c failed"
 
 cpio_gz "$stage" "$out_dir/initramfs.cpio.gz"
-log "build/guest/initramfs.cpio.gz ($(stat -c %s "$out_dir/initramfs.cpio.gz") bytes, $(busybox_version))"
+log "$rel_out/initramfs.cpio.gz ($(stat -c %s "$out_dir/initramfs.cpio.gz") bytes, $(busybox_version))"

@@ -35,14 +35,39 @@
 # Benchmark scenarios (tests/nested/bench/*.sh) always go to
 # /cellvm/scenarios/bench/: `--scenarios all` skips that directory, they run
 # only when named (scripts/run-l1.sh --scenarios bench/boot).
+#
+#   --arch arm64  the arm64 rig's L1 (docs/rig.md, "The arm64 rig"), for
+#                 qemu-system-aarch64 (scripts/run-l1.sh --arch arm64):
+#                 Debian's pinned linux-image-6.12.117 cloud-arm64 kernel
+#                 (KVM built in: no modules), busybox-static:arm64, the
+#                 static aarch64 cellvm (default CELLVM_BIN:
+#                 target/arm64/aarch64-unknown-linux-gnu/release/cellvm from
+#                 scripts/build-cellvm-static.sh --arch arm64), the cells in
+#                 cells/arm64/ (*.toml, devices/*.toml, addons/*; none is a
+#                 warning), build/guest-arm64/Image + initramfs.cpio.gz, the
+#                 scenarios in tests/nested/scenarios-arm64/ (benchmarks:
+#                 tests/nested/bench-arm64/, when it exists) and
+#                 guest/l1/init. No distribution-kernel guests, no --with-qemu.
+#                 Output: build/l1-arm64/vmlinuz, build/l1-arm64/initramfs.cpio.gz
+#                 L1 layout as for x86_64, but the guest in
+#                 /cellvm/build/guest-arm64/ and /build -> /cellvm/build, so
+#                 a cell's path written relative to cells/arm64/ in the
+#                 repository (../../build/guest-arm64/Image) resolves in L1 too.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 with_qemu="${CELLVM_L1_WITH_QEMU:-0}"
+ARCH=x86_64
 while [ $# -gt 0 ]; do
     case "$1" in
         --with-qemu) with_qemu=1 ;;
+        --arch)
+            [ $# -ge 2 ] || die "--arch needs a value (x86_64 or arm64)"
+            set_arch "$2"
+            shift
+            ;;
+        --arch=*) set_arch "${1#*=}" ;;
         -h | --help)
             print_header
             exit 0
@@ -52,16 +77,35 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-need_busybox_static
-apt_ensure xz-utils kmod
-need_cmd apt-get apt-cache dpkg-deb xz modinfo
+if [ "$ARCH" = arm64 ]; then
+    [ "$with_qemu" = 0 ] || die "--with-qemu (CELLVM_L1_WITH_QEMU) is for the x86_64 rig only"
+    need_busybox_static_arm64
+    apt_ensure xz-utils kmod
+    need_cmd apt-get apt-cache dpkg-deb xz
+    CELLVM_BIN="${CELLVM_BIN:-$TARGET_DIR/arm64/aarch64-unknown-linux-gnu/release/cellvm}"
+    [ -x "$CELLVM_BIN" ] || die "no cellvm binary at $CELLVM_BIN (run scripts/build-cellvm-static.sh --arch arm64)"
+    [ "$(elf_machine "$CELLVM_BIN")" = aarch64 ] ||
+        die "$CELLVM_BIN is not an aarch64 ELF ($(elf_machine "$CELLVM_BIN")): build it with scripts/build-cellvm-static.sh --arch arm64"
+    if is_dynamic "$CELLVM_BIN"; then
+        die "$CELLVM_BIN is dynamically linked; L1 has no libc: build it with scripts/build-cellvm-static.sh --arch arm64"
+    fi
+    guest_dir="$BUILD_DIR/guest-arm64"
+    guest_files=("$guest_dir/Image" "$guest_dir/initramfs.cpio.gz")
+    need_file "${guest_files[@]}" "$REPO_ROOT/guest/l1/init"
+    out="$BUILD_DIR/l1-arm64"
+else
+    need_busybox_static
+    apt_ensure xz-utils kmod
+    need_cmd apt-get apt-cache dpkg-deb xz modinfo
 
-CELLVM_BIN="${CELLVM_BIN:-$TARGET_DIR/x86_64-unknown-linux-gnu/release/cellvm}"
-[ -x "$CELLVM_BIN" ] || die "no cellvm binary at $CELLVM_BIN (run scripts/build-cellvm-static.sh)"
-if is_dynamic "$CELLVM_BIN"; then
-    die "$CELLVM_BIN is dynamically linked; L1 has no libc: build it with scripts/build-cellvm-static.sh"
+    CELLVM_BIN="${CELLVM_BIN:-$TARGET_DIR/x86_64-unknown-linux-gnu/release/cellvm}"
+    [ -x "$CELLVM_BIN" ] || die "no cellvm binary at $CELLVM_BIN (run scripts/build-cellvm-static.sh)"
+    if is_dynamic "$CELLVM_BIN"; then
+        die "$CELLVM_BIN is dynamically linked; L1 has no libc: build it with scripts/build-cellvm-static.sh"
+    fi
+    need_file "$BUILD_DIR/guest/bzImage" "$BUILD_DIR/guest/vmlinux" "$BUILD_DIR/guest/initramfs.cpio.gz" "$REPO_ROOT/guest/l1/init"
+    out="$BUILD_DIR/l1"
 fi
-need_file "$BUILD_DIR/guest/bzImage" "$BUILD_DIR/guest/vmlinux" "$BUILD_DIR/guest/initramfs.cpio.gz" "$REPO_ROOT/guest/l1/init"
 
 # ---- L1 kernel package ----
 # Pinned, so that the rig does not change under CI's feet with every Debian
@@ -69,18 +113,25 @@ need_file "$BUILD_DIR/guest/bzImage" "$BUILD_DIR/guest/vmlinux" "$BUILD_DIR/gues
 # versions; override with CELLVM_L1_KERNEL_PKG.
 L1_KERNEL_PKG_PINNED="linux-image-6.12.117+deb12-cloud-amd64-unsigned"
 L1_KERNEL_VERSION_PINNED="6.12.117-1~deb12u1"
+# apt's name for the package: arm64 packages are foreign here (multiarch).
+apt_suffix=""
+if [ "$ARCH" = arm64 ]; then
+    # The same Debian version as the x86_64 L1; KVM is built in.
+    L1_KERNEL_PKG_PINNED="linux-image-6.12.117+deb12-cloud-arm64-unsigned"
+    apt_suffix=":arm64"
+fi
 pkg="${CELLVM_L1_KERNEL_PKG:-$L1_KERNEL_PKG_PINNED}"
-if [ -z "$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p')" ]; then
-    log "apt knows no $pkg; running apt-get update"
+if [ -z "$(apt-cache show --no-all-versions "$pkg$apt_suffix" 2>/dev/null | sed -n 's/^Version: //p')" ]; then
+    log "apt knows no $pkg$apt_suffix; running apt-get update"
     if [ "$(id -u)" -eq 0 ]; then apt-get update >/dev/null; else sudo apt-get update >/dev/null; fi
 fi
 if [ "$pkg" = "$L1_KERNEL_PKG_PINNED" ]; then
     version="$L1_KERNEL_VERSION_PINNED"
-    apt-cache show "$pkg=$version" >/dev/null 2>&1 ||
+    apt-cache show "$pkg$apt_suffix=$version" >/dev/null 2>&1 ||
         die "the pinned L1 kernel $pkg=$version is not in the Debian archive any more: pick another one that passes the attach scenario repeatedly (CELLVM_L1_KERNEL_PKG=... scripts/run-l1.sh --scenarios attach) and pin it here (docs/rig.md)"
 else
-    version="$(apt-cache show --no-all-versions "$pkg" 2>/dev/null | sed -n 's/^Version: //p' | head -n1)"
-    [ -n "$version" ] || die "apt-cache knows no package '$pkg'"
+    version="$(apt-cache show --no-all-versions "$pkg$apt_suffix" 2>/dev/null | sed -n 's/^Version: //p' | head -n1)"
+    [ -n "$version" ] || die "apt-cache knows no package '$pkg$apt_suffix'"
 fi
 
 entry="$CELLVM_CACHE/l1-kernel-${pkg}_${version}"
@@ -94,9 +145,9 @@ else
     rm -rf "$entry"
     mkdir -p "$entry/deb" "$entry/modules"
     trap 'rm -rf "$entry"' EXIT
-    (cd "$entry/deb" && apt-get download "$pkg=$version" >/dev/null 2>&1) ||
-        (cd "$entry/deb" && apt-get download "$pkg=$version") ||
-        die "apt-get download $pkg=$version failed"
+    (cd "$entry/deb" && apt-get download "$pkg$apt_suffix=$version" >/dev/null 2>&1) ||
+        (cd "$entry/deb" && apt-get download "$pkg$apt_suffix=$version") ||
+        die "apt-get download $pkg$apt_suffix=$version failed"
     deb="$(find "$entry/deb" -name '*.deb' | head -n1)"
     [ -n "$deb" ] || die "apt-get download produced no .deb"
     dpkg-deb -x "$deb" "$entry/root"
@@ -108,6 +159,13 @@ else
         [ -d "$d" ] && moddir="$d" && break
     done
     [ -n "$moddir" ] || die "no modules directory in $pkg"
+    if [ "$ARCH" = arm64 ]; then
+        # KVM is built into the arm64 cloud kernel: no modules to load.
+        config="$(find "$entry/root/boot" -name 'config-*' | head -n1)"
+        [ -n "$config" ] || die "no /boot/config-* in $pkg"
+        grep -qx 'CONFIG_KVM=y' "$config" ||
+            die "$pkg does not have KVM built in ($(grep '^CONFIG_KVM=' "$config" || echo 'no CONFIG_KVM')): the arm64 L1 loads no modules"
+    fi
 
     # find_module NAME: path of NAME.ko[.xz] (dashes and underscores are equivalent).
     find_module() {
@@ -129,13 +187,18 @@ else
         esac
         order+=("$name")
     }
-    add_module kvm_amd
-    printf '%s\n' "${order[@]}" >"$entry/modules/load-order"
+    if [ "$ARCH" = arm64 ]; then
+        : >"$entry/modules/load-order"
+    else
+        add_module kvm_amd
+        printf '%s\n' "${order[@]}" >"$entry/modules/load-order"
+    fi
     rm -rf "$entry/root" "$entry/deb"
     printf '%s %s\n' "$pkg" "$version" >"$entry/package"
     touch "$entry/.complete"
     trap - EXIT
-    log "cached $pkg $version: modules $(tr '\n' ' ' <"$entry/modules/load-order")"
+    mods="$(tr '\n' ' ' <"$entry/modules/load-order")"
+    log "cached $pkg $version: modules ${mods:-none (KVM built in)}"
 fi
 need_file "$entry/vmlinuz" "$entry/modules/load-order"
 
@@ -144,9 +207,10 @@ need_file "$entry/vmlinuz" "$entry/modules/load-order"
 # ignores the device tree), CONFIG_X86_MPPARSE (it finds its CPUs in
 # cellvm's MP table). Only its vmlinuz is kept. (The cloud flavour the L1
 # runs has no MP table parser: it needs ACPI, docs/ci.md.)
+# (x86_64 only: the CI-runner scenario is an x86 one.)
 distro_pkg="linux-image-6.12.117+deb12-amd64-unsigned"
 distro_entry="$CELLVM_CACHE/distro-kernel-${distro_pkg}_${L1_KERNEL_VERSION_PINNED}"
-if [ ! -f "$distro_entry/.complete" ]; then
+if [ "$ARCH" = x86_64 ] && [ ! -f "$distro_entry/.complete" ]; then
     log "fetching $distro_pkg $L1_KERNEL_VERSION_PINNED (the distribution-kernel guest)"
     rm -rf "$distro_entry"
     mkdir -p "$distro_entry/deb"
@@ -161,10 +225,9 @@ if [ ! -f "$distro_entry/.complete" ]; then
     rm -rf "$distro_entry/deb" "$distro_entry/boot"
     touch "$distro_entry/.complete"
 fi
-need_file "$distro_entry/vmlinuz"
+[ "$ARCH" != x86_64 ] || need_file "$distro_entry/vmlinuz"
 
 # ---- L1 initramfs (always rebuilt) ----
-out="$BUILD_DIR/l1"
 mkdir -p "$out"
 stage="$(mktemp -d "$out/.stage.XXXXXX")"
 trap 'rm -rf "$stage"' EXIT
@@ -173,32 +236,65 @@ make_busybox_root "$stage"
 install -m 0755 "$REPO_ROOT/guest/l1/init" "$stage/init"
 mkdir -p "$stage/lib/cellvm-modules" "$stage/cellvm/bin" "$stage/cellvm/cells" \
     "$stage/cellvm/build/guest" "$stage/cellvm/scenarios"
-cp "$entry/modules/"*.ko "$entry/modules/load-order" "$stage/lib/cellvm-modules/"
-install -m 0755 "$CELLVM_BIN" "$stage/cellvm/bin/cellvm"
-cp "$BUILD_DIR/guest/bzImage" "$BUILD_DIR/guest/vmlinux" "$BUILD_DIR/guest/initramfs.cpio.gz" "$stage/cellvm/build/guest/"
-# Guests for the CI-runner scenario: Debian's generic kernel (no
-# CONFIG_OF: it boots from the MP table) and the L1's own cloud kernel
-# (neither CONFIG_OF nor an MP table parser: one vCPU without ACPI).
-cp "$distro_entry/vmlinuz" "$stage/cellvm/build/distro-vmlinuz"
-cp "$entry/vmlinuz" "$stage/cellvm/build/cloud-vmlinuz"
-mkdir -p "$stage/cellvm/cells/devices" "$stage/cellvm/cells/addons"
-cp "$REPO_ROOT"/cells/devices/*.toml "$stage/cellvm/cells/devices/"
-cp "$REPO_ROOT"/cells/addons/*.toml "$REPO_ROOT"/cells/addons/*.dtso "$stage/cellvm/cells/addons/"
+if [ "$ARCH" = arm64 ]; then
+    # KVM built in: an empty load order.
+    cp "$entry/modules/load-order" "$stage/lib/cellvm-modules/"
+    install -m 0755 "$CELLVM_BIN" "$stage/cellvm/bin/cellvm"
+    rmdir "$stage/cellvm/build/guest"
+    mkdir -p "$stage/cellvm/build/guest-arm64"
+    cp "${guest_files[@]}" "$stage/cellvm/build/guest-arm64/"
+    # Paths relative to cells/arm64/ in the repository
+    # (../../build/guest-arm64/Image) resolve from /cellvm/cells/ too.
+    ln -s cellvm/build "$stage/build"
+    cell_src="$REPO_ROOT/cells/arm64"
+    shopt -s nullglob
+    extra_cells=("$cell_src"/devices/*.toml)
+    if [ "${#extra_cells[@]}" -gt 0 ]; then
+        mkdir -p "$stage/cellvm/cells/devices"
+        cp "${extra_cells[@]}" "$stage/cellvm/cells/devices/"
+    fi
+    extra_cells=("$cell_src"/addons/*.toml "$cell_src"/addons/*.dtso)
+    if [ "${#extra_cells[@]}" -gt 0 ]; then
+        mkdir -p "$stage/cellvm/cells/addons"
+        cp "${extra_cells[@]}" "$stage/cellvm/cells/addons/"
+    fi
+    cells=("$cell_src"/*.toml)
+    scenario_dir="${CELLVM_SCENARIO_DIR:-$REPO_ROOT/tests/nested/scenarios-arm64}"
+    scenarios=("$scenario_dir"/*.sh)
+    shopt -u nullglob
+    [ "${#cells[@]}" -gt 0 ] || warn "no cells/arm64/*.toml: L1 gets no cells (only scenarios that need none can run)"
+else
+    cp "$entry/modules/"*.ko "$entry/modules/load-order" "$stage/lib/cellvm-modules/"
+    install -m 0755 "$CELLVM_BIN" "$stage/cellvm/bin/cellvm"
+    cp "$BUILD_DIR/guest/bzImage" "$BUILD_DIR/guest/vmlinux" "$BUILD_DIR/guest/initramfs.cpio.gz" "$stage/cellvm/build/guest/"
+    # Guests for the CI-runner scenario: Debian's generic kernel (no
+    # CONFIG_OF: it boots from the MP table) and the L1's own cloud kernel
+    # (neither CONFIG_OF nor an MP table parser: one vCPU without ACPI).
+    cp "$distro_entry/vmlinuz" "$stage/cellvm/build/distro-vmlinuz"
+    cp "$entry/vmlinuz" "$stage/cellvm/build/cloud-vmlinuz"
+    mkdir -p "$stage/cellvm/cells/devices" "$stage/cellvm/cells/addons"
+    cp "$REPO_ROOT"/cells/devices/*.toml "$stage/cellvm/cells/devices/"
+    cp "$REPO_ROOT"/cells/addons/*.toml "$REPO_ROOT"/cells/addons/*.dtso "$stage/cellvm/cells/addons/"
 
-shopt -s nullglob
-cells=("$REPO_ROOT"/cells/*.toml)
-scenario_dir="${CELLVM_SCENARIO_DIR:-$REPO_ROOT/tests/nested/scenarios}"
-scenarios=("$scenario_dir"/*.sh)
-shopt -u nullglob
-[ "${#cells[@]}" -gt 0 ] || die "no cells/*.toml"
+    shopt -s nullglob
+    cells=("$REPO_ROOT"/cells/*.toml)
+    scenario_dir="${CELLVM_SCENARIO_DIR:-$REPO_ROOT/tests/nested/scenarios}"
+    scenarios=("$scenario_dir"/*.sh)
+    shopt -u nullglob
+    [ "${#cells[@]}" -gt 0 ] || die "no cells/*.toml"
+fi
 [ "${#scenarios[@]}" -gt 0 ] || die "no scenarios ($scenario_dir/*.sh)"
-cp "${cells[@]}" "$stage/cellvm/cells/"
+[ "${#cells[@]}" -eq 0 ] || cp "${cells[@]}" "$stage/cellvm/cells/"
 install -m 0755 "${scenarios[@]}" "$stage/cellvm/scenarios/"
 printf '%s %s\n' "$pkg" "$version" >"$stage/cellvm/l1-kernel"
 
 # Benchmark scenarios: a subdirectory, so `cellvm.scenarios=all` (files only)
 # never runs them.
-bench_dir="${CELLVM_BENCH_DIR:-$REPO_ROOT/tests/nested/bench}"
+if [ "$ARCH" = arm64 ]; then
+    bench_dir="${CELLVM_BENCH_DIR:-$REPO_ROOT/tests/nested/bench-arm64}"
+else
+    bench_dir="${CELLVM_BENCH_DIR:-$REPO_ROOT/tests/nested/bench}"
+fi
 shopt -s nullglob
 bench_scenarios=("$bench_dir"/*.sh)
 shopt -u nullglob
@@ -258,4 +354,5 @@ fi
 cp "$entry/vmlinuz" "$out/vmlinuz.tmp"
 mv "$out/vmlinuz.tmp" "$out/vmlinuz"
 cpio_gz "$stage" "$out/initramfs.cpio.gz"
-log "build/l1/vmlinuz ($pkg $version), build/l1/initramfs.cpio.gz ($(stat -c %s "$out/initramfs.cpio.gz") bytes): ${#cells[@]} cells, ${#scenarios[@]} scenarios (+${#bench_scenarios[@]} bench), cellvm $(stat -c %s "$CELLVM_BIN") bytes$qemu_note"
+rel_out="${out#"$REPO_ROOT"/}"
+log "$rel_out/vmlinuz ($pkg $version), $rel_out/initramfs.cpio.gz ($(stat -c %s "$out/initramfs.cpio.gz") bytes): ${#cells[@]} cells, ${#scenarios[@]} scenarios (+${#bench_scenarios[@]} bench), cellvm $(stat -c %s "$CELLVM_BIN") bytes$qemu_note"

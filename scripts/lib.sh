@@ -129,7 +129,13 @@ need_busybox_static() {
     fi
 }
 
-busybox_version() { "$BUSYBOX" 2>&1 | sed -n '1s/^\(BusyBox v[^ ]*\).*/\1/p'; }
+busybox_version() {
+    if [ -n "${BUSYBOX_VERSION_LINE:-}" ]; then
+        echo "$BUSYBOX_VERSION_LINE"
+    else
+        "$BUSYBOX" 2>&1 | sed -n '1s/^\(BusyBox v[^ ]*\).*/\1/p'
+    fi
+}
 
 # make_busybox_root DIR: busybox + one symlink per applet at its usual path.
 make_busybox_root() {
@@ -137,7 +143,9 @@ make_busybox_root() {
     mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,tmp,root,etc,mnt}
     cp "$BUSYBOX" "$root/bin/busybox"
     chmod 0755 "$root/bin/busybox"
-    "$BUSYBOX" --list-full | while read -r applet; do
+    # The arm64 busybox cannot run here: its applet list comes from the cache
+    # (need_busybox_static_arm64).
+    if [ -n "${BUSYBOX_APPLETS:-}" ]; then cat "$BUSYBOX_APPLETS"; else "$BUSYBOX" --list-full; fi | while read -r applet; do
         [ "$applet" = bin/busybox ] && continue
         ln -sf /bin/busybox "$root/$applet"
     done
@@ -149,6 +157,126 @@ cpio_gz() {
     local root="$1" out="$2"
     (cd "$root" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) | gzip -9n >"$out.tmp"
     mv "$out.tmp" "$out"
+}
+
+
+# ---- arm64 (the aarch64 rig, docs/rig.md "The arm64 rig") ----
+
+# set_arch VALUE: sets ARCH to the canonical name of VALUE (x86_64 or arm64;
+# amd64 and aarch64 are accepted too), or dies. (Not exported: an ARCH in
+# the environment would steer the kernel's make.)
+# shellcheck disable=SC2034 # ARCH is read by the scripts that source this
+set_arch() {
+    case "$1" in
+        x86_64 | amd64) ARCH=x86_64 ;;
+        arm64 | aarch64) ARCH=arm64 ;;
+        *) die "unknown --arch '$1' (x86_64 or arm64)" ;;
+    esac
+}
+
+# as_root CMD...: CMD as root (through sudo when not root).
+as_root() {
+    if [ "$(id -u)" -eq 0 ]; then
+        "$@"
+    else
+        command -v sudo >/dev/null 2>&1 || die "need root (or sudo) to run: $*"
+        sudo "$@"
+    fi
+}
+
+# ensure_arm64_multiarch [PROBE]: dpkg accepts arm64 packages (multiarch)
+# and apt has their lists. PROBE (a package, default busybox-static:arm64)
+# tells whether the lists are there: when it is not installed, apt must know
+# a version of it, which is left in ARM64_PROBE_VERSION (empty when PROBE
+# is installed: apt is not asked, each apt-cache call costs about a second).
+ensure_arm64_multiarch() {
+    local probe="${1:-busybox-static:arm64}"
+    need_cmd dpkg dpkg-query apt-get apt-cache
+    ARM64_PROBE_VERSION=""
+    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+        log "enabling the arm64 architecture in dpkg (dpkg --add-architecture arm64)"
+        as_root dpkg --add-architecture arm64
+        log "apt-get update (arm64 package lists)"
+        as_root apt-get update >/dev/null || die "apt-get update failed"
+    elif dpkg-query -W -f='${Status}' "$probe" 2>/dev/null | grep -q '^install ok installed$'; then
+        return 0
+    fi
+    ARM64_PROBE_VERSION="$(apt_candidate "$probe")"
+    if [ -z "$ARM64_PROBE_VERSION" ]; then
+        log "apt knows no $probe; running apt-get update"
+        as_root apt-get update >/dev/null || die "apt-get update failed"
+        ARM64_PROBE_VERSION="$(apt_candidate "$probe")"
+    fi
+    [ -n "$ARM64_PROBE_VERSION" ] ||
+        die "apt knows no $probe even after apt-get update (is arm64 missing from the apt sources' architectures?)"
+}
+
+# apt_candidate PKG[:ARCH]: the version apt would install (empty if none).
+apt_candidate() {
+    apt-cache show --no-all-versions "$1" 2>/dev/null | sed -n 's/^Version: //p' | head -n1
+}
+
+# elf_machine FILE: x86_64, aarch64, or "other" (e_machine of an ELF file;
+# "none" if FILE is not ELF).
+elf_machine() {
+    local magic m
+    magic="$(LC_ALL=C od -An -c -N4 "$1" 2>/dev/null | tr -d ' \n')"
+    [ "$magic" = "177ELF" ] || { echo none; return 0; }
+    m="$(od -An -tu1 -j18 -N2 "$1" | tr -s ' ' | sed 's/^ //;s/ $//')"
+    case "$m" in
+        "62 0") echo x86_64 ;;
+        "183 0") echo aarch64 ;;
+        *) echo other ;;
+    esac
+}
+
+# need_busybox_static_arm64: Debian's busybox-static:arm64 for the arm64
+# images, fetched (apt-get download + dpkg-deb -x) once into
+# $CELLVM_CACHE/busybox-static-arm64_<version>/ with its applet list (the
+# binary runs once under qemu-aarch64, Debian's qemu-user, for
+# `--list-full`; later builds only read the list). Sets BUSYBOX (the arm64
+# binary), BUSYBOX_APPLETS (the list, read by make_busybox_root) and
+# BUSYBOX_VERSION_LINE (for busybox_version).
+need_busybox_static_arm64() {
+    apt_ensure cpio gzip
+    need_cmd cpio gzip find sort dpkg-deb flock
+    ensure_arm64_multiarch busybox-static:arm64
+    local version entry deb
+    version="${ARM64_PROBE_VERSION:-$(apt_candidate busybox-static:arm64)}"
+    [ -n "$version" ] || die "apt knows no busybox-static:arm64"
+    entry="$CELLVM_CACHE/busybox-static-arm64_${version//:/_}"
+    mkdir -p "$CELLVM_CACHE"
+    (
+        exec 8>"$CELLVM_CACHE/busybox-static-arm64.lock"
+        flock 8
+        [ -f "$entry/.complete" ] && exit 0
+        apt_ensure qemu-user
+        need_cmd qemu-aarch64
+        log "fetching busybox-static:arm64 $version"
+        rm -rf "$entry"
+        mkdir -p "$entry/deb"
+        (cd "$entry/deb" && apt-get download "busybox-static:arm64=$version" >/dev/null 2>&1) ||
+            (cd "$entry/deb" && apt-get download "busybox-static:arm64=$version") ||
+            die "apt-get download busybox-static:arm64=$version failed"
+        deb="$(find "$entry/deb" -name '*.deb' | head -n1)"
+        [ -n "$deb" ] || die "apt-get download busybox-static:arm64 produced no .deb"
+        dpkg-deb -x "$deb" "$entry/root" || die "dpkg-deb -x $deb failed"
+        [ -f "$entry/root/bin/busybox" ] || die "no /bin/busybox in $deb"
+        [ "$(elf_machine "$entry/root/bin/busybox")" = aarch64 ] || die "$deb's /bin/busybox is not an aarch64 ELF"
+        is_dynamic "$entry/root/bin/busybox" && die "$deb's /bin/busybox is dynamically linked"
+        cp "$entry/root/bin/busybox" "$entry/busybox"
+        qemu-aarch64 "$entry/busybox" --list-full >"$entry/applets" ||
+            die "qemu-aarch64 $entry/busybox --list-full failed"
+        [ -s "$entry/applets" ] || die "busybox:arm64 --list-full printed nothing"
+        { qemu-aarch64 "$entry/busybox" 2>&1 || true; } | sed -n '1s/^\(BusyBox v[^ ]*\).*/\1/p' >"$entry/version"
+        rm -rf "$entry/root" "$entry/deb"
+        touch "$entry/.complete"
+        log "cached busybox-static:arm64 $version ($(wc -l <"$entry/applets") applets): $entry"
+    ) || die "could not prepare busybox-static:arm64"
+    BUSYBOX="$entry/busybox"
+    BUSYBOX_APPLETS="$entry/applets"
+    BUSYBOX_VERSION_LINE="$(cat "$entry/version") (arm64)"
+    need_file "$BUSYBOX" "$BUSYBOX_APPLETS"
 }
 
 

@@ -6,28 +6,49 @@
 # cached in $CELLVM_CACHE, cargo is incremental, the initramfs images take
 # seconds).
 #
-# Usage: scripts/setup.sh
+# Usage: scripts/setup.sh [--arch x86_64|arm64]
+#   --arch arm64  the arm64 rig (docs/rig.md, "The arm64 rig"): the same
+#                 steps with --arch arm64, without install-deps (each step
+#                 installs what it needs); then scripts/run-l1.sh --arch arm64
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-case "${1:-}" in
-    "") ;;
-    -h | --help)
-        print_header
-        exit 0
-        ;;
-    *) die "unknown argument '$1'" ;;
-esac
+ARCH=x86_64
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --arch)
+            [ $# -ge 2 ] || die "--arch needs a value (x86_64 or arm64)"
+            set_arch "$2"
+            shift
+            ;;
+        --arch=*) set_arch "${1#*=}" ;;
+        -h | --help)
+            print_header
+            exit 0
+            ;;
+        *) die "unknown argument '$1'" ;;
+    esac
+    shift
+done
 
 total="$(now)"
 step() {
     local s
     s="$(now)"
-    log "== $1"
-    "$REPO_ROOT/scripts/$1" || die "$1 failed"
-    log "== $1 done ($(elapsed_since "$s") s)"
+    log "== $*"
+    "$REPO_ROOT/scripts/$1" "${@:2}" || die "$* failed"
+    log "== $* done ($(elapsed_since "$s") s)"
 }
+if [ "$ARCH" = arm64 ]; then
+    for script in build-guest-kernel.sh build-guest-agent.sh build-guest-initramfs.sh \
+        build-cellvm-static.sh build-l1.sh; do
+        step "$script" --arch arm64
+    done
+    log "arm64 setup complete in $(elapsed_since "$total") s (cache: $CELLVM_CACHE)"
+    log "run the arm64 scenarios with: scripts/run-l1.sh --arch arm64 --scenarios all"
+    exit 0
+fi
 step install-deps.sh
 step build-guest-kernel.sh
 step build-guest-agent.sh

@@ -14,11 +14,13 @@
 //
 // Freestanding: no libc (raw system calls), so it adds a few KiB to the
 // initramfs instead of a static libc. Built by
-// scripts/build-guest-initramfs.sh with gcc -nostdlib -static.
+// scripts/build-guest-initramfs.sh with gcc -nostdlib -static (x86_64), or
+// aarch64-linux-gnu-gcc for the arm64 guest (--arch arm64).
 
 typedef unsigned long u64;
 typedef long i64;
 
+#if defined(__x86_64__)
 #define SYS_write 1
 #define SYS_open 2
 #define SYS_pread64 17
@@ -26,8 +28,23 @@ typedef long i64;
 #define SYS_clock_gettime 228
 #define SYS_exit_group 231
 
-#define O_RDONLY 0
 #define O_DIRECT 040000
+#elif defined(__aarch64__)
+// The generic system call table: no open(2), openat(AT_FDCWD, ...) instead.
+#define SYS_write 64
+#define SYS_openat 56
+#define SYS_pread64 67
+#define SYS_ioctl 29
+#define SYS_clock_gettime 113
+#define SYS_exit_group 94
+#define AT_FDCWD (-100)
+
+#define O_DIRECT 0200000
+#else
+#error "blkbench: x86_64 or aarch64 only"
+#endif
+
+#define O_RDONLY 0
 #define BLKGETSIZE64 0x80081272UL
 #define CLOCK_MONOTONIC 1
 
@@ -35,6 +52,7 @@ typedef long i64;
 
 static unsigned char buf[MAX_BLOCK] __attribute__((aligned(4096)));
 
+#if defined(__x86_64__)
 static i64 sys3(i64 n, i64 a, i64 b, i64 c)
 {
 	i64 ret;
@@ -55,6 +73,26 @@ static i64 sys4(i64 n, i64 a, i64 b, i64 c, i64 d)
 			 : "rcx", "r11", "memory");
 	return ret;
 }
+#else
+static i64 sys4(i64 n, i64 a, i64 b, i64 c, i64 d)
+{
+	register i64 x8 __asm__("x8") = n;
+	register i64 x0 __asm__("x0") = a;
+	register i64 x1 __asm__("x1") = b;
+	register i64 x2 __asm__("x2") = c;
+	register i64 x3 __asm__("x3") = d;
+	__asm__ volatile("svc #0"
+			 : "+r"(x0)
+			 : "r"(x8), "r"(x1), "r"(x2), "r"(x3)
+			 : "memory");
+	return x0;
+}
+
+static i64 sys3(i64 n, i64 a, i64 b, i64 c)
+{
+	return sys4(n, a, b, c, 0);
+}
+#endif
 
 static u64 len(const char *s)
 {
@@ -143,7 +181,11 @@ void cmain(i64 *sp)
 	if (block == 0 || block > MAX_BLOCK)
 		fail("block-size", 0);
 
+#ifdef SYS_open
 	i64 fd = sys3(SYS_open, (i64)argv[1], O_RDONLY | O_DIRECT, 0);
+#else
+	i64 fd = sys4(SYS_openat, AT_FDCWD, (i64)argv[1], O_RDONLY | O_DIRECT, 0);
+#endif
 	if (fd < 0)
 		fail("open", fd);
 	u64 size = 0;
@@ -184,6 +226,7 @@ void cmain(i64 *sp)
 	quit(0);
 }
 
+#if defined(__x86_64__)
 __asm__(".globl _start\n"
 	"_start:\n"
 	"	xor %rbp, %rbp\n"
@@ -191,3 +234,13 @@ __asm__(".globl _start\n"
 	"	and $-16, %rsp\n"
 	"	call cmain\n"
 	"	hlt\n");
+#else
+// The kernel starts a process with sp 16-byte aligned, argc at [sp].
+__asm__(".globl _start\n"
+	"_start:\n"
+	"	mov x29, #0\n"
+	"	mov x30, #0\n"
+	"	mov x0, sp\n"
+	"	bl cmain\n"
+	"	b .\n");
+#endif
