@@ -102,7 +102,7 @@ verify_config() {
         esac
     done <"$FRAGMENT"
     if [ "${#bad[@]}" -gt 0 ]; then
-        printf '[%s] ERROR: options from ${FRAGMENT#"$REPO_ROOT"/} not honoured (missing dependency?):\n' "$SCRIPT_NAME" >&2
+        printf '[%s] ERROR: options from %s not honoured (missing dependency?):\n' "$SCRIPT_NAME" "${FRAGMENT#"$REPO_ROOT"/}" >&2
         printf '  %s\n' "${bad[@]}" >&2
         return 1
     fi
@@ -125,7 +125,7 @@ else
     mv "$srcdir" "$entry/linux"
     tree="$entry/linux"
     jobs="$(jobs_n)"
-    log "make tinyconfig + merge guest/kernel.config"
+    log "make tinyconfig + merge ${FRAGMENT#"$REPO_ROOT"/}"
     make -C "$tree" "${make_arch[@]}" -s tinyconfig >/dev/null
     (cd "$tree" && env "${make_arch[@]}" ./scripts/kconfig/merge_config.sh -m .config "$FRAGMENT" >"$entry/merge.log" 2>&1) ||
         { cat "$entry/merge.log" >&2; die "merge_config.sh failed"; }
