@@ -78,6 +78,49 @@ pub fn parse_log(log: &str) -> BTreeMap<String, Scenario> {
 }
 
 static RIG: OnceLock<Result<RigRun, String>> = OnceLock::new();
+static ARM64_RIG: OnceLock<Result<RigRun, String>> = OnceLock::new();
+
+/// Which nested rig: the x86_64 one (QEMU TCG with SVM) or the arm64 one
+/// (qemu-system-aarch64 with virtualization=on).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Arch {
+    X86_64,
+    Arm64,
+}
+
+impl Arch {
+    /// The L1 image's directory under build/.
+    fn l1_dir(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "build/l1",
+            Arch::Arm64 => "build/l1-arm64",
+        }
+    }
+
+    /// The variable naming the scenarios to run (all when unset).
+    fn scenarios_var(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "CELLVM_SCENARIOS",
+            Arch::Arm64 => "CELLVM_ARM64_SCENARIOS",
+        }
+    }
+
+    /// The setup command that builds the rig.
+    fn setup(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "scripts/setup.sh",
+            Arch::Arm64 => "scripts/setup.sh --arch arm64",
+        }
+    }
+
+    /// Extra arguments of scripts/run-l1.sh.
+    fn run_args(self) -> &'static [&'static str] {
+        match self {
+            Arch::X86_64 => &[],
+            Arch::Arm64 => &["--arch", "arm64"],
+        }
+    }
+}
 
 /// Boots L1 once (per test binary) with all scenarios (or those
 /// `CELLVM_SCENARIOS` names, `a,b`: for running a few tests while
@@ -85,24 +128,36 @@ static RIG: OnceLock<Result<RigRun, String>> = OnceLock::new();
 /// remembered too: every test then fails with its message at once, instead
 /// of each booting L1 again (one hung L1 must not cost one timeout per test).
 pub fn rig() -> &'static RigRun {
-    match RIG.get_or_init(run_rig) {
+    match RIG.get_or_init(|| run_rig(Arch::X86_64)) {
         Ok(run) => run,
         Err(e) => panic!("{e}"),
     }
 }
 
-fn run_rig() -> Result<RigRun, String> {
+/// The arm64 rig, booted once per test binary like [`rig`]
+/// (`CELLVM_ARM64_SCENARIOS` picks scenarios).
+pub fn arm64_rig() -> &'static RigRun {
+    match ARM64_RIG.get_or_init(|| run_rig(Arch::Arm64)) {
+        Ok(run) => run,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn run_rig(arch: Arch) -> Result<RigRun, String> {
     let root = repo_root();
-    for needed in ["build/l1/vmlinuz", "build/l1/initramfs.cpio.gz"] {
-        if !root.join(needed).exists() {
+    for file in ["vmlinuz", "initramfs.cpio.gz"] {
+        let needed = format!("{}/{file}", arch.l1_dir());
+        if !root.join(&needed).exists() {
             return Err(format!(
-                "{needed} is missing: run scripts/setup.sh first (the README's test command, scripts/test.sh, does)"
+                "{needed} is missing: run {} first (the README's test command, scripts/test.sh, does)",
+                arch.setup()
             ));
         }
     }
     let script = root.join("scripts/run-l1.sh");
-    let scenarios = std::env::var("CELLVM_SCENARIOS").unwrap_or_else(|_| "all".to_string());
+    let scenarios = std::env::var(arch.scenarios_var()).unwrap_or_else(|_| "all".to_string());
     let out = Command::new(&script)
+        .args(arch.run_args())
         .args(["--scenarios", &scenarios])
         .current_dir(&root)
         .output()

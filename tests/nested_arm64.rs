@@ -1,0 +1,260 @@
+//! Nested arm64 tests: real arm64 Linux cells under the static aarch64
+//! cellvm on real KVM (VHE) inside an aarch64 L1 guest (qemu-system-aarch64,
+//! `-M virt,virtualization=on`). One L1 boot runs every scenario in
+//! tests/nested/scenarios-arm64/; each test here checks one scenario's
+//! output (docs/rig.md, "The arm64 rig").
+//!
+//! Needs the rig built by `scripts/setup.sh --arch arm64` (the README's
+//! test command runs it) and, for the device-tree check, Debian's
+//! qemu-user (`qemu-aarch64`, which the setup installs) to run the aarch64
+//! cellvm on the host; anything missing fails loudly.
+
+// Test code: a failed step should panic with its message.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::rig::{arm64_rig, flatten_dtb, hex, repo_root, report_lines};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::Command;
+
+fn report_value(lines: &[String], key: &str) -> Option<String> {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+}
+
+fn assert_booted(name: &str) -> Vec<String> {
+    let s = arm64_rig().scenario(name);
+    assert_eq!(s.rc, 0, "scenario {name} output:\n{}", s.output);
+    assert!(
+        s.output.contains("CELLVM-READY"),
+        "guest never reached userspace:\n{}",
+        s.output
+    );
+    assert!(
+        s.output
+            .contains("cellvm: boot-timer: guest reached userspace after"),
+        "no boot-timer line:\n{}",
+        s.output
+    );
+    report_lines(&s.output)
+}
+
+/// The static aarch64 cellvm (scripts/build-cellvm-static.sh --arch arm64).
+fn arm64_cellvm() -> PathBuf {
+    let root = repo_root();
+    let target = match std::env::var("CARGO_TARGET_DIR") {
+        Ok(dir) if PathBuf::from(&dir).is_absolute() => PathBuf::from(dir),
+        Ok(dir) => root.join(dir),
+        Err(_) => root.join("target"),
+    };
+    target.join("arm64/aarch64-unknown-linux-gnu/release/cellvm")
+}
+
+/// The DTB the aarch64 cellvm builds for `cell`, run under qemu-user.
+fn arm64_cell_dtb(cell: &str) -> Vec<u8> {
+    let bin = arm64_cellvm();
+    assert!(
+        bin.exists(),
+        "{} is missing: run scripts/setup.sh --arch arm64",
+        bin.display()
+    );
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let status = Command::new("qemu-aarch64")
+        .arg(&bin)
+        .args(["dtb", cell, "-o"])
+        .arg(out.path())
+        .current_dir(repo_root())
+        .status()
+        .unwrap_or_else(|e| {
+            panic!("cannot run qemu-aarch64 (Debian's qemu-user; scripts/setup.sh --arch arm64 installs it): {e}")
+        });
+    assert!(
+        status.success(),
+        "cellvm dtb {cell} under qemu-aarch64: {status}"
+    );
+    std::fs::read(out.path()).unwrap()
+}
+
+#[test]
+fn arm64_one_vcpu_cell_reaches_userspace_and_sees_its_device_tree() {
+    let report = assert_booted("boot-1cpu");
+    assert_eq!(report_value(&report, "cpus").as_deref(), Some("1"));
+    assert_eq!(report_value(&report, "dt").as_deref(), Some("present"));
+}
+
+#[test]
+fn arm64_two_vcpu_cell_starts_its_second_vcpu_through_psci() {
+    let report = assert_booted("boot-2cpu");
+    assert_eq!(report_value(&report, "cpus").as_deref(), Some("2"));
+}
+
+#[test]
+fn arm64_guest_device_tree_carries_every_property_cellvm_generated() {
+    for (scenario, cell) in [
+        ("boot-1cpu", "cells/arm64/test-boot-1cpu.toml"),
+        ("boot-2cpu", "cells/arm64/test-boot-2cpu.toml"),
+    ] {
+        let report = assert_booted(scenario);
+        let guest: BTreeMap<String, String> = report
+            .iter()
+            .filter_map(|l| l.strip_prefix("dt:"))
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let expected = flatten_dtb(&arm64_cell_dtb(cell));
+        for key in [
+            "psci/method",
+            "timer/interrupts",
+            "interrupt-controller@8000000/reg",
+            "serial@9000000/interrupts",
+        ] {
+            assert!(
+                expected.contains_key(key),
+                "{cell}: no {key} in cellvm's DTB"
+            );
+        }
+        for (path, bytes) in &expected {
+            let got = guest
+                .get(path)
+                .unwrap_or_else(|| panic!("{scenario}: guest DT lacks {path}"));
+            assert_eq!(got, &hex(bytes), "{scenario}: {path} differs");
+        }
+    }
+}
+
+#[test]
+fn arm64_guest_drives_test_functions_on_ecam_and_cam_bridges_with_intx_on_gic_spis() {
+    let s = arm64_rig().scenario("pci");
+    assert_eq!(s.rc, 0, "{}", s.output);
+    let window = cellvm::platform::aarch64::PCI_MMIO32_POOL;
+    let listed: Vec<&str> = s.output.lines().filter(|l| l.starts_with("pci:")).collect();
+    assert_eq!(listed.len(), 3, "{}", s.output);
+    for line in &listed {
+        assert!(line.contains("vendor=0x1b36 device=0x00ce"), "{line}");
+        let bar = line.split("bar0=").nth(1).unwrap();
+        let start =
+            u64::from_str_radix(bar.split('-').next().unwrap().trim_start_matches("0x"), 16)
+                .unwrap();
+        assert!(
+            (window.0..window.1).contains(&start),
+            "{line}: BAR0 outside the 32-bit PCI pool {window:x?}"
+        );
+    }
+    let results: Vec<&str> = s
+        .output
+        .lines()
+        .filter(|l| l.starts_with("pcitest:"))
+        .collect();
+    assert_eq!(results.len(), 3, "{}", s.output);
+    for r in &results {
+        assert!(r.contains("magic=0x44545643"), "{r}");
+        assert!(r.contains("scratch=0x12345678"), "{r}");
+        assert!(r.contains("irq_events=0->1"), "INTx not delivered: {r}");
+    }
+    // Each bridge is the PCI domain cellvm gave it (linux,pci-domain).
+    let domains: std::collections::BTreeSet<&str> = results
+        .iter()
+        .filter_map(|r| r.strip_prefix("pcitest:")?.split(':').next())
+        .collect();
+    assert_eq!(domains.len(), 2, "{results:?}");
+}
+
+/// The output of each `step: NAME` section of the arm64 attach scenario.
+fn attach_steps() -> BTreeMap<String, String> {
+    let s = arm64_rig().scenario("attach");
+    assert_eq!(s.rc, 0, "{}", s.output);
+    let mut steps = BTreeMap::new();
+    let mut current = String::from("start");
+    for line in s.output.lines() {
+        if let Some(name) = line.strip_prefix("step: ") {
+            current = name.trim().to_string();
+            continue;
+        }
+        let entry: &mut String = steps.entry(current.clone()).or_default();
+        entry.push_str(line);
+        entry.push('\n');
+    }
+    steps
+}
+
+#[test]
+fn arm64_pci_bridges_and_their_functions_come_and_go_at_run_time() {
+    let steps = attach_steps();
+    for step in [
+        "attach-pci",
+        "add-function",
+        "remove-function",
+        "detach-pci",
+        "attach-cam",
+        "detach-cam",
+    ] {
+        assert!(steps[step].contains("rc=0"), "{step}: {}", steps[step]);
+        assert!(!steps[step].contains("rc=1"), "{step}: {}", steps[step]);
+    }
+    let console = &steps["console"];
+    assert!(
+        console.contains("cellvm: channel: guest agent HELLO: protocol 1"),
+        "{console}"
+    );
+    for dev in [":08:01.0", ":08:02.0", ":08:03.0", ":0c:04.0"] {
+        for sign in ["+", "-"] {
+            assert!(
+                console
+                    .lines()
+                    .any(|l| l.starts_with(&format!("CELLVM-DEV{sign} ")) && l.ends_with(dev)),
+                "CELLVM-DEV{sign} ...{dev} missing:\n{console}"
+            );
+        }
+    }
+}
+
+#[test]
+fn arm64_virtio_mmio_and_virtio_pci_devices_bind_at_run_time_and_go() {
+    let steps = attach_steps();
+    for step in [
+        "attach-virtio",
+        "detach-virtio",
+        "attach-virtio-pci",
+        "detach-virtio-pci",
+    ] {
+        assert!(steps[step].contains("rc=0"), "{step}: {}", steps[step]);
+    }
+    let console = &steps["console"];
+    for dev in ["virtio_mmio", "virtio_rng", "virtio_blk"] {
+        for sign in ["+", "-"] {
+            assert!(
+                console
+                    .lines()
+                    .any(|l| l.starts_with(&format!("CELLVM-DEV{sign} ")) && l.contains(dev)),
+                "CELLVM-DEV{sign} ...{dev} missing:\n{console}"
+            );
+        }
+    }
+}
+
+#[test]
+fn arm64_attach_detach_cycles_leave_the_cell_unchanged_and_port_uarts_are_refused() {
+    let steps = attach_steps();
+    assert!(
+        steps["cycles"].contains("cycles: 20 failures: 0"),
+        "{}",
+        steps["cycles"]
+    );
+    assert!(
+        steps["cycles"].contains("cycles: devices identical"),
+        "{}",
+        steps["cycles"]
+    );
+    let bad = &steps["bad-requests"];
+    assert!(
+        bad.contains("ser1 is a UART at an I/O port, but aarch64 has no port I/O"),
+        "{bad}"
+    );
+    assert!(
+        bad.contains("no attached device has id \"nosuch\""),
+        "{bad}"
+    );
+}
