@@ -120,3 +120,129 @@ pub(super) fn add_platform_nodes(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{parse, LoadOptions};
+    use crate::fdt::{build_base_tree, emit};
+    use std::path::Path;
+
+    /// Two vCPUs, a virtio-mmio disk and an ECAM bridge with a test device.
+    const CELL: &str = r#"
+name = "arm"
+[cpus]
+count = 2
+[[memory]]
+size = "256M"
+[kernel]
+path = "Image"
+[[virtio_mmio]]
+id = "rng0"
+kind = "rng"
+[[pci_bridge]]
+id = "pci0"
+kind = "ecam"
+[[pci_bridge.device]]
+slot = 1
+kind = "test"
+"#;
+
+    fn tree() -> (Node, CellLayout) {
+        let cfg = parse(
+            CELL,
+            None,
+            Path::new("."),
+            &LoadOptions { check_files: false },
+        )
+        .expect("config");
+        let layout = CellLayout::new(&cfg).expect("layout");
+        (build_base_tree(&cfg, &layout).expect("tree"), layout)
+    }
+
+    fn u32s(root: &Node, path: &str, prop: &str) -> Vec<u32> {
+        root.find(path)
+            .and_then(|n| n.property(prop))
+            .and_then(|p| p.as_u32s())
+            .unwrap_or_else(|| panic!("{path} {prop}"))
+    }
+
+    #[test]
+    fn aarch64_tree_has_psci_cpus_a_gicv3_the_timer_and_the_mmio_console() {
+        let (root, _) = tree();
+        assert_eq!(u32s(&root, "/cpus/cpu@1", "reg"), [1]);
+        let cpu = root.find("/cpus/cpu@1").expect("cpu 1");
+        assert_eq!(
+            cpu.property("enable-method").and_then(|p| p.as_str()),
+            Some("psci")
+        );
+        let gic = "/interrupt-controller@8000000";
+        assert_eq!(
+            u32s(&root, gic, "reg"),
+            [0, 0x800_0000, 0, 0x1_0000, 0, 0x810_0000, 0, 0x4_0000],
+            "distributor and two vCPUs' redistributors"
+        );
+        assert_eq!(u32s(&root, gic, "#interrupt-cells"), [3]);
+        assert_eq!(u32s(&root, "/timer", "interrupts").len(), 12);
+        assert_eq!(u32s(&root, &uart_path(), "interrupts"), [0, UART_IRQ, 1]);
+        let chosen = root.find("/chosen").expect("chosen");
+        assert_eq!(
+            chosen.property("stdout-path").and_then(|p| p.as_str()),
+            Some("/serial@9000000")
+        );
+    }
+
+    #[test]
+    fn aarch64_devices_interrupt_through_gic_spis_and_bridges_name_their_domain() {
+        let (root, layout) = tree();
+        let virtio = &layout.virtio_mmio[0];
+        let path = format!("/virtio_mmio@{:x}", virtio.window.base);
+        assert_eq!(u32s(&root, &path, "interrupts"), [0, virtio.irq, 4]);
+        let bridge = &layout.pci_bridges[0];
+        let path = format!("/pci@{:x}", bridge.config.base);
+        assert_eq!(
+            u32s(&root, &path, "linux,pci-domain"),
+            [crate::platform::pci_domain(bridge.config.base)]
+        );
+        let node = root.find(&path).expect("bridge");
+        assert!(node.property("msi-map").is_none(), "no MSI target on arm64");
+        // 32 devices x 4 pins, each <3 child address, 1 pin, &gic, 2 parent
+        // address, 3 specifier> cells.
+        let map = node
+            .property("interrupt-map")
+            .and_then(|p| p.as_cells())
+            .expect("interrupt-map");
+        assert_eq!(map.len(), 32 * 4 * 10);
+        assert!(matches!(map[4], crate::fdt::Cell::Ref(l) if l == INTC_LABEL));
+    }
+
+    #[test]
+    fn aarch64_dtb_decompiles_with_dtc_without_warnings() {
+        let (mut root, _) = tree();
+        set_initrd(&mut root, 0x4f00_0000, 0x4f10_0000).expect("initrd");
+        let dtb = emit::to_dtb(&root).expect("dtb");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("cell.dtb");
+        std::fs::write(&file, dtb).expect("write");
+        let out = std::process::Command::new("dtc")
+            .args(["-I", "dtb", "-O", "dts"])
+            .arg(&file)
+            .output()
+            .expect("dtc (apt-get install device-tree-compiler)");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && stderr.is_empty(), "{stderr}");
+        let dts = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            dts.contains("linux,initrd-start = <0x00 0x4f000000>;"),
+            "{dts}"
+        );
+    }
+
+    #[test]
+    fn aarch64_mpidr_follows_kvms_sixteen_per_cluster() {
+        assert_eq!(mpidr_of(0), 0);
+        assert_eq!(mpidr_of(15), 15);
+        assert_eq!(mpidr_of(16), 0x100);
+        assert_eq!(mpidr_of(33), 0x201);
+    }
+}

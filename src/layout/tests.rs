@@ -170,14 +170,14 @@ fn virtio_devices_share_pins_evenly_once_the_dynamic_pins_are_taken() {
         .collect();
     let l = CellLayout::new(&c).unwrap();
     let first = crate::platform::FIRST_DYNAMIC_IRQ;
-    let dynamic = crate::platform::IOAPIC_PINS - first;
+    let dynamic = crate::platform::IRQ_LINES - first;
     for (i, slot) in (0u32..).zip(&l.virtio_mmio) {
         // Round robin over the dynamic pins: the one with the fewest
         // holders, the lowest on a tie.
         assert_eq!(slot.irq, first + i % dynamic, "{}", slot.id);
         assert!(l.irqs.is_shared(slot.irq));
     }
-    let counts: Vec<usize> = (first..crate::platform::IOAPIC_PINS)
+    let counts: Vec<usize> = (first..crate::platform::IRQ_LINES)
         .map(|p| l.irqs.holders(p).len())
         .collect();
     assert_eq!(

@@ -320,7 +320,8 @@ impl Drop for IrqfdMsiSender {
     }
 }
 
-#[cfg(all(test, target_arch = "x86_64"))]
+#[cfg(test)]
+#[cfg(target_arch = "x86_64")]
 mod tests {
     use super::*;
     use kvm_bindings::{
