@@ -46,16 +46,6 @@ pub fn mpidr_of(id: u32) -> u32 {
     (id % 16) | ((id / 16) << 8)
 }
 
-/// `/chosen`: the command line and the console; [`set_initrd`] adds the
-/// initrd.
-pub(super) fn chosen_node(cfg: &CellConfig, uart: &str) -> Result<Node, FdtError> {
-    t::CHOSEN.instantiate(
-        &Vars::new()
-            .string("bootargs", cfg.kernel.cmdline.as_str())
-            .string("stdout_path", uart),
-    )
-}
-
 /// Records the initrd loaded at `start..end` in `/chosen`.
 pub fn set_initrd(root: &mut Node, start: u64, end: u64) -> Result<(), FdtError> {
     let chosen = root

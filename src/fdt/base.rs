@@ -268,7 +268,13 @@ pub(super) fn build(cfg: &CellConfig, layout: &CellLayout) -> Result<Node, FdtEr
             .cells("intc", [Cell::Ref(INTC_LABEL.to_string())]),
     )?;
     let uart = arch::uart_path();
-    root.add_child(arch::chosen_node(cfg, &uart)?)?;
+    root.add_child(
+        t::CHOSEN.instantiate(
+            &Vars::new()
+                .string("bootargs", cfg.kernel.cmdline.as_str())
+                .string("stdout_path", uart.as_str()),
+        )?,
+    )?;
     root.add_child(t::ALIASES.instantiate(&Vars::new().string("serial0", uart.as_str()))?)?;
     root.add_child(arch::cpus_node(cfg)?)?;
     for w in &layout.memory {

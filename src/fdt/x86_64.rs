@@ -42,16 +42,6 @@ pub fn uart_path() -> String {
     child_path(&child_path("/", ISA_NAME), &uart_name())
 }
 
-/// `/chosen`: the command line and the console (the initrd goes through
-/// `boot_params`).
-pub(super) fn chosen_node(cfg: &CellConfig, uart: &str) -> Result<Node, FdtError> {
-    t::CHOSEN.instantiate(
-        &Vars::new()
-            .string("bootargs", cfg.kernel.cmdline.as_str())
-            .string("stdout_path", uart),
-    )
-}
-
 /// `/cpus`, one node per vCPU with its local APIC ID.
 pub(super) fn cpus_node(cfg: &CellConfig) -> Result<Node, FdtError> {
     let mut cpus = t::CPUS.instantiate(&Vars::new())?;

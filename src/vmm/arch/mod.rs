@@ -27,3 +27,19 @@ pub mod x86_64;
 pub use aarch64::*;
 #[cfg(target_arch = "x86_64")]
 pub use x86_64::*;
+
+use crate::vmm::error::VmmError;
+use std::fs::File;
+
+/// A guest-memory error while loading, as a [`VmmError`].
+fn mem_err(e: impl std::fmt::Display) -> VmmError {
+    VmmError::Memory(e.to_string())
+}
+
+/// Opens a kernel or initrd, naming it in the error.
+fn open(path: &std::path::Path) -> Result<File, VmmError> {
+    File::open(path).map_err(|source| VmmError::File {
+        path: path.to_path_buf(),
+        source,
+    })
+}

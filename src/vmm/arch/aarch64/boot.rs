@@ -7,10 +7,10 @@
 
 use crate::config::{KernelConfig, Window};
 use crate::fdt::Node;
+use crate::vmm::arch::{mem_err, open};
 use crate::vmm::error::VmmError;
 use linux_loader::loader::pe::PE;
 use linux_loader::loader::KernelLoader;
-use std::fs::File;
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 /// Largest device tree Linux accepts on arm64, and the space kept for it.
@@ -25,17 +25,6 @@ pub struct EntryPoint {
     pub pc: u64,
     /// x0 at entry: the device tree.
     pub dtb: u64,
-}
-
-fn mem_err(e: impl std::fmt::Display) -> VmmError {
-    VmmError::Memory(e.to_string())
-}
-
-fn open(path: &std::path::Path) -> Result<File, VmmError> {
-    File::open(path).map_err(|source| VmmError::File {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// Where the DTB goes: the last [`DTB_MAX`] bytes of the first RAM region.

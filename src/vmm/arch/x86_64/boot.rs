@@ -3,10 +3,10 @@
 //! and the device tree as a `setup_data` entry of type `SETUP_DTB`.
 
 use crate::config::{KernelConfig, KernelFormat, Window};
+use crate::vmm::arch::{mem_err, open};
 use crate::vmm::error::VmmError;
 use linux_loader::loader::bootparam::{boot_params, setup_header, SETUP_DTB};
 use linux_loader::loader::{BzImage, Elf, KernelLoader, KernelLoaderResult};
-use std::fs::File;
 use vm_memory::{Address, ByteValued, Bytes, GuestAddress, GuestMemoryMmap};
 
 /// Guest-physical layout of the boot structures in low memory.
@@ -80,17 +80,6 @@ pub struct EntryPoint {
     pub rdi: u64,
     /// RSP at entry.
     pub rsp: u64,
-}
-
-fn mem_err(e: impl std::fmt::Display) -> VmmError {
-    VmmError::Memory(e.to_string())
-}
-
-fn open(path: &std::path::Path) -> Result<File, VmmError> {
-    File::open(path).map_err(|source| VmmError::File {
-        path: path.to_path_buf(),
-        source,
-    })
 }
 
 /// Loads the kernel (and initrd), writes the command line and the DTB, and
