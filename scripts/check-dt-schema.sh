@@ -2,7 +2,9 @@
 # Checks every device tree cellvm generates against the Linux kernel's own
 # binding schemas, as `make dtbs_check` does: the base tree of every cell in
 # cells/, and the tree after each device in cells/devices/ is attached
-# (`cellvm dtb --with`, planned exactly as a runtime attach). Uses dtschema
+# (`cellvm dtb --with`, planned exactly as a runtime attach), and the base
+# tree of every arm64 cell in cells/arm64/ (the static aarch64 cellvm under
+# qemu-aarch64). Uses dtschema
 # from PyPI (a venv in the cache) and the bindings of the guest kernel tree
 # the build already has. Any warning not listed in
 # scripts/dt-schema-exceptions.txt fails the run.
@@ -51,6 +53,18 @@ if [ "${#dtbs[@]}" -eq 0 ]; then
     for dev in cells/devices/*.toml; do
         name="linux-demo+$(basename "$dev" .toml)"
         "$cellvm" dtb cells/linux-demo.toml --with "$dev" -o "$work/$name.dtb"
+        dtbs+=("$work/$name.dtb")
+    done
+    # The arm64 cells' trees, from the static aarch64 cellvm run here under
+    # qemu-aarch64 (scripts/setup.sh --arch arm64 builds both).
+    arm64_cellvm="$TARGET_DIR/arm64/aarch64-unknown-linux-gnu/release/cellvm"
+    [ -x "$arm64_cellvm" ] ||
+        die "no $arm64_cellvm for the arm64 cells' trees: run scripts/build-cellvm-static.sh --arch arm64"
+    apt_ensure qemu-user
+    for cell in cells/arm64/*.toml; do
+        name="arm64-$(basename "$cell" .toml)"
+        qemu-aarch64 "$arm64_cellvm" dtb "$cell" -o "$work/$name.dtb" ||
+            die "cellvm dtb $cell (aarch64, under qemu-aarch64) failed"
         dtbs+=("$work/$name.dtb")
     done
 fi

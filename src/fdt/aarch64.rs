@@ -6,29 +6,40 @@
 
 use super::base::{hi, lo, ns16550_mmio_node, reg_cells, state_of, t, uart_node, with_state};
 use super::template::Vars;
-use super::tree::{child_path, Node, Property};
+use super::tree::{child_path, Cell, Node, Property};
 use super::FdtError;
 use crate::config::CellConfig;
 use crate::layout::{CellLayout, PciBridgeSlot};
 use crate::platform::aarch64::{
-    GIC_DIST_BASE, GIC_DIST_SIZE, GIC_PPI, GIC_REDIST_BASE, GIC_REDIST_SIZE_PER_CPU, TIMER_PPIS,
-    UART_MMIO_BASE,
+    GIC_DIST_BASE, GIC_DIST_SIZE, GIC_ITS_BASE, GIC_ITS_SIZE, GIC_PPI, GIC_REDIST_BASE,
+    GIC_REDIST_SIZE_PER_CPU, TIMER_PPIS, UART_MMIO_BASE,
 };
 use crate::platform::UART_IRQ;
 
 /// The GIC's label.
 pub use crate::platform::aarch64::INTC_LABEL;
 
+/// Label of the ITS node, the MSI target.
+pub const ITS_LABEL: &str = "its";
+
 /// Gives a PCI host bridge `linux,pci-domain`
 /// ([`crate::platform::pci_domain`]: Linux keeps 16 bits of it), so the
-/// channel's PCI messages name a bridge by a number the guest knows. No
-/// `msi-map`: without
-/// an ITS or GICv2m there is no MSI target; functions use INTx
-/// (docs/aarch64.md).
+/// channel's PCI messages name a bridge by a number the guest knows, and
+/// `msi-map`: every requester ID to the same DeviceID of the ITS (bus
+/// ranges of a cell's bridges never overlap, so DeviceIDs are distinct).
 pub(super) fn finish_pci_host(node: &mut Node, slot: &PciBridgeSlot) {
     node.set_property(Property::u32s(
         "linux,pci-domain",
         &[crate::platform::pci_domain(slot.config.base)],
+    ));
+    node.set_property(Property::cells(
+        "msi-map",
+        vec![
+            Cell::Num(0),
+            Cell::Ref(ITS_LABEL.to_string()),
+            Cell::Num(0),
+            Cell::Num(0x1_0000),
+        ],
     ));
 }
 
@@ -75,12 +86,21 @@ pub(super) fn cpus_node(cfg: &CellConfig) -> Result<Node, FdtError> {
     Ok(cpus)
 }
 
-/// The GICv3 with one redistributor frame pair per vCPU.
+/// The GICv3 with one redistributor frame pair per vCPU, and its ITS.
 fn gic_node(cpus: u8) -> Result<Node, FdtError> {
     let redist = GIC_REDIST_SIZE_PER_CPU * u64::from(cpus);
     let mut reg = reg_cells(GIC_DIST_BASE, GIC_DIST_SIZE).to_vec();
     reg.extend(reg_cells(GIC_REDIST_BASE, redist));
-    t::ARM_GIC.instantiate(&Vars::new().hex("unit", GIC_DIST_BASE).cells("reg", reg))
+    let mut gic =
+        t::ARM_GIC.instantiate(&Vars::new().hex("unit", GIC_DIST_BASE).cells("reg", reg))?;
+    gic.add_child(
+        t::ARM_ITS.instantiate(
+            &Vars::new()
+                .hex("unit", GIC_ITS_BASE)
+                .cells("reg", reg_cells(GIC_ITS_BASE, GIC_ITS_SIZE)),
+        )?,
+    )?;
+    Ok(gic)
 }
 
 /// The architected timer's node.
@@ -195,7 +215,14 @@ kind = "test"
             [crate::platform::pci_domain(bridge.config.base)]
         );
         let node = root.find(&path).expect("bridge");
-        assert!(node.property("msi-map").is_none(), "no MSI target on arm64");
+        let msi_map = node
+            .property("msi-map")
+            .and_then(|p| p.as_cells())
+            .expect("msi-map");
+        assert!(matches!(msi_map[1], crate::fdt::Cell::Ref(l) if l == ITS_LABEL));
+        assert!(root
+            .find("/interrupt-controller@8000000/msi-controller@8080000")
+            .is_some());
         // 32 devices x 4 pins, each <3 child address, 1 pin, &gic, 2 parent
         // address, 3 specifier> cells.
         let map = node

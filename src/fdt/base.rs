@@ -58,9 +58,10 @@ pub mod templates {
     template!(ARM_GIC, "arm-gic.dts");
     template!(ARM_TIMER, "arm-timer.dts");
     template!(ARM_PSCI, "arm-psci.dts");
+    template!(ARM_ITS, "arm-its.dts");
 
     /// Every template, for checks that they all parse.
-    pub const ALL: [Template; 22] = [
+    pub const ALL: [Template; 23] = [
         ROOT,
         CHOSEN,
         ALIASES,
@@ -83,6 +84,7 @@ pub mod templates {
         ARM_GIC,
         ARM_TIMER,
         ARM_PSCI,
+        ARM_ITS,
     ];
 }
 

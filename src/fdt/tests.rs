@@ -832,9 +832,10 @@ fn every_compiled_in_template_instantiates_in_the_base_tree() {
         "connector-bus",
     ];
     // Every template but the memory-mapped UART's (add-on boards only,
-    // checked in attach::addon_tests) and the four aarch64 ones
-    // (`arm_templates_instantiate`) is in the full tree.
-    assert_eq!(expected.len(), templates::ALL.len() - 5);
+    // checked in attach::addon_tests) and the five aarch64 ones
+    // (`arm_templates_instantiate_with_their_placeholders`) is in the full
+    // tree.
+    assert_eq!(expected.len(), templates::ALL.len() - 6);
     assert_eq!(kinds, expected.iter().map(|s| s.to_string()).collect());
     for t in templates::ALL {
         assert!(
@@ -1373,6 +1374,14 @@ fn arm_templates_instantiate_with_their_placeholders() {
             .map(|v| v.len()),
         Some(12)
     );
+    let its = templates::ARM_ITS
+        .instantiate(
+            &Vars::new()
+                .hex("unit", 0x808_0000)
+                .cells("reg", [0, 0x808_0000, 0, 0x2_0000]),
+        )
+        .unwrap();
+    assert_eq!(its.label(), Some("its"));
     let psci = templates::ARM_PSCI.instantiate(&Vars::new()).unwrap();
     assert_eq!(
         psci.property("method").and_then(|p| p.as_str()),

@@ -27,6 +27,12 @@ pub struct PciAddress {
 }
 
 impl PciAddress {
+    /// The requester ID of the function: `bus << 8 | device << 3 |
+    /// function` (the MSI DeviceID on aarch64).
+    pub fn requester_id(&self) -> u32 {
+        u32::from(self.bus) << 8 | u32::from(self.device) << 3 | u32::from(self.function)
+    }
+
     /// Checks the device and function ranges.
     pub fn new(bus: u8, device: u8, function: u8) -> Result<Self, PciError> {
         if device > 31 || function > 7 {

@@ -20,6 +20,11 @@ pub const RAM_LIMIT: u64 = 0x40_0000_0000;
 pub const GIC_DIST_BASE: u64 = 0x0800_0000;
 /// Size of the distributor's registers.
 pub const GIC_DIST_SIZE: u64 = 0x1_0000;
+/// GICv3 ITS (its control frame and GITS_TRANSLATER's frame): the MSI
+/// target of PCI functions.
+pub const GIC_ITS_BASE: u64 = 0x0808_0000;
+/// Size of the ITS's two 64 KiB frames.
+pub const GIC_ITS_SIZE: u64 = 0x2_0000;
 /// GICv3 redistributors: one RD + SGI frame pair per vCPU.
 pub const GIC_REDIST_BASE: u64 = 0x0810_0000;
 /// Size of one vCPU's redistributor frames.
@@ -63,8 +68,9 @@ pub const DEFAULT_UART_PORTS: [u16; 0] = [];
 /// Where a virtio-mmio device with a fixed `base` may sit.
 pub const VIRTIO_FIXED_WINDOW: (u64, u64) = (PLATFORM_BASE, DEVICE_WINDOW_END);
 /// The platform devices in guest-physical memory: owner, base, size.
-pub const FIXED_MMIO: [(Platform, u64, u64); 7] = [
+pub const FIXED_MMIO: [(Platform, u64, u64); 8] = [
     (Platform::GicDistributor, GIC_DIST_BASE, GIC_DIST_SIZE),
+    (Platform::GicIts, GIC_ITS_BASE, GIC_ITS_SIZE),
     (
         Platform::GicRedistributors,
         GIC_REDIST_BASE,

@@ -45,11 +45,13 @@ pub enum Platform {
     GicDistributor,
     /// The GICv3 redistributors, one frame pair per vCPU (aarch64).
     GicRedistributors,
+    /// The GICv3 ITS, the MSI target of PCI functions (aarch64).
+    GicIts,
 }
 
 impl Platform {
     /// Every platform device of every architecture.
-    pub const ALL: [Platform; 12] = [
+    pub const ALL: [Platform; 13] = [
         Platform::Console,
         Platform::DebugExit,
         Platform::BootTimer,
@@ -62,6 +64,7 @@ impl Platform {
         Platform::AcpiPower,
         Platform::GicDistributor,
         Platform::GicRedistributors,
+        Platform::GicIts,
     ];
 
     /// The device's id (`debug-exit`).
@@ -79,6 +82,7 @@ impl Platform {
             Platform::AcpiPower => "acpi-power",
             Platform::GicDistributor => "gic-distributor",
             Platform::GicRedistributors => "gic-redistributors",
+            Platform::GicIts => "gic-its",
         }
     }
 }

@@ -499,6 +499,7 @@ impl DeviceManager {
                     &self.memory,
                     &self.vm,
                     &self.router,
+                    address.requester_id(),
                 )?;
                 model.virtio.push(virtio);
                 device

@@ -6,7 +6,9 @@
 use super::arch;
 use crate::devices::{InterruptLine, SharedLine};
 use crate::sync;
-use kvm_bindings::{kvm_irq_routing_entry, KvmIrqRouting, KVM_IRQ_ROUTING_MSI};
+use kvm_bindings::{
+    kvm_irq_routing_entry, KvmIrqRouting, KVM_IRQ_ROUTING_MSI, KVM_MSI_VALID_DEVID,
+};
 use kvm_ioctls::VmFd;
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -79,13 +81,27 @@ impl LevelPins {
     }
 }
 
+/// One MSI route's message: what the guest programmed (address, data) and
+/// the requester ID of the function that sends it, which an aarch64 cell's
+/// GICv3 ITS takes as the DeviceID (`msi-map` maps requester IDs to
+/// DeviceIDs one to one; x86 ignores it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MsiMessage {
+    /// The message address.
+    pub address: u64,
+    /// The message data.
+    pub data: u32,
+    /// The sender's requester ID (`bus << 8 | devfn`).
+    pub devid: u32,
+}
+
 /// KVM's GSI routing table of one VM: the irqchip routes KVM sets up by
 /// default (GSI 0..24 to the IOAPIC, 0..16 also to the 8259s) plus one MSI
 /// route per MSI irqfd. `KVM_SET_GSI_ROUTING` replaces the whole table, so
 /// every change goes through here.
 pub struct GsiRouter {
     vm: Arc<VmFd>,
-    routes: Mutex<BTreeMap<u32, (u64, u32)>>,
+    routes: Mutex<BTreeMap<u32, MsiMessage>>,
 }
 
 impl GsiRouter {
@@ -97,17 +113,17 @@ impl GsiRouter {
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, BTreeMap<u32, (u64, u32)>> {
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<u32, MsiMessage>> {
         sync::lock(&self.routes)
     }
 
-    /// A GSI for a new MSI route, pointing at `address`/`data`.
-    pub fn add_msi(&self, address: u64, data: u32) -> Result<u32, RouteError> {
+    /// A GSI for a new MSI route, sending `msg`.
+    pub fn add_msi(&self, msg: MsiMessage) -> Result<u32, RouteError> {
         let mut routes = self.lock();
         let gsi = (arch::FIRST_MSI_GSI..=MAX_GSI)
             .find(|g| !routes.contains_key(g))
             .ok_or(RouteError::Exhausted)?;
-        routes.insert(gsi, (address, data));
+        routes.insert(gsi, msg);
         if let Err(e) = self.apply(&routes) {
             routes.remove(&gsi);
             return Err(e);
@@ -115,10 +131,10 @@ impl GsiRouter {
         Ok(gsi)
     }
 
-    /// Points MSI route `gsi` at a new `address`/`data`.
-    pub fn update_msi(&self, gsi: u32, address: u64, data: u32) -> Result<(), RouteError> {
+    /// Points MSI route `gsi` at a new message.
+    pub fn update_msi(&self, gsi: u32, msg: MsiMessage) -> Result<(), RouteError> {
         let mut routes = self.lock();
-        let Some(old) = routes.insert(gsi, (address, data)) else {
+        let Some(old) = routes.insert(gsi, msg) else {
             routes.remove(&gsi);
             return Err(RouteError::NoSuchRoute(gsi));
         };
@@ -144,7 +160,7 @@ impl GsiRouter {
         self.lock().len()
     }
 
-    fn apply(&self, msi: &BTreeMap<u32, (u64, u32)>) -> Result<(), RouteError> {
+    fn apply(&self, msi: &BTreeMap<u32, MsiMessage>) -> Result<(), RouteError> {
         let entries = routing_entries(msi);
         let mut table = KvmIrqRouting::new(0).map_err(|_| RouteError::Table)?;
         for e in &entries {
@@ -157,18 +173,22 @@ impl GsiRouter {
 }
 
 /// The full routing table: KVM's default irqchip routes, then `msi`.
-pub(crate) fn routing_entries(msi: &BTreeMap<u32, (u64, u32)>) -> Vec<kvm_irq_routing_entry> {
+pub(crate) fn routing_entries(msi: &BTreeMap<u32, MsiMessage>) -> Vec<kvm_irq_routing_entry> {
     let mut out = arch::irqchip_routes();
     out.reserve(msi.len());
-    for (&gsi, &(address, data)) in msi {
+    for (&gsi, msg) in msi {
         let mut e = kvm_irq_routing_entry {
             gsi,
             type_: KVM_IRQ_ROUTING_MSI,
             ..Default::default()
         };
-        e.u.msi.address_lo = address as u32;
-        e.u.msi.address_hi = (address >> 32) as u32;
-        e.u.msi.data = data;
+        e.u.msi.address_lo = msg.address as u32;
+        e.u.msi.address_hi = (msg.address >> 32) as u32;
+        e.u.msi.data = msg.data;
+        if arch::MSI_NEEDS_DEVID {
+            e.flags = KVM_MSI_VALID_DEVID;
+            e.u.msi.__bindgen_anon_1.devid = msg.devid;
+        }
         out.push(e);
     }
     out
@@ -196,21 +216,26 @@ pub enum RouteError {
 /// irqfds or GSI routing are unavailable.
 pub struct KvmMsiSender {
     vm: Arc<VmFd>,
+    devid: u32,
 }
 
 impl KvmMsiSender {
-    /// A sender into `vm`.
-    pub fn new(vm: Arc<VmFd>) -> Self {
-        KvmMsiSender { vm }
+    /// A sender into `vm` for the function with requester ID `devid`.
+    pub fn new(vm: Arc<VmFd>, devid: u32) -> Self {
+        KvmMsiSender { vm, devid }
     }
 
     fn signal(&self, address: u64, data: u32) {
-        let msi = kvm_bindings::kvm_msi {
+        let mut msi = kvm_bindings::kvm_msi {
             address_lo: address as u32,
             address_hi: (address >> 32) as u32,
             data,
             ..Default::default()
         };
+        if arch::MSI_NEEDS_DEVID {
+            msi.flags = KVM_MSI_VALID_DEVID;
+            msi.devid = self.devid;
+        }
         if let Err(e) = self.vm.signal_msi(msi) {
             log::warn!("KVM_SIGNAL_MSI {address:#x}/{data:#x}: {e}");
         }
@@ -244,13 +269,23 @@ pub struct IrqfdMsiSender {
 }
 
 impl IrqfdMsiSender {
-    /// A sender for one function of `vm`, routing through `router`.
-    pub fn new(vm: Arc<VmFd>, router: Arc<GsiRouter>) -> Self {
+    /// A sender for the function with requester ID `devid` (`bus << 8 |
+    /// devfn`) of `vm`, routing through `router`.
+    pub fn new(vm: Arc<VmFd>, router: Arc<GsiRouter>, devid: u32) -> Self {
         IrqfdMsiSender {
             router,
-            fallback: KvmMsiSender::new(vm),
+            fallback: KvmMsiSender::new(vm, devid),
             vectors: Mutex::new(BTreeMap::new()),
             log: crate::ratelimit::RateLimiter::new(10),
+        }
+    }
+
+    /// The route message of `address`/`data` from this function.
+    fn message(&self, address: u64, data: u32) -> MsiMessage {
+        MsiMessage {
+            address,
+            data,
+            devid: self.fallback.devid,
         }
     }
 
@@ -258,7 +293,7 @@ impl IrqfdMsiSender {
         let fd = EventFd::new(EFD_NONBLOCK).map_err(|e| format!("eventfd: {e}"))?;
         let gsi = self
             .router
-            .add_msi(address, data)
+            .add_msi(self.message(address, data))
             .map_err(|e| e.to_string())?;
         if let Err(e) = self.fallback.vm.register_irqfd(&fd, gsi) {
             self.router.remove_msi(gsi);
@@ -291,7 +326,10 @@ impl crate::pci::MsiSender for IrqfdMsiSender {
             },
         };
         if (route.address, route.data) != (address, data) {
-            if let Err(e) = self.router.update_msi(route.gsi, address, data) {
+            if let Err(e) = self
+                .router
+                .update_msi(route.gsi, self.message(address, data))
+            {
                 if self.log.allow() {
                     log::warn!("MSI-X vector {vector}: {e}; using KVM_SIGNAL_MSI");
                 }
@@ -331,8 +369,13 @@ mod tests {
     #[test]
     fn routing_table_keeps_kvms_default_irqchip_routes_before_msi_routes() {
         let mut msi = BTreeMap::new();
-        msi.insert(24, (0xfee0_0000u64, 0x4021u32));
-        msi.insert(30, (0x1_fee0_1000u64, 0x22u32));
+        let msg = |address, data| MsiMessage {
+            address,
+            data,
+            devid: 0x0810,
+        };
+        msi.insert(24, msg(0xfee0_0000u64, 0x4021u32));
+        msi.insert(30, msg(0x1_fee0_1000u64, 0x22u32));
         let e = routing_entries(&msi);
         assert_eq!(e.len(), 16 + 24 + 2);
         let chips: Vec<(u32, u32, u32)> = e[..40]
@@ -350,11 +393,40 @@ mod tests {
         assert_eq!(chips[39], (23, KVM_IRQCHIP_IOAPIC, 23));
         let m = e[41];
         assert_eq!((m.gsi, m.type_), (30, KVM_IRQ_ROUTING_MSI));
+        assert_eq!(m.flags, 0, "x86 routes carry no device ID");
         // SAFETY: MSI entries carry the msi member.
         let msi = unsafe { m.u.msi };
         assert_eq!(
             (msi.address_lo, msi.address_hi, msi.data),
             (0xfee0_1000, 1, 0x22)
         );
+    }
+}
+
+#[cfg(test)]
+#[cfg(target_arch = "aarch64")]
+mod aarch64_tests {
+    use super::*;
+
+    #[test]
+    fn aarch64_msi_routes_follow_the_spi_routes_and_carry_the_requester_id() {
+        let mut msi = BTreeMap::new();
+        msi.insert(
+            arch::FIRST_MSI_GSI,
+            MsiMessage {
+                address: 0x0809_0040,
+                data: 3,
+                devid: 0x0810,
+            },
+        );
+        let e = routing_entries(&msi);
+        assert_eq!(e.len(), crate::platform::IRQ_LINES as usize + 1);
+        let m = e[e.len() - 1];
+        assert_eq!((m.gsi, m.type_), (arch::FIRST_MSI_GSI, KVM_IRQ_ROUTING_MSI));
+        assert_eq!(m.flags, KVM_MSI_VALID_DEVID);
+        // SAFETY: MSI entries carry the msi member, whose union holds the
+        // device ID when KVM_MSI_VALID_DEVID is set.
+        let (data, devid) = unsafe { (m.u.msi.data, m.u.msi.__bindgen_anon_1.devid) };
+        assert_eq!((data, devid), (3, 0x0810));
     }
 }

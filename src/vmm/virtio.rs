@@ -151,13 +151,18 @@ pub(crate) fn build_virtio_pci(
     memory: &GuestMemoryMmap,
     vm: &Arc<VmFd>,
     router: &Arc<GsiRouter>,
+    requester_id: u32,
 ) -> Result<(Arc<Mutex<VirtioPciFunction>>, VirtioModel), VmmError> {
     let backend = build_backend(name, kind, backend_cfg)?;
     let queues = backend.queue_max_sizes().len();
     let events = Arc::new(
         QueueEvents::new(vm.clone(), NotifyLayout::Pci, queues).os("create queue eventfds")?,
     );
-    let msi = Arc::new(irq::IrqfdMsiSender::new(vm.clone(), router.clone()));
+    let msi = Arc::new(irq::IrqfdMsiSender::new(
+        vm.clone(),
+        router.clone(),
+        requester_id,
+    ));
     let notify: Option<Arc<dyn BarMapper>> = if backend_cfg.ioeventfd {
         Some(events.clone())
     } else {

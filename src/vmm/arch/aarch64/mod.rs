@@ -27,6 +27,9 @@ pub use gic::Gic as Irqchip;
 
 /// The first GSI free for MSI routes (the SPIs' come first).
 pub const FIRST_MSI_GSI: u32 = platform::IRQ_LINES;
+/// Whether MSI routes and `KVM_SIGNAL_MSI` carry the sender's device ID:
+/// the ITS translates (DeviceID, EventID) pairs.
+pub const MSI_NEEDS_DEVID: bool = true;
 
 /// INTID of the first SPI.
 const SPI_BASE: u32 = 32;

@@ -41,6 +41,9 @@ const PIC_PINS: u32 = 16;
 
 /// The first GSI free for MSI routes (the IOAPIC's come first).
 pub const FIRST_MSI_GSI: u32 = IOAPIC_PINS;
+/// Whether MSI routes and `KVM_SIGNAL_MSI` carry the sender's device ID:
+/// the LAPICs decode address and data alone.
+pub const MSI_NEEDS_DEVID: bool = false;
 
 /// The in-kernel interrupt controllers: nothing to keep beyond the VM.
 pub struct Irqchip;
