@@ -164,7 +164,13 @@ fn arm64_guest_drives_test_functions_on_ecam_and_cam_bridges_with_intx_on_gic_sp
 
 /// The output of each `step: NAME` section of the arm64 attach scenario.
 fn attach_steps() -> BTreeMap<String, String> {
-    let s = arm64_rig().scenario("attach");
+    scenario_steps("attach")
+}
+
+/// The output of each `step: NAME` section of an arm64 scenario that
+/// exited with 0.
+fn scenario_steps(name: &str) -> BTreeMap<String, String> {
+    let s = arm64_rig().scenario(name);
     assert_eq!(s.rc, 0, "{}", s.output);
     let mut steps = BTreeMap::new();
     let mut current = String::from("start");
@@ -339,4 +345,23 @@ fn arm64_ivshmem_peer_cells_share_memory_and_ring_each_others_doorbells() {
             "{peer}: no doorbell interrupt:\n{o}"
         );
     }
+}
+
+#[test]
+fn arm64_exit_status_is_the_guests_debug_exit_code_or_0_after_its_psci_poweroff() {
+    let steps = scenario_steps("exit-status");
+    let exit42 = &steps["exit42"];
+    assert!(exit42.contains("exit=42"), "{exit42}");
+    assert!(
+        exit42.contains("guest requested exit with code 42 (exit status 42)"),
+        "{exit42}"
+    );
+    let shutdown = &steps["shutdown"];
+    assert!(shutdown.contains("CELLVM-AGENT-READY"), "{shutdown}");
+    assert!(shutdown.contains("rc=0"), "{shutdown}");
+    assert!(shutdown.contains("exit=0"), "{shutdown}");
+    assert!(
+        shutdown.contains("cellvm: cell test-agent stopped: guest powered off (exit status 0)"),
+        "{shutdown}"
+    );
 }
