@@ -14,32 +14,14 @@
 
 mod common;
 
-use common::rig::{arm64_rig, flatten_dtb, hex, repo_root, report_lines};
+use common::checks::{self, report_value};
+use common::rig::{arm64_rig, flatten_dtb, hex, repo_root};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::Command;
 
-fn report_value(lines: &[String], key: &str) -> Option<String> {
-    lines
-        .iter()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
-}
-
 fn assert_booted(name: &str) -> Vec<String> {
-    let s = arm64_rig().scenario(name);
-    assert_eq!(s.rc, 0, "scenario {name} output:\n{}", s.output);
-    assert!(
-        s.output.contains("CELLVM-READY"),
-        "guest never reached userspace:\n{}",
-        s.output
-    );
-    assert!(
-        s.output
-            .contains("cellvm: boot-timer: guest reached userspace after"),
-        "no boot-timer line:\n{}",
-        s.output
-    );
-    report_lines(&s.output)
+    checks::assert_booted(arm64_rig(), name, 0)
 }
 
 /// The static aarch64 cellvm (scripts/build-cellvm-static.sh --arch arm64).
@@ -170,20 +152,7 @@ fn attach_steps() -> BTreeMap<String, String> {
 /// The output of each `step: NAME` section of an arm64 scenario that
 /// exited with 0.
 fn scenario_steps(name: &str) -> BTreeMap<String, String> {
-    let s = arm64_rig().scenario(name);
-    assert_eq!(s.rc, 0, "{}", s.output);
-    let mut steps = BTreeMap::new();
-    let mut current = String::from("start");
-    for line in s.output.lines() {
-        if let Some(name) = line.strip_prefix("step: ") {
-            current = name.trim().to_string();
-            continue;
-        }
-        let entry: &mut String = steps.entry(current.clone()).or_default();
-        entry.push_str(line);
-        entry.push('\n');
-    }
-    steps
+    checks::scenario_steps(arm64_rig(), name)
 }
 
 #[test]
@@ -265,58 +234,17 @@ fn arm64_attach_detach_cycles_leave_the_cell_unchanged_and_port_uarts_are_refuse
     );
 }
 
-/// The virtio scenario's checks: every driver bound on `transport`, entropy
-/// read, the host's marker read from the disk and the guest's written to
-/// it, a line each way over the console's pty.
-fn assert_virtio_moves_real_data(scenario: &str, transport: &str) -> String {
-    let s = arm64_rig().scenario(scenario);
-    assert_eq!(s.rc, 0, "{}", s.output);
-    let o = &s.output;
-    for bound in [
-        "device=0x0004 driver=virtio_rng",
-        "device=0x0002 driver=virtio_blk",
-        "device=0x0003 driver=virtio_console",
-    ] {
-        let line = format!("{bound} transport={transport}");
-        assert!(o.contains(&line), "{line} missing:\n{o}");
-    }
-    let rng = o
-        .lines()
-        .find_map(|l| l.split("virtio-rng: current=virtio_rng.0 bytes=").nth(1))
-        .unwrap_or_else(|| panic!("no rng line:\n{o}"));
-    assert_eq!(rng.trim().len(), 32, "{rng}");
-    assert_ne!(rng.trim(), "0".repeat(32));
-    assert!(
-        o.contains("virtio-blk: size_sectors=2048 read=CELLVM-HOST-MARKER"),
-        "{o}"
-    );
-    assert!(
-        o.contains("host: disk sector 1=CELLVM-GUEST-WROTE-THIS"),
-        "{o}"
-    );
-    assert!(o.contains("virtio-console: got=ping-from-host"), "{o}");
-    assert!(
-        o.contains("host: hvc0.out=hvc0-ready guest-got:ping-from-host"),
-        "{o}"
-    );
-    o.clone()
-}
-
 #[test]
 fn arm64_virtio_mmio_rng_block_and_console_move_real_data() {
-    assert_virtio_moves_real_data("virtio", "mmio");
+    checks::assert_virtio_moves_real_data(arm64_rig(), "virtio", "mmio");
 }
 
 #[test]
 fn arm64_virtio_pci_rng_block_and_console_move_real_data_with_msix_through_the_its() {
-    let o = assert_virtio_moves_real_data("virtio-pci", "pci");
+    let o = checks::assert_virtio_moves_real_data(arm64_rig(), "virtio-pci", "pci");
     // rng 1 queue + console 2 + block 1, each with a config vector: the
     // drivers took MSI-X (through the GICv3 ITS), not INTx.
-    let msix: usize = o
-        .lines()
-        .find_map(|l| l.strip_prefix("virtio: msix_irqs="))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no msix line:\n{o}"));
+    let msix = checks::msix_irqs(&o);
     assert!(msix >= 3, "{msix} MSI-X interrupts:\n{o}");
 }
 

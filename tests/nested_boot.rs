@@ -10,29 +10,11 @@
 
 mod common;
 
-use common::rig::{cell_dtb, flatten_dtb, hex, repo_root, report_lines, rig};
-
-fn report_value(lines: &[String], key: &str) -> Option<String> {
-    lines
-        .iter()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
-}
+use common::checks::{self, report_value};
+use common::rig::{cell_dtb, flatten_dtb, hex, repo_root, rig};
 
 fn assert_booted(name: &str, expect_rc: i32) -> Vec<String> {
-    let s = rig().scenario(name);
-    assert_eq!(s.rc, expect_rc, "scenario {name} output:\n{}", s.output);
-    assert!(
-        s.output.contains("CELLVM-READY"),
-        "guest never reached userspace:\n{}",
-        s.output
-    );
-    assert!(
-        s.output
-            .contains("cellvm: boot-timer: guest reached userspace after"),
-        "no boot-timer line:\n{}",
-        s.output
-    );
-    report_lines(&s.output)
+    checks::assert_booted(rig(), name, expect_rc)
 }
 
 #[test]
@@ -295,20 +277,7 @@ fn attach_steps() -> std::collections::BTreeMap<String, String> {
 
 /// The output of each `step: NAME` section of a scenario that exited with 0.
 fn scenario_steps(name: &str) -> std::collections::BTreeMap<String, String> {
-    let s = rig().scenario(name);
-    assert_eq!(s.rc, 0, "{}", s.output);
-    let mut steps = std::collections::BTreeMap::new();
-    let mut current = String::from("start");
-    for line in s.output.lines() {
-        if let Some(name) = line.strip_prefix("step: ") {
-            current = name.trim().to_string();
-            continue;
-        }
-        let entry: &mut String = steps.entry(current.clone()).or_default();
-        entry.push_str(line);
-        entry.push('\n');
-    }
-    steps
+    checks::scenario_steps(rig(), name)
 }
 
 #[test]
@@ -452,39 +421,7 @@ fn attach_without_a_guest_agent_fails_and_changes_nothing() {
 /// transport, entropy, the disk marker both ways and a line each way over
 /// the console's pty.
 fn assert_virtio_moves_real_data(scenario: &str, transport: &str) -> String {
-    let s = rig().scenario(scenario);
-    assert_eq!(s.rc, 0, "{}", s.output);
-    let o = &s.output;
-    for bound in [
-        "device=0x0004 driver=virtio_rng",
-        "device=0x0002 driver=virtio_blk",
-        "device=0x0003 driver=virtio_console",
-    ] {
-        let line = format!("{bound} transport={transport}");
-        assert!(o.contains(&line), "{line} missing:\n{o}");
-    }
-    let rng = o
-        .lines()
-        .find_map(|l| l.split("virtio-rng: current=virtio_rng.0 bytes=").nth(1))
-        .unwrap_or_else(|| panic!("no rng line:\n{o}"));
-    assert_eq!(rng.trim().len(), 32, "{rng}");
-    assert_ne!(rng.trim(), "0".repeat(32));
-    assert!(
-        o.contains("virtio-blk: size_sectors=2048 read=CELLVM-HOST-MARKER"),
-        "{o}"
-    );
-    assert!(
-        o.contains("host: disk sector 1=CELLVM-GUEST-WROTE-THIS"),
-        "{o}"
-    );
-    // Guest to host and host to guest over the pty.
-    assert!(o.contains("virtio-console: got=ping-from-host"), "{o}");
-    assert!(
-        o.contains("host: hvc0.out=hvc0-ready guest-got:ping-from-host"),
-        "{o}"
-    );
-    assert!(o.contains("host: pty link after exit: gone"), "{o}");
-    o.clone()
+    checks::assert_virtio_moves_real_data(rig(), scenario, transport)
 }
 
 #[test]
@@ -498,11 +435,7 @@ fn virtio_pci_rng_block_and_console_move_real_data_with_msix() {
     let o = assert_virtio_moves_real_data("virtio-pci", "pci");
     // rng 1 queue + console 2 + block 1, each with a config vector: the
     // drivers took MSI-X, not INTx.
-    let msix: usize = o
-        .lines()
-        .find_map(|l| l.strip_prefix("virtio: msix_irqs="))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no msix line:\n{o}"));
+    let msix = checks::msix_irqs(&o);
     assert!(msix >= 3, "{msix} MSI-X interrupts:\n{o}");
 }
 

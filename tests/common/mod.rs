@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests.
 #![allow(dead_code)]
 
+pub mod checks;
 pub mod guest;
 pub mod host_cells;
 pub mod rig;

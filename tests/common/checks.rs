@@ -1,0 +1,98 @@
+//! Checks of scenario output shared by the x86_64 and arm64 nested tests.
+
+use super::rig::{report_lines, RigRun};
+use std::collections::BTreeMap;
+
+/// The value of `key=` in a guest report.
+pub fn report_value(lines: &[String], key: &str) -> Option<String> {
+    lines
+        .iter()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_string))
+}
+
+/// Scenario `name` of `run` ended with `expect_rc`, its guest reached
+/// userspace and the boot timer said so; its report lines.
+pub fn assert_booted(run: &RigRun, name: &str, expect_rc: i32) -> Vec<String> {
+    let s = run.scenario(name);
+    assert_eq!(s.rc, expect_rc, "scenario {name} output:\n{}", s.output);
+    assert!(
+        s.output.contains("CELLVM-READY"),
+        "guest never reached userspace:\n{}",
+        s.output
+    );
+    assert!(
+        s.output
+            .contains("cellvm: boot-timer: guest reached userspace after"),
+        "no boot-timer line:\n{}",
+        s.output
+    );
+    report_lines(&s.output)
+}
+
+/// The output of each `step: NAME` section of scenario `name` of `run`,
+/// which exited with 0.
+pub fn scenario_steps(run: &RigRun, name: &str) -> BTreeMap<String, String> {
+    let s = run.scenario(name);
+    assert_eq!(s.rc, 0, "{}", s.output);
+    let mut steps = BTreeMap::new();
+    let mut current = String::from("start");
+    for line in s.output.lines() {
+        if let Some(name) = line.strip_prefix("step: ") {
+            current = name.trim().to_string();
+            continue;
+        }
+        let entry: &mut String = steps.entry(current.clone()).or_default();
+        entry.push_str(line);
+        entry.push('\n');
+    }
+    steps
+}
+
+/// The virtio scenario's checks (tests/nested/scenarios/virtio.sh): every
+/// driver bound on `transport`, entropy read, the host's marker read from
+/// the disk and the guest's written to it, a line each way over the
+/// console's pty, the pty link gone after the cell. The scenario's output.
+pub fn assert_virtio_moves_real_data(run: &RigRun, scenario: &str, transport: &str) -> String {
+    let s = run.scenario(scenario);
+    assert_eq!(s.rc, 0, "{}", s.output);
+    let o = &s.output;
+    for bound in [
+        "device=0x0004 driver=virtio_rng",
+        "device=0x0002 driver=virtio_blk",
+        "device=0x0003 driver=virtio_console",
+    ] {
+        let line = format!("{bound} transport={transport}");
+        assert!(o.contains(&line), "{line} missing:\n{o}");
+    }
+    let rng = o
+        .lines()
+        .find_map(|l| l.split("virtio-rng: current=virtio_rng.0 bytes=").nth(1))
+        .unwrap_or_else(|| panic!("no rng line:\n{o}"));
+    assert_eq!(rng.trim().len(), 32, "{rng}");
+    assert_ne!(rng.trim(), "0".repeat(32));
+    assert!(
+        o.contains("virtio-blk: size_sectors=2048 read=CELLVM-HOST-MARKER"),
+        "{o}"
+    );
+    assert!(
+        o.contains("host: disk sector 1=CELLVM-GUEST-WROTE-THIS"),
+        "{o}"
+    );
+    // Guest to host and host to guest over the pty.
+    assert!(o.contains("virtio-console: got=ping-from-host"), "{o}");
+    assert!(
+        o.contains("host: hvc0.out=hvc0-ready guest-got:ping-from-host"),
+        "{o}"
+    );
+    assert!(o.contains("host: pty link after exit: gone"), "{o}");
+    o.clone()
+}
+
+/// The number of MSI-X interrupts the virtio scenario's guest counted.
+pub fn msix_irqs(output: &str) -> usize {
+    output
+        .lines()
+        .find_map(|l| l.strip_prefix("virtio: msix_irqs="))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no msix line:\n{output}"))
+}
