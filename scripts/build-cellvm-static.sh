@@ -20,15 +20,21 @@
 #                 rustup's: output
 #                 target/arm64/aarch64-unknown-linux-gnu/release/cellvm
 #                 ($CARGO_TARGET_DIR/arm64/... when that is set). $RUSTFLAGS
-#                 is added to the aarch64 flags. No cellvm-bench (its
-#                 benchmarks compare against QEMU in the x86 rig).
+#                 is added to the aarch64 flags. No cellvm-bench unless
+#                 --with-bench (or CELLVM_L1_WITH_QEMU=1, as for
+#                 scripts/build-l1.sh --with-qemu) is given: then also
+#                 target/arm64/aarch64-unknown-linux-gnu/release/cellvm-bench
+#                 (static), for the arm64 benchmark (scripts/bench-arm64.sh).
+#   --with-bench  (arm64) build cellvm-bench too; x86_64 always builds it.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
 ARCH=x86_64
+with_bench="${CELLVM_L1_WITH_QEMU:-0}"
 while [ $# -gt 0 ]; do
     case "$1" in
+        --with-bench) with_bench=1 ;;
         --arch)
             [ $# -ge 2 ] || die "--arch needs a value (x86_64 or arm64)"
             set_arch "$2"
@@ -53,8 +59,10 @@ if [ "$ARCH" = arm64 ]; then
     [ -d "/usr/lib/rustlib/$TARGET/lib" ] ||
         die "Debian's rustc has no $TARGET standard library (/usr/lib/rustlib/$TARGET/lib): is libstd-rust-web-dev:arm64 installed?"
     out="$TARGET_DIR/arm64"
+    bins=(--bin cellvm)
+    [ "$with_bench" != 1 ] || bins+=(--bin cellvm-bench)
     start="$(now)"
-    log "$(/usr/bin/rustc --version): cargo build --release --locked --target $TARGET --bin cellvm (crt-static) in ${out#"$REPO_ROOT"/}"
+    log "$(/usr/bin/rustc --version): cargo build --release --locked --target $TARGET ${bins[*]} (crt-static) in ${out#"$REPO_ROOT"/}"
     # Debian's compiler explicitly (the rustup rustc first on PATH has no
     # aarch64 std: "can't find crate for core"). RUSTFLAGS would replace the
     # target's flags (cargo takes the first of CARGO_ENCODED_RUSTFLAGS,
@@ -63,15 +71,21 @@ if [ "$ARCH" = arm64 ]; then
         RUSTC=/usr/bin/rustc RUSTDOC=/usr/bin/rustdoc CARGO_TARGET_DIR="$out" \
         CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
         CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C target-feature=+crt-static${RUSTFLAGS:+ $RUSTFLAGS}" \
-        /usr/bin/cargo build --release --locked --target "$TARGET" --bin cellvm) ||
+        /usr/bin/cargo build --release --locked --target "$TARGET" "${bins[@]}") ||
         die "cargo build of the static aarch64 cellvm failed (Debian's $(/usr/bin/rustc --version))"
     bin="$out/$TARGET/release/cellvm"
-    need_file "$bin"
-    [ "$(elf_machine "$bin")" = aarch64 ] || die "$bin is not an aarch64 ELF ($(elf_machine "$bin"))"
-    if is_dynamic "$bin"; then
-        die "$bin is dynamically linked (crt-static not applied?)"
-    fi
-    log "static aarch64 cellvm: $bin ($(stat -c %s "$bin") bytes, $(elapsed_since "$start") s)"
+    checked=("$bin")
+    [ "$with_bench" != 1 ] || checked+=("$out/$TARGET/release/cellvm-bench")
+    for b in "${checked[@]}"; do
+        need_file "$b"
+        [ "$(elf_machine "$b")" = aarch64 ] || die "$b is not an aarch64 ELF ($(elf_machine "$b"))"
+        if is_dynamic "$b"; then
+            die "$b is dynamically linked (crt-static not applied?)"
+        fi
+    done
+    note=""
+    [ "$with_bench" != 1 ] || note=", cellvm-bench $(stat -c %s "${checked[1]}") bytes"
+    log "static aarch64 cellvm: $bin ($(stat -c %s "$bin") bytes$note, $(elapsed_since "$start") s)"
     exit 0
 fi
 

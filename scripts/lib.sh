@@ -280,6 +280,158 @@ need_busybox_static_arm64() {
 }
 
 
+# need_qemu_system_arm64: Debian's qemu-system-aarch64 built for arm64, with
+# every shared library it loads, for the arm64 L1
+# (scripts/build-l1.sh --arch arm64 --with-qemu). qemu-system-arm:arm64
+# cannot be installed beside the host's amd64 qemu-system-arm, so its
+# packages are `apt-get download`ed and unpacked (dpkg-deb -x), once, into
+# $CELLVM_CACHE/qemu-system-arm-arm64_<version>/ (the version of
+# qemu-system-arm:arm64). The libraries are found from the ELF files'
+# DT_NEEDED entries (readelf -d), recursively: each soname is mapped to its
+# package by `dpkg -S` on the host (the amd64 package of the same name owns
+# the amd64 copy: multiarch library packages are named alike on both
+# architectures), or else among the Depends of the packages fetched so far.
+# The cache entry's bundle/ is a root tree ready to copy:
+#   usr/bin/qemu-system-aarch64
+#   lib/ld-linux-aarch64.so.1           the program interpreter (PT_INTERP)
+#   lib/aarch64-linux-gnu/<soname>      every library, under its soname
+# (glibc's loader searches /lib/aarch64-linux-gnu without an ld.so.cache),
+# plus packages (name version, one a line) and version. Sets
+# QEMU_ARM64_BUNDLE (the bundle directory) and QEMU_ARM64_VERSION.
+# shellcheck disable=SC2034 # QEMU_ARM64_* are read by the scripts that source this
+need_qemu_system_arm64() {
+    apt_ensure binutils
+    need_cmd dpkg dpkg-deb apt-get flock readelf awk
+    ensure_arm64_multiarch qemu-system-arm:arm64
+    local version
+    version="${ARM64_PROBE_VERSION:-$(apt_candidate qemu-system-arm:arm64)}"
+    [ -n "$version" ] || die "apt knows no qemu-system-arm:arm64"
+    local entry="$CELLVM_CACHE/qemu-system-arm-arm64_${version//:/_}"
+    mkdir -p "$CELLVM_CACHE"
+    (
+        exec 8>"$CELLVM_CACHE/qemu-system-arm-arm64.lock"
+        flock 8
+        [ -f "$entry/.complete" ] && exit 0
+        log "fetching qemu-system-arm:arm64 $version and the arm64 libraries it needs"
+        rm -rf "$entry"
+        mkdir -p "$entry/deb" "$entry/root" "$entry/bundle/usr/bin" "$entry/bundle/lib/aarch64-linux-gnu"
+        : >"$entry/packages"
+        # fetch PKG [VERSION]: PKG:arm64 downloaded and unpacked into root/
+        # (once).
+        fetch() {
+            local pkg="$1" want="${2:-}" deb
+            grep -q "^$pkg " "$entry/packages" && return 0
+            rm -f "$entry"/deb/*.deb
+            (cd "$entry/deb" && apt-get download "$pkg:arm64${want:+=$want}" >/dev/null 2>&1) ||
+                (cd "$entry/deb" && apt-get download "$pkg:arm64${want:+=$want}") ||
+                die "apt-get download $pkg:arm64${want:+=$want} failed"
+            deb="$(find "$entry/deb" -name '*.deb' | head -n1)"
+            [ -n "$deb" ] || die "apt-get download $pkg:arm64 produced no .deb"
+            dpkg-deb -x "$deb" "$entry/root" || die "dpkg-deb -x $deb failed"
+            printf '%s %s\n' "$pkg" "$(dpkg-deb -f "$deb" Version)" >>"$entry/packages"
+            dpkg-deb -f "$deb" Depends Pre-Depends | tr ',|' '\n' |
+                sed -n 's/^[[:space:]]*\([a-z0-9][a-z0-9.+-]*\).*/\1/p' >>"$entry/depends"
+            rm -f "$deb"
+        }
+        # resolve PATH: PATH inside root/ with its symlinks followed (an
+        # absolute link target is taken inside root/ too); empty if missing.
+        resolve() {
+            local p="$1" t i=0
+            while [ -L "$p" ] && [ "$i" -lt 16 ]; do
+                t="$(readlink "$p")"
+                case "$t" in
+                    /*) p="$entry/root$t" ;;
+                    *) p="$(dirname "$p")/$t" ;;
+                esac
+                i=$((i + 1))
+            done
+            [ -f "$p" ] && echo "$p"
+            return 0
+        }
+        find_lib() { # find_lib SONAME: its file in root/, or empty
+            local d f
+            for d in lib/aarch64-linux-gnu usr/lib/aarch64-linux-gnu lib usr/lib; do
+                f="$(resolve "$entry/root/$d/$1")"
+                [ -n "$f" ] && { echo "$f"; return 0; }
+            done
+            return 0
+        }
+        # soname_pkg SONAME: the package owning SONAME in a multiarch
+        # library directory on this host, or empty.
+        soname_pkg() {
+            { dpkg -S "*/$1" 2>/dev/null || true; } | awk -v so="$1" '
+                /^diversion / { next }
+                {
+                    path = $NF
+                    if (substr(path, length(path) - length(so)) != "/" so) next
+                    if (path !~ /^\/(usr\/)?lib\/(x86_64|aarch64)-linux-gnu\//) next
+                    sub(/[:,].*/, "", $1); print $1; exit
+                }'
+        }
+        needed() { readelf -d "$1" 2>/dev/null | sed -n 's/.*(NEEDED).*\[\(.*\)\]/\1/p'; }
+
+        fetch qemu-system-arm "$version"
+        local bin="$entry/root/usr/bin/qemu-system-aarch64"
+        [ -f "$bin" ] || die "qemu-system-arm:arm64 $version has no /usr/bin/qemu-system-aarch64"
+        [ "$(elf_machine "$bin")" = aarch64 ] || die "$bin is not an aarch64 ELF"
+        cp "$bin" "$entry/bundle/usr/bin/qemu-system-aarch64"
+        local interp
+        interp="$(readelf -l "$bin" | sed -n 's/.*Requesting program interpreter: \(.*\)\]/\1/p')"
+        [ -n "$interp" ] || die "$bin names no program interpreter"
+        local queue=("$bin") done=" " f so lib pkg dep n
+        while [ "${#queue[@]}" -gt 0 ]; do
+            f="${queue[0]}"
+            queue=("${queue[@]:1}")
+            for so in $(needed "$f"); do
+                case "$done" in *" $so "*) continue ;; esac
+                done="$done$so "
+                lib="$(find_lib "$so")"
+                if [ -z "$lib" ]; then
+                    pkg="$(soname_pkg "$so")"
+                    [ -z "$pkg" ] || fetch "$pkg"
+                    lib="$(find_lib "$so")"
+                fi
+                # Not known on this host: the Depends of what was fetched,
+                # a round at a time, until the library turns up.
+                while [ -z "$lib" ]; do
+                    n="$(wc -l <"$entry/packages")"
+                    while read -r dep; do
+                        case "$dep" in lib* | zlib1g) fetch "$dep" ;; esac
+                    done < <(sort -u "$entry/depends")
+                    lib="$(find_lib "$so")"
+                    [ -n "$lib" ] || [ "$(wc -l <"$entry/packages")" -gt "$n" ] ||
+                        die "no arm64 package found for $so (needed by ${f#"$entry/root"})"
+                done
+                cp -L "$lib" "$entry/bundle/lib/aarch64-linux-gnu/$so"
+                queue+=("$lib")
+            done
+        done
+        # The interpreter: glibc's ld.so, which libc.so.6 names too.
+        lib="$(find_lib "$(basename "$interp")")"
+        [ -n "$lib" ] || lib="$(resolve "$entry/root$interp")"
+        [ -n "$lib" ] || die "the program interpreter $interp is in none of the fetched packages"
+        mkdir -p "$entry/bundle$(dirname "$interp")"
+        if [ -f "$entry/bundle/lib/aarch64-linux-gnu/$(basename "$interp")" ] && [ "$(dirname "$interp")" = /lib ]; then
+            ln -s "aarch64-linux-gnu/$(basename "$interp")" "$entry/bundle$interp"
+        else
+            cp -L "$lib" "$entry/bundle$interp"
+        fi
+        # Every library there: the loader (under qemu-user, with the bundle
+        # as its root) resolves them all, or --version fails.
+        if command -v qemu-aarch64 >/dev/null 2>&1; then
+            qemu-aarch64 -L "$entry/bundle" "$entry/bundle/usr/bin/qemu-system-aarch64" --version >"$entry/version-check" 2>&1 ||
+                die "the bundled qemu-system-aarch64 does not start under qemu-aarch64: $(head -n 3 "$entry/version-check")"
+        fi
+        sed -n 's/^qemu-system-arm //p' "$entry/packages" >"$entry/version"
+        rm -rf "$entry/root" "$entry/deb" "$entry/depends"
+        touch "$entry/.complete"
+        log "cached qemu-system-aarch64 (arm64) $version with $(find "$entry/bundle/lib/aarch64-linux-gnu" -type f | wc -l) libraries from $(wc -l <"$entry/packages") packages ($(du -sk "$entry/bundle" | cut -f1) KiB): $entry"
+    ) || die "could not prepare qemu-system-aarch64 for arm64"
+    QEMU_ARM64_BUNDLE="$entry/bundle"
+    QEMU_ARM64_VERSION="$version"
+    need_file "$QEMU_ARM64_BUNDLE/usr/bin/qemu-system-aarch64"
+}
+
 # Print the calling script's header comment (lines 2.. up to `set -euo`) as help.
 print_header() {
     sed -n '2,/^set -euo pipefail/{/^set -euo/d;s/^# \{0,1\}//;p;}' "$0"

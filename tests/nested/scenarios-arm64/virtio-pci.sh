@@ -1,4 +1,0 @@
-#!/bin/sh
-# The virtio scenario on the virtio-pci transport (cells/test-virtio-pci.toml:
-# the same devices as virtio-pci functions behind an ECAM bridge).
-exec "$(dirname "$0")/virtio.sh" test-virtio-pci
