@@ -24,7 +24,8 @@
 #   CELLVM_L1_WITH_QEMU=1 same as --with-qemu
 #
 # Options:
-#   --with-qemu   also put the host's qemu-system-x86_64 into L1 (for the
+#   --with-qemu   (x86_64; for --arch arm64 see there)
+#                 also put the host's qemu-system-x86_64 into L1 (for the
 #                 boot benchmark, scripts/bench-boot.sh): the binary, every
 #                 shared library `ldd` names, and the firmware it loads
 #                 (qboot.rom as bios-microvm.bin, SeaBIOS bios-256k.bin,
@@ -45,9 +46,21 @@
 #                 scripts/build-cellvm-static.sh --arch arm64), the cells in
 #                 cells/arm64/ (*.toml, devices/*.toml, addons/*; none is a
 #                 warning), build/guest-arm64/Image + initramfs.cpio.gz, the
-#                 scenarios in tests/nested/scenarios-arm64/ (benchmarks:
+#                 scenarios in tests/nested/scenarios-arm64/ and the x86 ones
+#                 its shared.list names (benchmarks:
 #                 tests/nested/bench-arm64/, when it exists) and
-#                 guest/l1/init. No distribution-kernel guests, no --with-qemu.
+#                 guest/l1/init. No distribution-kernel guests.
+#                 With --with-qemu: Debian's qemu-system-aarch64 built for
+#                 arm64 (qemu-system-arm:arm64, apt-get download'ed and
+#                 unpacked, never installed: lib.sh need_qemu_system_arm64,
+#                 cached in $CELLVM_CACHE/qemu-system-arm-arm64_<version>/)
+#                 as /usr/bin/qemu-system-aarch64, its program interpreter
+#                 /lib/ld-linux-aarch64.so.1 and every library it loads
+#                 (DT_NEEDED, recursively) in /lib/aarch64-linux-gnu/; no
+#                 firmware (-M virt -kernel needs none); plus the static
+#                 aarch64 cellvm-bench (scripts/build-cellvm-static.sh
+#                 --arch arm64 --with-bench) as /cellvm/bin/cellvm-bench.
+#                 For scripts/bench-arm64.sh; ~20 MB more initramfs.
 #                 Output: build/l1-arm64/vmlinuz, build/l1-arm64/initramfs.cpio.gz
 #                 L1 layout as for x86_64, but the guest in
 #                 /cellvm/build/guest-arm64/ and /build -> /cellvm/build, so
@@ -78,7 +91,6 @@ while [ $# -gt 0 ]; do
 done
 
 if [ "$ARCH" = arm64 ]; then
-    [ "$with_qemu" = 0 ] || die "--with-qemu (CELLVM_L1_WITH_QEMU) is for the x86_64 rig only"
     need_busybox_static_arm64
     apt_ensure xz-utils kmod
     need_cmd apt-get apt-cache dpkg-deb xz
@@ -262,6 +274,16 @@ if [ "$ARCH" = arm64 ]; then
     scenario_dir="${CELLVM_SCENARIO_DIR:-$REPO_ROOT/tests/nested/scenarios-arm64}"
     scenarios=("$scenario_dir"/*.sh)
     shopt -u nullglob
+    # The x86 scenarios the arm64 rig runs unchanged (shared.list).
+    if [ -f "$scenario_dir/shared.list" ]; then
+        while read -r name; do
+            case "$name" in "" | "#"*) continue ;; esac
+            shared="$REPO_ROOT/tests/nested/scenarios/$name.sh"
+            need_file "$shared"
+            [ ! -e "$scenario_dir/$name.sh" ] || die "$scenario_dir/$name.sh shadows the shared $shared (shared.list)"
+            scenarios+=("$shared")
+        done <"$scenario_dir/shared.list"
+    fi
     [ "${#cells[@]}" -gt 0 ] || warn "no cells/arm64/*.toml: L1 gets no cells (only scenarios that need none can run)"
 else
     cp "$entry/modules/"*.ko "$entry/modules/load-order" "$stage/lib/cellvm-modules/"
@@ -306,7 +328,23 @@ fi
 # --with-qemu: QEMU (dynamically linked: its libraries come along at the
 # paths ldd resolves) and its firmware, plus the static cellvm-bench.
 qemu_note=""
-if [ "$with_qemu" = 1 ]; then
+if [ "$with_qemu" = 1 ] && [ "$ARCH" = arm64 ]; then
+    # QEMU for arm64 (not the host's: it is x86_64), its libraries from
+    # Debian's arm64 packages, and the aarch64 cellvm-bench.
+    bench_bin="$(dirname "$CELLVM_BIN")/cellvm-bench"
+    [ -x "$bench_bin" ] || die "--with-qemu: no cellvm-bench at $bench_bin (run scripts/build-cellvm-static.sh --arch arm64 --with-bench)"
+    [ "$(elf_machine "$bench_bin")" = aarch64 ] || die "--with-qemu: $bench_bin is not an aarch64 ELF"
+    if is_dynamic "$bench_bin"; then
+        die "$bench_bin is dynamically linked; build it with scripts/build-cellvm-static.sh --arch arm64 --with-bench"
+    fi
+    need_qemu_system_arm64
+    install -m 0755 "$bench_bin" "$stage/cellvm/bin/cellvm-bench"
+    # The bundle is a root tree: usr/bin/qemu-system-aarch64,
+    # lib/ld-linux-aarch64.so.1, lib/aarch64-linux-gnu/*.
+    cp -a "$QEMU_ARM64_BUNDLE/." "$stage/"
+    nlibs="$(find "$QEMU_ARM64_BUNDLE/lib/aarch64-linux-gnu" -type f | wc -l)"
+    qemu_note=", qemu-system-aarch64 (arm64) $QEMU_ARM64_VERSION + $nlibs libraries, cellvm-bench"
+elif [ "$with_qemu" = 1 ]; then
     apt_ensure qemu-system-x86
     need_cmd ldd
     qemu_bin="$(command -v qemu-system-x86_64)" || die "--with-qemu: qemu-system-x86_64 not found"
