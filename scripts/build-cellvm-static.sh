@@ -30,25 +30,9 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-ARCH=x86_64
-with_bench="${CELLVM_L1_WITH_QEMU:-0}"
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --with-bench) with_bench=1 ;;
-        --arch)
-            [ $# -ge 2 ] || die "--arch needs a value (x86_64 or arm64)"
-            set_arch "$2"
-            shift
-            ;;
-        --arch=*) set_arch "${1#*=}" ;;
-        -h | --help)
-            print_header
-            exit 0
-            ;;
-        *) die "unknown argument '$1'" ;;
-    esac
-    shift
-done
+with_bench=0 # set by parse_args
+parse_args --with-bench=with_bench -- "$@"
+[ "${CELLVM_L1_WITH_QEMU:-0}" != 1 ] || with_bench=1
 
 if [ "$ARCH" = arm64 ]; then
     TARGET=aarch64-unknown-linux-gnu

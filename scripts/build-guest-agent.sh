@@ -18,25 +18,8 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-force=0
-ARCH=x86_64
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --force) force=1 ;;
-        --arch)
-            [ $# -ge 2 ] || die "--arch needs a value (x86_64 or arm64)"
-            set_arch "$2"
-            shift
-            ;;
-        --arch=*) set_arch "${1#*=}" ;;
-        -h | --help)
-            print_header
-            exit 0
-            ;;
-        *) die "unknown argument '$1' (see --help)" ;;
-    esac
-    shift
-done
+force=0 # set by parse_args
+parse_args --force=force -- "$@"
 
 if [ "$ARCH" = arm64 ]; then
     kernel_args=(--arch arm64)

@@ -15,23 +15,7 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-ARCH=x86_64
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --arch)
-            [ $# -ge 2 ] || die "--arch needs a value (x86_64 or arm64)"
-            set_arch "$2"
-            shift
-            ;;
-        --arch=*) set_arch "${1#*=}" ;;
-        -h | --help)
-            print_header
-            exit 0
-            ;;
-        *) die "unknown argument '$1'" ;;
-    esac
-    shift
-done
+parse_args -- "$@"
 
 if [ "$ARCH" = arm64 ]; then
     need_busybox_static_arm64

@@ -70,25 +70,9 @@ set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
 
-with_qemu="${CELLVM_L1_WITH_QEMU:-0}"
-ARCH=x86_64
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --with-qemu) with_qemu=1 ;;
-        --arch)
-            [ $# -ge 2 ] || die "--arch needs a value (x86_64 or arm64)"
-            set_arch "$2"
-            shift
-            ;;
-        --arch=*) set_arch "${1#*=}" ;;
-        -h | --help)
-            print_header
-            exit 0
-            ;;
-        *) die "unknown argument '$1' (see --help)" ;;
-    esac
-    shift
-done
+with_qemu=0 # set by parse_args
+parse_args --with-qemu=with_qemu -- "$@"
+[ "${CELLVM_L1_WITH_QEMU:-0}" != 1 ] || with_qemu=1
 
 if [ "$ARCH" = arm64 ]; then
     need_busybox_static_arm64

@@ -174,6 +174,42 @@ set_arch() {
     esac
 }
 
+# parse_args [--NAME=VAR]... -- ARGS...: the build scripts' command line.
+# --arch VALUE or --arch=VALUE sets ARCH (default x86_64, see set_arch),
+# -h/--help prints the script's header and exits, each --NAME listed before
+# `--` sets the variable VAR to 1 (0 when absent); anything else dies.
+parse_args() {
+    local -A flags=()
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do
+        flags["${1%%=*}"]="${1#*=}"
+        printf -v "${1#*=}" 0
+        shift
+    done
+    [ $# -gt 0 ] || die "parse_args: no -- before the arguments (a bug in $SCRIPT_NAME)"
+    shift
+    # shellcheck disable=SC2034 # ARCH is read by the scripts that source this
+    ARCH=x86_64
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --arch)
+                [ $# -ge 2 ] || die "--arch needs a value (x86_64 or arm64)"
+                set_arch "$2"
+                shift
+                ;;
+            --arch=*) set_arch "${1#*=}" ;;
+            -h | --help)
+                print_header
+                exit 0
+                ;;
+            *)
+                [ -n "${flags[$1]:-}" ] || die "unknown argument '$1' (see --help)"
+                printf -v "${flags[$1]}" 1
+                ;;
+        esac
+        shift
+    done
+}
+
 # as_root CMD...: CMD as root (through sudo when not root).
 as_root() {
     if [ "$(id -u)" -eq 0 ]; then
