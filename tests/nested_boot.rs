@@ -11,7 +11,7 @@
 mod common;
 
 use common::checks::{self, report_value};
-use common::rig::{cell_dtb, flatten_dtb, hex, repo_root, rig};
+use common::rig::{cell_dtb, repo_root, rig};
 
 fn assert_booted(name: &str, expect_rc: i32) -> Vec<String> {
     checks::assert_booted(rig(), name, expect_rc)
@@ -45,20 +45,7 @@ fn guest_device_tree_carries_every_property_cellvm_generated() {
         ("boot-vmlinux", "cells/test-vmlinux.toml"),
     ] {
         let report = assert_booted(scenario, 0);
-        let guest: std::collections::BTreeMap<String, String> = report
-            .iter()
-            .filter_map(|l| l.strip_prefix("dt:"))
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let expected = flatten_dtb(&cell_dtb(&repo_root().join(cell)));
-        assert!(expected.len() > 20, "suspiciously small DT");
-        for (path, bytes) in &expected {
-            let got = guest
-                .get(path)
-                .unwrap_or_else(|| panic!("{scenario}: guest DT lacks {path}"));
-            assert_eq!(got, &hex(bytes), "{scenario}: {path} differs");
-        }
+        checks::assert_guest_dt_matches(&report, &cell_dtb(&repo_root().join(cell)), scenario);
     }
 }
 

@@ -1,6 +1,6 @@
 //! Checks of scenario output shared by the x86_64 and arm64 nested tests.
 
-use super::rig::{report_lines, RigRun};
+use super::rig::{flatten_dtb, hex, report_lines, RigRun};
 use std::collections::BTreeMap;
 
 /// The value of `key=` in a guest report.
@@ -95,4 +95,29 @@ pub fn msix_irqs(output: &str) -> usize {
         .find_map(|l| l.strip_prefix("virtio: msix_irqs="))
         .and_then(|n| n.trim().parse().ok())
         .unwrap_or_else(|| panic!("no msix line:\n{output}"))
+}
+
+/// Every property of `dtb` (the tree cellvm built) is in the guest's
+/// `/proc/device-tree` as the report of `scenario` lists it (`dt:PATH=HEX`
+/// lines), with the same bytes. Returns the flattened expected tree.
+pub fn assert_guest_dt_matches(
+    report: &[String],
+    dtb: &[u8],
+    scenario: &str,
+) -> BTreeMap<String, Vec<u8>> {
+    let guest: BTreeMap<String, String> = report
+        .iter()
+        .filter_map(|l| l.strip_prefix("dt:"))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let expected = flatten_dtb(dtb);
+    assert!(expected.len() > 20, "suspiciously small DT");
+    for (path, bytes) in &expected {
+        let got = guest
+            .get(path)
+            .unwrap_or_else(|| panic!("{scenario}: guest DT lacks {path}"));
+        assert_eq!(got, &hex(bytes), "{scenario}: {path} differs");
+    }
+    expected
 }
