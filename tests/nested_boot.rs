@@ -1032,8 +1032,24 @@ fn a_host_guest_with_the_flash_mounted_refuses_to_let_it_go() {
     let steps = scenario_steps("handover");
     let s = &steps["host-refuses"];
     assert!(s.contains("host: CELLVM-BLK-MOUNT rc=0"), "{s}");
-    // Refused by the guest's consent hook; once unmounted it moves.
-    assert_eq!(api_rcs(s), [1, 0, 0], "{s}");
+    // Refused by the guest's consent responder, then (responder stopped)
+    // by its consent hook; once unmounted it moves.
+    assert_eq!(api_rcs(s), [1, 1, 0, 0], "{s}");
+    assert!(
+        s.contains("host: CELLVM-CONSENT-RESPONDER stopped")
+            && s.contains("host: CELLVM-CONSENT-RESPONDER started"),
+        "{s}"
+    );
+    let responder = line_value(&steps, "host-refuses", "host: CELLVM-KMSG:");
+    assert!(
+        responder.contains("consent responder refused to disable")
+            && responder.contains("(status 1)"),
+        "{responder}"
+    );
+    assert!(
+        s.contains("consent hook /sbin/cellvm-consent refused to disable"),
+        "{s}"
+    );
     assert!(
         s.contains("guest_refused") && s.contains("host did not give it up"),
         "{s}"

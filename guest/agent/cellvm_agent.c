@@ -43,6 +43,17 @@
  * is seed 001's "userspace arbitrates, then tells the kernel": e.g. a hook
  * that refuses while a disk of that node is mounted.
  *
+ * CONSENT RESPONDER: a resident guest process may open /dev/cellvm-consent
+ * (one at a time) and answer instead of the hook, without a fork and exec
+ * per question. While it holds the device open, each question is read from
+ * it as one line "disable|remove NODE-PATH
+" (read blocks until there is
+ * one; partial reads continue the same line) and answered by writing a
+ * decimal status line: "0" lets the node go, any other number refuses (as
+ * the hook's exit status). No answer within consent_timeout_ms, or the
+ * responder closing the device before answering, refuses (EBUSY). With no
+ * responder open, the hook is run as above.
+ *
  * TEST HOOK: the module parameter test_mode (below) makes the agent refuse
  * or ignore the host's requests, for cellvm's rollback tests. It is 0
  * (normal) unless someone writes it; never set it outside tests.
@@ -52,6 +63,7 @@
 #include <linux/io.h>
 #include <linux/ktime.h>
 #include <linux/list.h>
+#include <linux/miscdevice.h>
 #include <linux/mm.h>
 #include <linux/module.h>
 #include <linux/mutex.h>
@@ -62,11 +74,14 @@
 #include <linux/of_platform.h>
 #include <linux/pci.h>
 #include <linux/platform_device.h>
+#include <linux/poll.h>
 #include <linux/reboot.h>
 #include <linux/slab.h>
 #include <linux/string.h>
+#include <linux/uaccess.h>
 #include <linux/umh.h>
 #include <linux/unaligned.h>
+#include <linux/wait.h>
 #include <linux/workqueue.h>
 
 #define CV_DEVICE_MAGIC 0x48435643u /* "CVCH" */
@@ -491,7 +506,212 @@ static int cv_status_changes(const void *blob, u32 len,
 	return ret;
 }
 
-/* Asks the consent hook whether @path may go (@action: disable|remove). */
+static unsigned int consent_timeout_ms = 5000;
+module_param(consent_timeout_ms, uint, 0644);
+MODULE_PARM_DESC(consent_timeout_ms,
+		 "how long the consent responder (/dev/cellvm-consent) has to answer before the request is refused");
+
+/* ---- consent responder (see CONSENT RESPONDER at the top) ---- */
+
+enum { CV_QUESTION_MAX = 512 };
+
+/*
+ * The one question in flight. Questions are asked one at a time (from the
+ * ordered work item, under agent->lock); cv_resp_lock guards the rest.
+ */
+static struct {
+	struct mutex lock;
+	wait_queue_head_t asked; /* a question was posted or the agent stops */
+	wait_queue_head_t answered; /* an answer came or the responder left */
+	bool open; /* a responder holds the device */
+	u64 seq; /* of the current question; 0 before the first */
+	char question[CV_QUESTION_MAX];
+	size_t len, pos; /* question length, bytes the responder read */
+	bool pending; /* the current question awaits its answer */
+	int answer; /* valid when !pending and answered_seq == seq */
+	u64 answered_seq;
+} cv_resp = {
+	.lock = __MUTEX_INITIALIZER(cv_resp.lock),
+	.asked = __WAIT_QUEUE_HEAD_INITIALIZER(cv_resp.asked),
+	.answered = __WAIT_QUEUE_HEAD_INITIALIZER(cv_resp.answered),
+};
+
+static int cv_resp_open(struct inode *inode, struct file *f)
+{
+	int ret = 0;
+
+	mutex_lock(&cv_resp.lock);
+	if (cv_resp.open)
+		ret = -EBUSY;
+	else
+		cv_resp.open = true;
+	mutex_unlock(&cv_resp.lock);
+	return ret ? ret : nonseekable_open(inode, f);
+}
+
+static int cv_resp_release(struct inode *inode, struct file *f)
+{
+	mutex_lock(&cv_resp.lock);
+	cv_resp.open = false;
+	mutex_unlock(&cv_resp.lock);
+	wake_up_all(&cv_resp.answered);
+	return 0;
+}
+
+/* True when the responder has question bytes to read. */
+static bool cv_resp_readable(void)
+{
+	bool ret;
+
+	mutex_lock(&cv_resp.lock);
+	ret = cv_resp.pending && cv_resp.pos < cv_resp.len;
+	mutex_unlock(&cv_resp.lock);
+	return ret;
+}
+
+static ssize_t cv_resp_read(struct file *f, char __user *buf, size_t count,
+			    loff_t *ppos)
+{
+	size_t n;
+	int ret;
+
+	for (;;) {
+		mutex_lock(&cv_resp.lock);
+		if (cv_resp.pending && cv_resp.pos < cv_resp.len)
+			break;
+		mutex_unlock(&cv_resp.lock);
+		if (f->f_flags & O_NONBLOCK)
+			return -EAGAIN;
+		ret = wait_event_interruptible(cv_resp.asked,
+					       cv_resp_readable());
+		if (ret)
+			return ret;
+	}
+	n = min(count, cv_resp.len - cv_resp.pos);
+	if (copy_to_user(buf, cv_resp.question + cv_resp.pos, n)) {
+		mutex_unlock(&cv_resp.lock);
+		return -EFAULT;
+	}
+	cv_resp.pos += n;
+	mutex_unlock(&cv_resp.lock);
+	return n;
+}
+
+/* The answer to the current question: a decimal status, 0 = consent. */
+static ssize_t cv_resp_write(struct file *f, const char __user *buf,
+			     size_t count, loff_t *ppos)
+{
+	char line[16];
+	int status, ret;
+
+	if (!count || count >= sizeof(line))
+		return -EINVAL;
+	if (copy_from_user(line, buf, count))
+		return -EFAULT;
+	line[count] = '\0';
+	ret = kstrtoint(strim(line), 10, &status);
+	if (ret)
+		return ret;
+	mutex_lock(&cv_resp.lock);
+	if (!cv_resp.pending || cv_resp.pos < cv_resp.len) {
+		mutex_unlock(&cv_resp.lock);
+		return -EPROTO; /* no question read, nothing to answer */
+	}
+	cv_resp.pending = false;
+	cv_resp.answer = status;
+	cv_resp.answered_seq = cv_resp.seq;
+	mutex_unlock(&cv_resp.lock);
+	wake_up_all(&cv_resp.answered);
+	return count;
+}
+
+static __poll_t cv_resp_poll(struct file *f, poll_table *wait)
+{
+	poll_wait(f, &cv_resp.asked, wait);
+	return cv_resp_readable() ? EPOLLIN | EPOLLRDNORM : 0;
+}
+
+static const struct file_operations cv_resp_fops = {
+	.owner = THIS_MODULE,
+	.open = cv_resp_open,
+	.release = cv_resp_release,
+	.read = cv_resp_read,
+	.write = cv_resp_write,
+	.poll = cv_resp_poll,
+};
+
+static struct miscdevice cv_resp_dev = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = "cellvm-consent",
+	.fops = &cv_resp_fops,
+	.mode = 0600,
+};
+
+/* True once question @seq is answered or cannot be any more. */
+static bool cv_resp_settled(u64 seq)
+{
+	bool ret;
+
+	mutex_lock(&cv_resp.lock);
+	ret = cv_resp.answered_seq == seq || !cv_resp.open;
+	mutex_unlock(&cv_resp.lock);
+	return ret;
+}
+
+/*
+ * Asks the responder, if one holds the device open: 1 when there is none
+ * (ask the hook), else 0 (consent) or -EBUSY (refused, no answer in time,
+ * or the responder left without answering).
+ */
+static int cv_ask_responder(struct cv_agent *ag, const char *action,
+			    const char *path)
+{
+	const char *why = NULL;
+	int status = 0;
+	u64 seq;
+
+	mutex_lock(&cv_resp.lock);
+	if (!cv_resp.open) {
+		mutex_unlock(&cv_resp.lock);
+		return 1;
+	}
+	cv_resp.len = scnprintf(cv_resp.question, sizeof(cv_resp.question),
+				"%s %s\n", action, path);
+	cv_resp.pos = 0;
+	cv_resp.pending = true;
+	seq = ++cv_resp.seq;
+	mutex_unlock(&cv_resp.lock);
+	wake_up_all(&cv_resp.asked);
+
+	wait_event_timeout(cv_resp.answered, cv_resp_settled(seq),
+			   msecs_to_jiffies(consent_timeout_ms));
+	mutex_lock(&cv_resp.lock);
+	if (cv_resp.answered_seq == seq) {
+		status = cv_resp.answer;
+	} else {
+		why = cv_resp.open ? "did not answer in time" :
+				     "closed the device without answering";
+		cv_resp.pending = false;
+	}
+	mutex_unlock(&cv_resp.lock);
+	if (why) {
+		dev_info(ag->dev, "consent responder %s (%s %s): keeping it\n",
+			 why, action, path);
+		return -EBUSY;
+	}
+	if (status) {
+		dev_info(ag->dev,
+			 "consent responder refused to %s %s (status %d): keeping it\n",
+			 action, path, status);
+		return -EBUSY;
+	}
+	return 0;
+}
+
+/*
+ * Asks whether @path may go (@action: disable|remove): the responder if one
+ * is open, else the consent hook.
+ */
 static int cv_ask_consent(struct cv_agent *ag, const char *action,
 			  const char *path)
 {
@@ -501,6 +721,9 @@ static int cv_ask_consent(struct cv_agent *ag, const char *action,
 	char *hook;
 	int ret;
 
+	ret = cv_ask_responder(ag, action, path);
+	if (ret <= 0)
+		return ret;
 	kernel_param_lock(THIS_MODULE);
 	hook = consent_hook ? kstrdup(consent_hook, GFP_KERNEL) : NULL;
 	kernel_param_unlock(THIS_MODULE);
@@ -1191,6 +1414,15 @@ static int cv_probe(struct platform_device *pdev)
 	queue_work(ag->wq, &ag->work);
 	mutex_lock(&cv_active_lock);
 	cv_active = ag;
+	/* One channel per guest: the first one serves the responder. */
+	if (!cv_resp_dev.this_device) {
+		ret = misc_register(&cv_resp_dev);
+		if (ret) {
+			dev_warn(dev, "no /dev/cellvm-consent (%d): the consent hook answers\n",
+				 ret);
+			cv_resp_dev.this_device = NULL;
+		}
+	}
 	mutex_unlock(&cv_active_lock);
 	dev_info(dev,
 		 "cellvm channel at %pR irq %d, host protocol %u: HELLO sent (protocol %u, capabilities %#x)\n",
@@ -1216,8 +1448,13 @@ static void cv_remove(struct platform_device *pdev)
 	int ret;
 
 	mutex_lock(&cv_active_lock);
-	if (cv_active == ag)
+	if (cv_active == ag) {
 		cv_active = NULL;
+		if (cv_resp_dev.this_device) {
+			misc_deregister(&cv_resp_dev);
+			cv_resp_dev.this_device = NULL;
+		}
+	}
 	mutex_unlock(&cv_active_lock);
 	if (ag->sys_off)
 		unregister_sys_off_handler(ag->sys_off);

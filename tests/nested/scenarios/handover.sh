@@ -87,6 +87,14 @@ guest host "blk-read" "^CELLVM-BLK-READ"
 step host-refuses
 guest host "blk-mount" "^CELLVM-BLK-MOUNT"
 api move flash0 --from host --to bmc
+# Asked the resident responder (no program run); without it, the hook.
+until_line "$dir/host.log" "consent responder refused to disable" &&
+    grep -m1 "consent responder refused to disable" "$dir/host.log" | sed 's/^/host: /'
+guest host "consent-responder-stop" "^CELLVM-CONSENT-RESPONDER"
+api move flash0 --from host --to bmc
+until_line "$dir/host.log" "consent hook .* refused to disable" &&
+    grep -m1 "consent hook .* refused to disable" "$dir/host.log" | sed 's/^/host: /'
+guest host "consent-responder-start" "^CELLVM-CONSENT-RESPONDER"
 guest host "blk-umount" "^CELLVM-BLK-UMOUNT"
 guest host "blk-write after-mount" "^CELLVM-BLK-WRITE"
 api move flash0 --from host --to bmc
