@@ -232,11 +232,21 @@ struct Segment {
     placeholder: Option<String>,
 }
 
+/// Marks a [`Value::Cells`] placeholder in the expanded text: `SPLICE`,
+/// the index into [`Expanded::splices`] in decimal, `SPLICE`. The cells go
+/// into the property as they are instead of being written out as text and
+/// parsed back (a PCI bridge's interrupt-map is over 1,000 cells, and that
+/// round trip was most of an attach's planning). Not a DTS character: a
+/// user's file that holds one is refused like any other stray byte.
+const SPLICE: u8 = 0x01;
+
 /// Template text after substitution, with where each part came from.
 #[derive(Debug)]
 struct Expanded {
     text: String,
     segments: Vec<Segment>,
+    /// The cells of each `Value::Cells` placeholder, in order.
+    splices: Vec<Vec<Cell>>,
 }
 
 impl Expanded {
@@ -249,6 +259,7 @@ impl Expanded {
                 line: 1,
                 placeholder: None,
             }],
+            splices: Vec::new(),
         }
     }
 
@@ -328,6 +339,7 @@ fn expand(template: &str, text: &str, vars: &Vars) -> Result<Expanded, FdtError>
         placeholder: None,
     }];
     let mut used = BTreeSet::new();
+    let mut splices = Vec::new();
     let mut state = LexState::Code;
     let mut line = 1;
     let mut run_start = 0;
@@ -376,7 +388,15 @@ fn expand(template: &str, text: &str, vars: &Vars) -> Result<Expanded, FdtError>
                         line,
                         placeholder: Some(name.to_string()),
                     });
-                    out.push_str(&value.render());
+                    match value {
+                        Value::Cells(cells) => {
+                            out.push(char::from(SPLICE));
+                            out.push_str(&splices.len().to_string());
+                            out.push(char::from(SPLICE));
+                            splices.push(cells.clone());
+                        }
+                        value => out.push_str(&value.render()),
+                    }
                     segments.push(Segment {
                         start: out.len(),
                         line,
@@ -431,6 +451,7 @@ fn expand(template: &str, text: &str, vars: &Vars) -> Result<Expanded, FdtError>
     Ok(Expanded {
         text: out,
         segments,
+        splices,
     })
 }
 
@@ -878,6 +899,7 @@ impl Parser<'_> {
                     cells.push(Cell::Ref(label));
                 }
                 Some(b) if b.is_ascii_digit() => cells.push(Cell::Num(self.parse_number()?)),
+                Some(SPLICE) => cells.extend_from_slice(self.parse_splice()?),
                 Some(b'(') => {
                     return Err(self.err(self.pos, SyntaxError::Unsupported("an expression")))
                 }
@@ -885,6 +907,31 @@ impl Parser<'_> {
                     return Err(self.err(self.pos, SyntaxError::Unsupported("a character literal")))
                 }
                 _ => return Err(self.unexpected("a number, '&label' or '>'")),
+            }
+        }
+    }
+
+    /// The cells of a `Value::Cells` placeholder (see [`SPLICE`]).
+    fn parse_splice(&mut self) -> Result<&[Cell], FdtError> {
+        let at = self.pos;
+        self.pos += 1;
+        let digits = self.pos;
+        while self.peek().is_some_and(|b| b.is_ascii_digit()) {
+            self.pos += 1;
+        }
+        let index = self
+            .text
+            .get(digits..self.pos)
+            .and_then(|d| d.parse::<usize>().ok());
+        let cells = index.and_then(|i| self.expanded.splices.get(i));
+        match (cells, self.peek()) {
+            (Some(cells), Some(SPLICE)) => {
+                self.pos += 1;
+                Ok(cells)
+            }
+            _ => {
+                self.pos = at;
+                Err(self.unexpected("a number, '&label' or '>'"))
             }
         }
     }
