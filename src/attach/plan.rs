@@ -137,8 +137,10 @@ pub fn current_tree(
     let mut live =
         LiveTree::from_base(base_tree).map_err(|source| AttachError::CurrentTree { source })?;
     for d in attached {
-        live.apply(&d.overlay, &format!("the overlay of attached {}", d.id()))
-            .map_err(|source| AttachError::CurrentTree { source })?;
+        live = live
+            .applied(&d.overlay, &format!("the overlay of attached {}", d.id()))
+            .map_err(|source| AttachError::CurrentTree { source })?
+            .0;
     }
     Ok(live)
 }
@@ -165,7 +167,7 @@ pub fn plan_on(
     layout: &CellLayout,
     base_tree: &Node,
     attached: &[AttachedDevice],
-    mut live: LiveTree,
+    live: LiveTree,
 ) -> Result<AttachPlan, AttachError> {
     let id = device.id().to_string();
     if device.state() != crate::config::DeviceState::Okay {
@@ -207,8 +209,8 @@ pub fn plan_on(
             });
         }
     }
-    let nodes = live
-        .apply(&overlay.blob, &format!("the overlay for {id}"))
+    let (live, nodes) = live
+        .applied(&overlay.blob, &format!("the overlay for {id}"))
         .map_err(|e| match e {
             ApplyError::NodeExists { path, .. } => AttachError::NodeExists {
                 id: id.clone(),

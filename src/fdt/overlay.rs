@@ -615,12 +615,25 @@ impl LiveTree {
     /// Checks `overlay` ([`LiveTree::check`]) and applies it; returns the node
     /// paths it added. On any error the tree is left as it was.
     pub fn apply(&mut self, overlay: &[u8], what: &str) -> Result<Vec<String>, ApplyError> {
+        let (next, adds) = self.clone().applied(overlay, what)?;
+        *self = next;
+        Ok(adds)
+    }
+
+    /// [`LiveTree::apply`] on a tree the caller gives up: no copy of the
+    /// tree is made (a failed apply drops it), which is what planning on a
+    /// tree of its own wants. Returns the new tree and the paths added.
+    pub fn applied(
+        self,
+        overlay: &[u8],
+        what: &str,
+    ) -> Result<(LiveTree, Vec<String>), ApplyError> {
         let adds = self.check(overlay, what)?;
         let fdt = Fdt::new(overlay).map_err(|source| ApplyError::Parse {
             what: what.to_string(),
             source,
         })?;
-        let mut next = self.tree.clone();
+        let mut next = self.tree;
         OverlayApplier::new(&mut next)
             .apply_overlay(&fdt)
             .map_err(|source| ApplyError::Apply {
@@ -634,7 +647,6 @@ impl LiveTree {
                 problem: "was not added by dtoolkit".to_string(),
             });
         }
-        self.tree = next;
-        Ok(adds)
+        Ok((LiveTree { tree: next }, adds))
     }
 }
