@@ -234,12 +234,21 @@ pub fn pci_host_node(slot: &PciBridgeSlot) -> Result<Node, FdtError> {
     Ok(node)
 }
 
-/// `interrupt-map` cells for devices 0..31 × INTA..INTD:
-/// `<devfn<<8 0 0 pin &intc [parent unit address] specifier>` each, the
-/// specifier level-high.
+/// Devices the `interrupt-map` lists: the swizzle
+/// ([`pci_intx_pin`]) depends on the device number modulo 4 only, so the
+/// `interrupt-map-mask` (`<0x1800 0 0 7>`, in `pci-host.dts`) keeps the low
+/// two bits of the device number and four devices cover all 32, as on QEMU's
+/// virt board. 16 entries instead of 128: a bridge's overlay is a quarter
+/// of the size, and so is the guest's work to copy and search the map.
+pub const INTERRUPT_MAP_DEVICES: u32 = 4;
+
+/// `interrupt-map` cells for devices 0..[`INTERRUPT_MAP_DEVICES`] ×
+/// INTA..INTD: `<devfn<<8 0 0 pin &intc [parent unit address] specifier>`
+/// each, the specifier level-high.
 fn pci_interrupt_map(intx: &[u32; 4]) -> Vec<Cell> {
-    let mut cells = Vec::with_capacity(32 * 4 * 10);
-    for device in 0..32u32 {
+    let n = INTERRUPT_MAP_DEVICES as usize;
+    let mut cells = Vec::with_capacity(n * 4 * 10);
+    for device in 0..INTERRUPT_MAP_DEVICES {
         for pin in 1..=4u32 {
             cells.extend([
                 Cell::Num(device << 11),
