@@ -5,13 +5,14 @@
 //! the cell giving the device (the API's `move` request) and timed step by
 //! step:
 //!
-//! 1. **check**: both guests' agents are ready (else `no_agent`, nothing
-//!    changes).
+//! 1. **check**: the giving guest's agent is ready (else `no_agent`,
+//!    nothing changes). A's own status: no round trip to another process.
 //! 2. **claim**: the receiving cell B locks the device's images while the
 //!    giving cell A still holds them (`claim`), so no third process can
-//!    take them between A's release and B's enable. Refused if B does not
-//!    declare the device reserved with the same backing, or the images are
-//!    not A's alone: nothing moved.
+//!    take them between A's release and B's enable. Refused if B's guest
+//!    agent is not ready (`no_agent`; the claim is B's check, which saves
+//!    a round trip to B), if B does not declare the device reserved with
+//!    the same backing, or if the images are not A's alone: nothing moved.
 //! 3. **disable** on A: A's guest removes the device (its consent hook may
 //!    refuse; docs/channel.md), then A releases the images. A refusal or a
 //!    timeout: B's claim is dropped, nothing moved.
@@ -200,16 +201,15 @@ impl Move<'_> {
         }
     }
 
-    /// Step 1: both agents ready.
+    /// Step 1: the giver's agent ready (the receiver's claim checks its own).
     fn check(&mut self) -> Result<(), ApiError> {
-        for side in [self.from, self.to] {
-            let status = self.step("check", side, &Request::Status {})?;
-            if status["agent"]["state"] != "ready" {
-                return Err(ApiError::new(
-                    ErrorKind::NoAgent,
-                    format!("cell {}: its guest agent is not ready", side.name()),
-                ));
-            }
+        let side = self.from;
+        let status = self.step("check", side, &Request::Status {})?;
+        if status["agent"]["state"] != "ready" {
+            return Err(ApiError::new(
+                ErrorKind::NoAgent,
+                format!("cell {}: its guest agent is not ready", side.name()),
+            ));
         }
         Ok(())
     }

@@ -89,10 +89,10 @@ fn a_move_claims_then_disables_the_giver_then_enables_the_receiver() {
     assert_eq!(r.outcome, MoveOutcome::Moved);
     assert_eq!(
         steps(&r),
-        ["check a", "check b", "claim b", "disable a", "enable b"]
+        ["check a", "claim b", "disable a", "enable b"]
     );
     assert_eq!(a.asked(), ["status", "disable"]);
-    assert_eq!(b.asked(), ["status", "claim", "enable"]);
+    assert_eq!(b.asked(), ["claim", "enable"]);
 }
 
 #[test]
@@ -115,6 +115,18 @@ fn a_giver_without_a_ready_agent_stops_the_move_before_any_change() {
 }
 
 #[test]
+fn a_receiver_without_a_ready_agent_refuses_the_claim_and_nothing_moves() {
+    // The receiver's claim is its check (its cell refuses it with no_agent).
+    let a = Fake::new("a");
+    let b = Fake::new("b").refusing("claim", ErrorKind::NoAgent);
+    let f = move_device("flash0", &a, &b, 1000).unwrap_err();
+    assert_eq!(f.error.kind, ErrorKind::NoAgent);
+    assert!(f.error.message.ends_with("nothing moved"), "{}", f.error.message);
+    assert_eq!(f.report.outcome, MoveOutcome::NothingMoved);
+    assert_eq!(a.asked(), ["status"]);
+}
+
+#[test]
 fn a_refused_claim_moves_nothing_and_drops_any_half_taken_claim() {
     let a = Fake::new("a");
     let b = Fake::new("b").refusing("claim", ErrorKind::Conflict);
@@ -122,7 +134,7 @@ fn a_refused_claim_moves_nothing_and_drops_any_half_taken_claim() {
     assert_eq!(f.error.kind, ErrorKind::Conflict);
     assert_eq!(f.report.outcome, MoveOutcome::NothingMoved);
     assert_eq!(a.asked(), ["status"]);
-    assert_eq!(b.asked(), ["status", "claim", "unclaim"]);
+    assert_eq!(b.asked(), ["claim", "unclaim"]);
 }
 
 #[test]
@@ -142,7 +154,6 @@ fn a_giver_that_refuses_keeps_the_device_and_the_receiver_drops_its_claim() {
         steps(&f.report),
         [
             "check a",
-            "check b",
             "claim b",
             "disable a failed",
             "unclaim b"
@@ -163,7 +174,7 @@ fn a_receiver_that_refuses_gives_the_device_back_to_the_giver() {
         f.error.message
     );
     assert_eq!(a.asked(), ["status", "disable", "enable"]);
-    assert_eq!(b.asked(), ["status", "claim", "enable", "unclaim"]);
+    assert_eq!(b.asked(), ["claim", "enable", "unclaim"]);
 }
 
 #[test]
@@ -211,7 +222,7 @@ fn a_failure_carries_its_report_as_the_errors_detail() {
     let detail: MoveReport = serde_json::from_value(e.detail.unwrap()).unwrap();
     assert_eq!(detail.outcome, MoveOutcome::NothingMoved);
     assert_eq!(
-        detail.steps[3].error.as_deref(),
+        detail.steps[2].error.as_deref(),
         Some("guest_refused: disable refused by a")
     );
 }
