@@ -10,6 +10,10 @@
 #
 # Usage: scripts/bench-attach.sh [--cycles N] [--rss-cycles M]
 #                                [--scale-cycles K] [--no-build]
+#                                [--busy-guest] [--guest-args "ARGS"]
+# The guest idles between requests (cellvm.agent_poll=0); --busy-guest runs
+# the test loop instead (every 0.2 s: kernel log to the console, device
+# list; forks). --guest-args appends ARGS to the guest's command line.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -20,12 +24,16 @@ cycles=50
 rss_cycles=1000
 scale_cycles=20
 build=1
+agent_poll=0
+guest_args=
 while [ $# -gt 0 ]; do
     case "$1" in
         --cycles) cycles="$2"; shift 2 ;;
         --rss-cycles) rss_cycles="$2"; shift 2 ;;
         --scale-cycles) scale_cycles="$2"; shift 2 ;;
         --no-build) build=0; shift ;;
+        --busy-guest) agent_poll=1; shift ;;
+        --guest-args) guest_args="$2"; shift 2 ;;
         -h | --help) print_header; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
@@ -41,7 +49,7 @@ run_log="$out_dir/attach-run.log"
 log "== booting L1 once: scenario bench/attach, $cycles timed cycles, $rss_cycles RSS cycles (log: $run_log)"
 set +e
 "$REPO_ROOT/scripts/run-l1.sh" --scenarios bench/attach --timeout $((900 + rss_cycles + 6 * scale_cycles)) \
-    --append "cellvm.bench_cycles=$cycles cellvm.bench_rss_cycles=$rss_cycles cellvm.bench_scale_cycles=$scale_cycles" 2>&1 | tee "$run_log" >&2
+    --append "cellvm.bench_cycles=$cycles cellvm.bench_rss_cycles=$rss_cycles cellvm.bench_scale_cycles=$scale_cycles cellvm.bench_agent_poll=$agent_poll${guest_args:+ cellvm.bench_guest_args=${guest_args// /,}}" 2>&1 | tee "$run_log" >&2
 l1_rc="${PIPESTATUS[0]}"
 set -e
 grep -q '^@@CELLVM-SCENARIO-END bench/attach rc=0' "$run_log" ||

@@ -21,12 +21,18 @@ param() { # param NAME DEFAULT: NAME=value from L1's kernel command line
 cycles="$(param cellvm.bench_cycles 50)"
 scale_cycles="$(param cellvm.bench_scale_cycles 20)"
 rss_cycles="$(param cellvm.bench_rss_cycles 1000)"
+# The guest idles between requests (cellvm.agent_poll=0) unless the
+# benchmark was asked for the test loop (--busy-guest).
+poll="$(param cellvm.bench_agent_poll 0)"
+# Extra guest kernel arguments (--guest-args A,B: commas for spaces).
+extra="$(param cellvm.bench_guest_args "" | tr , " ")"
+echo "bench-guest agent_poll=$poll args=$extra"
 dir="$(mktemp -d)"
 export CELLVM_RUNTIME_DIR="$dir/run"
 log="$dir/console.log"
 mkfifo "$dir/in"
 exec 3<>"$dir/in"
-cellvm run "$cell" <"$dir/in" >"$log" 2>&1 &
+cellvm run "$cell" --cmdline-append "cellvm.agent_poll=$poll $extra" <"$dir/in" >"$log" 2>&1 &
 pid=$!
 _i=0
 until grep -q "CELLVM-AGENT-READY\|CELLVM-AGENT-ERROR" "$log" 2>/dev/null || [ "$_i" -ge 1500 ]; do

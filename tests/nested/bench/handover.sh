@@ -2,8 +2,8 @@
 # Handover benchmark (not a test; scripts/bench-handover.sh runs it): the
 # seeds' shared flash (cells/host.toml, cells/bmc.toml) moved back and
 # forth cellvm.bench_moves times (default 50) with `cellvm move`. Prints one
-# raw sample per move: the whole move as the CLI measures it (both agents
-# checked, claim, the giver's disable, the taker's enable) and each step's
+# raw sample per move: the whole move as the CLI measures it (the giver's
+# agent checked, the taker's claim, the giver's disable, the taker's enable) and each step's
 # request -> acknowledgement time; the table is made on the host.
 # cellvm-timeout: 900
 param() { # param NAME DEFAULT: NAME=value from L1's kernel command line
@@ -14,14 +14,20 @@ param() { # param NAME DEFAULT: NAME=value from L1's kernel command line
     echo "$_v"
 }
 moves="$(param cellvm.bench_moves 50)"
+# The guests idle between requests (cellvm.agent_poll=0) unless the
+# benchmark was asked for the test loop (--busy-guest).
+poll="$(param cellvm.bench_agent_poll 0)"
+# Extra guest kernel arguments (--guest-args A,B: commas for spaces).
+extra="$(param cellvm.bench_guest_args "" | tr , " ")"
+echo "bench-guest agent_poll=$poll args=$extra"
 dir="$(mktemp -d)"
 export CELLVM_RUNTIME_DIR="$dir/run"
 head -c 1048576 /dev/zero >/cellvm/build/flash0.img
 mkfifo "$dir/host.in" "$dir/bmc.in"
 exec 3<>"$dir/host.in" 4<>"$dir/bmc.in"
-cellvm run /cellvm/cells/host.toml <"$dir/host.in" >"$dir/host.log" 2>&1 &
+cellvm run /cellvm/cells/host.toml --cmdline-append "cellvm.agent_poll=$poll $extra" <"$dir/host.in" >"$dir/host.log" 2>&1 &
 host_pid=$!
-cellvm run /cellvm/cells/bmc.toml <"$dir/bmc.in" >"$dir/bmc.log" 2>&1 &
+cellvm run /cellvm/cells/bmc.toml --cmdline-append "cellvm.agent_poll=$poll $extra" <"$dir/bmc.in" >"$dir/bmc.log" 2>&1 &
 bmc_pid=$!
 for c in host bmc; do
     _i=0
