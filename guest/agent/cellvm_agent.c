@@ -466,6 +466,33 @@ static int cv_add_node(struct list_head *list, const char *path)
 }
 
 /*
+ * False when the strings block of FDT @blob (len >= 8, checked) has no
+ * "status" property name, so no fragment can set one: an attach's overlay
+ * (new nodes only) then skips the unflatten below. True when unsure.
+ */
+static bool cv_fdt_names_status(const void *blob, u32 len)
+{
+	static const char want[] = "status";
+	u32 off, size, i = 0;
+
+	if (len < 40)
+		return true;
+	off = get_unaligned_be32(blob + 12); /* off_dt_strings */
+	size = get_unaligned_be32(blob + 32); /* size_dt_strings */
+	if (off > len || size > len - off)
+		return true;
+	while (i < size) {
+		const char *s = (const char *)blob + off + i;
+		size_t n = strnlen(s, size - i);
+
+		if (n == sizeof(want) - 1 && !memcmp(s, want, n))
+			return true;
+		i += n + 1;
+	}
+	return false;
+}
+
+/*
  * The status changes of overlay @blob: the target-path of every fragment
  * whose __overlay__ sets "status", on @enabled when it is "okay" (or "ok"),
  * else on @disabled. Fragments that target a phandle are not looked at
@@ -481,6 +508,8 @@ static int cv_status_changes(const void *blob, u32 len,
 
 	if (len < 8 || get_unaligned_be32(blob + 4) > len)
 		return -EINVAL;
+	if (!cv_fdt_names_status(blob, len))
+		return 0;
 	mem = of_fdt_unflatten_tree((const unsigned long *)blob, NULL, &root);
 	if (!mem || !root) {
 		kfree(mem);
