@@ -87,10 +87,7 @@ fn a_move_claims_then_disables_the_giver_then_enables_the_receiver() {
     let (a, b) = (Fake::new("a"), Fake::new("b"));
     let r = move_device("flash0", &a, &b, 1000).unwrap();
     assert_eq!(r.outcome, MoveOutcome::Moved);
-    assert_eq!(
-        steps(&r),
-        ["check a", "claim b", "disable a", "enable b"]
-    );
+    assert_eq!(steps(&r), ["check a", "claim b", "disable a", "enable b"]);
     assert_eq!(a.asked(), ["status", "disable"]);
     assert_eq!(b.asked(), ["claim", "enable"]);
 }
@@ -121,7 +118,11 @@ fn a_receiver_without_a_ready_agent_refuses_the_claim_and_nothing_moves() {
     let b = Fake::new("b").refusing("claim", ErrorKind::NoAgent);
     let f = move_device("flash0", &a, &b, 1000).unwrap_err();
     assert_eq!(f.error.kind, ErrorKind::NoAgent);
-    assert!(f.error.message.ends_with("nothing moved"), "{}", f.error.message);
+    assert!(
+        f.error.message.ends_with("nothing moved"),
+        "{}",
+        f.error.message
+    );
     assert_eq!(f.report.outcome, MoveOutcome::NothingMoved);
     assert_eq!(a.asked(), ["status"]);
 }
@@ -152,12 +153,7 @@ fn a_giver_that_refuses_keeps_the_device_and_the_receiver_drops_its_claim() {
     assert_eq!(f.report.outcome, MoveOutcome::NothingMoved);
     assert_eq!(
         steps(&f.report),
-        [
-            "check a",
-            "claim b",
-            "disable a failed",
-            "unclaim b"
-        ]
+        ["check a", "claim b", "disable a failed", "unclaim b"]
     );
 }
 
