@@ -11,13 +11,8 @@
 # cellvm-timeout: 2400
 cell=/cellvm/cells/test-agent.toml
 name=test-agent
-param() { # param NAME DEFAULT: NAME=value from L1's kernel command line
-    _v="$2"
-    for _w in $(cat /proc/cmdline); do
-        case "$_w" in "$1="*) _v="${_w#*=}" ;; esac
-    done
-    echo "$_v"
-}
+# shellcheck source=tests/nested/bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 cycles="$(param cellvm.bench_cycles 50)"
 scale_cycles="$(param cellvm.bench_scale_cycles 20)"
 rss_cycles="$(param cellvm.bench_rss_cycles 1000)"
@@ -34,11 +29,7 @@ mkfifo "$dir/in"
 exec 3<>"$dir/in"
 cellvm run "$cell" --cmdline-append "cellvm.agent_poll=$poll $extra" <"$dir/in" >"$log" 2>&1 &
 pid=$!
-_i=0
-until grep -q "CELLVM-AGENT-READY\|CELLVM-AGENT-ERROR" "$log" 2>/dev/null || [ "$_i" -ge 1500 ]; do
-    _i=$((_i + 1))
-    usleep 20000
-done
+wait_agent "$log"
 grep "CELLVM-AGENT" "$log"
 cat >"$dir/pci.toml" <<'DESC'
 [[pci_bridge]]

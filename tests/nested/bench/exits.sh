@@ -9,13 +9,8 @@
 # (cellvm.agent_poll=0) unless L1's command line has
 # cellvm.bench_agent_poll=1 (the test loop: kernel log on the console).
 # cellvm-timeout: 600
-param() { # param NAME DEFAULT: NAME=value from L1's kernel command line
-    _v="$2"
-    for _w in $(cat /proc/cmdline); do
-        case "$_w" in "$1="*) _v="${_w#*=}" ;; esac
-    done
-    echo "$_v"
-}
+# shellcheck source=tests/nested/bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 poll="$(param cellvm.bench_agent_poll 0)"
 cell=/cellvm/cells/test-agent.toml
 name=test-agent
@@ -26,11 +21,7 @@ mkfifo "$dir/in"
 exec 3<>"$dir/in"
 cellvm run "$cell" --cmdline-append "cellvm.agent_poll=$poll" <"$dir/in" >"$log" 2>&1 &
 pid=$!
-_i=0
-until grep -q "CELLVM-AGENT-READY\|CELLVM-AGENT-ERROR" "$log" 2>/dev/null || [ "$_i" -ge 1500 ]; do
-    _i=$((_i + 1))
-    usleep 20000
-done
+wait_agent "$log"
 cat >"$dir/pci.toml" <<'DESC'
 [[pci_bridge]]
 id = "bench0"
@@ -61,13 +52,8 @@ cellvm run /cellvm/cells/host.toml --cmdline-append "cellvm.agent_poll=$poll" <"
 host_pid=$!
 cellvm run /cellvm/cells/bmc.toml --cmdline-append "cellvm.agent_poll=$poll" <"$dir/bmc.in" >"$dir/bmc.log" 2>&1 &
 bmc_pid=$!
-for c in host bmc; do
-    _i=0
-    until grep -q "CELLVM-AGENT-READY\|CELLVM-AGENT-ERROR" "$dir/$c.log" 2>/dev/null || [ "$_i" -ge 3000 ]; do
-        _i=$((_i + 1))
-        usleep 20000
-    done
-done
+wait_agent "$dir/host.log" 3000
+wait_agent "$dir/bmc.log" 3000
 cellvm move flash0 --from host --to bmc >/dev/null && cellvm move flash0 --from bmc --to host >/dev/null
 for round in 1 2; do
     for c in host bmc; do cellvm stats "$c" | sed "s/^/exits-move-before-$round-$c /"; done

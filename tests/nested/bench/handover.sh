@@ -6,13 +6,8 @@
 # agent checked, the taker's claim, the giver's disable, the taker's enable) and each step's
 # request -> acknowledgement time; the table is made on the host.
 # cellvm-timeout: 900
-param() { # param NAME DEFAULT: NAME=value from L1's kernel command line
-    _v="$2"
-    for _w in $(cat /proc/cmdline); do
-        case "$_w" in "$1="*) _v="${_w#*=}" ;; esac
-    done
-    echo "$_v"
-}
+# shellcheck source=tests/nested/bench/lib.sh
+. "$(dirname "$0")/lib.sh"
 moves="$(param cellvm.bench_moves 50)"
 # The guests idle between requests (cellvm.agent_poll=0) unless the
 # benchmark was asked for the test loop (--busy-guest).
@@ -29,13 +24,8 @@ cellvm run /cellvm/cells/host.toml --cmdline-append "cellvm.agent_poll=$poll $ex
 host_pid=$!
 cellvm run /cellvm/cells/bmc.toml --cmdline-append "cellvm.agent_poll=$poll $extra" <"$dir/bmc.in" >"$dir/bmc.log" 2>&1 &
 bmc_pid=$!
-for c in host bmc; do
-    _i=0
-    until grep -q "CELLVM-AGENT-READY\|CELLVM-AGENT-ERROR" "$dir/$c.log" 2>/dev/null || [ "$_i" -ge 3000 ]; do
-        _i=$((_i + 1))
-        usleep 20000
-    done
-done
+wait_agent "$dir/host.log" 3000
+wait_agent "$dir/bmc.log" 3000
 from=host
 to=bmc
 i=0
