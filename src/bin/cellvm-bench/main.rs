@@ -17,6 +17,9 @@
 //!   minus the resident guest RAM.
 //! - `blk` ([`blk`]): the guest's `blkbench` result line (sequential read
 //!   throughput, 4 KiB random-read IOPS at queue depth 1).
+//! - `pages PID` and `text-order PAGES NM` ([`text_order`]): the resident
+//!   pages of a process's own code and read-only data, and the functions on
+//!   them, for the text-order profile.
 //!
 //! Exit status: 0 when every VMM produced at least one result, 1 when one
 //! never did (its last output lines are printed), 2 on usage errors.
@@ -24,6 +27,7 @@
 mod blk;
 mod boot;
 mod session;
+mod text_order;
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -43,7 +47,7 @@ pub struct Common {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cellvm-bench boot [--runs N] [--mem-mib M] [--marker TEXT] [--timeout-s S] --vmm NAME=COMMAND ...\n       cellvm-bench blk [--runs N] [--timeout-s S] --vmm NAME=COMMAND ..."
+        "usage: cellvm-bench boot [--runs N] [--mem-mib M] [--marker TEXT] [--timeout-s S] --vmm NAME=COMMAND ...\n       cellvm-bench blk [--runs N] [--timeout-s S] --vmm NAME=COMMAND ...\n       cellvm-bench pages PID\n       cellvm-bench text-order PAGES-FILE NM-FILE"
     );
     ExitCode::from(2)
 }
@@ -53,6 +57,21 @@ fn main() -> ExitCode {
     let Some(cmd) = args.first() else {
         return usage();
     };
+    let profile = match (cmd.as_str(), &args[1..]) {
+        ("pages", [pid]) => Some(text_order::pages(pid)),
+        ("text-order", [pages, nm]) => Some(text_order::order(pages, nm)),
+        ("pages" | "text-order", _) => return usage(),
+        _ => None,
+    };
+    if let Some(result) = profile {
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("cellvm-bench {cmd}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let mut common = Common {
         runs: 8,
         timeout: Duration::from_secs(60),
