@@ -1,0 +1,116 @@
+#!/bin/sh
+# Text-order profile (not a test; scripts/profile-text-order.sh runs it):
+# which pages of cellvm's code and read-only data running cells touch.
+# With the kernel's fault-around set to one page, it prints the resident
+# read-only pages of cellvm (`cellvm-bench pages`, "PAGE perms vaddr"
+# lines) for: the boot benchmark's cell at its userspace marker; the same
+# guest on the CI-runner path (no cell file, a console watch); a cell
+# after runtime attaches and detaches of a PCI host bridge and the control
+# API's queries; the two cells of the shared flash after moves. The host
+# side names the functions on those pages (scripts/profile-text-order.sh).
+# Needs an L1 built with scripts/build-l1.sh --with-qemu (cellvm-bench).
+# cellvm-timeout: 900
+# shellcheck source=tests/nested/bench/lib.sh
+. "$(dirname "$0")/lib.sh"
+
+fail() {
+    echo "PROFILE-ERROR: $*"
+    exit 1
+}
+
+command -v cellvm-bench >/dev/null 2>&1 || fail "cellvm-bench not in L1 (build it with scripts/build-l1.sh --with-qemu)"
+[ -e /sys/kernel/debug/fault_around_bytes ] || mount -t debugfs none /sys/kernel/debug || fail "cannot mount debugfs"
+fa=/sys/kernel/debug/fault_around_bytes
+[ -w "$fa" ] || fail "$fa missing: the L1 kernel has no fault-around knob"
+echo 4096 >"$fa" || fail "cannot set $fa"
+
+# pages TAG PID: the resident read-only pages of cellvm process PID.
+pages() {
+    cellvm-bench pages "$2" | sed "s/^/$1 /" || fail "cellvm-bench pages $2 ($1)"
+}
+
+dir="$(mktemp -d)"
+export CELLVM_RUNTIME_DIR="$dir/run"
+
+# 1. The boot benchmark's cell, at its userspace marker.
+cellvm run --no-api /cellvm/cells/bench-boot.toml >"$dir/boot.log" 2>&1 &
+pid=$!
+i=0
+until grep -q CELLVM-READY "$dir/boot.log" || [ "$i" -ge 3000 ]; do
+    i=$((i + 1))
+    usleep 20000
+done
+grep -q CELLVM-READY "$dir/boot.log" || fail "bench-boot cell never reached its marker: $(tail -n 5 "$dir/boot.log")"
+pages boot "$pid"
+kill -9 "$pid"
+wait "$pid" 2>/dev/null
+
+# 2. The CI-runner path (docs/ci.md): the same guest without a cell file,
+# its console watched for a marker that never comes.
+cellvm run --no-api --kernel /cellvm/build/guest/bzImage --initrd /cellvm/build/guest/initramfs.cpio.gz \
+    --cmdline "console=ttyS0 quiet panic=-1 cellvm.mode=report cellvm.echo_timeout=30" --memory 256M \
+    --expect CELLVM-PROFILE-NEVER --timeout 120 >"$dir/ci.log" 2>&1 &
+pid=$!
+i=0
+until grep -q CELLVM-READY "$dir/ci.log" || [ "$i" -ge 3000 ]; do
+    i=$((i + 1))
+    usleep 20000
+done
+grep -q CELLVM-READY "$dir/ci.log" || fail "the CI-runner cell never reached its marker: $(tail -n 5 "$dir/ci.log")"
+pages ci "$pid"
+kill -9 "$pid"
+wait "$pid" 2>/dev/null
+
+# 3. Runtime attach and detach, and the API's queries.
+cell=/cellvm/cells/test-agent.toml
+name=test-agent
+mkfifo "$dir/in"
+exec 3<>"$dir/in"
+cellvm run "$cell" --cmdline-append cellvm.agent_poll=0 <"$dir/in" >"$dir/agent.log" 2>&1 &
+pid=$!
+wait_agent "$dir/agent.log"
+grep -q CELLVM-AGENT-READY "$dir/agent.log" || fail "no guest agent in $cell: $(tail -n 5 "$dir/agent.log")"
+cat >"$dir/pci.toml" <<'DESC'
+[[pci_bridge]]
+id = "bench0"
+kind = "ecam"
+bus_start = 8
+[[pci_bridge.device]]
+slot = 1
+kind = "test"
+DESC
+for round in 1 2 3; do
+    cellvm attach "$name" "$dir/pci.toml" >/dev/null || fail "attach $round"
+    cellvm devices "$name" >/dev/null
+    cellvm stats "$name" >/dev/null
+    cellvm detach "$name" bench0 >/dev/null || fail "detach $round"
+done
+cellvm list >/dev/null
+pages attach "$pid"
+printf 'exit\n' >&3
+wait "$pid"
+exec 3>&-
+
+# 4. Moves of the shared flash between cells/host.toml and cells/bmc.toml.
+head -c 1048576 /dev/zero >/cellvm/build/flash0.img
+mkfifo "$dir/host.in" "$dir/bmc.in"
+exec 5<>"$dir/host.in" 6<>"$dir/bmc.in"
+cellvm run /cellvm/cells/host.toml --cmdline-append cellvm.agent_poll=0 <"$dir/host.in" >"$dir/host.log" 2>&1 &
+host_pid=$!
+cellvm run /cellvm/cells/bmc.toml --cmdline-append cellvm.agent_poll=0 <"$dir/bmc.in" >"$dir/bmc.log" 2>&1 &
+bmc_pid=$!
+wait_agent "$dir/host.log" 3000
+wait_agent "$dir/bmc.log" 3000
+for round in 1 2; do
+    cellvm move flash0 --from host --to bmc >/dev/null || fail "move to bmc $round"
+    cellvm move flash0 --from bmc --to host >/dev/null || fail "move to host $round"
+done
+pages move-host "$host_pid"
+pages move-bmc "$bmc_pid"
+printf 'exit\n' >&5
+printf 'exit\n' >&6
+wait "$host_pid"
+wait "$bmc_pid"
+echo 65536 >"$fa"
+rm -rf "$dir"
+echo "PROFILE-DONE"
