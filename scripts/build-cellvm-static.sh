@@ -80,16 +80,38 @@ if command -v rustup >/dev/null 2>&1; then
 fi
 
 start="$(now)"
-log "cargo build --release --target $TARGET (crt-static)"
-(cd "$REPO_ROOT" && RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static" \
+bin="$TARGET_DIR/$TARGET/release/cellvm"
+# The functions running cells execute, packed together by the linker (lld's
+# symbol ordering file; scripts/profile-text-order.sh writes it; docs/
+# benchmarks.md, "Where cellvm's memory overhead goes"). The path is
+# relative to the repository root, where cargo runs rustc and rustc the
+# linker, so RUSTFLAGS are the same in every clone. Cargo does not watch
+# the file: a changed one cleans the package so the binaries are relinked.
+order=scripts/text-order.txt
+need_file "$REPO_ROOT/$order"
+order_stamp="$TARGET_DIR/$TARGET/release/text-order.sha256"
+order_sum="$(sha256sum "$REPO_ROOT/$order" | cut -d' ' -f1)"
+if [ -e "$bin" ] && [ "$(cat "$order_stamp" 2>/dev/null)" != "$order_sum" ]; then
+    log "$order changed: relinking"
+    (cd "$REPO_ROOT" && cargo clean --release --target "$TARGET" -p cellvm) || die "cargo clean -p cellvm failed"
+fi
+log "cargo build --release --target $TARGET (crt-static, symbols kept, $order)"
+# Symbols kept (the release profile strips): the profile names the
+# functions on resident pages with them; they are not loaded at run time.
+(cd "$REPO_ROOT" && CARGO_PROFILE_RELEASE_STRIP=none \
+    RUSTFLAGS="${RUSTFLAGS:-} -C target-feature=+crt-static -C link-arg=-Wl,--symbol-ordering-file=$order -C link-arg=-Wl,--no-warn-symbol-ordering" \
     cargo build --release --target "$TARGET" --bin cellvm --bin cellvm-bench) ||
     die "cargo build of the static cellvm failed"
+echo "$order_sum" >"$order_stamp"
 
-bin="$TARGET_DIR/$TARGET/release/cellvm"
 for b in "$bin" "$TARGET_DIR/$TARGET/release/cellvm-bench"; do
     need_file "$b"
     if is_dynamic "$b"; then
         die "$b is dynamically linked (RUSTFLAGS crt-static not applied?)"
     fi
 done
-log "static cellvm: $bin ($(stat -c %s "$bin") bytes, $(elapsed_since "$start") s)"
+# How much of the order the linker found: names from another rustc (symbol
+# hashes differ) or removed functions no longer pack anything.
+listed="$(grep -c . "$REPO_ROOT/$order" || true)"
+found="$(nm --defined-only "$bin" | awk 'NR == FNR { want[$0] = 1; next } ($3 in want) { print $3 }' "$REPO_ROOT/$order" - | sort -u | wc -l)"
+log "static cellvm: $bin ($(stat -c %s "$bin") bytes, $(elapsed_since "$start") s); text order: $found of $listed symbols found"

@@ -218,7 +218,7 @@ if [ "$ARCH" = x86_64 ] && [ ! -f "$distro_entry/.complete" ]; then
     vmlinuz="$(find "$distro_entry/boot" -name 'vmlinuz-*' | head -n1)"
     [ -n "$vmlinuz" ] || die "no /boot/vmlinuz-* in $distro_pkg"
     mv "$vmlinuz" "$distro_entry/vmlinuz"
-    rm -rf "$distro_entry/deb" "$distro_entry/boot"
+    rm -rf "${distro_entry:?}/deb" "${distro_entry:?}/boot"
     touch "$distro_entry/.complete"
 fi
 [ "$ARCH" != x86_64 ] || need_file "$distro_entry/vmlinuz"
@@ -227,6 +227,13 @@ fi
 mkdir -p "$out"
 stage="$(mktemp -d "$out/.stage.XXXXXX")"
 trap 'rm -rf "$stage"' EXIT
+
+# install_stripped SRC DST: an x86_64 binary without its symbol table (the
+# static build keeps it for the text-order profile; nothing in L1 reads it).
+install_stripped() {
+    objcopy --strip-all "$1" "$2" || die "objcopy --strip-all $1 failed"
+    chmod 0755 "$2"
+}
 
 make_busybox_root "$stage"
 install -m 0755 "$REPO_ROOT/guest/l1/init" "$stage/init"
@@ -271,7 +278,7 @@ if [ "$ARCH" = arm64 ]; then
     [ "${#cells[@]}" -gt 0 ] || warn "no cells/arm64/*.toml: L1 gets no cells (only scenarios that need none can run)"
 else
     cp "$entry/modules/"*.ko "$entry/modules/load-order" "$stage/lib/cellvm-modules/"
-    install -m 0755 "$CELLVM_BIN" "$stage/cellvm/bin/cellvm"
+    install_stripped "$CELLVM_BIN" "$stage/cellvm/bin/cellvm"
     cp "$BUILD_DIR/guest/bzImage" "$BUILD_DIR/guest/vmlinux" "$BUILD_DIR/guest/initramfs.cpio.gz" "$stage/cellvm/build/guest/"
     # Guests for the CI-runner scenario: Debian's generic kernel (no
     # CONFIG_OF: it boots from the MP table) and the L1's own cloud kernel
@@ -337,7 +344,7 @@ elif [ "$with_qemu" = 1 ]; then
     if is_dynamic "$bench_bin"; then
         die "$bench_bin is dynamically linked; build it with scripts/build-cellvm-static.sh"
     fi
-    install -m 0755 "$bench_bin" "$stage/cellvm/bin/cellvm-bench"
+    install_stripped "$bench_bin" "$stage/cellvm/bin/cellvm-bench"
     mkdir -p "$stage/usr/bin"
     install -m 0755 "$qemu_bin" "$stage/usr/bin/qemu-system-x86_64"
     # ldd lines: "libx.so => /path (0x...)" and "/lib64/ld-linux-x86-64.so.2 (0x...)".
