@@ -31,15 +31,7 @@ cellvm run "$cell" --cmdline-append "cellvm.agent_poll=$poll $extra" <"$dir/in" 
 pid=$!
 wait_agent "$log"
 grep "CELLVM-AGENT" "$log"
-cat >"$dir/pci.toml" <<'DESC'
-[[pci_bridge]]
-id = "bench0"
-kind = "ecam"
-bus_start = 8
-[[pci_bridge.device]]
-slot = 1
-kind = "test"
-DESC
+bench_pci_desc "$dir/pci.toml"
 ms() { sed -n 's/.*elapsed_ms=\([0-9.]*\).*/\1/p'; }
 # Warm-up cycle (first probe loads code paths), not counted.
 cellvm attach "$name" "$dir/pci.toml" >/dev/null && cellvm detach "$name" bench0 >/dev/null

@@ -22,15 +22,7 @@ exec 3<>"$dir/in"
 cellvm run "$cell" --cmdline-append "cellvm.agent_poll=$poll" <"$dir/in" >"$log" 2>&1 &
 pid=$!
 wait_agent "$log"
-cat >"$dir/pci.toml" <<'DESC'
-[[pci_bridge]]
-id = "bench0"
-kind = "ecam"
-bus_start = 8
-[[pci_bridge.device]]
-slot = 1
-kind = "test"
-DESC
+bench_pci_desc "$dir/pci.toml"
 cellvm attach "$name" "$dir/pci.toml" >/dev/null && cellvm detach "$name" bench0 >/dev/null
 for round in 1 2 3; do
     cellvm stats "$name" | sed "s/^/exits-before-$round /"

@@ -11,12 +11,33 @@ param() {
     echo "$_v"
 }
 
-# wait_agent LOG [TRIES]: until the cell's console LOG says its guest agent
-# is ready (or failed), every 20 ms, at most TRIES times (default 1500).
-wait_agent() {
+# wait_for LOG PATTERN [TRIES]: until LOG has a line matching PATTERN
+# (grep), every 20 ms, at most TRIES times (default 3000: ~60 s).
+wait_for() {
     _i=0
-    until grep -q "CELLVM-AGENT-READY\|CELLVM-AGENT-ERROR" "$1" 2>/dev/null || [ "$_i" -ge "${2:-1500}" ]; do
+    until grep -q "$2" "$1" 2>/dev/null || [ "$_i" -ge "${3:-3000}" ]; do
         _i=$((_i + 1))
         usleep 20000
     done
+}
+
+# wait_agent LOG [TRIES]: until the cell's console LOG says its guest agent
+# is ready (or failed), every 20 ms, at most TRIES times (default 1500).
+wait_agent() {
+    wait_for "$1" "CELLVM-AGENT-READY\|CELLVM-AGENT-ERROR" "${2:-1500}"
+}
+
+# bench_pci_desc FILE: the description the attach benchmarks attach and
+# detach: host bridge bench0 (ECAM, buses from 8) with a test function in
+# slot 1.
+bench_pci_desc() {
+    cat >"$1" <<'DESC'
+[[pci_bridge]]
+id = "bench0"
+kind = "ecam"
+bus_start = 8
+[[pci_bridge.device]]
+slot = 1
+kind = "test"
+DESC
 }

@@ -35,11 +35,7 @@ export CELLVM_RUNTIME_DIR="$dir/run"
 # 1. The boot benchmark's cell, at its userspace marker.
 cellvm run --no-api /cellvm/cells/bench-boot.toml >"$dir/boot.log" 2>&1 &
 pid=$!
-i=0
-until grep -q CELLVM-READY "$dir/boot.log" || [ "$i" -ge 3000 ]; do
-    i=$((i + 1))
-    usleep 20000
-done
+wait_for "$dir/boot.log" CELLVM-READY
 grep -q CELLVM-READY "$dir/boot.log" || fail "bench-boot cell never reached its marker: $(tail -n 5 "$dir/boot.log")"
 pages boot "$pid"
 kill -9 "$pid"
@@ -51,11 +47,7 @@ cellvm run --no-api --kernel /cellvm/build/guest/bzImage --initrd /cellvm/build/
     --cmdline "console=ttyS0 quiet panic=-1 cellvm.mode=report cellvm.echo_timeout=30" --memory 256M \
     --expect CELLVM-PROFILE-NEVER --timeout 120 >"$dir/ci.log" 2>&1 &
 pid=$!
-i=0
-until grep -q CELLVM-READY "$dir/ci.log" || [ "$i" -ge 3000 ]; do
-    i=$((i + 1))
-    usleep 20000
-done
+wait_for "$dir/ci.log" CELLVM-READY
 grep -q CELLVM-READY "$dir/ci.log" || fail "the CI-runner cell never reached its marker: $(tail -n 5 "$dir/ci.log")"
 pages ci "$pid"
 kill -9 "$pid"
@@ -70,15 +62,7 @@ cellvm run "$cell" --cmdline-append cellvm.agent_poll=0 <"$dir/in" >"$dir/agent.
 pid=$!
 wait_agent "$dir/agent.log"
 grep -q CELLVM-AGENT-READY "$dir/agent.log" || fail "no guest agent in $cell: $(tail -n 5 "$dir/agent.log")"
-cat >"$dir/pci.toml" <<'DESC'
-[[pci_bridge]]
-id = "bench0"
-kind = "ecam"
-bus_start = 8
-[[pci_bridge.device]]
-slot = 1
-kind = "test"
-DESC
+bench_pci_desc "$dir/pci.toml"
 for round in 1 2 3; do
     cellvm attach "$name" "$dir/pci.toml" >/dev/null || fail "attach $round"
     cellvm devices "$name" >/dev/null
