@@ -124,6 +124,7 @@ fn arm64_guest_drives_test_functions_on_ecam_and_cam_bridges_with_intx_on_gic_sp
         assert!(r.contains("magic=0x44545643"), "{r}");
         assert!(r.contains("scratch=0x12345678"), "{r}");
         assert!(r.contains("irq_events=0->1"), "INTx not delivered: {r}");
+        assert!(r.contains("msix_vectors=2"), "no MSI-X capability: {r}");
     }
     // Each bridge is the PCI domain cellvm gave it (linux,pci-domain).
     let domains: std::collections::BTreeSet<&str> = results

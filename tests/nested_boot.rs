@@ -167,6 +167,7 @@ fn guest_reads_and_writes_test_device_bars_and_receives_intx() {
         assert!(r.contains("magic=0x44545643"), "{r}");
         assert!(r.contains("scratch=0x12345678"), "{r}");
         assert!(r.contains("irq_events=0->1"), "INTx not delivered: {r}");
+        assert!(r.contains("msix_vectors=2"), "no MSI-X capability: {r}");
     }
 }
 

@@ -14,7 +14,7 @@
 //! | BAR | what |
 //! |---|---|
 //! | 0 | 4 KiB, 32-bit memory: registers |
-//! | 1 | absent: MSI-X is not implemented, interrupts are INTx |
+//! | 1 | 4 KiB, 32-bit memory: the MSI-X table (one vector) at 0, the pending-bit array at 0x800 |
 //! | 2 (+3) | 64-bit prefetchable memory: the shared memory, size rounded up to a power of two |
 //!
 //! BAR0 registers (little endian; the specification only defines aligned
@@ -34,8 +34,17 @@
 //! at +4, R/W Section Size (u64) at +8, Output Section Size (u64) at +0x10.
 //! No Base Address field: BAR2 locates the shared memory.
 //!
-//! Interrupts (level-triggered INTx with PCI 2.3 semantics, so that stock
-//! `uio_pci_generic` can consume them): an event (a doorbell to this peer or
+//! Interrupts: MSI-X (capability 0x11 after the vendor-specific one) when
+//! the guest enables it, otherwise level-triggered INTx with PCI 2.3
+//! semantics, so that stock `uio_pci_generic` can consume them. (The
+//! specification wants MSI-X only, with Interrupt Pin 0, where the
+//! platform has it; cellvm offers both, as virtio-pci functions do, so
+//! drivers of either kind work.) With MSI-X enabled, an event that passes
+//! the gate below sends vector 0 (the only vector: every doorbell and state
+//! change uses it) and latches nothing: INTx stays low and the status bit
+//! clear. A vector the guest masked is left pending in the PBA and sent
+//! when unmasked (PCI semantics; the specification's devices drop it, and
+//! its users read the event state from shared memory either way). An event (a doorbell to this peer or
 //! a state change of another peer) that arrives while Interrupt Control bit 0
 //! is set and memory decode is on latches "interrupt pending": the status
 //! register's interrupt bit is set and INTx is asserted, unless the command
@@ -55,7 +64,7 @@ use crate::devices::{fill_le, le_value};
 use crate::pci::config_space::{
     regs as header, COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, COMMAND_MEMORY,
 };
-use crate::pci::{BarMapper, BarSpec, ConfigSpace, IntxPin, PciFunction, PciIds};
+use crate::pci::{BarMapper, BarSpec, ConfigSpace, IntxPin, MsiSender, Msix, PciFunction, PciIds};
 use crate::ratelimit::RateLimiter;
 use crate::sync;
 use event_manager::{EventOps, EventSet, Events, MutEventSubscriber};
@@ -76,6 +85,12 @@ pub const PROTOCOL_UNDEFINED: u16 = 0x0000;
 pub const REGISTER_BAR: usize = 0;
 /// Size of the register BAR.
 pub const REGISTER_BAR_SIZE: u64 = 0x1000;
+/// BAR with the MSI-X table and pending-bit array.
+pub const MSIX_BAR: usize = 1;
+/// Size of the MSI-X BAR.
+pub const MSIX_BAR_SIZE: u64 = 0x1000;
+/// Offset of the pending-bit array in the MSI-X BAR (the table is at 0).
+pub const MSIX_PBA: u64 = 0x800;
 /// BAR with the shared memory (64-bit: registers 2 and 3).
 pub const MEMORY_BAR: usize = 2;
 /// Capability id of the vendor-specific capability.
@@ -129,8 +144,8 @@ pub struct IvshmemStats {
     pub doorbells_dropped: u64,
     /// State-change notifications handed to peers' sockets.
     pub state_notifications_sent: u64,
-    /// Events delivered as an interrupt: they set the pending latch, or
-    /// merged into one the guest had not acknowledged yet.
+    /// Events delivered as an interrupt: an MSI-X message, or they set the
+    /// INTx pending latch or merged into one the guest had not acknowledged.
     pub interrupts: u64,
     /// Events dropped because Interrupt Control bit 0 was 0 or memory
     /// decode was off.
@@ -150,6 +165,7 @@ pub struct IvshmemDevice {
     socket: Arc<DoorbellSocket>,
     /// Offset of the vendor-specific capability.
     cap: usize,
+    msix: Msix,
     int_control: u32,
     state: u32,
     stats: IvshmemStats,
@@ -162,19 +178,23 @@ impl IvshmemDevice {
     /// [`IvshmemRegion::guest_slots`]); without it BAR2 accesses exit and
     /// the device serves them from the same memory, slowly.
     ///
+    /// MSI-X messages go to `msi`.
+    ///
     /// Binds this peer's doorbell socket; if joining the region reset stale
     /// state entries, the other peers are notified.
     pub fn new(
         region: Arc<IvshmemRegion>,
         memory: Option<Arc<dyn BarMapper>>,
+        msi: Arc<dyn MsiSender>,
     ) -> Result<Self, IvshmemError> {
-        Self::with_protocol(region, memory, PROTOCOL_UNDEFINED)
+        Self::with_protocol(region, memory, msi, PROTOCOL_UNDEFINED)
     }
 
     /// [`new`](Self::new) with another protocol in the class code.
     pub fn with_protocol(
         region: Arc<IvshmemRegion>,
         memory: Option<Arc<dyn BarMapper>>,
+        msi: Arc<dyn MsiSender>,
         protocol: u16,
     ) -> Result<Self, IvshmemError> {
         let layout = *region.layout();
@@ -190,6 +210,7 @@ impl IvshmemDevice {
             subsystem_id: IVSHMEM_DEVICE_ID,
         });
         config.add_bar(REGISTER_BAR, BarSpec::memory32(REGISTER_BAR_SIZE))?;
+        config.add_bar(MSIX_BAR, BarSpec::memory32(MSIX_BAR_SIZE))?;
         let mut shm = BarSpec::memory64(layout.bar_size()).prefetchable();
         if let Some(mapper) = memory {
             shm = shm.backed_by(mapper);
@@ -205,6 +226,8 @@ impl IvshmemDevice {
         let cap_offset = config.add_capability(CAP_VENDOR_SPECIFIC, &body)?;
         // Privileged Control bit 0 (byte 3 of the capability's first dword).
         config.set_masks(cap_offset / 4, u32::from(cap::PRIV_ONE_SHOT) << 24, 0);
+        let mut msix = Msix::new(VECTORS, msi);
+        msix.add_capability(&mut config, MSIX_BAR as u8, 0, MSIX_PBA as u32)?;
         // Command: memory space, bus master, INTx disable; status static.
         config.set_masks(
             header::COMMAND / 4,
@@ -218,6 +241,7 @@ impl IvshmemDevice {
             region,
             socket,
             cap: cap_offset,
+            msix,
             int_control: 0,
             state: 0,
             stats: IvshmemStats::default(),
@@ -284,9 +308,15 @@ impl IvshmemDevice {
         self.config.intx_asserted()
     }
 
+    /// Whether the guest enabled MSI-X.
+    pub fn msix_enabled(&self) -> bool {
+        self.msix.enabled()
+    }
+
     /// An event for this peer (doorbell or another peer's state change):
-    /// latches a pending interrupt (status bit, INTx level) if Interrupt
-    /// Control bit 0 is set and memory decode is on; otherwise drops it.
+    /// if Interrupt Control bit 0 is set and memory decode is on, sends
+    /// MSI-X vector 0 or, with MSI-X disabled, latches a pending interrupt
+    /// (status bit, INTx level); otherwise drops it.
     pub(crate) fn deliver_interrupt(&mut self) {
         if self.int_control & INT_CONTROL_ENABLE == 0 || !self.config.memory_enabled() {
             self.stats.interrupts_masked += 1;
@@ -296,7 +326,9 @@ impl IvshmemDevice {
             self.int_control = 0;
         }
         self.stats.interrupts += 1;
-        self.config.set_intx(true);
+        if !self.msix.notify(0) {
+            self.config.set_intx(true);
+        }
     }
 
     /// A guest write to Interrupt Control: acknowledges (clears the pending
@@ -456,9 +488,15 @@ impl PciFunction for IvshmemDevice {
     fn write_config(&mut self, reg: usize, value: u32, mask: u32) {
         let decoding = self.config.memory_enabled();
         self.config.write(reg, value, mask);
+        self.msix.sync(&self.config);
         if decoding && !self.config.memory_enabled() && self.config.intx_asserted() {
             // Interrupt Control is out of the guest's reach now: a pending
             // interrupt could never be acknowledged.
+            self.config.set_intx(false);
+        }
+        if self.msix.enabled() && self.config.intx_asserted() {
+            // Interrupts go out as messages now: a latch from before must
+            // not keep INTx asserted.
             self.config.set_intx(false);
         }
     }
@@ -475,6 +513,8 @@ impl PciFunction for IvshmemDevice {
                     *byte = (self.register(at & !3) >> ((at & 3) * 8)) as u8;
                 }
             }
+            MSIX_BAR if offset < MSIX_PBA => self.msix.read_table(offset, data),
+            MSIX_BAR => self.msix.read_pba(offset - MSIX_PBA, data),
             MEMORY_BAR => {
                 // Reached only where no KVM slot maps the memory: without a
                 // mapper, or past the shared memory in the BAR's tail.
@@ -489,6 +529,8 @@ impl PciFunction for IvshmemDevice {
     fn write_bar(&mut self, bar: usize, offset: u64, data: &[u8]) {
         match bar {
             REGISTER_BAR => self.write_register(offset, data),
+            MSIX_BAR if offset < MSIX_PBA => self.msix.write_table(offset, data),
+            MSIX_BAR => self.msix.write_pba(offset - MSIX_PBA, data),
             MEMORY_BAR => self.write_memory(offset, data),
             _ => {}
         }
@@ -497,6 +539,7 @@ impl PciFunction for IvshmemDevice {
     fn reset(&mut self) {
         self.int_control = 0;
         self.write_state(0);
+        self.msix.reset();
         // Also clears the pending latch: status bit and INTx low.
         self.config.reset();
     }

@@ -15,20 +15,23 @@
 //!   and the 16-byte [`Message`] sent over it.
 //! - [`device`]: [`IvshmemDevice`], the [`PciFunction`](crate::pci::PciFunction):
 //!   IDs 110a:4106, class 0xff, BAR0 registers, BAR2 shared memory, the
-//!   vendor-specific capability, INTx; and [`IvshmemSubscriber`], the
-//!   `event-manager` subscriber that turns received messages into INTx.
+//!   vendor-specific capability, MSI-X (BAR1) or INTx; and
+//!   [`IvshmemSubscriber`], the `event-manager` subscriber that turns
+//!   received messages into interrupts.
 //!
 //! Wiring into a VMM:
 //!
 //! ```no_run
 //! # use cellvm::ivshmem::{self, IvshmemDevice, IvshmemRegion};
+//! # use cellvm::pci::MsiSender;
 //! # use std::sync::{Arc, Mutex};
-//! # fn f(cfg: &cellvm::config::IvshmemConfig) -> Result<(), ivshmem::IvshmemError> {
+//! # fn f(cfg: &cellvm::config::IvshmemConfig, msi: Arc<dyn MsiSender>) -> Result<(), ivshmem::IvshmemError> {
 //! let region = Arc::new(IvshmemRegion::open(&ivshmem::runtime_dir(), cfg)?);
 //! // region.guest_slots(): what to register as KVM memory slots (see
 //! // docs/ivshmem.md); pass a BarMapper doing that, or None to serve
-//! // BAR2 through MMIO exits.
-//! let device = Arc::new(Mutex::new(IvshmemDevice::new(region, None)?));
+//! // BAR2 through MMIO exits. `msi` sends the MSI-X messages (the
+//! // function's requester id routed through irqfds, in cellvm).
+//! let device = Arc::new(Mutex::new(IvshmemDevice::new(region, None, msi)?));
 //! let subscriber = IvshmemDevice::subscriber(&device);
 //! // bridge.add_function(address, device.clone())?;
 //! // control loop: events.add_subscriber(Box::new(subscriber));
@@ -37,7 +40,7 @@
 //! ```
 //!
 //! See `docs/ivshmem.md` for the register map, the memory layout, what is
-//! enforced and what is not there yet (MSI-X).
+//! enforced and what is not.
 
 pub mod device;
 pub mod doorbell;

@@ -2,7 +2,8 @@
 //! has its own runtime directory (a tempdir), so regions never collide.
 
 use super::device::{
-    cap, regs, CAP_VENDOR_SPECIFIC, IVSHMEM_DEVICE_ID, IVSHMEM_VENDOR_ID, MEMORY_BAR, REGISTER_BAR,
+    cap, regs, CAP_VENDOR_SPECIFIC, IVSHMEM_DEVICE_ID, IVSHMEM_VENDOR_ID, MEMORY_BAR, MSIX_BAR,
+    MSIX_BAR_SIZE, MSIX_PBA, REGISTER_BAR,
 };
 use super::doorbell::{socket_file_name, MESSAGE_LEN, MESSAGE_MAGIC};
 use super::region::{region_file_name, HEADER_SIZE, STATE_TABLE_SIZE};
@@ -13,7 +14,8 @@ use crate::pci::config_space::{
     regs as header, COMMAND_BUS_MASTER, COMMAND_INTX_DISABLE, COMMAND_MEMORY, STATUS_CAPABILITIES,
     STATUS_INTERRUPT,
 };
-use crate::pci::{BarMapError, BarMapper, PciFunction};
+use crate::pci::msix::CAP_ID_MSIX;
+use crate::pci::{BarMapError, BarMapper, MsiSender, PciFunction};
 use event_manager::{EventManager, SubscriberId, SubscriberOps};
 use std::os::unix::net::UnixDatagram;
 use std::path::{Path, PathBuf};
@@ -71,6 +73,27 @@ impl Line {
     }
 }
 
+/// An MSI sender that records every message (vector, address, data).
+#[derive(Default)]
+struct Msis(Mutex<Vec<(u16, u64, u32)>>);
+
+impl MsiSender for Msis {
+    fn send(&self, vector: u16, address: u64, data: u32) {
+        self.0.lock().unwrap().push((vector, address, data));
+    }
+}
+
+impl Msis {
+    fn sent(&self) -> Vec<(u16, u64, u32)> {
+        self.0.lock().unwrap().clone()
+    }
+}
+
+/// A sender for devices whose messages no test looks at.
+fn no_msi() -> Arc<dyn MsiSender> {
+    Arc::new(Msis::default())
+}
+
 /// A mapper that records calls (the VMM's KVM-slot mapper stands here).
 #[derive(Default)]
 struct RecordingMapper {
@@ -88,10 +111,12 @@ impl BarMapper for RecordingMapper {
     }
 }
 
-/// One cell's ivshmem: the device, its INTx line and its control loop.
+/// One cell's ivshmem: the device, its INTx line, its MSI-X messages and
+/// its control loop.
 struct Cell {
     device: Arc<Mutex<IvshmemDevice>>,
     line: Arc<Line>,
+    msis: Arc<Msis>,
     events: EventManager<IvshmemSubscriber>,
     sub: SubscriberId,
 }
@@ -99,7 +124,8 @@ struct Cell {
 impl Cell {
     fn try_new(dir: &Path, cfg: &IvshmemConfig) -> Result<Self, IvshmemError> {
         let region = Arc::new(IvshmemRegion::open(dir, cfg)?);
-        let device = Arc::new(Mutex::new(IvshmemDevice::new(region, None)?));
+        let msis = Arc::new(Msis::default());
+        let device = Arc::new(Mutex::new(IvshmemDevice::new(region, None, msis.clone())?));
         let line = Arc::new(Line::default());
         {
             let mut dev = device.lock().unwrap();
@@ -113,6 +139,7 @@ impl Cell {
         Ok(Cell {
             device,
             line,
+            msis,
             events,
             sub,
         })
@@ -146,6 +173,23 @@ impl Cell {
     fn write_shm(&self, offset: u64, value: u32) {
         self.dev()
             .write_bar(MEMORY_BAR, offset, &value.to_le_bytes());
+    }
+
+    /// The guest programs MSI-X vector 0 (`address`, `data`, unmasked)
+    /// and enables MSI-X in the capability's message control.
+    fn enable_msix(&self, address: u32, data: u32) {
+        let at = self.msix_capability();
+        let mut dev = self.dev();
+        for (offset, value) in [(0, address), (4, 0), (8, data), (12, 0)] {
+            dev.write_bar(MSIX_BAR, offset, &value.to_le_bytes());
+        }
+        dev.write_config(at / 4, 1 << 31, 0xffff_0000);
+    }
+
+    fn msix_capability(&self) -> usize {
+        let caps = self.dev().config().capabilities();
+        let (_, at) = caps.into_iter().find(|(id, _)| *id == CAP_ID_MSIX).unwrap();
+        at
     }
 
     fn enable_interrupts(&self) {
@@ -199,6 +243,25 @@ impl Cell {
     fn stats(&self) -> IvshmemStats {
         self.dev().stats()
     }
+}
+
+/// Peers 0 and 1 of `pair_cfg` in `tmp`, both with memory decode on.
+fn two_cells(tmp: &TempDir) -> (Cell, Cell) {
+    (
+        Cell::new(tmp.path(), &pair_cfg(0)),
+        Cell::new(tmp.path(), &pair_cfg(1)),
+    )
+}
+
+/// [`two_cells`] after peer 0 rang peer 1, which has interrupts enabled:
+/// peer 1's INTx latch is set and its line high.
+fn two_cells_b_interrupted(tmp: &TempDir) -> (Cell, Cell) {
+    let (a, mut b) = two_cells(tmp);
+    b.enable_interrupts();
+    a.ring(1, 0);
+    b.handle_events();
+    assert!(b.line.high() && b.status_pending());
+    (a, b)
 }
 
 fn dir_entries(dir: &Path) -> Vec<String> {
@@ -337,7 +400,7 @@ fn config_space_has_ivshmem_ids_bars_and_the_vendor_capability() {
     let tmp = TempDir::new().unwrap();
     let region = Arc::new(IvshmemRegion::open(tmp.path(), &pair_cfg(0)).unwrap());
     let mapper = Arc::new(RecordingMapper::default());
-    let mut dev = IvshmemDevice::new(region, Some(mapper)).unwrap();
+    let mut dev = IvshmemDevice::new(region, Some(mapper), no_msi()).unwrap();
 
     assert_eq!(
         dev.read_config(0),
@@ -355,12 +418,16 @@ fn config_space_has_ivshmem_ids_bars_and_the_vendor_capability() {
     assert_eq!(dev.config().read_u8(header::INTERRUPT_PIN), 1, "INTA");
     assert_eq!(dev.config().read_u16(header::STATUS), STATUS_CAPABILITIES);
 
-    // BAR0: 4 KiB 32-bit registers; BAR1 (MSI-X) absent; BAR2: 64-bit
-    // prefetchable, memory-backed, shared size rounded to a power of two.
+    // BAR0: 4 KiB 32-bit registers; BAR1: 4 KiB 32-bit MSI-X table and
+    // PBA; BAR2: 64-bit prefetchable, memory-backed, shared size rounded
+    // to a power of two.
     let bar0 = dev.config().bar(0).unwrap();
     assert_eq!((bar0.size(), bar0.mapper().is_none()), (0x1000, true));
-    assert!(dev.config().bar(1).is_none());
-    assert_eq!(dev.read_config(header::BAR0 / 4 + 1), 0);
+    let bar1 = dev.config().bar(1).unwrap();
+    assert_eq!(
+        (bar1.kind(), bar1.size(), bar1.mapper().is_none()),
+        (crate::pci::BarKind::Memory32, MSIX_BAR_SIZE, true)
+    );
     let bar2 = dev.config().bar(2).unwrap();
     assert_eq!(bar2.kind(), crate::pci::BarKind::Memory64);
     assert!(bar2.is_prefetchable() && bar2.mapper().is_some());
@@ -372,10 +439,18 @@ fn config_space_has_ivshmem_ids_bars_and_the_vendor_capability() {
     assert_eq!(dev.read_config(header::BAR0 / 4 + 2), 0xfffe_0000 | 0xc);
     assert_eq!(dev.read_config(header::BAR0 / 4 + 3), u32::MAX);
 
-    // The vendor capability, the only one.
+    // The vendor capability, then MSI-X: one vector, table at BAR1 + 0,
+    // PBA at BAR1 + MSIX_PBA.
     let at = dev.capability_offset();
-    assert_eq!(dev.config().capabilities(), vec![(CAP_VENDOR_SPECIFIC, at)]);
+    let caps = dev.config().capabilities();
+    assert_eq!(caps[0], (CAP_VENDOR_SPECIFIC, at));
+    assert_eq!(caps.len(), 2);
+    let (msix_id, msix_at) = caps[1];
+    assert_eq!(msix_id, CAP_ID_MSIX);
     let c = dev.config();
+    assert_eq!(c.read_u16(msix_at + 2), 0, "table size 1 (N - 1), disabled");
+    assert_eq!(c.read((msix_at + 4) / 4), MSIX_BAR as u32);
+    assert_eq!(c.read((msix_at + 8) / 4), MSIX_PBA as u32 | MSIX_BAR as u32);
     assert_eq!(c.read_u8(at + cap::LENGTH), 0x18);
     assert_eq!(c.read_u8(at + cap::PRIV_CONTROL), 0);
     assert_eq!(c.read((at + cap::STATE_TABLE_SIZE) / 4), 0x1000);
@@ -408,7 +483,7 @@ fn config_space_has_ivshmem_ids_bars_and_the_vendor_capability() {
 fn protocol_goes_into_prog_if_and_subclass() {
     let tmp = TempDir::new().unwrap();
     let region = Arc::new(IvshmemRegion::open(tmp.path(), &pair_cfg(0)).unwrap());
-    let dev = IvshmemDevice::with_protocol(region, None, 0x4001).unwrap();
+    let dev = IvshmemDevice::with_protocol(region, None, no_msi(), 0x4001).unwrap();
     assert_eq!(dev.config().read(2), 0xff40_0100);
 }
 
@@ -470,8 +545,7 @@ fn bar0_registers_report_id_and_max_peers_and_keep_int_control_and_state() {
 #[test]
 fn doorbell_from_a_latches_a_pending_interrupt_in_b_until_b_acknowledges() {
     let tmp = TempDir::new().unwrap();
-    let a = Cell::new(tmp.path(), &pair_cfg(0));
-    let mut b = Cell::new(tmp.path(), &pair_cfg(1));
+    let (a, mut b) = two_cells(&tmp);
     b.enable_interrupts();
 
     a.ring(1, 0);
@@ -511,10 +585,71 @@ fn doorbell_from_a_latches_a_pending_interrupt_in_b_until_b_acknowledges() {
 }
 
 #[test]
+fn with_msix_enabled_events_send_vector_0_and_latch_nothing() {
+    let tmp = TempDir::new().unwrap();
+    let (a, mut b) = two_cells(&tmp);
+    b.enable_msix(0xfee0_0000, 0x41);
+    assert!(b.dev().msix_enabled());
+    b.enable_interrupts();
+
+    a.ring(1, 0);
+    b.handle_events();
+    assert_eq!(b.msis.sent(), vec![(0, 0xfee0_0000, 0x41)]);
+    assert_eq!(b.stats().interrupts, 1);
+    assert_eq!(b.line.rises(), 0, "no INTx with MSI-X on");
+    assert!(!b.status_pending(), "no pending latch with MSI-X on");
+
+    // A state change uses the same vector; Interrupt Control still gates.
+    a.write_reg(regs::STATE, 7);
+    b.handle_events();
+    assert_eq!(b.msis.sent().len(), 2);
+    b.write_reg(regs::INT_CONTROL, 0);
+    a.ring(1, 0);
+    b.handle_events();
+    assert_eq!(b.msis.sent().len(), 2, "Interrupt Control 0: dropped");
+    assert_eq!(b.stats().interrupts_masked, 1);
+}
+
+#[test]
+fn a_masked_msix_vector_pends_and_is_sent_on_unmask() {
+    let tmp = TempDir::new().unwrap();
+    let (a, mut b) = two_cells(&tmp);
+    b.enable_msix(0xfee0_0000, 0x42);
+    b.enable_interrupts();
+    b.dev().write_bar(MSIX_BAR, 12, &1u32.to_le_bytes());
+
+    a.ring(1, 0);
+    b.handle_events();
+    assert!(b.msis.sent().is_empty(), "masked");
+    let mut pba = [0u8; 8];
+    b.dev().read_bar(MSIX_BAR, MSIX_PBA, &mut pba);
+    assert_eq!(u64::from_le_bytes(pba), 1, "vector 0 pending");
+
+    b.dev().write_bar(MSIX_BAR, 12, &0u32.to_le_bytes());
+    assert_eq!(b.msis.sent(), vec![(0, 0xfee0_0000, 0x42)]);
+    b.dev().read_bar(MSIX_BAR, MSIX_PBA, &mut pba);
+    assert_eq!(u64::from_le_bytes(pba), 0);
+}
+
+#[test]
+fn enabling_msix_lowers_a_pending_intx_latch_and_reset_disables_it() {
+    let tmp = TempDir::new().unwrap();
+    let (_a, b) = two_cells_b_interrupted(&tmp);
+
+    b.enable_msix(0xfee0_0000, 0x43);
+    assert!(!b.line.high(), "MSI-X on: INTx deasserted");
+    assert!(!b.status_pending());
+
+    b.dev().reset();
+    assert!(!b.dev().msix_enabled());
+    let at = b.msix_capability();
+    assert_eq!(b.dev().config().read_u16(at + 2), 0, "enable bit cleared");
+}
+
+#[test]
 fn events_while_an_interrupt_is_pending_merge_into_it() {
     let tmp = TempDir::new().unwrap();
-    let a = Cell::new(tmp.path(), &pair_cfg(0));
-    let mut b = Cell::new(tmp.path(), &pair_cfg(1));
+    let (a, mut b) = two_cells(&tmp);
     b.enable_interrupts();
 
     a.ring(1, 0);
@@ -539,8 +674,7 @@ fn events_while_an_interrupt_is_pending_merge_into_it() {
 #[test]
 fn events_while_interrupt_control_is_zero_are_dropped_not_latched() {
     let tmp = TempDir::new().unwrap();
-    let a = Cell::new(tmp.path(), &pair_cfg(0));
-    let mut b = Cell::new(tmp.path(), &pair_cfg(1));
+    let (a, mut b) = two_cells(&tmp);
 
     a.ring(1, 0);
     b.handle_events();
@@ -569,8 +703,7 @@ fn events_while_interrupt_control_is_zero_are_dropped_not_latched() {
 #[test]
 fn intx_disable_masks_the_line_but_not_the_status_bit() {
     let tmp = TempDir::new().unwrap();
-    let a = Cell::new(tmp.path(), &pair_cfg(0));
-    let mut b = Cell::new(tmp.path(), &pair_cfg(1));
+    let (a, mut b) = two_cells(&tmp);
     b.enable_interrupts();
 
     b.write_command(COMMAND_MEMORY | COMMAND_INTX_DISABLE);
@@ -605,8 +738,7 @@ fn intx_disable_masks_the_line_but_not_the_status_bit() {
 #[test]
 fn uio_pci_generic_handler_sequence_claims_masks_acknowledges_and_unmasks() {
     let tmp = TempDir::new().unwrap();
-    let a = Cell::new(tmp.path(), &pair_cfg(0));
-    let mut b = Cell::new(tmp.path(), &pair_cfg(1));
+    let (a, mut b) = two_cells(&tmp);
     b.enable_interrupts();
 
     // pci_check_and_mask_intx: true only if the status bit is set.
@@ -649,8 +781,7 @@ fn uio_pci_generic_handler_sequence_claims_masks_acknowledges_and_unmasks() {
 #[test]
 fn one_shot_mode_clears_int_control_on_each_delivery() {
     let tmp = TempDir::new().unwrap();
-    let a = Cell::new(tmp.path(), &pair_cfg(0));
-    let mut b = Cell::new(tmp.path(), &pair_cfg(1));
+    let (a, mut b) = two_cells(&tmp);
     let at = b.dev().capability_offset();
     b.dev().write_config(at / 4, 1 << 24, 0xff00_0000);
     b.enable_interrupts();
@@ -679,12 +810,7 @@ fn one_shot_mode_clears_int_control_on_each_delivery() {
 #[test]
 fn function_reset_clears_a_pending_interrupt() {
     let tmp = TempDir::new().unwrap();
-    let a = Cell::new(tmp.path(), &pair_cfg(0));
-    let mut b = Cell::new(tmp.path(), &pair_cfg(1));
-    b.enable_interrupts();
-    a.ring(1, 0);
-    b.handle_events();
-    assert!(b.line.high() && b.status_pending());
+    let (_a, b) = two_cells_b_interrupted(&tmp);
 
     b.dev().reset();
     assert!(!b.line.high(), "INTx lowered");
@@ -696,8 +822,7 @@ fn function_reset_clears_a_pending_interrupt() {
 #[test]
 fn turning_memory_decode_off_clears_a_pending_interrupt_and_drops_events() {
     let tmp = TempDir::new().unwrap();
-    let a = Cell::new(tmp.path(), &pair_cfg(0));
-    let mut b = Cell::new(tmp.path(), &pair_cfg(1));
+    let (a, mut b) = two_cells(&tmp);
     b.enable_interrupts();
     a.ring(1, 0);
     b.handle_events();
@@ -750,8 +875,7 @@ fn doorbells_for_invalid_peers_or_vectors_are_dropped_and_self_doorbells_loop_ba
 #[test]
 fn state_write_updates_the_shared_table_and_notifies_the_other_peer() {
     let tmp = TempDir::new().unwrap();
-    let a = Cell::new(tmp.path(), &pair_cfg(0));
-    let mut b = Cell::new(tmp.path(), &pair_cfg(1));
+    let (a, mut b) = two_cells(&tmp);
     b.enable_interrupts();
 
     a.write_reg(regs::STATE, 5);
@@ -984,8 +1108,7 @@ fn leftovers_of_a_crashed_run_are_reused() {
     drop(UnixDatagram::bind(&stale).unwrap());
     assert!(stale.exists());
 
-    let a = Cell::new(tmp.path(), &pair_cfg(0));
-    let mut b = Cell::new(tmp.path(), &pair_cfg(1));
+    let (a, mut b) = two_cells(&tmp);
     assert_eq!(a.dev().region().state(1), Some(0));
     b.enable_interrupts();
     a.ring(1, 0);
@@ -1070,8 +1193,7 @@ fn message_decoding_rejects_every_malformed_field() {
 #[test]
 fn malformed_and_spoofed_datagrams_are_rejected_without_panicking() {
     let tmp = TempDir::new().unwrap();
-    let a = Cell::new(tmp.path(), &pair_cfg(0));
-    let mut b = Cell::new(tmp.path(), &pair_cfg(1));
+    let (a, mut b) = two_cells(&tmp);
     b.enable_interrupts();
     let b_sock = tmp.path().join(socket_file_name("shm0", 1));
 

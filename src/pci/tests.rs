@@ -3,8 +3,10 @@ use super::config_space::{
     STATUS_CAPABILITIES, STATUS_INTERRUPT, STATUS_RECEIVED_MASTER_ABORT, STATUS_W1C,
 };
 use super::host_bridge::BarAdapter;
+use super::msix::CAP_ID_MSIX;
 use super::test_device::{
     regs as td, TEST_DEVICE_BAR_SIZE, TEST_DEVICE_DEVICE_ID, TEST_DEVICE_MAGIC,
+    TEST_DEVICE_MSIX_BAR_SIZE, TEST_DEVICE_MSIX_PBA, TEST_DEVICE_MSIX_VECTORS,
     TEST_DEVICE_VENDOR_ID,
 };
 use super::*;
@@ -15,6 +17,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 mod p2p;
+
+/// An MSI sender that records every message (vector, address, data).
+#[derive(Default)]
+struct Msis(Mutex<Vec<(u16, u64, u32)>>);
+
+impl MsiSender for Msis {
+    fn send(&self, vector: u16, address: u64, data: u32) {
+        self.0.lock().unwrap().push((vector, address, data));
+    }
+}
+
+/// A sender for devices whose messages no test looks at.
+fn no_msi() -> Arc<dyn MsiSender> {
+    Arc::new(Msis::default())
+}
 
 const CONFIG_BASE: u64 = 0xe000_0000;
 const MMIO32: Window = Window {
@@ -149,7 +166,7 @@ impl Rig {
     }
 
     fn add_test_device(&self, a: PciAddress) -> Arc<Mutex<PciTestDevice>> {
-        let dev = Arc::new(Mutex::new(PciTestDevice::new().unwrap()));
+        let dev = Arc::new(Mutex::new(PciTestDevice::new(no_msi()).unwrap()));
         self.add(a, dev.clone());
         dev
     }
@@ -540,8 +557,10 @@ fn bar_sizing_32bit_memory_bar_reads_back_size_mask() {
     assert_eq!(rig.read32(a, 0x10), !(TEST_DEVICE_BAR_SIZE as u32 - 1));
     rig.write32(a, 0x10, 0xc000_1234);
     assert_eq!(rig.read32(a, 0x10), 0xc000_1000);
-    // Unused BARs and the ROM BAR size to zero.
-    for reg in [0x14u16, 0x18, 0x1c, 0x20, 0x24, 0x30] {
+    // BAR1 (MSI-X) sizes to 4 KiB; unused BARs and the ROM BAR to zero.
+    rig.write32(a, 0x14, 0xffff_ffff);
+    assert_eq!(rig.read32(a, 0x14), !(TEST_DEVICE_MSIX_BAR_SIZE as u32 - 1));
+    for reg in [0x18u16, 0x1c, 0x20, 0x24, 0x30] {
         rig.write32(a, reg, 0xffff_ffff);
         assert_eq!(rig.read32(a, reg), 0, "register {reg:#x}");
     }
@@ -673,7 +692,7 @@ fn writable_capability_fields_follow_their_masks() {
 
 #[test]
 fn reset_restores_initial_values_and_keeps_structure() {
-    let mut dev = PciTestDevice::new().unwrap();
+    let mut dev = PciTestDevice::new(no_msi()).unwrap();
     let c = dev.config_mut();
     c.write(1, 0xffff, 0xffff);
     c.write(4, 0xc000_0000, u32::MAX);
@@ -684,7 +703,7 @@ fn reset_restores_initial_values_and_keeps_structure() {
     assert_eq!(c.bar_address(0), Some(0));
     assert_eq!(c.read_u8(regs::INTERRUPT_LINE), 0);
     assert_eq!(c.interrupt_pin(), 1);
-    assert_eq!(c.capabilities().len(), 1);
+    assert_eq!(c.capabilities().len(), 2);
 }
 
 // ------------------------------------------------------------ BAR mapping
@@ -955,7 +974,7 @@ fn dropping_the_bridge_unmaps_its_bars() {
     bridge
         .add_function(
             addr(0, 1, 0),
-            Arc::new(Mutex::new(PciTestDevice::new().unwrap())),
+            Arc::new(Mutex::new(PciTestDevice::new(no_msi()).unwrap())),
         )
         .unwrap();
     let base = (1 << 15) as u64;
@@ -1128,7 +1147,7 @@ fn lines_connected_after_an_interrupt_is_raised_see_the_current_level() {
     let slot = slot(PciHostKind::Ecam, 0, 0);
     let bus = Arc::new(Bus::new(BusKind::Mmio));
     let mut bridge = PciHostBridge::new(&slot, &bus);
-    let dev = Arc::new(Mutex::new(PciTestDevice::new().unwrap()));
+    let dev = Arc::new(Mutex::new(PciTestDevice::new(no_msi()).unwrap()));
     bridge.add_function(addr(0, 2, 0), dev.clone()).unwrap();
     dev.lock().unwrap().config_mut().set_intx(true);
     let lines: [Arc<Line>; 4] = Default::default();
@@ -1143,7 +1162,7 @@ fn lines_connected_after_an_interrupt_is_raised_see_the_current_level() {
 
 #[test]
 fn test_device_identifies_itself() {
-    let dev = PciTestDevice::new().unwrap();
+    let dev = PciTestDevice::new(no_msi()).unwrap();
     let c = dev.config();
     assert_eq!(c.read(0), 0x00ce_1b36);
     assert_eq!(c.read(2), 0xff00_0001);
@@ -1153,15 +1172,26 @@ fn test_device_identifies_itself() {
         c.bar(0).map(|b| (b.kind(), b.size())),
         Some((BarKind::Memory32, 0x1000))
     );
-    assert_eq!(c.capabilities(), vec![(0x09, 0x40)]);
-    assert_eq!(c.read(0x40 / 4), 0x0008_0009);
+    assert_eq!(
+        c.bar(1).map(|b| (b.kind(), b.size())),
+        Some((BarKind::Memory32, TEST_DEVICE_MSIX_BAR_SIZE))
+    );
+    assert_eq!(c.capabilities(), vec![(0x09, 0x40), (CAP_ID_MSIX, 0x48)]);
+    assert_eq!(c.read(0x40 / 4), 0x0008_4809, "length 8, next 0x48");
+    // MSI-X: table size N - 1, disabled; table at BAR1 + 0, PBA at 0x800.
+    assert_eq!(
+        c.read(0x48 / 4),
+        u32::from(TEST_DEVICE_MSIX_VECTORS - 1) << 16 | u32::from(CAP_ID_MSIX)
+    );
+    assert_eq!(c.read(0x4c / 4), 1);
+    assert_eq!(c.read(0x50 / 4), TEST_DEVICE_MSIX_PBA as u32 | 1);
     assert_eq!(c.read(0x44 / 4), u32::from_le_bytes(*b"CVTD"));
     assert_eq!(TEST_DEVICE_MAGIC, 0x4454_5643);
 }
 
 #[test]
 fn test_device_registers_behave_as_documented() {
-    let dev: SharedFunction = Arc::new(Mutex::new(PciTestDevice::new().unwrap()));
+    let dev: SharedFunction = Arc::new(Mutex::new(PciTestDevice::new(no_msi()).unwrap()));
     let mut bar = BarAdapter::new(dev.clone(), 0);
     let read = |bar: &mut BarAdapter, off: u64, len: usize| {
         let mut data = vec![0u8; len];
@@ -1202,9 +1232,101 @@ fn test_device_registers_behave_as_documented() {
     assert_eq!(read(&mut bar, td::SCRATCH, 4), 0);
     assert_eq!(read(&mut bar, td::COUNT, 4), 0);
     assert_eq!(read(&mut bar, td::IRQ, 4), 0);
-    // Other BAR indexes do not exist.
-    let mut other = BarAdapter::new(dev, 1);
+    // Other BAR indexes (BAR1 is MSI-X) do not exist.
+    let mut other = BarAdapter::new(dev, 2);
     assert_eq!(read(&mut other, 0, 4), 0xffff_ffff);
+}
+
+/// The test device with a recording MSI sender, vector `v` programmed
+/// (address 0xfee0_0000, data 0x40 + v, unmasked) and MSI-X enabled when
+/// `enable`.
+fn msix_test_device(enable: bool) -> (PciTestDevice, Arc<Msis>) {
+    let msis = Arc::new(Msis::default());
+    let mut dev = PciTestDevice::new(msis.clone()).unwrap();
+    for v in 0..u64::from(TEST_DEVICE_MSIX_VECTORS) {
+        let entry = v * 16;
+        dev.write_bar(1, entry, &0xfee0_0000u32.to_le_bytes());
+        dev.write_bar(1, entry + 8, &(0x40 + v as u32).to_le_bytes());
+        dev.write_bar(1, entry + 12, &0u32.to_le_bytes());
+    }
+    if enable {
+        dev.write_config(0x48 / 4, 1 << 31, 0xffff_0000);
+    }
+    (dev, msis)
+}
+
+fn read_reg(dev: &mut PciTestDevice, reg: u64) -> u32 {
+    let mut b = [0u8; 4];
+    dev.read_bar(0, reg, &mut b);
+    u32::from_le_bytes(b)
+}
+
+#[test]
+fn test_device_msix_write_sends_the_programmed_message_of_that_vector() {
+    let (mut dev, msis) = msix_test_device(true);
+    assert!(dev.msix_enabled());
+    dev.write_bar(0, td::MSIX, &1u32.to_le_bytes());
+    dev.write_bar(0, td::MSIX, &[0]);
+    assert_eq!(
+        *msis.0.lock().unwrap(),
+        vec![(1, 0xfee0_0000, 0x41), (0, 0xfee0_0000, 0x40)]
+    );
+    assert_eq!(read_reg(&mut dev, td::MSIX), 2);
+    // A vector beyond the table is dropped and not counted.
+    dev.write_bar(0, td::MSIX, &u32::MAX.to_le_bytes());
+    dev.write_bar(
+        0,
+        td::MSIX,
+        &u32::from(TEST_DEVICE_MSIX_VECTORS).to_le_bytes(),
+    );
+    assert_eq!(msis.0.lock().unwrap().len(), 2);
+    assert_eq!(read_reg(&mut dev, td::MSIX), 2);
+}
+
+#[test]
+fn test_device_msix_writes_while_disabled_are_ignored_and_intx_works() {
+    let (mut dev, msis) = msix_test_device(false);
+    dev.write_bar(0, td::MSIX, &0u32.to_le_bytes());
+    assert!(msis.0.lock().unwrap().is_empty());
+    assert_eq!(read_reg(&mut dev, td::MSIX), 0);
+    dev.write_bar(0, td::IRQ, &1u32.to_le_bytes());
+    assert!(dev.config().intx_asserted());
+}
+
+#[test]
+fn test_device_keeps_intx_low_while_msix_is_enabled() {
+    let (mut dev, _msis) = msix_test_device(false);
+    dev.write_bar(0, td::IRQ, &1u32.to_le_bytes());
+    assert!(dev.config().intx_asserted());
+    // Enabling MSI-X lowers the line; the register still reads the request.
+    dev.write_config(0x48 / 4, 1 << 31, 0xffff_0000);
+    assert!(!dev.config().intx_asserted());
+    assert_eq!(read_reg(&mut dev, td::IRQ), 1);
+    dev.write_bar(0, td::IRQ, &1u32.to_le_bytes());
+    assert!(!dev.config().intx_asserted());
+    // Disabling it gives the line its requested level back.
+    dev.write_config(0x48 / 4, 0, 0xffff_0000);
+    assert!(dev.config().intx_asserted());
+}
+
+#[test]
+fn test_device_masked_vector_pends_until_unmasked_and_reset_clears_msix() {
+    let (mut dev, msis) = msix_test_device(true);
+    dev.write_bar(1, 12, &1u32.to_le_bytes());
+    dev.write_bar(0, td::MSIX, &0u32.to_le_bytes());
+    assert!(msis.0.lock().unwrap().is_empty());
+    let mut pba = [0u8; 8];
+    dev.read_bar(1, TEST_DEVICE_MSIX_PBA, &mut pba);
+    assert_eq!(u64::from_le_bytes(pba), 1);
+    dev.write_bar(1, 12, &0u32.to_le_bytes());
+    assert_eq!(*msis.0.lock().unwrap(), vec![(0, 0xfee0_0000, 0x40)]);
+
+    dev.reset();
+    assert!(!dev.msix_enabled());
+    assert_eq!(read_reg(&mut dev, td::MSIX), 0);
+    let mut entry = [0u8; 4];
+    dev.read_bar(1, 12, &mut entry);
+    assert_eq!(u32::from_le_bytes(entry), 1, "vectors masked after reset");
 }
 
 // ------------------------------------------------------------------- fuzz

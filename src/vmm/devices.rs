@@ -455,6 +455,16 @@ impl DeviceManager {
         Ok(())
     }
 
+    /// Where the MSI-X messages of the function at `address` go: irqfds
+    /// routed by the cell's GSI router, tagged with its requester id.
+    fn msi(&self, address: PciAddress) -> Arc<dyn crate::pci::MsiSender> {
+        Arc::new(super::irq::IrqfdMsiSender::new(
+            self.vm.clone(),
+            self.router.clone(),
+            address.requester_id(),
+        ))
+    }
+
     /// The model of one function of bridge `slot`; its virtio device and
     /// doorbell receiver go into `model`.
     fn build_function(
@@ -465,7 +475,7 @@ impl DeviceManager {
     ) -> Result<SharedFunction, VmmError> {
         let address = PciAddress::new(dev.bus, dev.slot, dev.function)?;
         Ok(match &dev.kind {
-            PciDeviceKind::Test => Arc::new(Mutex::new(PciTestDevice::new()?)),
+            PciDeviceKind::Test => Arc::new(Mutex::new(PciTestDevice::new(self.msi(address))?)),
             PciDeviceKind::PciBridge { secondary } => {
                 Arc::new(Mutex::new(PciToPciBridge::new(slot.bus_start, *secondary)))
             }
@@ -486,7 +496,7 @@ impl DeviceManager {
                     None
                 };
                 let device = Arc::new(Mutex::new(
-                    IvshmemDevice::new(region, mapper).map_err(boot)?,
+                    IvshmemDevice::new(region, mapper, self.msi(address)).map_err(boot)?,
                 ));
                 model.ivshmem.push(IvshmemDevice::subscriber(&device));
                 device
