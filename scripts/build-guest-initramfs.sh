@@ -43,11 +43,14 @@ echo "cell" >"$stage/etc/hostname"
 [ "$ARCH" = x86_64 ] || echo "$ARCH" >"$stage/etc/cellvm-arch"
 # The guest agent module (scripts/build-guest-agent.sh), when built; /init
 # loads it early.
-if [ -f "$out_dir/cellvm_agent.ko" ]; then
-    mkdir -p "$stage/lib/modules"
-    cp "$out_dir/cellvm_agent.ko" "$stage/lib/modules/cellvm_agent.ko"
-    log "including $rel_out/cellvm_agent.ko as /lib/modules/cellvm_agent.ko"
-fi
+# cellvm_msitest.ko (built with it) is loaded only by the pci mode.
+for m in cellvm_agent cellvm_msitest; do
+    if [ -f "$out_dir/$m.ko" ]; then
+        mkdir -p "$stage/lib/modules"
+        cp "$out_dir/$m.ko" "$stage/lib/modules/$m.ko"
+        log "including $rel_out/$m.ko as /lib/modules/$m.ko"
+    fi
+done
 
 # The block benchmark tool (guest/tools/blkbench.c): libc-free, a few KiB.
 need_cmd "$cc"
