@@ -97,7 +97,7 @@ fn arm64_guest_device_tree_carries_every_property_cellvm_generated() {
 }
 
 #[test]
-fn arm64_guest_drives_test_functions_on_ecam_and_cam_bridges_with_intx_on_gic_spis() {
+fn arm64_guest_drives_test_functions_on_ecam_and_cam_bridges_with_intx_on_gic_spis_and_msix() {
     let s = arm64_rig().scenario("pci");
     assert_eq!(s.rc, 0, "{}", s.output);
     let window = cellvm::platform::aarch64::PCI_MMIO32_POOL;
@@ -126,6 +126,16 @@ fn arm64_guest_drives_test_functions_on_ecam_and_cam_bridges_with_intx_on_gic_sp
         assert!(r.contains("irq_events=0->1"), "INTx not delivered: {r}");
         assert!(r.contains("msix_vectors=2"), "no MSI-X capability: {r}");
     }
+    // MSI-X end to end through the ITS (cellvm_msitest.ko, docs/pci.md).
+    let msi = s
+        .output
+        .lines()
+        .find(|l| l.starts_with("msitest:"))
+        .unwrap_or_else(|| panic!("no msitest line: {}", s.output));
+    assert!(
+        msi.contains("vectors=2 received=2 interrupts=2"),
+        "MSI-X not delivered: {msi}"
+    );
     // Each bridge is the PCI domain cellvm gave it (linux,pci-domain).
     let domains: std::collections::BTreeSet<&str> = results
         .iter()
