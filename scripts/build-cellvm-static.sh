@@ -89,6 +89,13 @@ bin="$TARGET_DIR/$TARGET/release/cellvm"
 # the file: a changed one cleans the package so the binaries are relinked.
 order=scripts/text-order.txt
 need_file "$REPO_ROOT/$order"
+# --symbol-ordering-file is lld's: rustc links x86_64-unknown-linux-gnu with
+# its bundled lld from 1.90 on; older ones use the system's GNU ld, which
+# would stop the link with an unknown-option error.
+rustc_minor="$(rustc -V | sed -n 's/^rustc 1\.\([0-9][0-9]*\)\..*/\1/p')"
+if [ -z "$rustc_minor" ] || [ "$rustc_minor" -lt 90 ]; then
+    die "$(rustc -V) does not link with lld by default; the static build needs rustc >= 1.90 for $order"
+fi
 order_stamp="$TARGET_DIR/$TARGET/release/text-order.sha256"
 order_sum="$(sha256sum "$REPO_ROOT/$order" | cut -d' ' -f1)"
 if [ -e "$bin" ] && [ "$(cat "$order_stamp" 2>/dev/null)" != "$order_sum" ]; then

@@ -11,7 +11,7 @@
  * uio_pci_generic or anything else. Probe enables the function, allocates
  * every MSI-X vector it offers (at most MSITEST_MAX_VECTORS), requests an
  * interrupt for each, then asks the device to send each vector once
- * (BAR0 register 0x10 = vector number) and waits up to a second for it.
+ * (BAR0 register 0x10 = vector number) and waits up to 5 s for it.
  * It logs one line, which the nested pci scenario reads from the kernel
  * log:
  *
@@ -62,6 +62,8 @@ static int msitest_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	err = pcim_enable_device(pdev);
 	if (err)
 		return err;
+	/* An MSI-X message is a memory write: the function needs bus mastering. */
+	pci_set_master(pdev);
 	t->regs = pcim_iomap(pdev, 0, 0);
 	if (!t->regs)
 		return -ENOMEM;
@@ -85,7 +87,7 @@ static int msitest_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	}
 	for (i = 0; i < nvec; i++) {
 		iowrite32(i, t->regs + MSITEST_REG_MSIX);
-		if (wait_for_completion_timeout(&t->vec[i].arrived, HZ))
+		if (wait_for_completion_timeout(&t->vec[i].arrived, 5 * HZ))
 			received++;
 	}
 	for (i = 0; i < nvec; i++)

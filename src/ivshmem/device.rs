@@ -40,7 +40,7 @@
 //! specification wants MSI-X only, with Interrupt Pin 0, where the
 //! platform has it; cellvm offers both, as virtio-pci functions do, so
 //! drivers of either kind work.) With MSI-X enabled, an event that passes
-//! the gate below sends vector 0 (the only vector: every doorbell and state
+//! the gate below (and finds bus mastering on) sends vector 0 (the only vector: every doorbell and state
 //! change uses it) and latches nothing: INTx stays low and the status bit
 //! clear. A vector the guest masked is left pending in the PBA and sent
 //! when unmasked (PCI semantics; the specification's devices drop it, and
@@ -147,8 +147,8 @@ pub struct IvshmemStats {
     /// Events delivered as an interrupt: an MSI-X message, or they set the
     /// INTx pending latch or merged into one the guest had not acknowledged.
     pub interrupts: u64,
-    /// Events dropped because Interrupt Control bit 0 was 0 or memory
-    /// decode was off.
+    /// Events dropped because Interrupt Control bit 0 was 0, memory decode
+    /// was off, or MSI-X was enabled without bus mastering.
     pub interrupts_masked: u64,
     /// Interrupt Control writes that found an interrupt pending (and
     /// cleared it).
@@ -315,10 +315,15 @@ impl IvshmemDevice {
 
     /// An event for this peer (doorbell or another peer's state change):
     /// if Interrupt Control bit 0 is set and memory decode is on, sends
-    /// MSI-X vector 0 or, with MSI-X disabled, latches a pending interrupt
-    /// (status bit, INTx level); otherwise drops it.
+    /// MSI-X vector 0 (if bus mastering is on: a message is a memory write)
+    /// or, with MSI-X disabled, latches a pending interrupt (status bit,
+    /// INTx level); otherwise drops it.
     pub(crate) fn deliver_interrupt(&mut self) {
-        if self.int_control & INT_CONTROL_ENABLE == 0 || !self.config.memory_enabled() {
+        let msix_blocked = self.msix.enabled() && !self.config.bus_master_enabled();
+        if self.int_control & INT_CONTROL_ENABLE == 0
+            || !self.config.memory_enabled()
+            || msix_blocked
+        {
             self.stats.interrupts_masked += 1;
             return;
         }

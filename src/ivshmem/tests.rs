@@ -184,6 +184,9 @@ impl Cell {
             dev.write_bar(MSIX_BAR, offset, &value.to_le_bytes());
         }
         dev.write_config(at / 4, 1 << 31, 0xffff_0000);
+        // Messages are memory writes: the driver turns bus mastering on.
+        let command = COMMAND_MEMORY | COMMAND_BUS_MASTER;
+        dev.write_config(header::COMMAND / 4, u32::from(command), 0xffff);
     }
 
     fn msix_capability(&self) -> usize {
@@ -608,6 +611,14 @@ fn with_msix_enabled_events_send_vector_0_and_latch_nothing() {
     b.handle_events();
     assert_eq!(b.msis.sent().len(), 2, "Interrupt Control 0: dropped");
     assert_eq!(b.stats().interrupts_masked, 1);
+    // Without bus mastering a message cannot go out: dropped as well.
+    b.enable_interrupts();
+    b.write_command(COMMAND_MEMORY);
+    a.ring(1, 0);
+    b.handle_events();
+    assert_eq!(b.msis.sent().len(), 2, "bus mastering off: dropped");
+    assert_eq!(b.stats().interrupts_masked, 2);
+    assert_eq!(b.line.rises(), 0, "and no INTx instead");
 }
 
 #[test]

@@ -15,7 +15,7 @@
 //! |---|---|---|---|
 //! | 0x00 | magic | RO | `0x4454_5643`, the bytes "CVTD" |
 //! | 0x04 | scratch | RW | any value; reset 0 |
-//! | 0x08 | irq | RW | bit 0: write 1 raises INTx, 0 lowers it; reads the level |
+//! | 0x08 | irq | RW | bit 0: write 1 raises INTx, 0 lowers it; reads the level asked for |
 //! | 0x0c | count | RO | number of write accesses that touched `scratch` |
 //! | 0x10 | msix | RW | a write of N signals MSI-X vector N; reads the number of vectors signalled (sent or left pending) |
 //!
@@ -25,8 +25,9 @@
 //!
 //! Interrupt pin INTA. While the guest has MSI-X enabled INTx stays low (a
 //! write to `irq` only records the level it asks for, which `irq` reads
-//! back) and `msix` writes send messages; while it is disabled `msix`
-//! writes are ignored and not counted. Capabilities: vendor-specific (id
+//! back) and `msix` writes send messages; while it is disabled, or bus
+//! mastering is off (a message is a memory write), `msix` writes are
+//! ignored and not counted. Capabilities: vendor-specific (id
 //! 0x09) at 0x40 with its length (8) at 0x42 and "CVTD" at 0x44, so
 //! capability walks have something to find, then MSI-X (id 0x11) at 0x48.
 
@@ -131,8 +132,12 @@ impl PciTestDevice {
     }
 
     /// A guest write of `vector` to `msix`. A vector beyond the table is
-    /// dropped (by [`Msix::notify`], with a log line) and not counted.
+    /// dropped (by [`Msix::notify`], with a log line) and not counted;
+    /// without bus mastering nothing is sent.
     fn signal(&mut self, vector: u32) {
+        if !self.config.bus_master_enabled() {
+            return;
+        }
         let in_table = vector < u32::from(TEST_DEVICE_MSIX_VECTORS);
         let vector = u16::try_from(vector).unwrap_or(u16::MAX);
         if self.msix.notify(vector) && in_table {

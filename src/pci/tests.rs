@@ -1252,6 +1252,7 @@ fn msix_test_device(enable: bool) -> (PciTestDevice, Arc<Msis>) {
     if enable {
         dev.write_config(0x48 / 4, 1 << 31, 0xffff_0000);
     }
+    dev.write_config(1, u32::from(COMMAND_MEMORY | COMMAND_BUS_MASTER), 0xffff);
     (dev, msis)
 }
 
@@ -1279,6 +1280,11 @@ fn test_device_msix_write_sends_the_programmed_message_of_that_vector() {
         td::MSIX,
         &u32::from(TEST_DEVICE_MSIX_VECTORS).to_le_bytes(),
     );
+    assert_eq!(msis.0.lock().unwrap().len(), 2);
+    assert_eq!(read_reg(&mut dev, td::MSIX), 2);
+    // Without bus mastering no message goes out (nor is one counted).
+    dev.write_config(1, u32::from(COMMAND_MEMORY), 0xffff);
+    dev.write_bar(0, td::MSIX, &0u32.to_le_bytes());
     assert_eq!(msis.0.lock().unwrap().len(), 2);
     assert_eq!(read_reg(&mut dev, td::MSIX), 2);
 }

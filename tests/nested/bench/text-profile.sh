@@ -22,11 +22,14 @@ command -v cellvm-bench >/dev/null 2>&1 || fail "cellvm-bench not in L1 (build i
 [ -e /sys/kernel/debug/fault_around_bytes ] || mount -t debugfs none /sys/kernel/debug || fail "cannot mount debugfs"
 fa=/sys/kernel/debug/fault_around_bytes
 [ -w "$fa" ] || fail "$fa missing: the L1 kernel has no fault-around knob"
+fa_was="$(cat "$fa")"
+trap 'echo "$fa_was" >"$fa"' EXIT
 echo 4096 >"$fa" || fail "cannot set $fa"
 
 # pages TAG PID: the resident read-only pages of cellvm process PID.
 pages() {
-    cellvm-bench pages "$2" | sed "s/^/$1 /" || fail "cellvm-bench pages $2 ($1)"
+    cellvm-bench pages "$2" >"$dir/pages" || fail "cellvm-bench pages $2 ($1)"
+    sed "s/^/$1 /" "$dir/pages"
 }
 
 dir="$(mktemp -d)"
@@ -95,6 +98,5 @@ printf 'exit\n' >&5
 printf 'exit\n' >&6
 wait "$host_pid"
 wait "$bmc_pid"
-echo 65536 >"$fa"
 rm -rf "$dir"
 echo "PROFILE-DONE"
