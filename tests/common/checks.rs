@@ -88,6 +88,33 @@ pub fn assert_virtio_moves_real_data(run: &RigRun, scenario: &str, transport: &s
     o.clone()
 }
 
+/// The `pci` scenario's guest drove `count` test functions (`pcitest:`
+/// lines: BAR0 magic and scratch, INTx, a 2-vector MSI-X capability) and
+/// cellvm_msitest.ko received both MSI-X vectors of the first, each once.
+/// Returns the `pcitest:` lines.
+pub fn assert_pci_test_functions(output: &str, count: usize) -> Vec<&str> {
+    let results: Vec<&str> = output
+        .lines()
+        .filter(|l| l.starts_with("pcitest:"))
+        .collect();
+    assert_eq!(results.len(), count, "{output}");
+    for r in &results {
+        assert!(r.contains("magic=0x44545643"), "{r}");
+        assert!(r.contains("scratch=0x12345678"), "{r}");
+        assert!(r.contains("irq_events=0->1"), "INTx not delivered: {r}");
+        assert!(r.contains("msix_vectors=2"), "no MSI-X capability: {r}");
+    }
+    let msi = output
+        .lines()
+        .find(|l| l.starts_with("msitest:"))
+        .unwrap_or_else(|| panic!("no msitest line: {output}"));
+    assert!(
+        msi.contains("vectors=2 received=2 interrupts=2"),
+        "MSI-X not delivered: {msi}"
+    );
+    results
+}
+
 /// The number of MSI-X interrupts the virtio scenario's guest counted.
 pub fn msix_irqs(output: &str) -> usize {
     output
