@@ -327,7 +327,7 @@ fuzz_target!(|input: Input| {
             continue;
         };
         let function: SharedFunction = match f.kind {
-            Kind::Test => Arc::new(Mutex::new(PciTestDevice::new().unwrap())),
+            Kind::Test => Arc::new(Mutex::new(PciTestDevice::new(Arc::new(NoMsi)).unwrap())),
             Kind::VirtioRng => Arc::new(Mutex::new(
                 VirtioPciFunction::new(
                     "rng",
