@@ -35,26 +35,29 @@ pages() {
 dir="$(mktemp -d)"
 export CELLVM_RUNTIME_DIR="$dir/run"
 
+# profile_boot TAG COMMAND...: runs COMMAND (a cell booting the report-mode
+# guest) until its userspace marker, records its pages as TAG, kills it.
+profile_boot() {
+    _tag="$1"
+    shift
+    "$@" >"$dir/$_tag.log" 2>&1 &
+    _pid=$!
+    wait_for "$dir/$_tag.log" CELLVM-READY
+    grep -q CELLVM-READY "$dir/$_tag.log" || fail "$_tag: no marker: $(tail -n 5 "$dir/$_tag.log")"
+    pages "$_tag" "$_pid"
+    kill -9 "$_pid"
+    wait "$_pid" 2>/dev/null
+}
+
 # 1. The boot benchmark's cell, at its userspace marker.
-cellvm run --no-api /cellvm/cells/bench-boot.toml >"$dir/boot.log" 2>&1 &
-pid=$!
-wait_for "$dir/boot.log" CELLVM-READY
-grep -q CELLVM-READY "$dir/boot.log" || fail "bench-boot cell never reached its marker: $(tail -n 5 "$dir/boot.log")"
-pages boot "$pid"
-kill -9 "$pid"
-wait "$pid" 2>/dev/null
+profile_boot boot cellvm run --no-api /cellvm/cells/bench-boot.toml
 
 # 2. The CI-runner path (docs/ci.md): the same guest without a cell file,
 # its console watched for a marker that never comes.
-cellvm run --no-api --kernel /cellvm/build/guest/bzImage --initrd /cellvm/build/guest/initramfs.cpio.gz \
-    --cmdline "console=ttyS0 quiet panic=-1 cellvm.mode=report cellvm.echo_timeout=30" --memory 256M \
-    --expect CELLVM-PROFILE-NEVER --timeout 120 >"$dir/ci.log" 2>&1 &
-pid=$!
-wait_for "$dir/ci.log" CELLVM-READY
-grep -q CELLVM-READY "$dir/ci.log" || fail "the CI-runner cell never reached its marker: $(tail -n 5 "$dir/ci.log")"
-pages ci "$pid"
-kill -9 "$pid"
-wait "$pid" 2>/dev/null
+profile_boot ci cellvm run --no-api --kernel /cellvm/build/guest/bzImage \
+    --initrd /cellvm/build/guest/initramfs.cpio.gz \
+    --cmdline "console=ttyS0 quiet panic=-1 cellvm.mode=report cellvm.echo_timeout=30" \
+    --memory 256M --expect CELLVM-PROFILE-NEVER --timeout 120
 
 # 3. Runtime attach and detach, and the API's queries.
 cell=/cellvm/cells/test-agent.toml
