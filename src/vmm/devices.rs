@@ -508,8 +508,7 @@ impl DeviceManager {
                     &v.backend,
                     &self.memory,
                     &self.vm,
-                    &self.router,
-                    address.requester_id(),
+                    self.msi(address),
                 )?;
                 model.virtio.push(virtio);
                 device

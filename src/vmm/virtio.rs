@@ -14,7 +14,7 @@
 //! on the vCPU thread, so the slow path stays correct.
 
 use super::error::{OsContext, VmmError};
-use super::irq::{self, GsiRouter};
+use super::irq;
 use crate::config::{VirtioBackendConfig, VirtioKind};
 use crate::pci::{BarMapError, BarMapper};
 use crate::seccomp::{Filters, ThreadKind};
@@ -142,27 +142,22 @@ pub(crate) fn build_virtio_mmio(
     Ok((device, model))
 }
 
-/// A virtio-pci function: MSI-X through irqfds routed by `router`, and
-/// notify ioeventfds that follow BAR0.
+/// A virtio-pci function: MSI-X through `msi` (the device manager's
+/// irqfd sender for its requester id), and notify ioeventfds that follow
+/// BAR0.
 pub(crate) fn build_virtio_pci(
     name: &str,
     kind: VirtioKind,
     backend_cfg: &VirtioBackendConfig,
     memory: &GuestMemoryMmap,
     vm: &Arc<VmFd>,
-    router: &Arc<GsiRouter>,
-    requester_id: u32,
+    msi: Arc<dyn crate::pci::MsiSender>,
 ) -> Result<(Arc<Mutex<VirtioPciFunction>>, VirtioModel), VmmError> {
     let backend = build_backend(name, kind, backend_cfg)?;
     let queues = backend.queue_max_sizes().len();
     let events = Arc::new(
         QueueEvents::new(vm.clone(), NotifyLayout::Pci, queues).os("create queue eventfds")?,
     );
-    let msi = Arc::new(irq::IrqfdMsiSender::new(
-        vm.clone(),
-        router.clone(),
-        requester_id,
-    ));
     let notify: Option<Arc<dyn BarMapper>> = if backend_cfg.ioeventfd {
         Some(events.clone())
     } else {
