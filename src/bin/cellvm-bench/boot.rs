@@ -24,6 +24,7 @@ struct Boot {
 /// Runs the boot benchmark; `Ok(false)` if a VMM never booted.
 pub fn run(common: &Common, extra: &[(String, String)]) -> Result<bool, String> {
     let mut mem_mib = 256u64;
+    let mut scrub_mib = 0usize;
     let mut marker = "CELLVM-READY".to_string();
     for (k, v) in extra {
         match k.as_str() {
@@ -35,6 +36,7 @@ pub fn run(common: &Common, extra: &[(String, String)]) -> Result<bool, String> 
                     .ok_or(format!("bad --mem-mib '{v}'"))?
             }
             "--marker" => marker = v.clone(),
+            "--scrub-mib" => scrub_mib = v.parse().map_err(|_| format!("bad --scrub-mib '{v}'"))?,
             _ => return Err(format!("boot: unknown option {k}")),
         }
     }
@@ -42,6 +44,7 @@ pub fn run(common: &Common, extra: &[(String, String)]) -> Result<bool, String> 
     let mut samples: Vec<Samples> = vmms.iter().map(|_| Samples::default()).collect();
     for round in 0..common.runs {
         for (vmm, s) in vmms.iter().zip(samples.iter_mut()) {
+            scrub(scrub_mib);
             match boot_once(vmm, &marker, mem_mib, common.timeout) {
                 Ok(b) => {
                     let timer = b.boot_timer.map_or(String::new(), |t| {
@@ -78,6 +81,34 @@ pub fn run(common: &Common, extra: &[(String, String)]) -> Result<bool, String> 
         }
     }
     Ok(ok)
+}
+
+/// Faults in `mib` MiB of fresh anonymous memory, one write per page, and
+/// frees it again, before a boot (untimed): every VMM then starts on pages
+/// the host kernel has just zeroed, whatever ran before it. In the nested
+/// rig this matters: L1 runs under QEMU TCG, whose translated code for a
+/// page stays cached after the page is freed and must be invalidated the
+/// first time anything writes that page again, so a VMM that got the pages
+/// a previous guest had executed code in boots seconds slower than one
+/// that got clean pages (docs/benchmarks.md, "The rig's memory state").
+fn scrub(mib: usize) {
+    if mib == 0 {
+        return;
+    }
+    let started = std::time::Instant::now();
+    let len = mib << 20;
+    // calloc'd: untouched until written, so each write below faults in a
+    // page the kernel zeroes.
+    let mut pages = vec![0u8; len];
+    for i in (0..len).step_by(4096) {
+        pages[i] = 1;
+    }
+    std::hint::black_box(&pages);
+    drop(pages);
+    eprintln!(
+        "bench: scrubbed {mib} MiB in {:.3} s",
+        started.elapsed().as_secs_f64()
+    );
 }
 
 /// `... boot-timer: guest reached userspace after 1234.567 ms` → 1.234567 s.

@@ -47,7 +47,7 @@ pub struct Common {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: cellvm-bench boot [--runs N] [--mem-mib M] [--marker TEXT] [--timeout-s S] --vmm NAME=COMMAND ...\n       cellvm-bench blk [--runs N] [--timeout-s S] --vmm NAME=COMMAND ...\n       cellvm-bench pages PID\n       cellvm-bench text-order PAGES-FILE NM-FILE"
+        "usage: cellvm-bench boot [--runs N] [--mem-mib M] [--marker TEXT] [--scrub-mib S] [--timeout-s S] --vmm NAME=COMMAND ...\n       cellvm-bench blk [--runs N] [--timeout-s S] --vmm NAME=COMMAND ...\n       cellvm-bench pages PID\n       cellvm-bench text-order PAGES-FILE NM-FILE"
     );
     ExitCode::from(2)
 }

@@ -4,15 +4,21 @@
 # cellvm-bench boots each VMM round-robin, times spawn -> CELLVM-READY on the
 # VMM's stdout, samples VmRSS minus the resident guest RAM, and prints a
 # markdown table, which this script wraps in @@BENCH-TABLE-BEGIN/END lines.
+# Before every boot cellvm-bench scrubs cellvm.bench_scrub_mib MiB of L1's
+# free memory (untimed), so every VMM starts on clean pages.
 # Needs an L1 built with scripts/build-l1.sh --with-qemu.
-# cellvm-timeout: 900
+# cellvm-timeout: 2400
 cell=/cellvm/cells/bench-boot.toml
 dtb=/tmp/bench-boot.dtb
 # Rounds: cellvm.bench_runs=N on L1's command line (scripts/bench-boot.sh --runs N).
 runs=8
 read -r l1_cmdline </proc/cmdline
+scrub_mib=256
 for w in $l1_cmdline; do
-    case "$w" in cellvm.bench_runs=*) runs="${w#*=}" ;; esac
+    case "$w" in
+        cellvm.bench_runs=*) runs="${w#*=}" ;;
+        cellvm.bench_scrub_mib=*) scrub_mib="${w#*=}" ;;
+    esac
 done
 mem_mib=256
 # Must equal the cell's cmdline: every VMM boots the same guest the same way.
@@ -46,7 +52,7 @@ qemu="qemu-system-x86_64 -accel kvm -cpu host -m $mem_mib -smp 1 -nodefaults -no
 # guest kernel has none; with acpi=off QEMU loads qboot.rom).
 microvm="microvm,x-option-roms=off,rtc=off,isa-serial=on,pit=off,pic=off,acpi=off"
 
-cellvm-bench boot --runs "$runs" --mem-mib "$mem_mib" --marker CELLVM-READY --timeout-s 30 \
+cellvm-bench boot --runs "$runs" --mem-mib "$mem_mib" --scrub-mib "$scrub_mib" --marker CELLVM-READY --timeout-s 30 \
     --vmm "cellvm=cellvm run --no-api $cell" \
     --vmm "cellvm-vmlinux=cellvm run --no-api --kernel /cellvm/build/guest/vmlinux $cell" \
     --vmm "cellvm-static=cellvm run --no-api /cellvm/cells/bench-boot-static.toml" \
