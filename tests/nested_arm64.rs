@@ -15,6 +15,7 @@
 mod common;
 
 use common::checks::{self, report_value};
+use common::handover;
 use common::rig::{arm64_rig, repo_root};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -272,4 +273,18 @@ fn arm64_exit_status_is_the_guests_debug_exit_code_or_0_after_its_psci_poweroff(
         shutdown.contains("cellvm: cell test-agent stopped: guest powered off (exit status 0)"),
         "{shutdown}"
     );
+}
+
+/// The seeds' shared flash on arm64 (the x86 handover scenario, run through
+/// shared.list with cells/arm64/host.toml and bmc.toml): every check of the
+/// x86_64 tests, in one test (the scenario's steps build on each other).
+#[test]
+fn arm64_the_shared_flash_moves_between_cells_with_consent_rollback_and_dying_cells() {
+    let steps = scenario_steps("handover");
+    handover::moves_to_the_bmc_with_its_data_and_back(&steps);
+    handover::a_refusing_bmc_leaves_it_with_the_host(&steps);
+    handover::fifty_moves_keep_the_data(&steps);
+    handover::a_host_with_it_mounted_refuses(&steps);
+    handover::a_bmc_dying_mid_move_leaves_it_with_the_host(&steps);
+    handover::a_host_dying_mid_move_leaves_the_bmc_its_claim(&steps);
 }

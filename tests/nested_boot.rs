@@ -10,7 +10,8 @@
 
 mod common;
 
-use common::checks::{self, report_value};
+use common::checks::{self, api_rcs, line_value, report_value};
+use common::handover;
 use common::rig::{cell_dtb, repo_root, rig};
 
 fn assert_booted(name: &str, expect_rc: i32) -> Vec<String> {
@@ -451,19 +452,6 @@ fn rollback_steps() -> std::collections::BTreeMap<String, String> {
     scenario_steps("rollback")
 }
 
-/// The value of the first line `PREFIX VALUE` of `step`, trimmed.
-fn line_value<'a>(
-    steps: &'a std::collections::BTreeMap<String, String>,
-    step: &str,
-    prefix: &str,
-) -> &'a str {
-    steps[step]
-        .lines()
-        .find_map(|l| l.strip_prefix(prefix))
-        .map(str::trim)
-        .unwrap_or_else(|| panic!("step {step}: no line `{prefix} ...`:\n{}", steps[step]))
-}
-
 /// `cellvm devices --json` as printed by `host_devices TAG` in `step`.
 fn host_devices<'a>(
     steps: &'a std::collections::BTreeMap<String, String>,
@@ -480,14 +468,6 @@ fn guest_devices<'a>(
     tag: &str,
 ) -> &'a str {
     line_value(steps, step, &format!("guest: CELLVM-DEVICES {tag}:"))
-}
-
-/// Exit statuses of the `cellvm` commands run with `api` in a step, in order.
-fn api_rcs(step: &str) -> Vec<i32> {
-    step.lines()
-        .filter_map(|l| l.strip_prefix("rc="))
-        .map(|rc| rc.trim().parse().unwrap())
-        .collect()
 }
 
 /// Lines of `text` containing `needle`.
@@ -961,122 +941,32 @@ fn an_enable_the_guest_refuses_changes_nothing() {
 
 #[test]
 fn the_shared_flash_moves_to_the_bmc_with_its_data_and_back() {
-    let steps = scenario_steps("handover");
-    let start = &steps["start"];
-    assert_eq!(start.matches("CELLVM-AGENT-READY").count(), 2, "{start}");
-    assert!(start.contains("the 2 cells can share this host"), "{start}");
-    assert!(start.contains("host: CELLVM-BLK-WRITE rc=0"), "{start}");
-    assert!(start.contains("bmc: CELLVM-BLK-READ: no disk"), "{start}");
-    let to_bmc = &steps["to-bmc"];
-    assert_eq!(api_rcs(to_bmc), [0], "{to_bmc}");
-    assert!(
-        to_bmc.contains("moved flash0 from host to bmc in "),
-        "{to_bmc}"
-    );
-    assert!(
-        to_bmc.contains("host: CELLVM-BLK-READ: no disk"),
-        "{to_bmc}"
-    );
-    assert!(
-        to_bmc.contains("bmc: CELLVM-BLK-READ: host-marker-1"),
-        "{to_bmc}"
-    );
-    assert!(to_bmc.contains("bmc: CELLVM-BLK-WRITE rc=0"), "{to_bmc}");
-    // Only the BMC holds the image now.
-    let claims = line_value(&steps, "to-bmc", "claims:");
-    assert!(claims.starts_with("cell bmc read-write "), "{claims}");
-    assert!(!claims.contains("cell host"), "{claims}");
-    let to_host = &steps["to-host"];
-    assert_eq!(api_rcs(to_host), [0], "{to_host}");
-    assert!(
-        to_host.contains("host: CELLVM-BLK-READ: new-firmware"),
-        "{to_host}"
-    );
-    assert!(
-        to_host.contains("bmc: CELLVM-BLK-READ: no disk"),
-        "{to_host}"
-    );
+    handover::moves_to_the_bmc_with_its_data_and_back(&scenario_steps("handover"));
 }
 
 #[test]
 fn a_bmc_that_refuses_leaves_the_flash_with_the_host_and_usable() {
-    let steps = scenario_steps("handover");
-    let s = &steps["bmc-refuses"];
-    assert_eq!(api_rcs(s), [1], "{s}");
-    assert!(
-        s.contains("bmc did not take it") && s.contains("the device is back with host"),
-        "{s}"
-    );
-    assert!(s.contains("host: CELLVM-BLK-READ: new-firmware"), "{s}");
+    handover::a_refusing_bmc_leaves_it_with_the_host(&scenario_steps("handover"));
 }
 
 #[test]
 fn fifty_moves_keep_the_flash_data() {
-    let steps = scenario_steps("handover");
-    let s = &steps["back-and-forth"];
-    assert!(s.contains("round trips: 25 of 25"), "{s}");
-    assert!(s.contains("host: CELLVM-BLK-READ: new-firmware"), "{s}");
+    handover::fifty_moves_keep_the_data(&scenario_steps("handover"));
 }
 
 #[test]
 fn a_host_guest_with_the_flash_mounted_refuses_to_let_it_go() {
-    let steps = scenario_steps("handover");
-    let s = &steps["host-refuses"];
-    assert!(s.contains("host: CELLVM-BLK-MOUNT rc=0"), "{s}");
-    // Refused by the guest's consent responder, then (responder stopped)
-    // by its consent hook; once unmounted it moves.
-    assert_eq!(api_rcs(s), [1, 1, 0, 0], "{s}");
-    assert!(
-        s.contains("host: CELLVM-CONSENT-RESPONDER stopped")
-            && s.contains("host: CELLVM-CONSENT-RESPONDER started"),
-        "{s}"
-    );
-    let responder = line_value(&steps, "host-refuses", "host: CELLVM-KMSG:");
-    assert!(
-        responder.contains("consent responder refused to disable")
-            && responder.contains("(status 1)"),
-        "{responder}"
-    );
-    assert!(
-        s.contains("consent hook /sbin/cellvm-consent refused to disable"),
-        "{s}"
-    );
-    assert!(
-        s.contains("guest_refused") && s.contains("host did not give it up"),
-        "{s}"
-    );
-    assert!(s.contains("nothing moved"), "{s}");
-    assert!(s.contains("bmc: CELLVM-BLK-READ: after-mount"), "{s}");
+    handover::a_host_with_it_mounted_refuses(&scenario_steps("handover"));
 }
 
 #[test]
 fn a_bmc_that_dies_mid_move_leaves_the_flash_with_the_host() {
-    let steps = scenario_steps("handover");
-    let s = &steps["bmc-dies"];
-    assert!(s.contains("move rc=1"), "{s}");
-    assert!(
-        s.contains("bmc did not take it") && s.contains("the device is back with host"),
-        "{s}"
-    );
-    assert!(s.contains("host: CELLVM-BLK-READ: after-mount"), "{s}");
-    let claims = line_value(&steps, "bmc-dies", "claims:");
-    assert!(claims.starts_with("cell host read-write "), "{claims}");
-    assert!(!claims.contains("cell bmc"), "{claims}");
+    handover::a_bmc_dying_mid_move_leaves_it_with_the_host(&scenario_steps("handover"));
 }
 
 #[test]
 fn a_host_that_dies_mid_move_leaves_the_bmc_a_claim_it_can_enable() {
-    let steps = scenario_steps("handover");
-    let s = &steps["host-dies"];
-    assert!(s.contains("move rc=1"), "{s}");
-    // Only the BMC holds the image (its pending claim); enable confirms it.
-    let claims = line_value(&steps, "host-dies", "claims:");
-    assert!(claims.starts_with("cell bmc read-write "), "{claims}");
-    assert!(!claims.contains("cell host"), "{claims}");
-    assert_eq!(api_rcs(s), [0], "{s}");
-    assert!(s.contains("bmc: CELLVM-BLK-READ: after-mount"), "{s}");
-    let end = &steps["end"];
-    assert!(end.contains("bmc exit=0"), "{end}");
+    handover::a_host_dying_mid_move_leaves_the_bmc_its_claim(&scenario_steps("handover"));
 }
 
 #[test]

@@ -148,3 +148,20 @@ pub fn assert_guest_dt_matches(
     }
     expected
 }
+
+/// The value of the first line `PREFIX VALUE` of `step`, trimmed.
+pub fn line_value<'a>(steps: &'a BTreeMap<String, String>, step: &str, prefix: &str) -> &'a str {
+    steps[step]
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix))
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("step {step}: no line `{prefix} ...`:\n{}", steps[step]))
+}
+
+/// Exit statuses of the `cellvm` commands run with `api` in a step, in order.
+pub fn api_rcs(step: &str) -> Vec<i32> {
+    step.lines()
+        .filter_map(|l| l.strip_prefix("rc="))
+        .map(|rc| rc.trim().parse().unwrap())
+        .collect()
+}

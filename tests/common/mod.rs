@@ -3,5 +3,6 @@
 
 pub mod checks;
 pub mod guest;
+pub mod handover;
 pub mod host_cells;
 pub mod rig;
