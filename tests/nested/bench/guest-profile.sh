@@ -43,15 +43,7 @@ wait $pid
 rc=$?
 exec 3>&-
 
-head -c 1048576 /dev/zero >/cellvm/build/flash0.img
-mkfifo "$dir/host.in" "$dir/bmc.in"
-exec 5<>"$dir/host.in" 6<>"$dir/bmc.in"
-cellvm run /cellvm/cells/host.toml --cmdline-append "$args" <"$dir/host.in" >"$dir/host.log" 2>&1 &
-host_pid=$!
-cellvm run /cellvm/cells/bmc.toml --cmdline-append "$args" <"$dir/bmc.in" >"$dir/bmc.log" 2>&1 &
-bmc_pid=$!
-wait_agent "$dir/host.log" 3000
-wait_agent "$dir/bmc.log" 3000
+start_flash_cells "$dir" "$args"
 cellvm move flash0 --from host --to bmc >/dev/null && cellvm move flash0 --from bmc --to host >/dev/null
 for round in 1 2; do
     cellvm move flash0 --from host --to bmc 2>&1 | sed "s/^/profile-move-$round-to-bmc /"

@@ -17,15 +17,7 @@ extra="$(param cellvm.bench_guest_args "" | tr , " ")"
 echo "bench-guest agent_poll=$poll args=$extra"
 dir="$(mktemp -d)"
 export CELLVM_RUNTIME_DIR="$dir/run"
-head -c 1048576 /dev/zero >/cellvm/build/flash0.img
-mkfifo "$dir/host.in" "$dir/bmc.in"
-exec 3<>"$dir/host.in" 4<>"$dir/bmc.in"
-cellvm run /cellvm/cells/host.toml --cmdline-append "cellvm.agent_poll=$poll $extra" <"$dir/host.in" >"$dir/host.log" 2>&1 &
-host_pid=$!
-cellvm run /cellvm/cells/bmc.toml --cmdline-append "cellvm.agent_poll=$poll $extra" <"$dir/bmc.in" >"$dir/bmc.log" 2>&1 &
-bmc_pid=$!
-wait_agent "$dir/host.log" 3000
-wait_agent "$dir/bmc.log" 3000
+start_flash_cells "$dir" "cellvm.agent_poll=$poll $extra"
 from=host
 to=bmc
 i=0
@@ -44,8 +36,8 @@ while [ "$i" -lt "$moves" ]; do
     from="$to"
     to="$t"
 done
-printf 'exit\n' >&3
-printf 'exit\n' >&4
+printf 'exit\n' >&5
+printf 'exit\n' >&6
 wait "$host_pid"
 wait "$bmc_pid"
 rm -rf "$dir"

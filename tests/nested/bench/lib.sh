@@ -41,3 +41,21 @@ slot = 1
 kind = "test"
 DESC
 }
+
+# start_flash_cells DIR ARGS: the shared flash of cells/host.toml and
+# cells/bmc.toml (a fresh 1 MiB image), both cells started with ARGS
+# appended to their kernel command lines, consoles in DIR/host.log and
+# DIR/bmc.log, inputs on fds 5 (host) and 6 (bmc); sets host_pid and
+# bmc_pid; returns once both agents are ready (or failed).
+# shellcheck disable=SC2034 # host_pid, bmc_pid: for the caller
+start_flash_cells() {
+    head -c 1048576 /dev/zero >/cellvm/build/flash0.img
+    mkfifo "$1/host.in" "$1/bmc.in"
+    exec 5<>"$1/host.in" 6<>"$1/bmc.in"
+    cellvm run /cellvm/cells/host.toml --cmdline-append "$2" <"$1/host.in" >"$1/host.log" 2>&1 &
+    host_pid=$!
+    cellvm run /cellvm/cells/bmc.toml --cmdline-append "$2" <"$1/bmc.in" >"$1/bmc.log" 2>&1 &
+    bmc_pid=$!
+    wait_agent "$1/host.log" 3000
+    wait_agent "$1/bmc.log" 3000
+}

@@ -82,15 +82,7 @@ wait "$pid"
 exec 3>&-
 
 # 4. Moves of the shared flash between cells/host.toml and cells/bmc.toml.
-head -c 1048576 /dev/zero >/cellvm/build/flash0.img
-mkfifo "$dir/host.in" "$dir/bmc.in"
-exec 5<>"$dir/host.in" 6<>"$dir/bmc.in"
-cellvm run /cellvm/cells/host.toml --cmdline-append cellvm.agent_poll=0 <"$dir/host.in" >"$dir/host.log" 2>&1 &
-host_pid=$!
-cellvm run /cellvm/cells/bmc.toml --cmdline-append cellvm.agent_poll=0 <"$dir/bmc.in" >"$dir/bmc.log" 2>&1 &
-bmc_pid=$!
-wait_agent "$dir/host.log" 3000
-wait_agent "$dir/bmc.log" 3000
+start_flash_cells "$dir" cellvm.agent_poll=0
 for round in 1 2; do
     cellvm move flash0 --from host --to bmc >/dev/null || fail "move to bmc $round"
     cellvm move flash0 --from bmc --to host >/dev/null || fail "move to host $round"
