@@ -52,6 +52,6 @@ if [ "$build" = 1 ]; then
     CELLVM_L1_WITH_QEMU=1 "$REPO_ROOT/scripts/setup.sh" || die "scripts/setup.sh failed"
 fi
 # Budget: L1 boot ~5 s, then per round and each of 6 VMMs up to ~10 s of
-# boot and ~8 s of scrub (256 MiB took 4 s in 2026-12 runs), generous.
+# boot and ~8 s of scrub (256 MiB took 3.6-5.8 s on 2026-12-07), generous.
 bench_table_run boot $((120 + runs * 110)) "cellvm.bench_runs=$runs cellvm.bench_scrub_mib=$scrub"
 log "done in $(elapsed_since "$start") s"

@@ -36,7 +36,13 @@ pub fn run(common: &Common, extra: &[(String, String)]) -> Result<bool, String> 
                     .ok_or(format!("bad --mem-mib '{v}'"))?
             }
             "--marker" => marker = v.clone(),
-            "--scrub-mib" => scrub_mib = v.parse().map_err(|_| format!("bad --scrub-mib '{v}'"))?,
+            "--scrub-mib" => {
+                scrub_mib = v
+                    .parse()
+                    .ok()
+                    .filter(|n| *n <= MAX_SCRUB_MIB)
+                    .ok_or(format!("bad --scrub-mib '{v}' (0 to {MAX_SCRUB_MIB})"))?
+            }
             _ => return Err(format!("boot: unknown option {k}")),
         }
     }
@@ -83,14 +89,17 @@ pub fn run(common: &Common, extra: &[(String, String)]) -> Result<bool, String> 
     Ok(ok)
 }
 
+/// The largest scrub `--scrub-mib` takes (64 GiB).
+const MAX_SCRUB_MIB: usize = 64 << 10;
+
 /// Faults in `mib` MiB of fresh anonymous memory, one write per page, and
 /// frees it again, before a boot (untimed): every VMM then starts on pages
 /// the host kernel has just zeroed, whatever ran before it. In the nested
-/// rig this matters: L1 runs under QEMU TCG, whose translated code for a
-/// page stays cached after the page is freed and must be invalidated the
-/// first time anything writes that page again, so a VMM that got the pages
-/// a previous guest had executed code in boots seconds slower than one
-/// that got clean pages (docs/benchmarks.md, "The rig's memory state").
+/// rig this matters: L1 runs under QEMU TCG, which keeps translated code
+/// for a page after the page is freed and sends writes to such a page
+/// down its slow self-modifying-code path, so a VMM that got the pages a
+/// previous guest had executed code in boots seconds slower than one that
+/// got clean pages (docs/benchmarks.md, "The rig's memory state").
 fn scrub(mib: usize) {
     if mib == 0 {
         return;
