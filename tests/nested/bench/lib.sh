@@ -11,6 +11,14 @@ param() {
     echo "$_v"
 }
 
+# scrub: faults in 256 MiB of fresh L1 memory and frees it, so that the
+# next VMM starts on pages L1 has just zeroed rather than on the previous
+# guest's (docs/benchmarks.md, "The rig's memory state"; the boot
+# benchmark's `cellvm-bench boot --scrub-mib`).
+scrub() {
+    dd if=/dev/zero of=/dev/null bs=256M count=1 2>/dev/null
+}
+
 # wait_for LOG PATTERN [TRIES]: until LOG has a line matching PATTERN
 # (grep), every 20 ms, at most TRIES times (default 3000: ~60 s).
 wait_for() {
