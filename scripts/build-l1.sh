@@ -13,7 +13,7 @@
 #   target/x86_64-unknown-linux-gnu/release/cellvm   (scripts/build-cellvm-static.sh)
 #   build/guest/bzImage, build/guest/vmlinux, build/guest/initramfs.cpio.gz
 #   cells/*.toml, cells/devices/*.toml, cells/addons/*, tests/nested/scenarios/*.sh,
-#   guest/l1/init
+#   tests/nested/scenarios/lib/*.sh, guest/l1/init
 #
 # Environment:
 #   CELLVM_L1_KERNEL_PKG  Debian kernel package to use, newest version of it
@@ -299,6 +299,10 @@ fi
 [ "${#scenarios[@]}" -gt 0 ] || die "no scenarios ($scenario_dir/*.sh)"
 [ "${#cells[@]}" -eq 0 ] || cp "${cells[@]}" "$stage/cellvm/cells/"
 install -m 0755 "${scenarios[@]}" "$stage/cellvm/scenarios/"
+# The helpers scenarios source (tests/nested/scenarios/lib, both
+# architectures): a subdirectory, so `cellvm.scenarios=all` never runs them.
+mkdir -p "$stage/cellvm/scenarios/lib"
+install -m 0644 "$REPO_ROOT"/tests/nested/scenarios/lib/*.sh "$stage/cellvm/scenarios/lib/"
 printf '%s %s\n' "$pkg" "$version" >"$stage/cellvm/l1-kernel"
 
 # Benchmark scenarios: a subdirectory, so `cellvm.scenarios=all` (files only)

@@ -9,32 +9,12 @@
 # followed by a new plug. tests/nested_boot.rs
 # checks the transcript. Steps are marked "step: NAME".
 # cellvm-timeout: 480
-cell=/cellvm/cells/test-addon.toml
 name=test-addon
 conn=/connector-bus@d1000000
-dir="$(mktemp -d)"
-export CELLVM_RUNTIME_DIR="$dir/run"
-log="$dir/console.log"
-mkfifo "$dir/in"
-exec 3<>"$dir/in"
-cellvm run "$cell" <"$dir/in" >"$log" 2>&1 &
-pid=$!
+# shellcheck source=tests/nested/scenarios/lib/agent-cell.sh
+. "$(dirname "$0")/lib/agent-cell.sh"
+start_cell /cellvm/cells/test-addon.toml
 
-count() { grep -c -- "$1" "$log" 2>/dev/null; true; }
-wait_count() {
-    _i=0
-    while [ "$(count "$1")" -lt "$2" ] && [ "$_i" -lt 1500 ]; do
-        _i=$((_i + 1))
-        usleep 20000
-    done
-}
-act_and_wait() {
-    _pat="$1"
-    shift
-    _c="$(count "$_pat")"
-    "$@"
-    wait_count "$_pat" $((_c + 1))
-}
 # guest CMD PATTERN: send CMD to the guest, wait for one more PATTERN line,
 # whole (the console log ends with a newline), and print the newest.
 guest() {
@@ -46,8 +26,6 @@ guest() {
     done
     grep -- "$2" "$log" | tail -n 1
 }
-step() { echo "step: $*"; }
-api() { echo "\$ cellvm $*"; cellvm "$@" 2>&1; echo "rc=$?"; }
 
 # The committed board with its image here (the example's path is relative
 # to the repository's build/ directory).
@@ -74,14 +52,7 @@ name = "outside"
 overlay = "$dir/outside.dtso"
 DESC
 
-_i=0
-while [ "$(count "CELLVM-AGENT-READY\|CELLVM-AGENT-ERROR")" -lt 1 ] && [ "$_i" -lt 1500 ]; do
-    _i=$((_i + 1))
-    usleep 20000
-done
-step ready
-grep "CELLVM-AGENT" "$log"
-api devices "$name"
+step_ready
 guest "dt-ls $conn" "CELLVM-DT-LS .* END"
 
 step plug
@@ -195,12 +166,4 @@ act_and_wait "CELLVM-DEV- virtio[0-9]*:virtio_blk" api unplug "$name" j3
 api disconnect "$name" j3
 
 step end
-printf 'exit\n' >&3
-wait $pid
-rc=$?
-exec 3>&-
-echo "step: console"
-cat "$log"
-rm -rf "$dir"
-echo "scenario: cellvm rc=$rc"
-exit $rc
+finish_cell

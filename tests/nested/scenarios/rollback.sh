@@ -10,56 +10,21 @@
 # the guest printed since the previous snapshot, ending with a snapshot of
 # its devices ("guest: CELLVM-DEVICES TAG: ...").
 # cellvm-timeout: 420
-cell=/cellvm/cells/test-agent.toml
 name=test-agent
-dir="$(mktemp -d)"
-export CELLVM_RUNTIME_DIR="$dir/run"
-log="$dir/console.log"
-mkfifo "$dir/in"
-exec 3<>"$dir/in"
-cellvm run "$cell" <"$dir/in" >"$log" 2>&1 &
-pid=$!
-
-# count PATTERN: matching console lines so far. wait_count PATTERN N: until
-# there are at least N (checked every 20 ms, up to ~60 s: other work may
-# load the host); fails if they never come.
-count() { grep -c -- "$1" "$log" 2>/dev/null; true; }
-wait_count() {
-    _i=0
-    while [ "$(count "$1")" -lt "$2" ]; do
-        if [ "$_i" -ge 3000 ]; then
-            echo "scenario: gave up waiting for $2 line(s) matching '$1'"
-            return 1
-        fi
-        _i=$((_i + 1))
-        usleep 20000
-    done
+# shellcheck source=tests/nested/scenarios/lib/agent-cell.sh
+. "$(dirname "$0")/lib/agent-cell.sh"
+start_cell /cellvm/cells/test-agent.toml
+wait_tries=3000
+agent_tries=1800
+# host_agent_ready: agent_ready, said in the transcript (up to ~90 s).
+host_agent_ready() {
+    if agent_ready; then
+        echo "host: agent ready"
+    else
+        echo "host: agent NOT ready"
+        return 1
+    fi
 }
-# act_and_wait PATTERN CMD...: run CMD, then wait for one more PATTERN line.
-act_and_wait() {
-    _pat="$1"
-    shift
-    _c="$(count "$_pat")"
-    "$@"
-    wait_count "$_pat" $((_c + 1))
-}
-# agent_ready: until the cell reports its guest agent ready (after an
-# insmod), checked every 50 ms, up to ~90 s: the host's view.
-agent_ready() {
-    _i=0
-    # The JSON's keys are sorted: the agent's "state" is not its first key.
-    until cellvm status "$name" --json 2>/dev/null | grep -q '"state":"ready"'; do
-        if [ "$_i" -ge 1800 ]; then
-            echo "host: agent NOT ready"
-            return 1
-        fi
-        _i=$((_i + 1))
-        usleep 50000
-    done
-    echo "host: agent ready"
-}
-step() { echo "step: $*"; }
-api() { echo "\$ cellvm $*"; cellvm "$@" 2>&1; echo "rc=$?"; }
 send() { printf '%s\n' "$*" >&3; }
 
 # agent_mode normal|nak|silent: set the guest agent's test_mode, print the
@@ -194,7 +159,7 @@ wait_count "CELLVM-AGENT-RMMOD" 1
 host_devices dies
 guest_sync dies
 send insmod
-agent_ready
+host_agent_ready
 guest_sync reloaded
 
 step detach-refused
@@ -218,12 +183,4 @@ api detach "$name" hot0
 guest_sync reattach
 
 step exit
-send exit
-wait $pid
-rc=$?
-exec 3>&-
-echo "step: console"
-cat "$log"
-rm -rf "$dir"
-echo "scenario: cellvm rc=$rc"
-exit $rc
+finish_cell
