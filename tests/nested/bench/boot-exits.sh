@@ -6,7 +6,7 @@
 # boot benchmark's guest under cellvm and QEMU microvm, the same for both
 # VMMs; and cellvm's own `cellvm stats` at the marker (exits per kind,
 # accesses per device). Prints "boot-exits" lines, read by eye
-# (docs/benchmarks.md, "Where the boot's exits go").
+# (docs/benchmarks.md, "Where the guest's boot goes").
 # cellvm-timeout: 600
 # shellcheck source=tests/nested/bench/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -59,3 +59,4 @@ for round in 1 2; do
         -nodefaults -no-user-config -nographic -no-reboot -serial stdio \
         -kernel "$kernel" -initrd "$initrd" -append "$append" -dtb "$dtb"
 done
+rm -rf "$dir"
