@@ -357,6 +357,7 @@ fn pci_walk(kind: PciHostKind, config_base: u64, devfn_shift: u32) {
     asm.write32(bar_addr + 4, 0xabcd_1234).print32(bar_addr + 4); // scratch
     asm.print32(bar_addr + 0xc); // write counter
     asm.write32(bar_addr + 8, 1); // raise INTx
+    asm.print32(f1 + 0x04); // command, and the status register's interrupt bit
     asm.exit(0);
 
     let dir = tempfile::tempdir().unwrap();
@@ -398,9 +399,22 @@ fn pci_walk(kind: PciHostKind, config_base: u64, devfn_shift: u32) {
             u32::from_le_bytes(*b"CVTD"),
             0xabcd_1234,
             1,
+            // Status: capabilities (bit 4) and interrupt (bit 3); command:
+            // memory decode.
+            0x0018_0002,
         ]
     );
     let bridge = bridge.lock().unwrap();
+    // ECAM functions are read from a mirror page where KVM has read-only
+    // slots: the reads above (the status bit set by the device included)
+    // came from it. CAM functions are smaller than a page: never mirrored.
+    let readonly = kvm_ioctls::Kvm::new()
+        .unwrap()
+        .check_extension(kvm_ioctls::Cap::ReadonlyMem);
+    assert_eq!(
+        bridge.is_mirrored(cellvm::pci::PciAddress::new(0, 1, 0).unwrap()),
+        kind == PciHostKind::Ecam && readonly && cfg!(target_arch = "x86_64")
+    );
     // Swizzle: INTA of device 1 lands on the bridge's second pin.
     assert!(bridge.intx_level(1), "INTA of slot 1 should be asserted");
     assert!(!bridge.intx_level(0));

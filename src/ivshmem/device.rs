@@ -482,6 +482,12 @@ impl IvshmemDevice {
 }
 
 impl PciFunction for IvshmemDevice {
+    /// Every register is served from the [`ConfigSpace`]; reads have no
+    /// side effects.
+    fn mirror_config(&self) -> bool {
+        true
+    }
+
     fn config(&self) -> &ConfigSpace {
         &self.config
     }

@@ -14,6 +14,7 @@
 //! effects and INTx are built on top of that.
 
 use super::bar::{BarKind, BarRegion, BarSpec};
+use super::config_mirror::MirrorPage;
 use super::PciError;
 use crate::devices::InterruptLine;
 use std::sync::{Arc, Mutex};
@@ -177,6 +178,14 @@ pub trait PciFunction: Send {
     fn read_bar(&mut self, bar: usize, offset: u64, data: &mut [u8]);
     /// Guest write of `data` at `offset` in BAR `bar`.
     fn write_bar(&mut self, bar: usize, offset: u64, data: &[u8]);
+    /// Whether the guest may read this function's configuration space from
+    /// a mirror page instead of exiting ([`super::config_mirror`]): only if
+    /// [`read_config`](Self::read_config) is the default (every register
+    /// served from [`config`](Self::config), no read side effects). `false`
+    /// unless a function says so.
+    fn mirror_config(&self) -> bool {
+        false
+    }
     /// Returns the function to its power-on state (decode off, INTx low).
     fn reset(&mut self) {
         self.config_mut().reset()
@@ -207,6 +216,9 @@ pub struct ConfigSpace {
     /// Where the next capability goes.
     next_capability: usize,
     intx: Intx,
+    /// The page the guest reads these registers from, if mirrored: every
+    /// register change is written through to it ([`super::config_mirror`]).
+    mirror: Option<Arc<MirrorPage>>,
 }
 
 impl ConfigSpace {
@@ -235,6 +247,37 @@ impl ConfigSpace {
             last_capability: None,
             next_capability: regs::CAPABILITY_START,
             intx: Intx::default(),
+            mirror: None,
+        }
+    }
+
+    /// Writes every register to `page` and keeps it up to date from now on
+    /// (the bridge maps it into the guest afterwards).
+    pub fn attach_mirror(&mut self, page: Arc<MirrorPage>) {
+        for (reg, value) in self.regs.iter().enumerate() {
+            page.store(reg, *value);
+        }
+        self.mirror = Some(page);
+    }
+
+    /// Stops writing register changes to the mirror page (the bridge has
+    /// unmapped it).
+    pub fn detach_mirror(&mut self) {
+        self.mirror = None;
+    }
+
+    /// Whether a mirror page is attached.
+    pub fn is_mirrored(&self) -> bool {
+        self.mirror.is_some()
+    }
+
+    /// Sets dword `reg` (inside the header) and its mirror.
+    fn set_reg(&mut self, reg: usize, value: u32) {
+        if let Some(r) = self.regs.get_mut(reg) {
+            *r = value;
+            if let Some(page) = &self.mirror {
+                page.store(reg, value);
+            }
         }
     }
 
@@ -259,7 +302,7 @@ impl ConfigSpace {
         };
         let rw = rw & mask;
         let clear = w1c & mask & value;
-        self.regs[reg] = ((old & !rw) | (value & rw)) & !clear;
+        self.set_reg(reg, ((old & !rw) | (value & rw)) & !clear);
         if reg == regs::COMMAND / 4 {
             self.drive_intx(false);
         }
@@ -286,7 +329,7 @@ impl ConfigSpace {
                 return;
             }
             let m = 0xffu32 << shift;
-            self.regs[reg] = (self.regs[reg] & !m) | (u32::from(*b) << shift);
+            self.set_reg(reg, (self.regs[reg] & !m) | (u32::from(*b) << shift));
             self.initial[reg] = (self.initial[reg] & !m) | (u32::from(*b) << shift);
         }
     }
@@ -313,7 +356,9 @@ impl ConfigSpace {
     /// Returns every register to its initial value, lowers INTx. Masks,
     /// BARs and capabilities stay.
     pub fn reset(&mut self) {
-        self.regs = self.initial;
+        for reg in 0..DWORDS {
+            self.set_reg(reg, self.initial[reg]);
+        }
         self.intx.asserted = false;
         self.sync_interrupt_status();
         self.drive_intx(false);
@@ -352,7 +397,8 @@ impl ConfigSpace {
     /// Sets status bits from the device side (an error the function
     /// detected); the guest clears the RW1C ones by writing ones.
     pub fn set_status_bits(&mut self, bits: u16) {
-        self.regs[regs::STATUS / 4] |= u32::from(bits) << 16;
+        let reg = regs::STATUS / 4;
+        self.set_reg(reg, self.regs[reg] | (u32::from(bits) << 16));
     }
 
     /// Sets or clears the header type's multi-function bit (the bridge does
@@ -360,13 +406,9 @@ impl ConfigSpace {
     pub fn set_multi_function(&mut self, on: bool) {
         let reg = regs::HEADER_TYPE / 4;
         let bit = u32::from(HEADER_MULTI_FUNCTION) << ((regs::HEADER_TYPE % 4) * 8);
-        for r in [&mut self.regs[reg], &mut self.initial[reg]] {
-            if on {
-                *r |= bit;
-            } else {
-                *r &= !bit;
-            }
-        }
+        let set = |r: u32| if on { r | bit } else { r & !bit };
+        self.initial[reg] = set(self.initial[reg]);
+        self.set_reg(reg, set(self.regs[reg]));
     }
 
     /// Whether the multi-function bit is set.
@@ -397,11 +439,11 @@ impl ConfigSpace {
         }
         let (low_rw, high_rw) = spec.writable_masks();
         let low = BAR_DWORD + index;
-        self.regs[low] = spec.flag_bits();
+        self.set_reg(low, spec.flag_bits());
         self.initial[low] = spec.flag_bits();
         self.rw[low] = low_rw;
         if let Some(high_rw) = high_rw {
-            self.regs[low + 1] = 0;
+            self.set_reg(low + 1, 0);
             self.initial[low + 1] = 0;
             self.rw[low + 1] = high_rw;
         }
@@ -479,7 +521,7 @@ impl ConfigSpace {
         }
         let reg = regs::STATUS / 4;
         let bit = u32::from(STATUS_CAPABILITIES) << 16;
-        self.regs[reg] |= bit;
+        self.set_reg(reg, self.regs[reg] | bit);
         self.initial[reg] |= bit;
         self.last_capability = Some(offset);
         self.next_capability = (end + 3) & !3;
@@ -537,11 +579,12 @@ impl ConfigSpace {
     fn sync_interrupt_status(&mut self) {
         let bit = u32::from(STATUS_INTERRUPT) << 16;
         let reg = regs::STATUS / 4;
-        if self.intx.asserted {
-            self.regs[reg] |= bit;
+        let value = if self.intx.asserted {
+            self.regs[reg] | bit
         } else {
-            self.regs[reg] &= !bit;
-        }
+            self.regs[reg] & !bit
+        };
+        self.set_reg(reg, value);
     }
 
     fn drive_intx(&mut self, force: bool) {

@@ -9,11 +9,12 @@
 //! [`Bus::remove`] and [`BarMapper`]s with no function lock held.
 
 use super::bar::{BarKind, BarMapper, BarRegion};
+use super::config_mirror::{MirrorMapper, MirrorMapping, MirrorPage};
 use super::config_space::SharedFunction;
 use super::decode::{BadAccess, ConfigDecoder, Decoded, PciAddress};
 use super::intx::pci_intx_pin;
 use super::PciError;
-use crate::config::Window;
+use crate::config::{PciHostKind, Window};
 use crate::devices::{fill_le, le_value, Bus, BusDevice, InterruptLine, SharedLine};
 use crate::layout::PciBridgeSlot;
 use crate::ratelimit::RateLimiter;
@@ -75,6 +76,9 @@ struct BarState {
 struct Slot {
     function: SharedFunction,
     bars: [BarState; 6],
+    /// The function's config space mapped for the guest to read without
+    /// exiting ([`super::config_mirror`]); dropping it unmaps the page.
+    mirror: Option<Box<dyn MirrorMapping>>,
 }
 
 /// Everything BAR mapping needs, borrowed apart from the function table.
@@ -180,6 +184,10 @@ pub struct PciHostBridge {
     bad_accesses: u64,
     bad_log: RateLimiter,
     map_log: RateLimiter,
+    /// Guest-physical base of the config window.
+    config_base: u64,
+    /// Maps config-space mirrors (ECAM only; `None`: every read exits).
+    mirror: Option<Arc<dyn MirrorMapper>>,
 }
 
 impl PciHostBridge {
@@ -201,6 +209,74 @@ impl PciHostBridge {
             bad_accesses: 0,
             bad_log: RateLimiter::new(10),
             map_log: RateLimiter::new(10),
+            config_base: slot.config.base,
+            mirror: None,
+        }
+    }
+
+    /// Lets the guest read the configuration space of functions that allow
+    /// it ([`PciFunction::mirror_config`](super::PciFunction::mirror_config))
+    /// from pages `mapper` maps, instead of exiting. ECAM windows only (a CAM
+    /// function is smaller than a page): ignored for CAM. Functions already
+    /// attached are mirrored now, later ones as they are added.
+    pub fn set_mirror_mapper(&mut self, mapper: Arc<dyn MirrorMapper>) {
+        if self.decoder.kind() != PciHostKind::Ecam {
+            return;
+        }
+        self.mirror = Some(mapper);
+        for address in self.addresses() {
+            self.mirror_function(address);
+        }
+    }
+
+    /// Whether the guest reads the function at `address` from a mirror.
+    pub fn is_mirrored(&self, address: PciAddress) -> bool {
+        self.functions
+            .get(&address)
+            .is_some_and(|s| s.mirror.is_some())
+    }
+
+    /// Maps a mirror of the function at `address`'s config space, if the
+    /// bridge has a mapper and the function allows it. A failure is logged
+    /// and leaves the function's reads exiting (correct, only slower).
+    fn mirror_function(&mut self, address: PciAddress) {
+        let Some(mapper) = self.mirror.clone() else {
+            return;
+        };
+        let Some(gpa) = self
+            .decoder
+            .offset_of(address, 0)
+            .and_then(|offset| self.config_base.checked_add(offset))
+        else {
+            return;
+        };
+        let Some(slot) = self.functions.get_mut(&address) else {
+            return;
+        };
+        if slot.mirror.is_some() || !sync::lock(&slot.function).mirror_config() {
+            return;
+        }
+        let page = match MirrorPage::new() {
+            Ok(page) => Arc::new(page),
+            Err(e) => {
+                if self.map_log.allow() {
+                    log::warn!("pci bridge {} {address}: {e}; config reads exit", self.id);
+                }
+                return;
+            }
+        };
+        // Filled before it is mapped: the guest never sees a partial header.
+        sync::lock(&slot.function)
+            .config_mut()
+            .attach_mirror(page.clone());
+        match mapper.map(gpa, page) {
+            Ok(mapping) => slot.mirror = Some(mapping),
+            Err(e) => {
+                sync::lock(&slot.function).config_mut().detach_mirror();
+                if self.map_log.allow() {
+                    log::warn!("pci bridge {} {address}: {e}; config reads exit", self.id);
+                }
+            }
         }
     }
 
@@ -316,10 +392,12 @@ impl PciHostBridge {
             Slot {
                 function,
                 bars: Default::default(),
+                mirror: None,
             },
         );
         self.update_multi_function(address.bus, address.device);
         self.sync_bars(address);
+        self.mirror_function(address);
         Ok(())
     }
 
@@ -329,6 +407,7 @@ impl PciHostBridge {
         let Some(mut slot) = self.functions.remove(&address) else {
             return Err(PciError::NoFunction(address));
         };
+        Self::unmirror(&mut slot);
         self.unmap_all(&mut slot);
         sync::lock(&slot.function).config_mut().connect_intx(None);
         self.update_multi_function(address.bus, address.device);
@@ -435,6 +514,14 @@ impl PciHostBridge {
         }
     }
 
+    /// Unmaps the function's mirror (reads exit again), then stops
+    /// writing its registers through to the page.
+    fn unmirror(slot: &mut Slot) {
+        if slot.mirror.take().is_some() {
+            sync::lock(&slot.function).config_mut().detach_mirror();
+        }
+    }
+
     fn unmap_all(&self, slot: &mut Slot) {
         let ctx = MapCtx {
             id: &self.id,
@@ -522,6 +609,7 @@ impl Drop for PciHostBridge {
     fn drop(&mut self) {
         let mut slots = std::mem::take(&mut self.functions);
         for slot in slots.values_mut() {
+            Self::unmirror(slot);
             self.unmap_all(slot);
             sync::lock(&slot.function).config_mut().connect_intx(None);
         }

@@ -6,6 +6,8 @@
 //! - [`config_space`]: the [`PciFunction`] trait and [`ConfigSpace`], a
 //!   reusable type-0 header with per-register read-only / read-write /
 //!   write-1-to-clear masks, BARs, a capability list and INTx state.
+//! - [`config_mirror`]: [`MirrorPage`], a function's config space the guest
+//!   reads from memory instead of exiting, written through on every change.
 //! - [`bar`]: BAR descriptions ([`BarSpec`]), the sizing protocol, and the
 //!   [`BarMapper`] hook for BARs backed by host memory.
 //! - [`host_bridge`]: [`PciHostBridge`], the [`BusDevice`](crate::devices::BusDevice)
@@ -20,6 +22,7 @@
 //! register map.
 
 pub mod bar;
+pub mod config_mirror;
 pub mod config_space;
 pub mod decode;
 pub mod host_bridge;
@@ -29,6 +32,7 @@ pub mod p2p_bridge;
 pub mod test_device;
 
 pub use bar::{BarKind, BarMapError, BarMapper, BarRegion, BarSpec};
+pub use config_mirror::{MirrorError, MirrorMapper, MirrorMapping, MirrorPage};
 pub use config_space::{ConfigSpace, IntxPin, PciFunction, PciIds, SharedFunction};
 pub use decode::{BadAccess, ConfigDecoder, Decoded, PciAddress};
 pub use host_bridge::PciHostBridge;

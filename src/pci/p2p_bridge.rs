@@ -99,6 +99,12 @@ impl PciToPciBridge {
 }
 
 impl PciFunction for PciToPciBridge {
+    /// Every register is served from the [`ConfigSpace`]; reads have no
+    /// side effects.
+    fn mirror_config(&self) -> bool {
+        true
+    }
+
     fn config(&self) -> &ConfigSpace {
         &self.config
     }

@@ -168,6 +168,12 @@ impl PciTestDevice {
 }
 
 impl PciFunction for PciTestDevice {
+    /// Every register is served from the [`ConfigSpace`]; reads have no
+    /// side effects.
+    fn mirror_config(&self) -> bool {
+        true
+    }
+
     fn config(&self) -> &ConfigSpace {
         &self.config
     }

@@ -16,6 +16,7 @@ use crate::layout::PciBridgeSlot;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+mod mirror;
 mod p2p;
 
 /// An MSI sender that records every message (vector, address, data).

@@ -13,7 +13,9 @@
 //! Platform devices (console, debug-exit, boot timer, channel, i8042,
 //! CMOS) are not configurable and are registered by [`super::Cell::new`].
 
+use super::config_mirror::KvmMirrorMapper;
 use super::irq::{GsiRouter, LevelPins};
+use super::slots::SlotPool;
 use super::virtio::{build_virtio_mmio, build_virtio_pci, VirtioModel, VirtioWorker};
 use super::{ivshmem, VmmError};
 use crate::config::{
@@ -31,7 +33,6 @@ use crate::seccomp::Filters;
 use event_manager::{MutEventSubscriber, RemoteEndpoint, SubscriberId, SubscriberOps};
 use kvm_ioctls::VmFd;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use vm_memory::GuestMemoryMmap;
 use vmm_sys_util::eventfd::EventFd;
@@ -73,8 +74,13 @@ pub struct DeviceManager {
     memory: GuestMemoryMmap,
     /// Whether KVM maps read-only memory slots (ivshmem's read-only sections).
     readonly_mem: bool,
-    /// The next unused KVM memory-slot number.
-    next_slot: AtomicU32,
+    /// Whether ECAM bridges let the guest read config space from read-only
+    /// mirror pages ([`crate::pci::config_mirror`]): x86_64 with read-only
+    /// slots. (Not arm64: without FEAT_S2FWB the guest's device mapping of
+    /// ECAM would read the page past the host's cached stores.)
+    mirror_config: bool,
+    /// The cell's unused KVM memory-slot numbers.
+    slots: Arc<SlotPool>,
     /// The cell's name (default output file names of extra UARTs).
     cell: String,
     /// Where extra UARTs without a `path` write (`CELL.ID.out`).
@@ -197,7 +203,8 @@ impl DeviceManager {
             router: parts.router,
             memory: parts.memory,
             readonly_mem: parts.readonly_mem,
-            next_slot: AtomicU32::new(parts.first_slot),
+            mirror_config: parts.readonly_mem && cfg!(target_arch = "x86_64"),
+            slots: Arc::new(SlotPool::new(parts.first_slot)),
             cell: parts.cell,
             output_dir: parts.output_dir,
             seccomp: parts.seccomp,
@@ -265,11 +272,11 @@ impl DeviceManager {
         self.seccomp.as_ref()
     }
 
-    /// Hands out `count` consecutive KVM memory-slot numbers. Slots are
-    /// not reused: a cell has thousands (KVM_CAP_NR_MEMSLOTS) and only
-    /// boot-time ivshmem functions and the channel take any.
+    /// Hands out `count` consecutive KVM memory-slot numbers for the life
+    /// of the cell (a cell has thousands, KVM_CAP_NR_MEMSLOTS): the channel
+    /// and ivshmem functions. Config-space mirrors take and give back theirs.
     pub fn allocate_slots(&self, count: u32) -> u32 {
-        self.next_slot.fetch_add(count, Ordering::Relaxed)
+        self.slots.allocate(count)
     }
 
     /// Builds `dev`, placed at `slot`, and registers it. `runtime` says the
@@ -432,6 +439,12 @@ impl DeviceManager {
         model: &mut DeviceModel,
     ) -> Result<(), VmmError> {
         let mut bridge = PciHostBridge::new(slot, &self.mmio);
+        if self.mirror_config {
+            bridge.set_mirror_mapper(Arc::new(KvmMirrorMapper::new(
+                self.vm.clone(),
+                self.slots.clone(),
+            )));
+        }
         let lines: [Arc<dyn InterruptLine>; 4] = slot.intx.map(|gsi| self.pins.line(gsi));
         bridge.connect_intx(lines);
         // Buses behind PCI-to-PCI bridges first, so that functions added

@@ -3,6 +3,7 @@
 
 pub mod arch;
 mod channel_mem;
+mod config_mirror;
 mod connect;
 pub mod control;
 mod device_state;
@@ -16,6 +17,7 @@ mod ivshmem;
 mod memory;
 mod plug;
 pub mod runtime;
+pub mod slots;
 mod trim;
 pub mod vcpu;
 mod virtio;
