@@ -56,7 +56,33 @@ pub fn create_vm(kvm: &Kvm, _cfg: &CellConfig) -> Result<(VmFd, Irqchip), VmmErr
     vm.set_tss_address(KVM_TSS_ADDR as usize)
         .kvm("set TSS address")?;
     vm.create_irq_chip().kvm("create in-kernel irqchip")?;
+    zap_only_deleted_slots(&vm);
     Ok((vm, Irqchip))
+}
+
+/// `KVM_X86_QUIRK_SLOT_ZAP_ALL` (Linux 6.12 and later).
+const QUIRK_SLOT_ZAP_ALL: u64 = 1 << 7;
+
+/// Asks KVM to drop only a deleted memory slot's mappings, not every
+/// mapping of the guest (`KVM_X86_QUIRK_SLOT_ZAP_ALL`, on by default: kept
+/// for guests with an assigned GPU, which cells never have). Without this,
+/// each slot a device model removes (a detached bridge's config-space
+/// mirrors, an unmapped ivshmem BAR) makes the guest fault all of its RAM
+/// back in. Kernels without the quirk (before 6.12) only zap the slot: then
+/// there is nothing to do.
+fn zap_only_deleted_slots(vm: &VmFd) {
+    let supported = vm.check_extension_raw(kvm_bindings::KVM_CAP_DISABLE_QUIRKS2.into());
+    if supported <= 0 || u64::from(supported.unsigned_abs()) & QUIRK_SLOT_ZAP_ALL == 0 {
+        return;
+    }
+    let cap = kvm_bindings::kvm_enable_cap {
+        cap: kvm_bindings::KVM_CAP_DISABLE_QUIRKS2,
+        args: [QUIRK_SLOT_ZAP_ALL, 0, 0, 0],
+        ..Default::default()
+    };
+    if let Err(e) = vm.enable_cap(&cap) {
+        log::warn!("KVM: disabling the slot-zap-all quirk failed ({e}): deleting a slot refaults all guest memory");
+    }
 }
 
 /// The console UART at its I/O port, and the i8042 (reset), CMOS and ACPI
