@@ -12,6 +12,11 @@
 //! so read-only bits hold, read-write bits round-trip, and write-1-to-clear
 //! bits clear only where a one is written. BARs, the command register's side
 //! effects and INTx are built on top of that.
+//!
+//! Every register change goes through one setter, which also stores the new
+//! dword in the function's mirror page when it has one
+//! ([`super::config_mirror`]): the page cannot miss a change, whichever side
+//! made it.
 
 use super::bar::{BarKind, BarRegion, BarSpec};
 use super::config_mirror::MirrorPage;
