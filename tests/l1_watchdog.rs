@@ -1,6 +1,7 @@
 //! scripts/l1-watchdog.py against a fake QEMU human monitor: it wakes a vCPU
 //! halted with a deliverable interrupt pending (QEMU TCG's lost wake-up,
-//! docs/rig.md) and leaves a merely idle one alone.
+//! docs/rig.md) and leaves a merely idle one alone; it pokes L1 whose
+//! heartbeat stopped, halted or not, and quits QEMU when it stays silent.
 
 // Test and benchmark code: a failed step should panic with its message.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -165,15 +166,17 @@ fn silent_heartbeat(dir: &std::path::Path, beats: &str) -> Vec<String> {
     vec!["--heartbeat".into(), file.display().to_string()]
 }
 
-#[test]
-fn watchdog_pokes_a_halted_vcpu_whose_heartbeat_stopped() {
-    let (child, rx, _dir) = start_with(Cpu::Idle, 1000, |d| {
+/// Runs the watchdog on a vCPU in state `cpu` whose heartbeat stopped,
+/// until its first key press; asserts it went on watching after it and
+/// returns its report.
+fn first_poke_on_a_silent_heartbeat(cpu: Cpu) -> String {
+    let (child, rx, _dir) = start_with(cpu, 1000, |d| {
         let mut args = silent_heartbeat(d, "beat 1\n");
         args.extend(["--poke-after", "0.2", "--hung-after", "60"].map(String::from));
         args
     });
-    // The first poke wakes the fake vCPU. The watchdog reports it before its
-    // next look at the vCPU; then stop it.
+    // The first poke makes the fake vCPU run. The watchdog reports it before
+    // its next look at the vCPU; then stop it.
     let cmds: Vec<String> = rx
         .iter()
         .take_while(|c| c != "sendkey shift")
@@ -190,9 +193,25 @@ fn watchdog_pokes_a_halted_vcpu_whose_heartbeat_stopped() {
     let mut child = child;
     child.kill().unwrap();
     let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn watchdog_pokes_a_halted_vcpu_whose_heartbeat_stopped() {
+    let stderr = first_poke_on_a_silent_heartbeat(Cpu::Idle);
     assert!(
-        stderr.contains("halted with no heartbeat for") && stderr.contains("poked it (1 so far)"),
+        stderr.contains("(vCPU 0 halted) with no heartbeat for")
+            && stderr.contains("poked it (1 so far)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn watchdog_pokes_a_running_vcpu_whose_heartbeat_stopped() {
+    let stderr = first_poke_on_a_silent_heartbeat(Cpu::Running);
+    assert!(
+        stderr.contains("(vCPU 0 running) with no heartbeat for")
+            && stderr.contains("poked it (1 so far)"),
         "{stderr}"
     );
 }

@@ -99,8 +99,7 @@ fn arm64_guest_device_tree_carries_every_property_cellvm_generated() {
 
 #[test]
 fn arm64_guest_drives_test_functions_on_ecam_and_cam_bridges_with_intx_on_gic_spis_and_msix() {
-    let s = arm64_rig().scenario("pci");
-    assert_eq!(s.rc, 0, "{}", s.output);
+    let s = arm64_rig().succeeded("pci");
     let window = cellvm::platform::aarch64::PCI_MMIO32_POOL;
     let listed: Vec<&str> = s.output.lines().filter(|l| l.starts_with("pci:")).collect();
     assert_eq!(listed.len(), 3, "{}", s.output);
@@ -231,8 +230,7 @@ fn arm64_virtio_pci_rng_block_and_console_move_real_data_with_msix_through_the_i
 
 #[test]
 fn arm64_ivshmem_peer_cells_share_memory_and_ring_each_others_doorbells() {
-    let s = arm64_rig().scenario("ivshmem");
-    assert_eq!(s.rc, 0, "{}", s.output);
+    let s = arm64_rig().succeeded("ivshmem");
     let o = &s.output;
     assert!(!o.contains("FAIL"), "{o}");
     assert!(

@@ -52,8 +52,7 @@ fn guest_device_tree_carries_every_property_cellvm_generated() {
 
 #[test]
 fn console_input_reaches_the_guest_and_comes_back() {
-    let s = rig().scenario("console-echo");
-    assert_eq!(s.rc, 0, "{}", s.output);
+    let s = rig().succeeded("console-echo");
     let sent = s
         .output
         .lines()
@@ -78,8 +77,7 @@ fn guest_debug_exit_code_becomes_cellvm_exit_status() {
 
 #[test]
 fn demo_cell_prints_its_summary_and_exits_cleanly() {
-    let s = rig().scenario("demo");
-    assert_eq!(s.rc, 0, "{}", s.output);
+    let s = rig().succeeded("demo");
     assert!(
         s.output.contains("Hello from a cellvm cell!"),
         "{}",
@@ -96,8 +94,7 @@ fn demo_cell_prints_its_summary_and_exits_cleanly() {
 
 #[test]
 fn guest_enumerates_ecam_and_cam_bridges_with_bars_inside_their_windows() {
-    let s = rig().scenario("pci");
-    assert_eq!(s.rc, 0, "{}", s.output);
+    let s = rig().succeeded("pci");
     let cfg = cellvm::config::load(
         &repo_root().join("cells/test-pci.toml"),
         &cellvm::config::LoadOptions { check_files: false },
@@ -164,8 +161,7 @@ fn guest_reads_and_writes_test_device_bars_and_receives_intx_and_msix() {
 
 #[test]
 fn two_ivshmem_peer_cells_exchange_data_and_see_each_others_state() {
-    let s = rig().scenario("ivshmem");
-    assert_eq!(s.rc, 0, "{}", s.output);
+    let s = rig().succeeded("ivshmem");
     assert!(s
         .output
         .contains("peer0: ivshmem: e0000000:00:01.0 id=0x00000000 max_peers=0x00000002"));
@@ -195,8 +191,7 @@ fn count_after(output: &str, prefix: &str) -> Option<u64> {
 
 #[test]
 fn ivshmem_doorbell_raises_an_interrupt_in_the_peer_guest() {
-    let s = rig().scenario("ivshmem");
-    assert_eq!(s.rc, 0, "{}", s.output);
+    let s = rig().succeeded("ivshmem");
     assert!(!s.output.contains("FAIL"), "{}", s.output);
     for peer in ["peer0", "peer1"] {
         assert!(
@@ -796,8 +791,7 @@ fn after_a_forced_detach_the_guest_runs_on_and_the_same_id_attaches_again() {
 
 #[test]
 fn the_cell_survives_every_failure_and_exits_cleanly() {
-    let s = rig().scenario("rollback");
-    assert_eq!(s.rc, 0, "{}", s.output);
+    let s = rig().succeeded("rollback");
     assert!(s.output.contains("scenario: cellvm rc=0"), "{}", s.output);
     let console = &scenario_steps("rollback")["console"];
     assert!(console.contains("(exit status 0)"), "{console}");

@@ -32,8 +32,7 @@ pub fn assert_booted(run: &RigRun, name: &str, expect_rc: i32) -> Vec<String> {
 /// The output of each `step: NAME` section of scenario `name` of `run`,
 /// which exited with 0.
 pub fn scenario_steps(run: &RigRun, name: &str) -> BTreeMap<String, String> {
-    let s = run.scenario(name);
-    assert_eq!(s.rc, 0, "{}", s.output);
+    let s = run.succeeded(name);
     let mut steps = BTreeMap::new();
     let mut current = String::from("start");
     for line in s.output.lines() {
@@ -53,8 +52,7 @@ pub fn scenario_steps(run: &RigRun, name: &str) -> BTreeMap<String, String> {
 /// the disk and the guest's written to it, a line each way over the
 /// console's pty, the pty link gone after the cell. The scenario's output.
 pub fn assert_virtio_moves_real_data(run: &RigRun, scenario: &str, transport: &str) -> String {
-    let s = run.scenario(scenario);
-    assert_eq!(s.rc, 0, "{}", s.output);
+    let s = run.succeeded(scenario);
     let o = &s.output;
     for bound in [
         "device=0x0004 driver=virtio_rng",

@@ -21,6 +21,30 @@ pub struct RigRun {
 }
 
 impl RigRun {
+    /// The named scenario, which must have exited with 0. Otherwise the test
+    /// fails with a message that leads with the status (124: L1's
+    /// per-scenario watchdog killed it) and the output's last lines, then the
+    /// whole output: a summary that keeps only the head and tail of a long
+    /// message still shows why.
+    pub fn succeeded(&self, name: &str) -> &Scenario {
+        let s = self.scenario(name);
+        if s.rc != 0 {
+            let why = match s.rc {
+                124 => " (timed out: L1's per-scenario watchdog killed it)",
+                -1 => " (no status: L1 never finished it)",
+                _ => "",
+            };
+            let lines: Vec<&str> = s.output.lines().collect();
+            let tail = lines[lines.len().saturating_sub(25)..].join("\n");
+            panic!(
+                "scenario {name} exited with {}{why}; its last lines:\n{tail}\n\
+                 --- its whole output ---\n{}",
+                s.rc, s.output
+            );
+        }
+        s
+    }
+
     /// The named scenario; fails the test with L1's log tail if it is missing.
     pub fn scenario(&self, name: &str) -> &Scenario {
         match self.scenarios.get(name) {

@@ -3,7 +3,7 @@
 # agent applies the overlays (cells/test-agent.toml, agent mode). The guest
 # prints CELLVM-DEV+/- for every platform or PCI device that appears or goes;
 # tests/nested_boot.rs checks the transcript. Steps are marked "step: NAME".
-# cellvm-timeout: 420
+# cellvm-timeout: 900
 name=test-agent
 # shellcheck source=tests/nested/scenarios/lib/agent-cell.sh
 . "$(dirname "$0")/lib/agent-cell.sh"
