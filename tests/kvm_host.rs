@@ -405,9 +405,10 @@ fn pci_walk(kind: PciHostKind, config_base: u64, devfn_shift: u32) {
         ]
     );
     let bridge = bridge.lock().unwrap();
-    // ECAM functions are read from a mirror page where KVM has read-only
-    // slots: the reads above (the status bit set by the device included)
-    // came from it. CAM functions are smaller than a page: never mirrored.
+    // An ECAM window is read from its mirror where KVM has read-only
+    // slots: the reads above (the status bit set by the device and the
+    // absent 00:02.0 included) came from it. CAM functions are smaller than
+    // a page: never mirrored.
     let readonly = kvm_ioctls::Kvm::new()
         .unwrap()
         .check_extension(kvm_ioctls::Cap::ReadonlyMem);

@@ -9,10 +9,11 @@
 //! [`Bus::remove`] and [`BarMapper`]s with no function lock held.
 
 use super::bar::{BarKind, BarMapper, BarRegion};
-use super::config_mirror::{MirrorMapper, MirrorMapping, MirrorPage};
+use super::config_mirror::{MirrorMapper, MirrorMapping, MirrorPage, MIRROR_PAGE_SIZE};
 use super::config_space::SharedFunction;
 use super::decode::{BadAccess, ConfigDecoder, Decoded, PciAddress};
 use super::intx::pci_intx_pin;
+use super::mirror_window::MirrorWindow;
 use super::PciError;
 use crate::config::{PciHostKind, Window};
 use crate::devices::{fill_le, le_value, Bus, BusDevice, InterruptLine, SharedLine};
@@ -76,9 +77,38 @@ struct BarState {
 struct Slot {
     function: SharedFunction,
     bars: [BarState; 6],
-    /// The function's config space mapped for the guest to read without
-    /// exiting ([`super::config_mirror`]); dropping it unmaps the page.
-    mirror: Option<Box<dyn MirrorMapping>>,
+    /// The function's config space is a page placed in the bridge's mirror
+    /// window ([`super::config_mirror`]), written through on every change.
+    mirrored: bool,
+}
+
+/// The bridge's config window mirrored for reads without exits
+/// ([`super::config_mirror`]).
+struct BridgeMirror {
+    mapper: Arc<dyn MirrorMapper>,
+    window: Arc<MirrorWindow>,
+    /// Ranges of the window mapped into the guest: start offset → (length,
+    /// mapping). Together they cover the window except the pages of
+    /// functions that are not mirrored.
+    mapped: BTreeMap<u64, (u64, Box<dyn MirrorMapping>)>,
+}
+
+/// The page-aligned ranges of a window of `size` bytes left between the
+/// pages at `holes` (sorted offsets).
+fn ranges_between(size: u64, holes: &[u64]) -> Vec<(u64, u64)> {
+    let page = MIRROR_PAGE_SIZE as u64;
+    let mut ranges = Vec::new();
+    let mut start = 0;
+    for &hole in holes {
+        if hole > start {
+            ranges.push((start, hole - start));
+        }
+        start = start.max(hole.saturating_add(page));
+    }
+    if size > start {
+        ranges.push((start, size - start));
+    }
+    ranges
 }
 
 /// Everything BAR mapping needs, borrowed apart from the function table.
@@ -186,8 +216,8 @@ pub struct PciHostBridge {
     map_log: RateLimiter,
     /// Guest-physical base of the config window.
     config_base: u64,
-    /// Maps config-space mirrors (ECAM only; `None`: every read exits).
-    mirror: Option<Arc<dyn MirrorMapper>>,
+    /// The mirrored config window (ECAM only; `None`: every read exits).
+    mirror: Option<BridgeMirror>,
 }
 
 impl PciHostBridge {
@@ -214,46 +244,67 @@ impl PciHostBridge {
         }
     }
 
-    /// Lets the guest read the configuration space of functions that allow
+    /// Lets the guest read the configuration window from memory that
+    /// `mapper` maps instead of exiting: the pages of functions that allow
     /// it ([`PciFunction::mirror_config`](super::PciFunction::mirror_config))
-    /// from pages `mapper` maps, instead of exiting. ECAM windows only (a CAM
+    /// and all ones wherever no function is. ECAM windows only (a CAM
     /// function is smaller than a page): ignored for CAM. Functions already
-    /// attached are mirrored now, later ones as they are added.
+    /// attached are mirrored now, later ones as they are added. A window that
+    /// cannot be created is logged and every read goes on exiting.
     pub fn set_mirror_mapper(&mut self, mapper: Arc<dyn MirrorMapper>) {
-        if self.decoder.kind() != PciHostKind::Ecam {
+        if self.decoder.kind() != PciHostKind::Ecam || self.mirror.is_some() {
             return;
         }
-        self.mirror = Some(mapper);
+        let window = match MirrorWindow::new(self.decoder.window_size()) {
+            Ok(window) => Arc::new(window),
+            Err(e) => {
+                if self.map_log.allow() {
+                    log::warn!("pci bridge {}: {e}; config reads exit", self.id);
+                }
+                return;
+            }
+        };
+        self.mirror = Some(BridgeMirror {
+            mapper,
+            window,
+            mapped: BTreeMap::new(),
+        });
         for address in self.addresses() {
             self.mirror_function(address);
         }
+        self.remap_mirror();
     }
 
-    /// Whether the guest reads the function at `address` from a mirror.
+    /// Whether the guest reads the function at `address` from memory.
     pub fn is_mirrored(&self, address: PciAddress) -> bool {
-        self.functions
-            .get(&address)
-            .is_some_and(|s| s.mirror.is_some())
+        let (Some(slot), Some(mirror), Some(offset)) = (
+            self.functions.get(&address),
+            self.mirror.as_ref(),
+            self.decoder.offset_of(address, 0),
+        ) else {
+            return false;
+        };
+        slot.mirrored
+            && mirror
+                .mapped
+                .range(..=offset)
+                .next_back()
+                .is_some_and(|(start, (len, _))| offset < start + len)
     }
 
-    /// Maps a mirror of the function at `address`'s config space, if the
-    /// bridge has a mapper and the function allows it. A failure is logged
-    /// and leaves the function's reads exiting (correct, only slower).
+    /// Places a page with the config space of the function at `address` in
+    /// the mirror window, if the bridge mirrors and the function allows it.
+    /// A failure is logged and leaves the function's reads exiting (correct,
+    /// only slower) once [`Self::remap_mirror`] leaves its page out.
     fn mirror_function(&mut self, address: PciAddress) {
-        let Some(mapper) = self.mirror.clone() else {
-            return;
-        };
-        let Some(gpa) = self
-            .decoder
-            .offset_of(address, 0)
-            .and_then(|offset| self.config_base.checked_add(offset))
+        let (Some(mirror), Some(offset)) = (&self.mirror, self.decoder.offset_of(address, 0))
         else {
             return;
         };
         let Some(slot) = self.functions.get_mut(&address) else {
             return;
         };
-        if slot.mirror.is_some() || !sync::lock(&slot.function).mirror_config() {
+        if slot.mirrored || !sync::lock(&slot.function).mirror_config() {
             return;
         }
         let page = match MirrorPage::new() {
@@ -265,16 +316,58 @@ impl PciHostBridge {
                 return;
             }
         };
-        // Filled before it is mapped: the guest never sees a partial header.
+        // Filled before it is placed: the guest never sees a partial header.
         sync::lock(&slot.function)
             .config_mut()
             .attach_mirror(page.clone());
-        match mapper.map(gpa, page) {
-            Ok(mapping) => slot.mirror = Some(mapping),
+        match mirror.window.place(offset, &page) {
+            Ok(()) => slot.mirrored = true,
             Err(e) => {
                 sync::lock(&slot.function).config_mut().detach_mirror();
                 if self.map_log.allow() {
                     log::warn!("pci bridge {} {address}: {e}; config reads exit", self.id);
+                }
+            }
+        }
+    }
+
+    /// Maps the mirror window into the guest except the pages of functions
+    /// that are not mirrored (their reads exit): ranges that changed are
+    /// unmapped first, then the new ones mapped. A broken window
+    /// ([`MirrorWindow::is_broken`]) is unmapped entirely. A range that
+    /// cannot be mapped is logged and its reads exit.
+    fn remap_mirror(&mut self) {
+        let mut holes: Vec<u64> = self
+            .functions
+            .iter()
+            .filter(|(_, slot)| !slot.mirrored)
+            .filter_map(|(address, _)| self.decoder.offset_of(*address, 0))
+            .collect();
+        holes.sort_unstable();
+        let Some(mirror) = self.mirror.as_mut() else {
+            return;
+        };
+        if mirror.window.is_broken() {
+            mirror.mapped.clear();
+            return;
+        }
+        let ranges = ranges_between(mirror.window.size(), &holes);
+        mirror
+            .mapped
+            .retain(|start, (len, _)| ranges.contains(&(*start, *len)));
+        for (start, len) in ranges {
+            if mirror.mapped.contains_key(&start) {
+                continue;
+            }
+            let gpa = self.config_base.saturating_add(start);
+            match mirror.mapper.map(gpa, &mirror.window, start, len) {
+                Ok(mapping) => {
+                    mirror.mapped.insert(start, (len, mapping));
+                }
+                Err(e) => {
+                    if self.map_log.allow() {
+                        log::warn!("pci bridge {}: {e}; those config reads exit", self.id);
+                    }
                 }
             }
         }
@@ -392,12 +485,13 @@ impl PciHostBridge {
             Slot {
                 function,
                 bars: Default::default(),
-                mirror: None,
+                mirrored: false,
             },
         );
         self.update_multi_function(address.bus, address.device);
         self.sync_bars(address);
         self.mirror_function(address);
+        self.remap_mirror();
         Ok(())
     }
 
@@ -407,10 +501,11 @@ impl PciHostBridge {
         let Some(mut slot) = self.functions.remove(&address) else {
             return Err(PciError::NoFunction(address));
         };
-        Self::unmirror(&mut slot);
+        self.unmirror(address, &mut slot);
         self.unmap_all(&mut slot);
         sync::lock(&slot.function).config_mut().connect_intx(None);
         self.update_multi_function(address.bus, address.device);
+        self.remap_mirror();
         Ok(slot.function)
     }
 
@@ -514,12 +609,22 @@ impl PciHostBridge {
         }
     }
 
-    /// Unmaps the function's mirror (reads exit again), then stops
-    /// writing its registers through to the page.
-    fn unmirror(slot: &mut Slot) {
-        if slot.mirror.take().is_some() {
-            sync::lock(&slot.function).config_mut().detach_mirror();
+    /// Shows all ones at the function's page in the mirror window again,
+    /// then stops writing its registers through to the page. A window that
+    /// fails to take the page back is broken: the caller's
+    /// [`Self::remap_mirror`] unmaps it.
+    fn unmirror(&self, address: PciAddress, slot: &mut Slot) {
+        if !std::mem::take(&mut slot.mirrored) {
+            return;
         }
+        if let (Some(mirror), Some(offset)) = (&self.mirror, self.decoder.offset_of(address, 0)) {
+            if let Err(e) = mirror.window.clear(offset) {
+                if self.map_log.allow() {
+                    log::warn!("pci bridge {} {address}: {e}; config reads exit", self.id);
+                }
+            }
+        }
+        sync::lock(&slot.function).config_mut().detach_mirror();
     }
 
     fn unmap_all(&self, slot: &mut Slot) {
@@ -607,9 +712,14 @@ impl BusDevice for PciHostBridge {
 
 impl Drop for PciHostBridge {
     fn drop(&mut self) {
+        // The guest's view of the window goes first (its KVM slots), then
+        // the functions.
+        self.mirror = None;
         let mut slots = std::mem::take(&mut self.functions);
         for slot in slots.values_mut() {
-            Self::unmirror(slot);
+            if std::mem::take(&mut slot.mirrored) {
+                sync::lock(&slot.function).config_mut().detach_mirror();
+            }
             self.unmap_all(slot);
             sync::lock(&slot.function).config_mut().connect_intx(None);
         }

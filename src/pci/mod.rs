@@ -8,6 +8,8 @@
 //!   write-1-to-clear masks, BARs, a capability list and INTx state.
 //! - [`config_mirror`]: [`MirrorPage`], a function's config space the guest
 //!   reads from memory instead of exiting, written through on every change.
+//! - [`mirror_window`]: [`MirrorWindow`], a bridge's whole ECAM window in
+//!   host memory: its functions' pages, all ones everywhere else.
 //! - [`bar`]: BAR descriptions ([`BarSpec`]), the sizing protocol, and the
 //!   [`BarMapper`] hook for BARs backed by host memory.
 //! - [`host_bridge`]: [`PciHostBridge`], the [`BusDevice`](crate::devices::BusDevice)
@@ -27,6 +29,7 @@ pub mod config_space;
 pub mod decode;
 pub mod host_bridge;
 pub mod intx;
+pub mod mirror_window;
 pub mod msix;
 pub mod p2p_bridge;
 pub mod test_device;
@@ -37,6 +40,7 @@ pub use config_space::{ConfigSpace, IntxPin, PciFunction, PciIds, SharedFunction
 pub use decode::{BadAccess, ConfigDecoder, Decoded, PciAddress};
 pub use host_bridge::PciHostBridge;
 pub use intx::pci_intx_pin;
+pub use mirror_window::MirrorWindow;
 pub use msix::{MsiSender, Msix};
 pub use p2p_bridge::PciToPciBridge;
 pub use test_device::PciTestDevice;
