@@ -74,6 +74,19 @@ with_qemu=0 # set by parse_args
 parse_args --with-qemu=with_qemu -- "$@"
 [ "${CELLVM_L1_WITH_QEMU:-0}" != 1 ] || with_qemu=1
 
+# refuse_stale_cellvm HINT: dies when a source of the default static cellvm
+# is newer than the binary (an L1 with yesterday's cellvm tests nothing new;
+# HINT is the command that rebuilds it). A CELLVM_BIN of your own is taken
+# as it is.
+refuse_stale_cellvm() {
+    [ -z "${user_bin:-}" ] || return 0
+    local newer
+    newer="$(find "$REPO_ROOT/src" "$REPO_ROOT/Cargo.toml" "$REPO_ROOT/Cargo.lock" \
+        -newer "$CELLVM_BIN" -print -quit 2>/dev/null)"
+    [ -z "$newer" ] || die "$CELLVM_BIN is older than $newer: rebuild it with $1 (or run scripts/setup.sh)"
+}
+user_bin="${CELLVM_BIN:-}"
+
 if [ "$ARCH" = arm64 ]; then
     need_busybox_static_arm64
     apt_ensure xz-utils kmod
@@ -85,6 +98,7 @@ if [ "$ARCH" = arm64 ]; then
     if is_dynamic "$CELLVM_BIN"; then
         die "$CELLVM_BIN is dynamically linked; L1 has no libc: build it with scripts/build-cellvm-static.sh --arch arm64"
     fi
+    refuse_stale_cellvm "scripts/build-cellvm-static.sh --arch arm64"
     guest_dir="$BUILD_DIR/guest-arm64"
     guest_files=("$guest_dir/Image" "$guest_dir/initramfs.cpio.gz")
     need_file "${guest_files[@]}" "$REPO_ROOT/guest/l1/init"
@@ -99,6 +113,7 @@ else
     if is_dynamic "$CELLVM_BIN"; then
         die "$CELLVM_BIN is dynamically linked; L1 has no libc: build it with scripts/build-cellvm-static.sh"
     fi
+    refuse_stale_cellvm "scripts/build-cellvm-static.sh"
     need_file "$BUILD_DIR/guest/bzImage" "$BUILD_DIR/guest/vmlinux" "$BUILD_DIR/guest/initramfs.cpio.gz" "$REPO_ROOT/guest/l1/init"
     out="$BUILD_DIR/l1"
 fi

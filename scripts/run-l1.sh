@@ -8,7 +8,7 @@
 #   --scenarios         scenarios to run (names of tests/nested/scenarios/*.sh,
 #                       without .sh); default all. Benchmarks (never in `all`):
 #                       bench/NAME for tests/nested/bench/NAME.sh
-#   --timeout           overall limit for the QEMU run (default 1800 s)
+#   --timeout           overall limit for one QEMU run (default 3600 s)
 #   --scenario-timeout  default per-scenario limit inside L1 (default 120 s; a
 #                       scenario can set its own with `# cellvm-timeout: SECS`)
 #   --append            extra L1 kernel command line arguments
@@ -53,7 +53,7 @@ usage() {
 }
 
 scenarios=all
-timeout_s=1800
+timeout_s=3600
 scenario_timeout=120
 extra_append=""
 arch_arg=""

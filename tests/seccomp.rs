@@ -127,6 +127,19 @@ fn act(action: &str) {
             };
             println!("survived: tgkill returned {r}");
         }
+        // What an attach of an ECAM bridge does for its config-space
+        // mirror: the window (the first one creates the all-ones memfd) and
+        // a function's page placed in it and taken back.
+        "mirror-window" => {
+            let window = cellvm::pci::MirrorWindow::new(1 << 20).unwrap();
+            let page = cellvm::pci::MirrorPage::new().unwrap();
+            page.store(0, 0x00ce_1b36);
+            window.place(0x8000, &page).unwrap();
+            assert_eq!(window.load(0x8000), 0x00ce_1b36);
+            window.clear(0x8000).unwrap();
+            assert_eq!(window.load(0x8000), u32::MAX);
+            println!("mirror window built");
+        }
         other => panic!("unknown action {other}"),
     }
 }
@@ -217,6 +230,12 @@ fn every_thread_kind_stops_a_network_socket() {
 fn the_api_filter_allows_unix_sockets_only() {
     assert_finished(&child("api:unix-socket"));
     assert_stopped(&child("api:inet-socket"), ThreadKind::Api, libc::SYS_socket);
+}
+
+#[test]
+fn the_api_filter_lets_an_attach_build_a_pci_config_mirror() {
+    let out = assert_finished(&child("api:mirror-window"));
+    assert!(out.contains("mirror window built"), "{out}");
 }
 
 #[test]

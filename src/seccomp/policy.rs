@@ -318,6 +318,10 @@ fn api(facts: ProcessFacts) -> Policy {
         (SYS_listen, When::Always),
         (SYS_connect, When::Always),
         (SYS_eventfd2, When::Always),
+        // A PCI bridge's config-space mirror window and its functions'
+        // pages (pci::mirror_window): close-on-exec memfds, mapped (never
+        // executable) by the common `mmap`.
+        (SYS_memfd_create, When::ArgIn(1, vec![MFD_CLOEXEC as u64])),
         // What the virtio workers it starts do.
         (SYS_pread64, When::Always),
         (SYS_pwrite64, When::Always),

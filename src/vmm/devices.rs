@@ -439,12 +439,6 @@ impl DeviceManager {
         model: &mut DeviceModel,
     ) -> Result<(), VmmError> {
         let mut bridge = PciHostBridge::new(slot, &self.mmio);
-        if self.mirror_config {
-            bridge.set_mirror_mapper(Arc::new(KvmMirrorMapper::new(
-                self.vm.clone(),
-                self.slots.clone(),
-            )));
-        }
         let lines: [Arc<dyn InterruptLine>; 4] = slot.intx.map(|gsi| self.pins.line(gsi));
         bridge.connect_intx(lines);
         // Buses behind PCI-to-PCI bridges first, so that functions added
@@ -458,6 +452,14 @@ impl DeviceManager {
             let address = PciAddress::new(dev.bus, dev.slot, dev.function)?;
             let function = self.build_function(slot, dev, model)?;
             bridge.add_function(address, function)?;
+        }
+        // After the functions: the window's KVM slots are laid out once,
+        // around every function that is not mirrored.
+        if self.mirror_config {
+            bridge.set_mirror_mapper(Arc::new(KvmMirrorMapper::new(
+                self.vm.clone(),
+                self.slots.clone(),
+            )));
         }
         let bridge = Arc::new(Mutex::new(bridge));
         let name = format!("pci bridge {}", slot.id);
