@@ -196,24 +196,24 @@ fn first_poke_on_a_silent_heartbeat(cpu: Cpu) -> String {
     String::from_utf8_lossy(&out.stderr).into_owned()
 }
 
-#[test]
-fn watchdog_pokes_a_halted_vcpu_whose_heartbeat_stopped() {
-    let stderr = first_poke_on_a_silent_heartbeat(Cpu::Idle);
+/// The first poke on a silent heartbeat reports the vCPU as `state`.
+fn assert_first_poke_reports(cpu: Cpu, state: &str) {
+    let stderr = first_poke_on_a_silent_heartbeat(cpu);
     assert!(
-        stderr.contains("(vCPU 0 halted) with no heartbeat for")
+        stderr.contains(&format!("(vCPU 0 {state}) with no heartbeat for"))
             && stderr.contains("poked it (1 so far)"),
         "{stderr}"
     );
 }
 
 #[test]
+fn watchdog_pokes_a_halted_vcpu_whose_heartbeat_stopped() {
+    assert_first_poke_reports(Cpu::Idle, "halted");
+}
+
+#[test]
 fn watchdog_pokes_a_running_vcpu_whose_heartbeat_stopped() {
-    let stderr = first_poke_on_a_silent_heartbeat(Cpu::Running);
-    assert!(
-        stderr.contains("(vCPU 0 running) with no heartbeat for")
-            && stderr.contains("poked it (1 so far)"),
-        "{stderr}"
-    );
+    assert_first_poke_reports(Cpu::Running, "running");
 }
 
 #[test]
