@@ -110,17 +110,6 @@ impl MirrorPage {
             .store(value.to_le(), offset, Ordering::Release);
     }
 
-    /// Dword `reg` as the guest reads it (all ones beyond the page).
-    pub fn load(&self, reg: usize) -> u32 {
-        let Some(offset) = reg.checked_mul(4).filter(|o| o + 4 <= MIRROR_PAGE_SIZE) else {
-            return u32::MAX;
-        };
-        self.region
-            .as_volatile_slice()
-            .load::<u32>(offset, Ordering::Acquire)
-            .map_or(u32::MAX, u32::from_le)
-    }
-
     /// The page's memfd (for a window to map it too).
     pub(super) fn fd(&self) -> Option<RawFd> {
         self.region.file_offset().map(|f| f.file().as_raw_fd())
