@@ -4,7 +4,7 @@
 #
 # Usage: scripts/run-l1.sh [--scenarios a,b|all] [--timeout SECS]
 #                          [--scenario-timeout SECS] [--append ARGS]
-#                          [--arch x86_64|arm64]
+#                          [--arch x86_64|arm64] [--run-dir DIR]
 #   --scenarios         scenarios to run (names of tests/nested/scenarios/*.sh,
 #                       without .sh); default all. Benchmarks (never in `all`):
 #                       bench/NAME for tests/nested/bench/NAME.sh
@@ -12,6 +12,11 @@
 #   --scenario-timeout  default per-scenario limit inside L1 (default 120 s; a
 #                       scenario can set its own with `# cellvm-timeout: SECS`)
 #   --append            extra L1 kernel command line arguments
+#   --run-dir DIR       where this run's logs go (last-run.log, attempt.log,
+#                       heartbeat.log, watchdog.log; default the L1 image's
+#                       directory): runs of the same image at the same time
+#                       (the test harness's shards, tests/common/rig.rs) each
+#                       need their own
 #   --arch arm64        the arm64 rig (docs/rig.md, "The arm64 rig"): boots
 #                       build/l1-arm64/ (scripts/build-l1.sh --arch arm64)
 #                       under qemu-system-aarch64 -M virt,virtualization=on,
@@ -57,6 +62,7 @@ timeout_s=3600
 scenario_timeout=120
 extra_append=""
 arch_arg=""
+run_dir=""
 while [ $# -gt 0 ]; do
     case "$1" in
         --arch) [ $# -ge 2 ] || usage; arch_arg="$2"; shift 2 ;;
@@ -69,6 +75,8 @@ while [ $# -gt 0 ]; do
         --scenario-timeout=*) scenario_timeout="${1#*=}"; shift ;;
         --append) [ $# -ge 2 ] || usage; extra_append="$2"; shift 2 ;;
         --append=*) extra_append="${1#*=}"; shift ;;
+        --run-dir) [ $# -ge 2 ] || usage; run_dir="$2"; shift 2 ;;
+        --run-dir=*) run_dir="${1#*=}"; shift ;;
         -h | --help) print_header; exit 0 ;;
         *) printf '[%s] unknown argument: %s\n' "$SCRIPT_NAME" "$1" >&2; usage ;;
     esac
@@ -110,7 +118,9 @@ if [ ! -f "$vmlinuz" ] || [ ! -f "$initrd" ]; then
     die "no L1 image in ${l1_dir#"$REPO_ROOT"/}/ (run $build_hint)"
 fi
 
-log_file="$l1_dir/last-run.log"
+run_dir="${run_dir:-$l1_dir}"
+mkdir -p "$run_dir" || die "cannot create the run directory $run_dir"
+log_file="$run_dir/last-run.log"
 attempts="${CELLVM_L1_ATTEMPTS:-3}"
 case "$attempts" in "" | *[!0-9]* | 0) die "CELLVM_L1_ATTEMPTS must be a positive whole number" ;; esac
 # QEMU's human monitor, for scripts/l1-watchdog.py: it wakes L1 when TCG
@@ -119,9 +129,9 @@ case "$attempts" in "" | *[!0-9]* | 0) die "CELLVM_L1_ATTEMPTS must be a positiv
 # (x86_64 only, see run_attempt.)
 [ "$ARCH" = arm64 ] || need_cmd python3
 monitor="$(mktemp -u "${TMPDIR:-/tmp}/cellvm-l1-monitor.XXXXXX")"
-heartbeat="$l1_dir/heartbeat.log"
-watchdog_log="$l1_dir/watchdog.log"
-attempt_log="$l1_dir/attempt.log"
+heartbeat="$run_dir/heartbeat.log"
+watchdog_log="$run_dir/watchdog.log"
+attempt_log="$run_dir/attempt.log"
 : >"$log_file"
 : >"$watchdog_log"
 

@@ -178,11 +178,80 @@ fn run_rig(arch: Arch) -> Result<RigRun, String> {
             ));
         }
     }
+    let requested = std::env::var(arch.scenarios_var()).unwrap_or_else(|_| "all".to_string());
+    let shards = match arch {
+        Arch::X86_64 => {
+            let costs = scenario_costs(&root.join("tests/nested/scenarios"), &requested)?;
+            split_into_shards(&costs, shard_count()?)
+        }
+        // The arm64 image's `all` is its own scenarios plus shared.list's:
+        // one L1 for them (about 7 minutes).
+        Arch::Arm64 => Vec::new(),
+    };
+    if shards.len() <= 1 {
+        return run_shard(arch, &requested, None);
+    }
+    // One L1 per shard, all at once: each is one single-threaded QEMU TCG
+    // vCPU, so two of them use a 2-core host's cores.
+    let handles: Vec<_> = shards
+        .iter()
+        .enumerate()
+        .map(|(i, names)| {
+            let list = names.join(",");
+            let dir = format!("{}/shard-{i}", arch.l1_dir());
+            std::thread::spawn(move || (list.clone(), run_shard(arch, &list, Some(&dir))))
+        })
+        .collect();
+    let mut run = RigRun {
+        log: String::new(),
+        scenarios: BTreeMap::new(),
+    };
+    let mut failures = Vec::new();
+    for handle in handles {
+        let (list, result) = handle
+            .join()
+            .map_err(|_| "a rig shard's thread panicked".to_string())?;
+        match result {
+            Ok(shard) => {
+                run.log.push_str(&format!("==== L1 shard: {list}\n"));
+                run.log.push_str(&shard.log);
+                run.scenarios.extend(shard.scenarios);
+            }
+            Err(e) => failures.push(format!("the L1 shard running {list}: {e}")),
+        }
+    }
+    if failures.is_empty() {
+        Ok(run)
+    } else {
+        Err(failures.join("\n\n"))
+    }
+}
+
+/// How many L1s run the x86_64 scenarios at once: `CELLVM_L1_SHARDS`, else
+/// one per host CPU, at most 2 (each L1 keeps one CPU busy).
+fn shard_count() -> Result<usize, String> {
+    match std::env::var("CELLVM_L1_SHARDS") {
+        Ok(v) => match v.parse::<usize>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(format!(
+                "CELLVM_L1_SHARDS must be a whole number >= 1, got {v:?}"
+            )),
+        },
+        Err(_) => Ok(std::thread::available_parallelism().map_or(1, |n| n.get().min(2))),
+    }
+}
+
+/// One L1 boot (scripts/run-l1.sh) running `scenarios`, its logs in
+/// `run_dir` (default: the image's directory).
+fn run_shard(arch: Arch, scenarios: &str, run_dir: Option<&str>) -> Result<RigRun, String> {
+    let root = repo_root();
     let script = root.join("scripts/run-l1.sh");
-    let scenarios = std::env::var(arch.scenarios_var()).unwrap_or_else(|_| "all".to_string());
-    let out = Command::new(&script)
-        .args(arch.run_args())
-        .args(["--scenarios", &scenarios])
+    let mut cmd = Command::new(&script);
+    cmd.args(arch.run_args()).args(["--scenarios", scenarios]);
+    if let Some(dir) = run_dir {
+        cmd.args(["--run-dir", dir]);
+    }
+    let out = cmd
         .current_dir(&root)
         .output()
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
@@ -205,6 +274,76 @@ fn run_rig(arch: Arch) -> Result<RigRun, String> {
     }
     let scenarios = parse_log(&log);
     Ok(RigRun { log, scenarios })
+}
+
+/// The scenarios `requested` names (`all`: every `*.sh` in `dir`, sorted),
+/// each with its cost: the seconds its `# cellvm-cost: SECS` line declares
+/// (measured in one idle run), else 10.
+pub fn scenario_costs(dir: &Path, requested: &str) -> Result<Vec<(String, u64)>, String> {
+    let names: Vec<String> = if requested == "all" {
+        let entries =
+            std::fs::read_dir(dir).map_err(|e| format!("cannot list {}: {e}", dir.display()))?;
+        let mut names: Vec<String> = entries
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                name.strip_suffix(".sh").map(str::to_string)
+            })
+            .collect();
+        names.sort();
+        names
+    } else {
+        requested
+            .split(',')
+            .filter(|n| !n.is_empty())
+            .map(|n| n.trim_end_matches(".sh").to_string())
+            .collect()
+    };
+    Ok(names
+        .into_iter()
+        .map(|name| {
+            let cost = std::fs::read_to_string(dir.join(format!("{name}.sh")))
+                .ok()
+                .and_then(|text| declared_cost(&text))
+                .unwrap_or(10);
+            (name, cost)
+        })
+        .collect())
+}
+
+/// The seconds a scenario's `# cellvm-cost: SECS` line declares.
+pub fn declared_cost(script: &str) -> Option<u64> {
+    script
+        .lines()
+        .find_map(|l| l.strip_prefix("# cellvm-cost:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Splits scenarios into at most `n` non-empty shards of about equal cost:
+/// the costliest first, each onto the shard with the least so far. Each
+/// shard keeps the scenarios in their given order.
+pub fn split_into_shards(scenarios: &[(String, u64)], n: usize) -> Vec<Vec<String>> {
+    let n = n.clamp(1, scenarios.len().max(1));
+    let mut order: Vec<usize> = (0..scenarios.len()).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(scenarios[i].1));
+    let mut load = vec![0u64; n];
+    let mut owner = vec![0usize; scenarios.len()];
+    for i in order {
+        let lightest = (0..n).min_by_key(|&s| load[s]).unwrap_or(0);
+        load[lightest] += scenarios[i].1;
+        owner[i] = lightest;
+    }
+    (0..n)
+        .map(|s| {
+            scenarios
+                .iter()
+                .zip(&owner)
+                .filter(|(_, &o)| o == s)
+                .map(|((name, _), _)| name.clone())
+                .collect()
+        })
+        .filter(|shard: &Vec<String>| !shard.is_empty())
+        .collect()
 }
 
 /// Key/value lines between CELLVM-REPORT-BEGIN and CELLVM-REPORT-END.

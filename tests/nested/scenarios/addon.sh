@@ -9,6 +9,7 @@
 # followed by a new plug. tests/nested_boot.rs
 # checks the transcript. Steps are marked "step: NAME".
 # cellvm-timeout: 480
+# cellvm-cost: 203
 name=test-addon
 conn=/connector-bus@d1000000
 # shellcheck source=tests/nested/scenarios/lib/agent-cell.sh

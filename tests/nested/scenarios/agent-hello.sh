@@ -6,6 +6,7 @@
 # Once CELLVM-AGENT-READY (or -ERROR) appeared this script sends "exit" on the console; the guest
 # leaves through debug-exit with 0. rc 0 only if both lines were seen.
 # cellvm-timeout: 60
+# cellvm-cost: 8
 cell=/cellvm/cells/test-agent.toml
 dir="$(mktemp -d)"
 trap 'rm -rf "$dir"' EXIT

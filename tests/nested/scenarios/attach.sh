@@ -4,6 +4,7 @@
 # prints CELLVM-DEV+/- for every platform or PCI device that appears or goes;
 # tests/nested_boot.rs checks the transcript. Steps are marked "step: NAME".
 # cellvm-timeout: 900
+# cellvm-cost: 173
 name=test-agent
 # shellcheck source=tests/nested/scenarios/lib/agent-cell.sh
 . "$(dirname "$0")/lib/agent-cell.sh"

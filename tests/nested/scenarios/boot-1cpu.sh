@@ -3,6 +3,7 @@
 # given as $1).
 # The host harness expects CELLVM-READY, a report with cpus=1, the boot-timer
 # log line and rc=0.
+# cellvm-cost: 7
 cell="${1:-/cellvm/cells/test-boot-1cpu.toml}"
 echo "scenario: cellvm run $cell"
 start="$(cut -d' ' -f1 /proc/uptime)"

@@ -3,6 +3,7 @@
 # (cells/test-boot-2cpu.toml).
 # The host harness expects CELLVM-READY, a report with cpus=2, the boot-timer
 # log line and rc=0.
+# cellvm-cost: 9
 cell=/cellvm/cells/test-boot-2cpu.toml
 echo "scenario: cellvm run $cell"
 start="$(cut -d' ' -f1 /proc/uptime)"

@@ -11,6 +11,7 @@
 # warns when a device goes away fails the run, naming the cycle.
 # tests/nested_boot.rs checks the transcript ("step: NAME", "rc=N").
 # cellvm-timeout: 600
+# cellvm-cost: 101
 k=/cellvm/build/guest/bzImage
 i=/cellvm/build/guest/initramfs.cpio.gz
 dir="$(mktemp -d)"

@@ -4,6 +4,7 @@
 # line; this script sends it as soon as the prompt appears (no fixed sleep)
 # and the guest answers CELLVM-ECHO:<line>.
 # cellvm-timeout: 60
+# cellvm-cost: 10
 cell=/cellvm/cells/test-echo.toml
 msg="hello-from-l1-$$"
 dir="$(mktemp -d)"

@@ -4,6 +4,7 @@
 # watch the guest find it, detach it again, plug the sensor add-on board
 # (cells/addons/) into its connector and unplug it, and leave.
 # cellvm-timeout: 150
+# cellvm-cost: 18
 cell=/cellvm/cells/linux-demo.toml
 name=linux-demo
 dir="$(mktemp -d)"

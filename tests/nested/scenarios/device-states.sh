@@ -10,6 +10,7 @@
 # sections; "$ cellvm ..." then its output and "rc=N"; "guest: ..." lines
 # are the guest's device snapshots.
 # cellvm-timeout: 300
+# cellvm-cost: 32
 dir="$(mktemp -d)"
 export CELLVM_RUNTIME_DIR="$dir/run"
 name=test-states

@@ -12,6 +12,7 @@
 # tests/nested_boot.rs checks the transcript ("step: NAME"; "$ cellvm ..."
 # then its output and "rc=N"; "host: ..." / "bmc: ..." guest lines).
 # cellvm-timeout: 420
+# cellvm-cost: 125
 dir="$(mktemp -d)"
 export CELLVM_RUNTIME_DIR="$dir/run"
 step() { echo "step: $*"; }

@@ -5,6 +5,7 @@
 # its function (cells/test-ivshmem-0.toml, cellvm.mode=ivshmem); the bridge
 # is detached and the cell keeps running. tests/nested_boot.rs checks it.
 # cellvm-timeout: 300
+# cellvm-cost: 38
 name=test-agent
 dir="$(mktemp -d)"
 export CELLVM_RUNTIME_DIR="$dir/run"

@@ -3,6 +3,7 @@
 # exchange a marker through shared memory and interrupt each other with
 # doorbells and state changes, taken through uio_pci_generic
 # (guest/initramfs/init, cellvm.mode=ivshmem; tests/nested_boot.rs checks it).
+# cellvm-cost: 17
 dir="$(mktemp -d)"
 # The region file and doorbell sockets live here (L1 has no /dev/shm).
 export CELLVM_RUNTIME_DIR="$dir/run"

@@ -9,6 +9,7 @@
 # "$ cellvm ..." followed by its output and "rc=N"; "exit=N" is a cell's
 # exit status.
 # cellvm-timeout: 420
+# cellvm-cost: 57
 cell=/cellvm/cells/test-agent.toml
 name=test-agent
 dir="$(mktemp -d)"

@@ -10,6 +10,7 @@
 # the guest printed since the previous snapshot, ending with a snapshot of
 # its devices ("guest: CELLVM-DEVICES TAG: ...").
 # cellvm-timeout: 420
+# cellvm-cost: 62
 name=test-agent
 # shellcheck source=tests/nested/scenarios/lib/agent-cell.sh
 . "$(dirname "$0")/lib/agent-cell.sh"

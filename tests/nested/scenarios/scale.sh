@@ -11,6 +11,7 @@
 # function); the host reads back what the guest wrote into each disk.
 # tests/nested_boot.rs checks the transcript.
 # cellvm-timeout: 900
+# cellvm-cost: 415
 dir="$(mktemp -d)"
 export CELLVM_RUNTIME_DIR="$dir/run"
 count() { grep -c -- "$1" "$log" 2>/dev/null; true; }

@@ -4,6 +4,7 @@
 # does): the guest reads /dev/hwrng, reads the host's marker from the disk and
 # writes its own (checked here after the cell stopped), and answers a line
 # over hvc0 (a pty here).
+# cellvm-cost: 13
 cell="${1:-test-virtio}"
 dir="/tmp/cellvm-${cell#test-}"
 rm -rf "$dir"
