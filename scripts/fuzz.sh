@@ -13,6 +13,7 @@
 #   FUZZ_SECONDS     seconds per target (default 30)
 #   FUZZ_TARGET_DIR  cargo target dir for the fuzz build (default fuzz/target)
 #   FUZZ_ARGS        extra libFuzzer arguments (e.g. "-jobs=2 -workers=2")
+#   FUZZ_JOBS        targets fuzzed at once (default: the CPU count)
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 . "$(dirname "$0")/lib.sh"
@@ -71,40 +72,72 @@ log "== built in $(elapsed_since "$start") s"
 triple="$(rustc -vV | sed -n 's/^host: //p')"
 bin_dir="$FUZZ_TARGET_DIR/$triple/release"
 
-failed=()
-for t in "${TARGETS[@]}"; do
+# fuzz_one TARGET: runs TARGET for FUZZ_SECONDS; its log and status file
+# ("$artifacts/rc") say how it went. Several run at once (FUZZ_JOBS): each
+# libFuzzer process is single-threaded.
+fuzz_one() {
+    local t="$1" corpus seeds artifacts logfile t0 rc summary
     corpus="$CORPUS_CACHE/$t"
     seeds="$FUZZ_DIR/corpus/$t"
     artifacts="$ARTIFACTS/$t"
     mkdir -p "$corpus" "$artifacts"
-    dirs=("$corpus")
+    local dirs=("$corpus")
     [ -d "$seeds" ] && dirs+=("$seeds")
     logfile="$artifacts/fuzz.log"
+    rm -f "$artifacts/rc"
     log "== $t: ${FUZZ_SECONDS} s (corpus $corpus)"
     t0="$(now)"
     # New inputs go to the first directory (the cache), never to the seeds.
     # -timeout: an input running longer than 10 s is reported as a hang.
+    rc=0
     # shellcheck disable=SC2086
-    if "$bin_dir/$t" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
+    "$bin_dir/$t" -max_total_time="$FUZZ_SECONDS" -timeout=10 -rss_limit_mb=2048 \
         -print_final_stats=1 -artifact_prefix="$artifacts/" ${FUZZ_ARGS:-} \
-        "${dirs[@]}" >"$logfile" 2>&1; then
+        "${dirs[@]}" >"$logfile" 2>&1 || rc=$?
+    if [ "$rc" -eq 0 ]; then
         summary="$(grep -E '^#[0-9]+[[:space:]]+DONE' "$logfile" | tail -n 1 || true)"
         log "   $t ok in $(elapsed_since "$t0") s: ${summary:-no DONE line (see $logfile)}"
-    else
-        rc=$?
-        tail -n 40 "$logfile" >&2
-        input="$(sed -n 's/.*Test unit written to \([^ ]*\).*/\1/p' "$logfile" | tail -n 1)"
-        warn "$t FAILED (libFuzzer exit $rc); full log: $logfile"
-        if [ -n "$input" ]; then
-            warn "$t: crashing input saved at $input"
-            warn "$t: reproduce: (cd fuzz && cargo fuzz run -s none $t $input)"
-            warn "$t: minimise:  (cd fuzz && cargo fuzz tmin -s none $t $input)"
-        fi
+    fi
+    echo "$rc" >"$artifacts/rc"
+}
+
+# report_failure TARGET: its log's tail, the saved input and how to replay it.
+report_failure() {
+    local t="$1" artifacts logfile input
+    artifacts="$ARTIFACTS/$t"
+    logfile="$artifacts/fuzz.log"
+    tail -n 40 "$logfile" >&2
+    input="$(sed -n 's/.*Test unit written to \([^ ]*\).*/\1/p' "$logfile" | tail -n 1)"
+    warn "$t FAILED (libFuzzer exit $(cat "$artifacts/rc" 2>/dev/null || echo '?')); full log: $logfile"
+    if [ -n "$input" ]; then
+        warn "$t: crashing input saved at $input"
+        warn "$t: reproduce: (cd fuzz && cargo fuzz run -s none $t $input)"
+        warn "$t: minimise:  (cd fuzz && cargo fuzz tmin -s none $t $input)"
+    fi
+}
+
+jobs="${FUZZ_JOBS:-$(nproc 2>/dev/null || echo 1)}"
+case "$jobs" in '' | *[!0-9]* | 0) die "FUZZ_JOBS must be a whole number >= 1, got '$jobs'" ;; esac
+running=0
+for t in "${TARGETS[@]}"; do
+    if [ "$running" -ge "$jobs" ]; then
+        wait -n || true
+        running=$((running - 1))
+    fi
+    fuzz_one "$t" &
+    running=$((running + 1))
+done
+wait || true
+
+failed=()
+for t in "${TARGETS[@]}"; do
+    if [ "$(cat "$ARTIFACTS/$t/rc" 2>/dev/null || echo missing)" != 0 ]; then
+        report_failure "$t"
         failed+=("$t")
     fi
 done
 
-log "fuzzing took $(elapsed_since "$start") s in all (${#TARGETS[@]} targets, ${FUZZ_SECONDS} s each)"
+log "fuzzing took $(elapsed_since "$start") s in all (${#TARGETS[@]} targets, ${FUZZ_SECONDS} s each, $jobs at once)"
 if [ "${#failed[@]}" -gt 0 ]; then
     die "fuzz targets that failed: ${failed[*]} (inputs and logs under $ARTIFACTS)"
 fi
