@@ -102,6 +102,9 @@ sed -n 's/^bench-sample attach_ms=\([0-9.]*\) .*plan_ms=\([0-9.]*\) build_ms=\([
             }
             printf "\n"
         }'
+read -r afm afp _ _ _ <<<"$(stats attach_minflt)"
+read -r dfm _ _ _ _ <<<"$(stats detach_minflt)"
+echo "cellvm's minor page faults (all its threads, /proc/PID/stat): per attach median ${afm}, p99 ${afp}; per detach median ${dfm}"
 echo
 echo "attach of the same bridge with N devices already attached (virtio-mmio rng, on shared pins):"
 echo "| devices attached | attach median | attach p99 | plan median | deliver median | guest median | detach median | samples |"
