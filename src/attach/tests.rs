@@ -897,25 +897,99 @@ fn a_state_change_of_a_node_that_is_not_in_the_tree_is_refused() {
 // The tree cache
 
 #[test]
-fn the_tree_cache_finds_the_tree_of_a_set_again_after_the_last_attach_is_detached() {
+fn the_tree_cache_gives_a_tree_back_once_and_only_for_its_own_set() {
     let mut cell = Cell::new(&small_config());
     let mut cache = TreeCache::default();
     cell.attach(&virtio("v0", None, None));
     let before = current_tree(&cell.base, &cell.attached).unwrap();
     cache.put(&cell.attached, before.clone());
     cell.attach(&bridge("hot0", 8));
-    let after = current_tree(&cell.base, &cell.attached).unwrap();
-    cache.put(&cell.attached, after.clone());
-    assert_eq!(cache.get(&cell.attached), Some(after));
+    assert_eq!(cache.take(&cell.attached), None, "another set");
     cell.detach("hot0");
-    assert_eq!(cache.get(&cell.attached), Some(before.clone()));
-    // The same device attached again is the same key: its tree is there.
-    cell.attach(&bridge("hot0", 8));
-    assert!(cache.get(&cell.attached).is_some());
-    // A different overlay under the same id is not.
-    cell.detach("hot0");
+    assert_eq!(cache.take(&cell.attached), Some(before.clone()));
+    assert_eq!(cache.take(&cell.attached), None, "taken: no copy stays");
+    // A different overlay under the same id is another key.
+    cache.put(&cell.attached, before);
     cell.attach(&bridge("hot0", 9));
-    assert_eq!(cache.get(&cell.attached), None);
+    let with_9 = cell.attached.clone();
+    cell.detach("hot0");
+    cell.attach(&bridge("hot0", 8));
+    cache.put(&with_9, current_tree(&cell.base, &with_9).unwrap());
+    assert_eq!(cache.take(&cell.attached), None);
+}
+
+/// Attaches `req` the way a running cell does: planned on the tree taken
+/// from `cache` (or rebuilt), the tree after it put back.
+fn attach_on_cache(cell: &mut Cell, cache: &mut TreeCache, req: &DeviceConfig) {
+    let live = cache
+        .take(&cell.attached)
+        .unwrap_or_else(|| current_tree(&cell.base, &cell.attached).unwrap());
+    let mut p = plan_on(req, &cell.layout, &cell.base, &cell.attached, live).unwrap();
+    let next = p.take_tree().expect("the plan's tree");
+    p.commit(&mut cell.layout, &mut cell.attached).unwrap();
+    cache.put(&cell.attached, next);
+}
+
+/// Detaches `id` the way a running cell does: the kept tree without the
+/// device's nodes is put back under what is left.
+fn detach_on_cache(cell: &mut Cell, cache: &mut TreeCache, id: &str) {
+    let nodes = cell
+        .attached
+        .iter()
+        .find(|d| d.id() == id)
+        .map(|d| d.nodes.clone())
+        .unwrap();
+    let tree = cache.take(&cell.attached).expect("the kept tree");
+    cell.detach(id);
+    cache.put(&cell.attached, tree.without(&nodes));
+}
+
+#[test]
+fn a_kept_tree_after_attaches_and_detaches_is_the_tree_rebuilt_from_the_base() {
+    let mut cell = Cell::new(&small_config());
+    let mut cache = TreeCache::default();
+    let check = |cell: &Cell, cache: &mut TreeCache, when: &str| {
+        let kept = cache.take(&cell.attached).expect("a tree kept for the set");
+        let rebuilt = current_tree(&cell.base, &cell.attached).unwrap();
+        assert_eq!(kept.paths(), rebuilt.paths(), "{when}: node paths");
+        assert_eq!(kept.to_dtb(), rebuilt.to_dtb(), "{when}: the whole tree");
+        cache.put(&cell.attached, kept);
+    };
+    for round in 0..3 {
+        attach_on_cache(&mut cell, &mut cache, &virtio("v0", None, None));
+        attach_on_cache(&mut cell, &mut cache, &bridge("hot0", 8));
+        attach_on_cache(&mut cell, &mut cache, &uart("u1", None, None));
+        check(&cell, &mut cache, &format!("round {round}: three attached"));
+        detach_on_cache(&mut cell, &mut cache, "u1");
+        check(
+            &cell,
+            &mut cache,
+            &format!("round {round}: the last detached"),
+        );
+        attach_on_cache(&mut cell, &mut cache, &uart("u1", None, None));
+        detach_on_cache(&mut cell, &mut cache, "hot0");
+        check(
+            &cell,
+            &mut cache,
+            &format!("round {round}: one from the middle detached"),
+        );
+        detach_on_cache(&mut cell, &mut cache, "v0");
+        detach_on_cache(&mut cell, &mut cache, "u1");
+        check(&cell, &mut cache, &format!("round {round}: none attached"));
+    }
+}
+
+#[test]
+fn a_tree_without_paths_it_lacks_is_unchanged() {
+    let cell = Cell::new(&small_config());
+    let tree = current_tree(&cell.base, &cell.attached).unwrap();
+    let dtb = tree.to_dtb();
+    let after = tree.without(&[
+        "/no-such@0".to_string(),
+        "/a/b/c".to_string(),
+        String::new(),
+    ]);
+    assert_eq!(after.to_dtb(), dtb);
 }
 
 #[test]
@@ -932,16 +1006,20 @@ fn the_tree_cache_keeps_the_most_recently_used_trees() {
         sets.push(cell.attached.clone());
     }
     // Six trees put, four kept: the two oldest went.
-    assert!(cache.get(&sets[0]).is_none(), "evicted: only 4 are kept");
-    assert!(cache.get(&sets[1]).is_none(), "evicted: only 4 are kept");
-    assert!(cache.get(&sets[5]).is_some());
-    assert!(cache.get(&sets[2]).is_some());
+    assert!(cache.take(&sets[0]).is_none(), "evicted: only 4 are kept");
+    assert!(cache.take(&sets[1]).is_none(), "evicted: only 4 are kept");
+    // Taken and put back: the most recently used.
+    let t2 = cache.take(&sets[2]).expect("kept");
+    cache.put(&sets[2], t2);
     cache.put(&sets[0], current_tree(&cell.base, &sets[0]).unwrap());
-    assert!(cache.get(&sets[2]).is_some(), "used recently: kept");
     assert!(
-        cache.get(&sets[3]).is_none(),
+        cache.take(&sets[3]).is_none(),
         "the least recently used went"
     );
+    for kept in [&sets[0], &sets[2], &sets[4]] {
+        let tree = cache.take(kept).expect("kept");
+        cache.put(kept, tree);
+    }
     cache.clear();
-    assert!(cache.get(&sets[5]).is_none());
+    assert!(cache.take(&sets[5]).is_none());
 }

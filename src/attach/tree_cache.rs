@@ -4,9 +4,11 @@
 //! devices attached).
 //!
 //! An entry is keyed by what was attached when the tree was current: each
-//! attached device's id and a hash of its overlay, in order. An attach
-//! keeps the tree it planned on and the tree after it, so detaching the
-//! device attached last finds its tree again; other changes fall back to
+//! attached device's id and a hash of its overlay, in order. Trees are
+//! moved, never copied: an attach takes the current tree out, applies its
+//! overlay to it and puts it back under the new key; a detach takes it out,
+//! removes the detached device's nodes ([`LiveTree::without`]) and puts it
+//! back. A change whose tree is not kept falls back to
 //! [`super::current_tree`]. The cache holds a few entries, most recently
 //! used first.
 
@@ -39,14 +41,16 @@ pub struct TreeCache {
 }
 
 impl TreeCache {
-    /// The tree of the cell when `attached` were attached, if kept.
-    pub fn get(&mut self, attached: &[AttachedDevice]) -> Option<LiveTree> {
+    /// The tree of the cell when `attached` were attached, if kept, taken
+    /// out of the cache without a copy: the caller changes it (an attach
+    /// applies its overlay, a detach removes its nodes) and puts it back
+    /// under the key of what is attached then. (A copy of a cell's tree
+    /// costs more than the whole plan in the nested rig: docs/benchmarks.md,
+    /// "Where cellvm's part of an attach goes".)
+    pub fn take(&mut self, attached: &[AttachedDevice]) -> Option<LiveTree> {
         let key = key(attached);
         let i = self.entries.iter().position(|(k, _)| *k == key)?;
-        let entry = self.entries.remove(i)?;
-        let tree = entry.1.clone();
-        self.entries.push_front(entry);
-        Some(tree)
+        self.entries.remove(i).map(|(_, tree)| tree)
     }
 
     /// Keeps `tree` as the cell's tree when `attached` are attached.

@@ -545,6 +545,26 @@ impl LiveTree {
         self.tree.to_dtb()
     }
 
+    /// This tree without the nodes at `paths` (each with its subtree, paths
+    /// exact as [`LiveTree::contains`] takes them; missing ones are
+    /// skipped): the tree before an overlay that added exactly those nodes,
+    /// the others keeping their order. No copy of the tree is made.
+    pub fn without(mut self, paths: &[String]) -> LiveTree {
+        for path in paths {
+            let Some((parent, name)) = path.rsplit_once('/') else {
+                continue;
+            };
+            let parent = parent
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .try_fold(&mut self.tree.root, |node, part| node.child_mut(part));
+            if let Some(parent) = parent {
+                parent.remove_child(name);
+            }
+        }
+        self
+    }
+
     /// The node paths `overlay` would add to this tree, checking that every
     /// fragment's target exists and that none of the added paths does.
     pub fn check(&self, overlay: &[u8], what: &str) -> Result<Vec<String>, ApplyError> {

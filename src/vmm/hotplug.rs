@@ -234,18 +234,14 @@ impl Hotplug {
                 trees,
                 ..
             } = &mut *st;
-            let kept = trees.get(attached);
+            // Taken, not copied: a failed attach leaves no tree for this
+            // set, and the next one rebuilds it.
+            let kept = trees.take(attached);
             (layout.clone(), attached.clone(), kept)
         };
         let live = match kept {
             Some(tree) => tree,
-            None => {
-                let tree =
-                    attach::current_tree(&self.base_tree, &attached).map_err(attach_error)?;
-                // Kept for the detach of what this attach adds.
-                self.lock().trees.put(&attached, tree.clone());
-                tree
-            }
+            None => attach::current_tree(&self.base_tree, &attached).map_err(attach_error)?,
         };
         let mut plan = attach::plan_on(device, &layout, &self.base_tree, &attached, live)
             .map_err(attach_error)?;
@@ -380,9 +376,20 @@ impl Hotplug {
             layout,
             attached,
             live,
+            trees,
             ..
         } = &mut *st;
+        let nodes = attached
+            .iter()
+            .find(|d| d.id() == id)
+            .map(|d| d.nodes.clone());
+        let tree = trees.take(attached);
         plan.commit(layout, attached).map_err(attach_error)?;
+        // The tree without the device's nodes is the tree of what is left
+        // attached (for the next attach to plan on).
+        if let (Some(tree), Some(nodes)) = (tree, nodes) {
+            trees.put(attached, tree.without(&nodes));
+        }
         if let Some(dev) = live.remove(id) {
             self.devices.remove(dev.model);
         }
