@@ -44,9 +44,10 @@ impl TreeCache {
     /// The tree of the cell when `attached` were attached, if kept, taken
     /// out of the cache without a copy: the caller changes it (an attach
     /// applies its overlay, a detach removes its nodes) and puts it back
-    /// under the key of what is attached then. (A copy of a cell's tree
-    /// costs more than the whole plan in the nested rig: docs/benchmarks.md,
-    /// "Where cellvm's part of an attach goes".)
+    /// under the key of what is attached then. (A copy is thousands of
+    /// small allocations, and keeping the trees before and after each
+    /// attach side by side held 400 KiB more: docs/benchmarks.md, "the kept
+    /// tree moved, not copied".)
     pub fn take(&mut self, attached: &[AttachedDevice]) -> Option<LiveTree> {
         let key = key(attached);
         let i = self.entries.iter().position(|(k, _)| *k == key)?;
