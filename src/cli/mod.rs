@@ -1,14 +1,18 @@
 //! The `cellvm` command line.
 
 mod addon;
+mod args;
+mod deferred;
 mod function;
 mod move_device;
 mod run;
 
+pub use args::*;
+pub use deferred::Deferred;
+
 use crate::api::protocol::Request;
 use crate::config::{self, CellConfig, LoadOptions};
 use crate::layout::CellLayout;
-use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -153,278 +157,6 @@ fn list_cells() -> Result<u8, String> {
 /// Exit status for errors of cellvm itself (bad config, KVM failure, ...).
 pub const EXIT_ERROR: u8 = 1;
 
-/// cellvm: partition a KVM host into guest cells.
-#[derive(Debug, Parser)]
-#[command(name = "cellvm", version, about, long_about = None)]
-pub struct Cli {
-    /// Log debug messages (or set CELLVM_LOG=trace|debug|info|warn|error).
-    #[arg(short, long, global = true)]
-    pub verbose: bool,
-    /// What to do.
-    #[command(subcommand)]
-    pub command: Command,
-}
-
-/// A feature switch on the command line.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum Switch {
-    /// Enabled.
-    #[default]
-    On,
-    /// Disabled.
-    Off,
-}
-
-/// Subcommands.
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Boot a cell and run it until it stops; the exit status says why
-    /// (docs/cli.md). Without a cell file, flags describe the cell.
-    Run(Box<run::RunArgs>),
-    /// List running cells (those with a live control socket).
-    Cells,
-    /// Enable a reserved or disabled device of the cell file: the guest
-    /// creates it (docs/partitioning.md, "Device states").
-    Enable {
-        /// Cell name, or a control socket path.
-        cell: String,
-        /// Device id.
-        id: String,
-        /// How long to wait for the guest, in seconds (1 to 300).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-        timeout: u64,
-    },
-    /// Disable a device of the cell file: the guest removes it, then cellvm
-    /// drops its model and backing resource (it becomes reserved).
-    Disable {
-        /// Cell name, or a control socket path.
-        cell: String,
-        /// Device id.
-        id: String,
-        /// Tear the device down even if the guest refuses or does not answer.
-        #[arg(long)]
-        force: bool,
-        /// How long to wait for the guest, in seconds (1 to 300).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-        timeout: u64,
-    },
-    /// Hand a device from one running cell to another, with both guests'
-    /// consent: FROM's guest lets it go, TO's guest takes it.
-    Move {
-        /// Device id (okay in FROM, reserved in TO, same image).
-        id: String,
-        /// The cell that has the device.
-        #[arg(long, value_name = "CELL")]
-        from: String,
-        /// The cell that takes it.
-        #[arg(long, value_name = "CELL")]
-        to: String,
-        /// How long to wait for each guest, in seconds (1 to 300).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-        timeout: u64,
-    },
-    /// Drop a handover claim a failed move left (see `cellvm cells`).
-    Unclaim {
-        /// Cell name, or a control socket path.
-        cell: String,
-        /// Device id.
-        id: String,
-    },
-    /// Stop a running cell's vCPUs (its memory and devices stay).
-    Pause {
-        /// Cell name, or a control socket path.
-        cell: String,
-    },
-    /// Start the vCPUs of a paused cell (or one run with --paused).
-    Resume {
-        /// Cell name, or a control socket path.
-        cell: String,
-    },
-    /// Ask a running cell's guest to power off (through its agent) and
-    /// wait until it has; its `cellvm run` then exits with status 0.
-    Shutdown {
-        /// Cell name, or a control socket path.
-        cell: String,
-        /// How long to wait for the guest's answer and poweroff, in
-        /// seconds (1 to 300).
-        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=300))]
-        timeout: u64,
-        /// Destroy the cell if the guest refuses, has no agent or does not
-        /// power off in time.
-        #[arg(long)]
-        force: bool,
-    },
-    /// Stop a running cell now (its `cellvm run` exits with status 4).
-    Destroy {
-        /// Cell name, or a control socket path.
-        cell: String,
-    },
-    /// Exit counts per vCPU and access counts per device.
-    Stats {
-        /// Cell name, or a control socket path.
-        cell: String,
-        /// Print the raw JSON answer.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show a running cell's state.
-    Status {
-        /// Cell name, or a control socket path.
-        cell: String,
-        /// Print the raw JSON answer.
-        #[arg(long)]
-        json: bool,
-    },
-    /// List a running cell's devices.
-    Devices {
-        /// Cell name, or a control socket path.
-        cell: String,
-        /// Print the raw JSON answer.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Attach a device to a running cell from a description file (TOML or JSON).
-    Attach {
-        /// Cell name, or a control socket path.
-        cell: String,
-        /// Device description (docs/overlays.md).
-        device: PathBuf,
-        /// How long to wait for the guest, in seconds (1 to 300).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-        timeout: u64,
-    },
-    /// Detach a runtime-attached device from a running cell.
-    Detach {
-        /// Cell name, or a control socket path.
-        cell: String,
-        /// Device id.
-        id: String,
-        /// Tear the device down even if the guest refuses or does not answer
-        /// (unsafe for the guest: its drivers may still use the device).
-        #[arg(long)]
-        force: bool,
-        /// How long to wait for the guest, in seconds (1 to 300).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-        timeout: u64,
-    },
-    /// Plug an add-on board (its description file: a .dtso overlay and the
-    /// devices cellvm serves) into a connector of a running cell: all of
-    /// it or nothing (docs/addons.md).
-    Plug {
-        /// Cell name, or a control socket path.
-        cell: String,
-        /// Connector id.
-        connector: String,
-        /// The add-on description (TOML).
-        addon: PathBuf,
-        /// How long to wait for the guest, in seconds (1 to 300).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-        timeout: u64,
-    },
-    /// Unplug the add-on board from a connector of a running cell.
-    Unplug {
-        /// Cell name, or a control socket path.
-        cell: String,
-        /// Connector id.
-        connector: String,
-        /// Surprise removal: cut the board's devices off first (requests
-        /// fail, registers read all-ones), then tell the guest; the board
-        /// goes whatever it answers.
-        #[arg(long)]
-        force: bool,
-        /// How long to wait for the guest, in seconds (1 to 300).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-        timeout: u64,
-    },
-    /// Attach a connector to a running cell ([[connector]] description
-    /// file): boards can then be plugged into it.
-    Connect {
-        /// Cell name, or a control socket path.
-        cell: String,
-        /// The connector description (TOML, one [[connector]] table).
-        connector: PathBuf,
-        /// How long to wait for the guest, in seconds (1 to 300).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-        timeout: u64,
-    },
-    /// Detach a connector that `connect` attached; refused while a board is
-    /// plugged into it unless --force (which unplugs the board first).
-    Disconnect {
-        /// Cell name, or a control socket path.
-        cell: String,
-        /// Connector id.
-        id: String,
-        /// Pull its board first (a surprise removal), and tear down what the
-        /// guest refuses.
-        #[arg(long)]
-        force: bool,
-        /// How long to wait for the guest, in seconds (1 to 300).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-        timeout: u64,
-    },
-    /// Add one function to a PCI host bridge of a running cell (a file with
-    /// one [[pci_bridge.device]] table); the guest rescans the bus.
-    AddFunction {
-        /// Cell name, or a control socket path.
-        cell: String,
-        /// The bridge's id.
-        bridge: String,
-        /// The function description (TOML or JSON).
-        function: PathBuf,
-        /// How long to wait for the guest, in seconds (1 to 300).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-        timeout: u64,
-    },
-    /// Remove one function from a PCI host bridge of a running cell, once
-    /// the guest let it go.
-    RemoveFunction {
-        /// Cell name, or a control socket path.
-        cell: String,
-        /// The bridge's id.
-        bridge: String,
-        /// The function: DD.F, DD or BB:DD.F (hex, as lspci prints it).
-        function: String,
-        /// How long to wait for the guest, in seconds (1 to 300).
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-        timeout: u64,
-    },
-    /// Validate a cell configuration and print its address map; given
-    /// several, validate each and then whether they can share this host
-    /// (pinned CPUs, images, names, ivshmem peers, memory).
-    Check {
-        /// The cell configurations (TOML).
-        #[arg(required = true, value_name = "CELL")]
-        cells: Vec<PathBuf>,
-    },
-    /// Write the cell's device tree blob.
-    Dtb {
-        /// The cell configuration (TOML).
-        cell: PathBuf,
-        /// Output file.
-        #[arg(short, long, value_name = "FILE")]
-        output: PathBuf,
-        /// Write the tree after attaching these devices (description files,
-        /// in order) to the freshly booted cell, planned offline.
-        #[arg(long = "with", value_name = "DEVICE")]
-        with: Vec<PathBuf>,
-        /// Then plug these add-ons (CONNECTOR=ADDON.toml, in order), planned
-        /// offline: checks an add-on's overlay source against the cell.
-        #[arg(long = "plug", value_name = "CONNECTOR=ADDON", value_parser = addon::parse_plug_arg)]
-        plug: Vec<(String, PathBuf)>,
-    },
-    /// Write the overlay that attaching DEVICE to the freshly booted CELL
-    /// would send to the guest (planned offline, no KVM).
-    Overlay {
-        /// The cell configuration (TOML).
-        cell: PathBuf,
-        /// The device description (TOML or JSON).
-        device: PathBuf,
-        /// Output file (a .dtbo).
-        #[arg(short, long, value_name = "FILE")]
-        output: PathBuf,
-    },
-}
-
 /// The cell as booted (its base tree and layout) with `devices` attached
 /// in order, planned exactly as a running cell plans an attach.
 fn plan_offline(
@@ -557,7 +289,7 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
     match cmd {
         Command::Run(args) => run::run(*args, start),
         Command::Cells => list_cells(),
-        Command::Enable { cell, id, timeout } => {
+        Command::Enable(Deferred(EnableArgs { cell, id, timeout })) => {
             let (guest_ms, answer_within) = guest_wait(timeout);
             let request = Request::Enable {
                 id,
@@ -566,12 +298,12 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             println!("{}", one_line(&api_call(&cell, &request, answer_within)?));
             Ok(0)
         }
-        Command::Disable {
+        Command::Disable(Deferred(DisableArgs {
             cell,
             id,
             force,
             timeout,
-        } => {
+        })) => {
             let (guest_ms, answer_within) = guest_wait(timeout);
             let request = Request::Disable {
                 id,
@@ -581,25 +313,25 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             println!("{}", one_line(&api_call(&cell, &request, answer_within)?));
             Ok(0)
         }
-        Command::Move {
+        Command::Move(Deferred(MoveArgs {
             id,
             from,
             to,
             timeout,
-        } => move_device::move_device(&id, &from, &to, timeout),
-        Command::Unclaim { cell, id } => {
+        })) => move_device::move_device(&id, &from, &to, timeout),
+        Command::Unclaim(Deferred(UnclaimArgs { cell, id })) => {
             let r = api_call(&cell, &Request::Unclaim { id }, Duration::from_secs(15))?;
             println!("{}", one_line(&r));
             Ok(0)
         }
-        Command::Pause { cell } => lifecycle(&cell, &Request::Pause {}),
-        Command::Resume { cell } => lifecycle(&cell, &Request::Resume {}),
-        Command::Destroy { cell } => lifecycle(&cell, &Request::Destroy {}),
-        Command::Shutdown {
+        Command::Pause(Deferred(PauseArgs { cell })) => lifecycle(&cell, &Request::Pause {}),
+        Command::Resume(Deferred(ResumeArgs { cell })) => lifecycle(&cell, &Request::Resume {}),
+        Command::Destroy(Deferred(DestroyArgs { cell })) => lifecycle(&cell, &Request::Destroy {}),
+        Command::Shutdown(Deferred(ShutdownArgs {
             cell,
             timeout,
             force,
-        } => {
+        })) => {
             let (guest_ms, answer_within) = guest_wait(timeout);
             let request = Request::Shutdown {
                 force,
@@ -609,7 +341,7 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             println!("{}", one_line(&r));
             Ok(0)
         }
-        Command::Stats { cell, json } => {
+        Command::Stats(Deferred(StatsArgs { cell, json })) => {
             let r = api_call(&cell, &Request::Stats {}, Duration::from_secs(5))?;
             if json {
                 println!("{r}");
@@ -618,21 +350,21 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             }
             Ok(0)
         }
-        Command::Status { cell, json } => {
+        Command::Status(Deferred(StatusArgs { cell, json })) => {
             let r = api_call(&cell, &Request::Status {}, Duration::from_secs(5))?;
             print_value(&r, json);
             Ok(0)
         }
-        Command::Devices { cell, json } => {
+        Command::Devices(Deferred(DevicesArgs { cell, json })) => {
             let r = api_call(&cell, &Request::Devices {}, Duration::from_secs(5))?;
             print_value(&r, json);
             Ok(0)
         }
-        Command::Attach {
+        Command::Attach(Deferred(AttachArgs {
             cell,
             device,
             timeout,
-        } => {
+        })) => {
             // Parsed and validated once, here, so errors carry this file's
             // lines; the cell validates the same table again with the same
             // code (it cannot trust a client) and places it.
@@ -661,12 +393,12 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             print_value(&r, false);
             Ok(0)
         }
-        Command::Detach {
+        Command::Detach(Deferred(DetachArgs {
             cell,
             id,
             force,
             timeout,
-        } => {
+        })) => {
             let (guest_ms, answer_within) = guest_wait(timeout);
             let r = api_call(
                 &cell,
@@ -680,51 +412,51 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             print_value(&r, false);
             Ok(0)
         }
-        Command::Plug {
+        Command::Plug(Deferred(PlugArgs {
             cell,
             connector,
             addon,
             timeout,
-        } => addon::plug(&cell, &connector, &addon, timeout),
-        Command::Unplug {
+        })) => addon::plug(&cell, &connector, &addon, timeout),
+        Command::Unplug(Deferred(UnplugArgs {
             cell,
             connector,
             force,
             timeout,
-        } => addon::unplug(&cell, &connector, force, timeout),
-        Command::Connect {
+        })) => addon::unplug(&cell, &connector, force, timeout),
+        Command::Connect(Deferred(ConnectArgs {
             cell,
             connector,
             timeout,
-        } => addon::connect(&cell, &connector, timeout),
-        Command::Disconnect {
+        })) => addon::connect(&cell, &connector, timeout),
+        Command::Disconnect(Deferred(DisconnectArgs {
             cell,
             id,
             force,
             timeout,
-        } => addon::disconnect(&cell, &id, force, timeout),
-        Command::AddFunction {
+        })) => addon::disconnect(&cell, &id, force, timeout),
+        Command::AddFunction(Deferred(AddFunctionArgs {
             cell,
             bridge,
             function,
             timeout,
-        } => function::add(&cell, &bridge, &function, timeout),
-        Command::RemoveFunction {
+        })) => function::add(&cell, &bridge, &function, timeout),
+        Command::RemoveFunction(Deferred(RemoveFunctionArgs {
             cell,
             bridge,
             function,
             timeout,
-        } => function::remove(&cell, &bridge, &function, timeout),
-        Command::Check { cells } => match cells.as_slice() {
+        })) => function::remove(&cell, &bridge, &function, timeout),
+        Command::Check(Deferred(CheckArgs { cells })) => match cells.as_slice() {
             [cell] => check_one(cell),
             _ => check_set(&cells),
         },
-        Command::Dtb {
+        Command::Dtb(Deferred(DtbArgs {
             cell,
             output,
             with,
             plug,
-        } => {
+        })) => {
             let (base, attached, mut layout) = plan_offline(&cell, &with)?;
             let plugged = addon::plug_offline(&base, &mut layout, &attached, &plug)?;
             let dtb = if attached.is_empty() && plugged.is_empty() {
@@ -737,11 +469,11 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             write_file(&output, &dtb)?;
             Ok(0)
         }
-        Command::Overlay {
+        Command::Overlay(Deferred(OverlayArgs {
             cell,
             device,
             output,
-        } => {
+        })) => {
             let (_, attached, _) = plan_offline(&cell, std::slice::from_ref(&device))?;
             let overlay = attached
                 .first()
