@@ -106,9 +106,9 @@ pub struct EnableArgs {
     pub cell: String,
     /// Device id.
     pub id: String,
-    /// How long to wait for the guest, in seconds (1 to 300).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub timeout: u64,
+    /// How long to wait for the guest.
+    #[command(flatten)]
+    pub wait: GuestTimeout,
 }
 
 /// The arguments of `cellvm disable`.
@@ -121,9 +121,9 @@ pub struct DisableArgs {
     /// Tear the device down even if the guest refuses or does not answer.
     #[arg(long)]
     pub force: bool,
-    /// How long to wait for the guest, in seconds (1 to 300).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub timeout: u64,
+    /// How long to wait for the guest.
+    #[command(flatten)]
+    pub wait: GuestTimeout,
 }
 
 /// The arguments of `cellvm move`.
@@ -224,9 +224,9 @@ pub struct AttachArgs {
     pub cell: String,
     /// Device description (docs/overlays.md).
     pub device: PathBuf,
-    /// How long to wait for the guest, in seconds (1 to 300).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub timeout: u64,
+    /// How long to wait for the guest.
+    #[command(flatten)]
+    pub wait: GuestTimeout,
 }
 
 /// The arguments of `cellvm detach`.
@@ -240,9 +240,9 @@ pub struct DetachArgs {
     /// (unsafe for the guest: its drivers may still use the device).
     #[arg(long)]
     pub force: bool,
-    /// How long to wait for the guest, in seconds (1 to 300).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub timeout: u64,
+    /// How long to wait for the guest.
+    #[command(flatten)]
+    pub wait: GuestTimeout,
 }
 
 /// The arguments of `cellvm plug`.
@@ -254,9 +254,9 @@ pub struct PlugArgs {
     pub connector: String,
     /// The add-on description (TOML).
     pub addon: PathBuf,
-    /// How long to wait for the guest, in seconds (1 to 300).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub timeout: u64,
+    /// How long to wait for the guest.
+    #[command(flatten)]
+    pub wait: GuestTimeout,
 }
 
 /// The arguments of `cellvm unplug`.
@@ -271,9 +271,9 @@ pub struct UnplugArgs {
     /// goes whatever it answers.
     #[arg(long)]
     pub force: bool,
-    /// How long to wait for the guest, in seconds (1 to 300).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub timeout: u64,
+    /// How long to wait for the guest.
+    #[command(flatten)]
+    pub wait: GuestTimeout,
 }
 
 /// The arguments of `cellvm connect`.
@@ -283,9 +283,9 @@ pub struct ConnectArgs {
     pub cell: String,
     /// The connector description (TOML, one [[connector]] table).
     pub connector: PathBuf,
-    /// How long to wait for the guest, in seconds (1 to 300).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub timeout: u64,
+    /// How long to wait for the guest.
+    #[command(flatten)]
+    pub wait: GuestTimeout,
 }
 
 /// The arguments of `cellvm disconnect`.
@@ -299,9 +299,9 @@ pub struct DisconnectArgs {
     /// guest refuses.
     #[arg(long)]
     pub force: bool,
-    /// How long to wait for the guest, in seconds (1 to 300).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub timeout: u64,
+    /// How long to wait for the guest.
+    #[command(flatten)]
+    pub wait: GuestTimeout,
 }
 
 /// The arguments of `cellvm add-function`.
@@ -313,9 +313,9 @@ pub struct AddFunctionArgs {
     pub bridge: String,
     /// The function description (TOML or JSON).
     pub function: PathBuf,
-    /// How long to wait for the guest, in seconds (1 to 300).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub timeout: u64,
+    /// How long to wait for the guest.
+    #[command(flatten)]
+    pub wait: GuestTimeout,
 }
 
 /// The arguments of `cellvm remove-function`.
@@ -327,9 +327,9 @@ pub struct RemoveFunctionArgs {
     pub bridge: String,
     /// The function: DD.F, DD or BB:DD.F (hex, as lspci prints it).
     pub function: String,
-    /// How long to wait for the guest, in seconds (1 to 300).
-    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
-    pub timeout: u64,
+    /// How long to wait for the guest.
+    #[command(flatten)]
+    pub wait: GuestTimeout,
 }
 
 /// The arguments of `cellvm check`.
@@ -368,4 +368,13 @@ pub struct OverlayArgs {
     /// Output file (a .dtbo).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+}
+
+/// `--timeout SECONDS`: how long a request to a running cell waits for its
+/// guest (the commands whose guest step has the common default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Args)]
+pub struct GuestTimeout {
+    /// How long to wait for the guest, in seconds (1 to 300).
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub timeout: u64,
 }

@@ -74,7 +74,7 @@ fn keep_help(cmd: Command, augment: fn(Command) -> Command) -> Command {
 
 #[cfg(test)]
 mod tests {
-    use crate::cli::{AttachArgs, Cli, Command, Deferred, DetachArgs};
+    use crate::cli::{AttachArgs, Cli, Command, Deferred, DetachArgs, GuestTimeout};
     use clap::{CommandFactory, Parser};
 
     #[test]
@@ -96,7 +96,7 @@ mod tests {
             Command::Attach(Deferred(AttachArgs {
                 cell,
                 device,
-                timeout,
+                wait: GuestTimeout { timeout },
             })) => {
                 assert_eq!(cell, "c1");
                 assert_eq!(device, std::path::PathBuf::from("dev.toml"));
@@ -111,7 +111,11 @@ mod tests {
         let cli = Cli::try_parse_from(["cellvm", "detach", "-v", "c1", "x"]).expect("parses");
         assert!(cli.verbose);
         match cli.command {
-            Command::Detach(Deferred(DetachArgs { timeout, force, .. })) => {
+            Command::Detach(Deferred(DetachArgs {
+                wait: GuestTimeout { timeout },
+                force,
+                ..
+            })) => {
                 assert_eq!(timeout, 10);
                 assert!(!force);
             }

@@ -289,7 +289,11 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
     match cmd {
         Command::Run(args) => run::run(*args, start),
         Command::Cells => list_cells(),
-        Command::Enable(Deferred(EnableArgs { cell, id, timeout })) => {
+        Command::Enable(Deferred(EnableArgs {
+            cell,
+            id,
+            wait: GuestTimeout { timeout },
+        })) => {
             let (guest_ms, answer_within) = guest_wait(timeout);
             let request = Request::Enable {
                 id,
@@ -302,7 +306,7 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             cell,
             id,
             force,
-            timeout,
+            wait: GuestTimeout { timeout },
         })) => {
             let (guest_ms, answer_within) = guest_wait(timeout);
             let request = Request::Disable {
@@ -363,7 +367,7 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
         Command::Attach(Deferred(AttachArgs {
             cell,
             device,
-            timeout,
+            wait: GuestTimeout { timeout },
         })) => {
             // Parsed and validated once, here, so errors carry this file's
             // lines; the cell validates the same table again with the same
@@ -397,7 +401,7 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             cell,
             id,
             force,
-            timeout,
+            wait: GuestTimeout { timeout },
         })) => {
             let (guest_ms, answer_within) = guest_wait(timeout);
             let r = api_call(
@@ -416,36 +420,36 @@ fn run_command(cmd: Command, start: Instant) -> Result<u8, String> {
             cell,
             connector,
             addon,
-            timeout,
+            wait: GuestTimeout { timeout },
         })) => addon::plug(&cell, &connector, &addon, timeout),
         Command::Unplug(Deferred(UnplugArgs {
             cell,
             connector,
             force,
-            timeout,
+            wait: GuestTimeout { timeout },
         })) => addon::unplug(&cell, &connector, force, timeout),
         Command::Connect(Deferred(ConnectArgs {
             cell,
             connector,
-            timeout,
+            wait: GuestTimeout { timeout },
         })) => addon::connect(&cell, &connector, timeout),
         Command::Disconnect(Deferred(DisconnectArgs {
             cell,
             id,
             force,
-            timeout,
+            wait: GuestTimeout { timeout },
         })) => addon::disconnect(&cell, &id, force, timeout),
         Command::AddFunction(Deferred(AddFunctionArgs {
             cell,
             bridge,
             function,
-            timeout,
+            wait: GuestTimeout { timeout },
         })) => function::add(&cell, &bridge, &function, timeout),
         Command::RemoveFunction(Deferred(RemoveFunctionArgs {
             cell,
             bridge,
             function,
-            timeout,
+            wait: GuestTimeout { timeout },
         })) => function::remove(&cell, &bridge, &function, timeout),
         Command::Check(Deferred(CheckArgs { cells })) => match cells.as_slice() {
             [cell] => check_one(cell),
